@@ -1,0 +1,191 @@
+//! Configuration: the daemon file, one file per connector, and the health model, loaded and checked as one.
+//!
+//! Loading is parse → validate → validated types. Parsing (`raw.rs`) only mirrors TOML; validation
+//! (`validate.rs`) is pure (no network, no secret values read) and collects *every* problem with its file and
+//! line before giving up, so an admin fixes a config in one pass. Runtime code sees only the types defined
+//! here and in `model.rs`. Reading secret values is `crate::secrets`'s job, not this module's.
+
+mod model;
+mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use model::*;
+pub use validate::load;
+
+use crate::connector::Role;
+use crate::secrets::SecretRef;
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub daemon: DaemonConfig,
+    pub connectors: Vec<ConnectorConfig>,
+    pub model: Model,
+    /// Problems that do not stop healthsync from running (a secret not resolvable on this machine).
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl Config {
+    pub fn connector(&self, id: &str) -> Option<&ConnectorConfig> {
+        self.connectors.iter().find(|c| c.id == id)
+    }
+
+    pub fn sources(&self) -> impl Iterator<Item = &ConnectorConfig> {
+        self.connectors
+            .iter()
+            .filter(|c| c.enabled && c.role == Role::Source)
+    }
+
+    pub fn sinks(&self) -> impl Iterator<Item = &ConnectorConfig> {
+        self.connectors
+            .iter()
+            .filter(|c| c.enabled && c.role == Role::Sink)
+    }
+}
+
+/// `config/healthsync.toml`, with paths resolved against the file's folder.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub path: PathBuf,
+    pub state_dir: PathBuf,
+    pub connectors_dir: PathBuf,
+    pub model_path: PathBuf,
+    pub listen: Option<SocketAddr>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    /// Six-field cron expressions (with seconds) for the daemon's scoring and delivery jobs.
+    pub scoring_schedule: String,
+    pub delivery_schedule: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable on a terminal, JSON otherwise.
+    Auto,
+    Text,
+    Json,
+}
+
+/// One connector instance, from `connectors/<id>.toml`.
+#[derive(Debug, Clone)]
+pub struct ConnectorConfig {
+    /// The file stem.
+    pub id: String,
+    pub kind: String,
+    pub role: Role,
+    pub enabled: bool,
+    /// Six-field cron expression; `None` means the connector only runs on demand.
+    pub schedule: Option<String>,
+    pub base_url: reqwest::Url,
+    pub auth: AuthConfig,
+    pub rate_limit: RateLimit,
+    pub streams: Vec<String>,
+    pub page_size: Option<u32>,
+    pub timeout: Duration,
+    /// Kind-specific settings, already checked by the kind's `validate_params`.
+    pub params: toml::Table,
+    pub fields: FieldMap,
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthScheme {
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+    /// HTTP Basic with `username` and optional `password` (many vendors use the API key as the username).
+    Basic,
+    /// The key in a vendor-named header (`header`), e.g. Gainsight's `accessKey`.
+    ApiKeyHeader,
+}
+
+impl AuthScheme {
+    pub const ALL: &'static [(&'static str, AuthScheme)] = &[
+        ("bearer", AuthScheme::Bearer),
+        ("basic", AuthScheme::Basic),
+        ("api_key_header", AuthScheme::ApiKeyHeader),
+    ];
+
+    pub fn name(self) -> &'static str {
+        AuthScheme::ALL
+            .iter()
+            .find(|(_, s)| *s == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("unknown")
+    }
+}
+
+/// Auth settings: the scheme and *references* to secrets, never their values.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub scheme: AuthScheme,
+    pub token: Option<SecretRef>,
+    pub username: Option<SecretRef>,
+    pub password: Option<SecretRef>,
+    pub header: Option<String>,
+}
+
+/// A request budget: `requests` per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub per: Duration,
+}
+
+impl RateLimit {
+    pub const fn per_secs(requests: u32, secs: u64) -> RateLimit {
+        RateLimit {
+            requests,
+            per: Duration::from_secs(secs),
+        }
+    }
+}
+
+/// Sinks: which platform field receives which health output.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldMap {
+    pub score: Option<String>,
+    pub band: Option<String>,
+    pub coverage: Option<String>,
+    pub top_risk: Option<String>,
+    /// Category id → platform field.
+    pub categories: BTreeMap<String, String>,
+}
+
+/// One problem found in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    /// 1-based; `None` when the problem is about the file as a whole (missing, unreadable).
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// Every problem that stops the configuration from loading, in file order.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{} problem(s) in the configuration", .0.len())]
+pub struct ConfigErrors(pub Vec<Diagnostic>);
+
+impl ConfigErrors {
+    pub fn single(file: &Path, message: impl Into<String>) -> ConfigErrors {
+        ConfigErrors(vec![Diagnostic {
+            file: file.to_path_buf(),
+            line: None,
+            message: message.into(),
+        }])
+    }
+}

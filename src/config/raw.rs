@@ -1,0 +1,220 @@
+//! Serde mirrors of the three TOML file types, exactly as an admin writes them.
+//!
+//! Every struct denies unknown keys, and values that later checks may complain about are `Spanned` so the
+//! complaint can name the line. Nothing here is interpreted: defaults, cross-references and secret syntax are
+//! checked in `validate.rs`, and these types never leave the `config` module.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// `config/healthsync.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    pub version: Spanned<i64>,
+    /// Where sled keeps its files. Relative paths are resolved against the config file's folder.
+    pub state_dir: Spanned<String>,
+    pub connectors_dir: Spanned<String>,
+    pub model: Spanned<String>,
+    #[serde(default)]
+    pub listen: Option<Spanned<String>>,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub scoring: RawJob,
+    #[serde(default)]
+    pub delivery: RawJob,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub format: Option<Spanned<String>>,
+    pub level: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJob {
+    pub schedule: Option<Spanned<String>>,
+}
+
+/// `connectors/<id>.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConnector {
+    pub kind: Spanned<String>,
+    pub role: Spanned<String>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub schedule: Option<Spanned<String>>,
+    pub base_url: Spanned<String>,
+    pub auth: Spanned<RawAuth>,
+    #[serde(default)]
+    pub rate_limit: Option<Spanned<RawRateLimit>>,
+    #[serde(default)]
+    pub streams: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub page_size: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub timeout_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub params: Option<Spanned<toml::Table>>,
+    /// Sinks: health output → platform field name.
+    #[serde(default)]
+    pub fields: Option<Spanned<RawFieldMap>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub scheme: Spanned<String>,
+    pub token: Option<Spanned<String>>,
+    pub username: Option<Spanned<String>>,
+    pub password: Option<Spanned<String>>,
+    /// For `api_key_header`: the header that carries the key.
+    pub header: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub requests: Spanned<i64>,
+    pub per_secs: Spanned<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFieldMap {
+    pub score: Option<Spanned<String>>,
+    pub band: Option<Spanned<String>>,
+    pub coverage: Option<Spanned<String>>,
+    pub top_risk: Option<Spanned<String>>,
+    #[serde(default)]
+    pub categories: BTreeMap<String, Spanned<String>>,
+}
+
+/// `config/models/<name>.toml`: the health model.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub version: Spanned<i64>,
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub accounts: Spanned<RawAccounts>,
+    pub bands: Spanned<RawBands>,
+    #[serde(default)]
+    pub min_coverage: Option<Spanned<f64>>,
+    pub metrics: Spanned<BTreeMap<String, Spanned<RawMetric>>>,
+    pub categories: Spanned<BTreeMap<String, Spanned<RawCategory>>>,
+    #[serde(default)]
+    pub playbooks: BTreeMap<String, Spanned<RawPlaybook>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccounts {
+    /// `connector.stream` whose records define the accounts (the CRM's companies).
+    pub stream: Spanned<String>,
+    /// The account key other sources join on (e.g. `crm_id`).
+    pub key: Spanned<String>,
+    pub name_field: Spanned<String>,
+    #[serde(default)]
+    pub stage_field: Option<Spanned<String>>,
+    #[serde(default)]
+    pub segment_field: Option<Spanned<String>>,
+    #[serde(default)]
+    pub owner_field: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBands {
+    pub red_below: Spanned<f64>,
+    pub green_from: Spanned<f64>,
+    /// Points a score must clear a threshold by before its band changes (hysteresis).
+    #[serde(default)]
+    pub margin: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetric {
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default)]
+    pub stream: Option<Spanned<String>>,
+    pub aggregate: Spanned<String>,
+    #[serde(default)]
+    pub field: Option<Spanned<String>>,
+    #[serde(default)]
+    pub window_days: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub filter: Option<Spanned<BTreeMap<String, toml::Value>>>,
+    #[serde(default)]
+    pub numerator: Option<Spanned<String>>,
+    #[serde(default)]
+    pub denominator: Option<Spanned<String>>,
+    #[serde(default)]
+    pub score: Option<Spanned<RawScore>>,
+    /// Inputs older than this count as missing.
+    #[serde(default)]
+    pub ttl_days: Option<Spanned<i64>>,
+    /// Shown to the CSM in tasks for this metric.
+    #[serde(default)]
+    pub advice: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScore {
+    /// `[[value, score], …]`, linear between points, flat outside.
+    #[serde(default)]
+    pub linear: Option<Vec<[f64; 2]>>,
+    /// `[[at_least, score], …]`: the score of the highest threshold the value reaches.
+    #[serde(default)]
+    pub steps: Option<Vec<[f64; 2]>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCategory {
+    #[serde(default)]
+    pub label: Option<String>,
+    pub weight: Spanned<f64>,
+    pub metrics: Spanned<BTreeMap<String, Spanned<f64>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlaybook {
+    /// `overall` or a category id.
+    pub when: Spanned<String>,
+    /// The band that triggers the playbook (`red` by default).
+    #[serde(default)]
+    pub enters: Option<Spanned<String>>,
+    #[serde(default)]
+    pub cooldown_days: Option<Spanned<i64>>,
+    pub project: Spanned<String>,
+    #[serde(default)]
+    pub description: Option<Spanned<String>>,
+    #[serde(default)]
+    pub tasks: Vec<Spanned<RawTask>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTask {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub description: Option<Spanned<String>>,
+    /// `once` (default) or `failing_metric`: one task per metric of the category that is red.
+    #[serde(default)]
+    pub for_each: Option<Spanned<String>>,
+    #[serde(default)]
+    pub due_days: Option<Spanned<i64>>,
+}

@@ -1,0 +1,887 @@
+//! Loading and validation: files → raw types → every problem found, or the validated `Config`.
+//!
+//! Pure apart from reading the config files themselves and checking whether secret references resolve on this
+//! machine (which only warns: under systemd the credentials exist only at run time). No network, and no
+//! secret value is ever read into a message. Each check names its file and line.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use croner::parser::{CronParser, Seconds};
+use toml::Spanned;
+
+use super::raw::*;
+use super::*;
+use crate::connector::{self, KindSpec, Role};
+use crate::secrets::SecretRef;
+
+/// Loads and validates everything reachable from the daemon config at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let mut out = Diagnostics::default();
+    let daemon_file = SourceFile::read(path).map_err(|d| ConfigErrors(vec![d]))?;
+    let raw: RawDaemon = daemon_file
+        .parse()
+        .map_err(|d| ConfigErrors(vec![d]))?;
+    let daemon = check_daemon(&daemon_file, raw, &mut out);
+
+    let mut connectors = Vec::new();
+    let mut field_refs = Vec::new();
+    match list_toml_files(&daemon.connectors_dir) {
+        Ok(files) => {
+            if files.is_empty() {
+                out.file_error(&daemon.connectors_dir, "no connector files (*.toml) in this folder");
+            }
+            for file in files {
+                match SourceFile::read(&file).and_then(|f| f.parse::<RawConnector>().map(|r| (f, r))) {
+                    Ok((f, raw)) => {
+                        if let Some(c) = check_connector(&f, raw, &mut out, &mut field_refs) {
+                            connectors.push(c);
+                        }
+                    }
+                    Err(d) => out.push(d),
+                }
+            }
+        }
+        Err(d) => out.push(d),
+    }
+
+    let model = match SourceFile::read(&daemon.model_path)
+        .and_then(|f| f.parse::<RawModel>().map(|r| (f, r)))
+    {
+        Ok((f, raw)) => check_model(&f, raw, &connectors, &mut out),
+        Err(d) => {
+            out.push(d);
+            None
+        }
+    };
+
+    if let Some(model) = &model {
+        for r in field_refs {
+            if model.category(&r.category).is_none() {
+                out.push(Diagnostic {
+                    file: r.file,
+                    line: Some(r.line),
+                    message: format!(
+                        "fields.categories.{} names a category the health model does not have; known: {}",
+                        r.category,
+                        join(model.categories.iter().map(|c| c.id.as_str()))
+                    ),
+                });
+            }
+        }
+    }
+    if !connectors.iter().any(|c| c.role == Role::Sink && c.enabled) && out.errors.is_empty() {
+        out.warn(&daemon.connectors_dir, None, "no enabled sink: scores are computed but written nowhere");
+    }
+
+    match (out.errors.is_empty(), model) {
+        (true, Some(model)) => Ok(Config {
+            daemon,
+            connectors,
+            model,
+            warnings: out.warnings,
+        }),
+        _ => Err(ConfigErrors(out.errors)),
+    }
+}
+
+/// Checks a six-field cron expression (seconds first), as tokio-cron-scheduler runs them.
+pub fn check_cron(expr: &str) -> Result<(), String> {
+    let with_seconds = CronParser::builder().seconds(Seconds::Required).build();
+    match with_seconds.parse(expr) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let five = CronParser::builder().seconds(Seconds::Disallowed).build();
+            if five.parse(expr).is_ok() {
+                Err(format!(
+                    "cron expression `{expr}` has 5 fields, but schedules need 6 with seconds first, e.g. `0 {expr}`"
+                ))
+            } else {
+                Err(format!("bad cron expression `{expr}`: {e}"))
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Diagnostics {
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    fn push(&mut self, d: Diagnostic) {
+        self.errors.push(d);
+    }
+
+    fn file_error(&mut self, file: &Path, message: impl Into<String>) {
+        self.errors.push(Diagnostic {
+            file: file.to_path_buf(),
+            line: None,
+            message: message.into(),
+        });
+    }
+
+    fn warn(&mut self, file: &Path, line: Option<usize>, message: impl Into<String>) {
+        self.warnings.push(Diagnostic {
+            file: file.to_path_buf(),
+            line,
+            message: message.into(),
+        });
+    }
+}
+
+/// A config file's text, kept so spans can be turned into line numbers.
+struct SourceFile {
+    path: PathBuf,
+    text: String,
+}
+
+impl SourceFile {
+    fn read(path: &Path) -> Result<SourceFile, Diagnostic> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(SourceFile {
+                path: path.to_path_buf(),
+                text,
+            }),
+            Err(e) => Err(Diagnostic {
+                file: path.to_path_buf(),
+                line: None,
+                message: format!("cannot read file: {}", io_reason(&e)),
+            }),
+        }
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, Diagnostic> {
+        toml::from_str(&self.text).map_err(|e| Diagnostic {
+            file: self.path.clone(),
+            line: e.span().map(|s| self.line(s.start)),
+            message: e.message().trim_end_matches('\n').replace('\n', "; "),
+        })
+    }
+
+    fn line(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+    }
+
+    fn err(&self, out: &mut Diagnostics, span: Range<usize>, message: impl Into<String>) {
+        out.push(Diagnostic {
+            file: self.path.clone(),
+            line: Some(self.line(span.start)),
+            message: message.into(),
+        });
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn list_toml_files(dir: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Diagnostic {
+        file: dir.to_path_buf(),
+        line: None,
+        message: format!("cannot read connectors folder: {}", io_reason(&e)),
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn join<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    items.into_iter().collect::<Vec<_>>().join(", ")
+}
+
+fn resolve_path(base: &Path, p: &str) -> PathBuf {
+    let p = PathBuf::from(p);
+    if p.is_absolute() {
+        p
+    } else {
+        base.join(p)
+    }
+}
+
+fn check_daemon(f: &SourceFile, raw: RawDaemon, out: &mut Diagnostics) -> DaemonConfig {
+    if *raw.version.get_ref() != 1 {
+        f.err(out, raw.version.span(), format!("unsupported version {}; this healthsync reads version 1", raw.version.get_ref()));
+    }
+    let base = f.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let listen = raw.listen.and_then(|l| match l.get_ref().parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            f.err(out, l.span(), format!("listen = `{}` is not an address like 127.0.0.1:9464", l.get_ref()));
+            None
+        }
+    });
+    let log_format = match raw.log.format.as_ref().map(|s| s.get_ref().as_str()) {
+        None | Some("auto") => LogFormat::Auto,
+        Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            let span = raw.log.format.as_ref().map(|s| s.span()).unwrap_or_default();
+            f.err(out, span, format!("unknown log format `{other}`; use auto, text or json"));
+            LogFormat::Auto
+        }
+    };
+    let log_level = raw.log.level.map(|l| l.into_inner()).unwrap_or_else(|| "info".into());
+    let mut schedule = |job: RawJob, default: &str| match job.schedule {
+        Some(s) => {
+            if let Err(e) = check_cron(s.get_ref()) {
+                f.err(out, s.span(), e);
+            }
+            s.into_inner()
+        }
+        None => default.to_string(),
+    };
+    let scoring_schedule = schedule(raw.scoring, "0 */15 * * * *");
+    let delivery_schedule = schedule(raw.delivery, "30 */5 * * * *");
+    DaemonConfig {
+        path: f.path.clone(),
+        state_dir: resolve_path(&base, raw.state_dir.get_ref()),
+        connectors_dir: resolve_path(&base, raw.connectors_dir.get_ref()),
+        model_path: resolve_path(&base, raw.model.get_ref()),
+        listen,
+        log_format,
+        log_level,
+        scoring_schedule,
+        delivery_schedule,
+    }
+}
+
+struct FieldRef {
+    file: PathBuf,
+    line: usize,
+    category: String,
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+fn check_connector(
+    f: &SourceFile,
+    raw: RawConnector,
+    out: &mut Diagnostics,
+    field_refs: &mut Vec<FieldRef>,
+) -> Option<ConnectorConfig> {
+    let before = out.errors.len();
+    let id = f.path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+    if !valid_id(&id) {
+        out.file_error(&f.path, format!("connector id `{id}` (the file name) must be lowercase letters, digits, `_` or `-`"));
+    }
+    let spec: Option<&KindSpec> = connector::kind(raw.kind.get_ref());
+    if spec.is_none() {
+        f.err(out, raw.kind.span(), format!(
+            "unknown connector kind `{}`; known kinds: {}",
+            raw.kind.get_ref(),
+            join(connector::kind_names())
+        ));
+    }
+    let role = match raw.role.get_ref().as_str() {
+        "source" => Some(Role::Source),
+        "sink" => Some(Role::Sink),
+        other => {
+            f.err(out, raw.role.span(), format!("unknown role `{other}`; use source or sink"));
+            None
+        }
+    };
+    if let (Some(spec), Some(role)) = (spec, role) {
+        if spec.role != role {
+            f.err(out, raw.role.span(), format!("kind {} is a {}, not a {role}", spec.name, spec.role));
+        }
+    }
+    if let Some(s) = &raw.schedule {
+        if let Err(e) = check_cron(s.get_ref()) {
+            f.err(out, s.span(), e);
+        }
+    }
+    let base_url = match reqwest::Url::parse(raw.base_url.get_ref()) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+        Ok(_) => {
+            f.err(out, raw.base_url.span(), "base_url must be an http or https URL with a host");
+            None
+        }
+        Err(e) => {
+            f.err(out, raw.base_url.span(), format!("base_url is not a URL: {e}"));
+            None
+        }
+    };
+    let auth = check_auth(f, raw.auth, spec, out);
+    let rate_limit = match &raw.rate_limit {
+        Some(rl) => {
+            let (req, per) = (*rl.get_ref().requests.get_ref(), *rl.get_ref().per_secs.get_ref());
+            if !(1..=1_000_000).contains(&req) || !(1..=86_400).contains(&per) {
+                f.err(out, rl.span(), "rate_limit needs requests between 1 and 1000000 and per_secs between 1 and 86400");
+            }
+            RateLimit::per_secs(req.clamp(1, 1_000_000) as u32, per.clamp(1, 86_400) as u64)
+        }
+        None => spec.map(|s| s.default_rate_limit).unwrap_or(RateLimit::per_secs(1, 1)),
+    };
+    let mut streams = Vec::new();
+    if let Some(list) = &raw.streams {
+        if list.get_ref().is_empty() {
+            f.err(out, list.span(), "streams is empty; leave it out to sync the kind's default streams");
+        }
+        for s in list.get_ref() {
+            if let Some(spec) = spec {
+                if !spec.streams.contains(&s.get_ref().as_str()) {
+                    f.err(out, s.span(), format!("kind {} has no stream `{}`; it has: {}", spec.name, s.get_ref(), join(spec.streams.iter().copied())));
+                }
+            }
+            if streams.contains(s.get_ref()) {
+                f.err(out, s.span(), format!("stream `{}` is listed twice", s.get_ref()));
+            }
+            streams.push(s.get_ref().clone());
+        }
+    } else if let Some(spec) = spec {
+        streams = spec.default_streams.iter().map(|s| s.to_string()).collect();
+    }
+    if role == Some(Role::Sink) && raw.streams.is_some() {
+        f.err(out, raw.streams.as_ref().map(|s| s.span()).unwrap_or_default(), "a sink has no streams");
+    }
+    let page_size = raw.page_size.as_ref().map(|p| {
+        if !(1..=10_000).contains(p.get_ref()) {
+            f.err(out, p.span(), "page_size must be between 1 and 10000");
+        }
+        (*p.get_ref()).clamp(1, 10_000) as u32
+    });
+    let timeout = match &raw.timeout_secs {
+        Some(t) => {
+            if !(1..=600).contains(t.get_ref()) {
+                f.err(out, t.span(), "timeout_secs must be between 1 and 600");
+            }
+            Duration::from_secs((*t.get_ref()).clamp(1, 600) as u64)
+        }
+        None => Duration::from_secs(30),
+    };
+    let had_params = raw.params.is_some();
+    let params = raw.params.map(|p| {
+        let span = p.span();
+        let table = p.into_inner();
+        if let Some(spec) = spec {
+            if let Err(e) = (spec.validate_params)(&table) {
+                f.err(out, span, format!("[params]: {e}"));
+            }
+        }
+        table
+    }).unwrap_or_default();
+    if let (Some(spec), false) = (spec, had_params) {
+        if let Err(e) = (spec.validate_params)(&toml::Table::new()) {
+            f.file_error_line(out, None, format!("[params]: {e}"));
+        }
+    }
+    let fields = match raw.fields {
+        Some(fm) => {
+            if role == Some(Role::Source) {
+                f.err(out, fm.span(), "[fields] maps health outputs to platform fields; only sinks have it");
+            }
+            let fm = fm.into_inner();
+            for (cat, target) in &fm.categories {
+                field_refs.push(FieldRef { file: f.path.clone(), line: f.line(target.span().start), category: cat.clone() });
+            }
+            FieldMap {
+                score: fm.score.map(Spanned::into_inner),
+                band: fm.band.map(Spanned::into_inner),
+                coverage: fm.coverage.map(Spanned::into_inner),
+                top_risk: fm.top_risk.map(Spanned::into_inner),
+                categories: fm.categories.into_iter().map(|(k, v)| (k, v.into_inner())).collect(),
+            }
+        }
+        None => FieldMap::default(),
+    };
+    if let Some(auth) = &auth {
+        for r in [&auth.token, &auth.username, &auth.password].into_iter().flatten() {
+            if let Err(e) = r.resolve() {
+                out.warn(&f.path, None, format!("{e} (needed when this connector runs)"));
+            }
+        }
+    }
+    if out.errors.len() > before {
+        return None;
+    }
+    Some(ConnectorConfig {
+        id,
+        kind: spec?.name.to_string(),
+        role: role?,
+        enabled: raw.enabled.unwrap_or(true),
+        schedule: raw.schedule.map(Spanned::into_inner),
+        base_url: base_url?,
+        auth: auth?,
+        rate_limit,
+        streams,
+        page_size,
+        timeout,
+        params,
+        fields,
+        file: f.path.clone(),
+    })
+}
+
+impl SourceFile {
+    fn file_error_line(&self, out: &mut Diagnostics, line: Option<usize>, message: String) {
+        out.push(Diagnostic { file: self.path.clone(), line, message });
+    }
+}
+
+fn check_auth(f: &SourceFile, raw: Spanned<RawAuth>, spec: Option<&KindSpec>, out: &mut Diagnostics) -> Option<AuthConfig> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let before = out.errors.len();
+    let scheme = AuthScheme::ALL.iter().find(|(n, _)| n == raw.scheme.get_ref()).map(|(_, s)| *s);
+    match (scheme, spec) {
+        (None, _) => f.err(out, raw.scheme.span(), format!(
+            "unknown auth scheme `{}`; use {}",
+            raw.scheme.get_ref(),
+            join(AuthScheme::ALL.iter().map(|(n, _)| *n))
+        )),
+        (Some(s), Some(spec)) if !spec.auth.contains(&s) => f.err(out, raw.scheme.span(), format!(
+            "kind {} does not take auth scheme {}; it takes: {}",
+            spec.name,
+            s.name(),
+            join(spec.auth.iter().map(|s| s.name()))
+        )),
+        _ => {}
+    }
+    let mut secret = |name: &str, v: &Option<Spanned<String>>| -> Option<SecretRef> {
+        let v = v.as_ref()?;
+        match SecretRef::parse(v.get_ref()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                f.err(out, v.span(), format!("auth.{name}: {e}"));
+                None
+            }
+        }
+    };
+    let token = secret("token", &raw.token);
+    let username = secret("username", &raw.username);
+    let password = secret("password", &raw.password);
+    let needs = |present: bool, key: &str, example: &str, out: &mut Diagnostics| {
+        if !present {
+            f.err(out, span.clone(), format!("auth scheme {} needs `{key}`, a secret reference such as {example}", raw.scheme.get_ref()));
+        }
+    };
+    match scheme {
+        Some(AuthScheme::Bearer) => needs(raw.token.is_some(), "token", "env:API_TOKEN", out),
+        Some(AuthScheme::Basic) => needs(raw.username.is_some(), "username", "env:API_KEY", out),
+        Some(AuthScheme::ApiKeyHeader) => {
+            needs(raw.token.is_some(), "token", "env:API_KEY", out);
+            if raw.header.is_none() {
+                f.err(out, span.clone(), "auth scheme api_key_header needs `header`, the header name that carries the key");
+            }
+        }
+        None => {}
+    }
+    if out.errors.len() > before {
+        return None;
+    }
+    Some(AuthConfig {
+        scheme: scheme?,
+        token,
+        username,
+        password,
+        header: raw.header.map(Spanned::into_inner),
+    })
+}
+
+fn parse_stream_ref(s: &str) -> Option<StreamRef> {
+    let (c, st) = s.split_once('.')?;
+    (!c.is_empty() && !st.is_empty()).then(|| StreamRef { connector: c.into(), stream: st.into() })
+}
+
+fn check_stream_ref(f: &SourceFile, s: &Spanned<String>, connectors: &[ConnectorConfig], out: &mut Diagnostics) -> Option<StreamRef> {
+    let Some(r) = parse_stream_ref(s.get_ref()) else {
+        f.err(out, s.span(), format!("`{}` is not a stream reference like hubspot.companies (connector id, dot, stream)", s.get_ref()));
+        return None;
+    };
+    let sources: Vec<&ConnectorConfig> = connectors.iter().filter(|c| c.role == Role::Source).collect();
+    match sources.iter().find(|c| c.id == r.connector) {
+        None => f.err(out, s.span(), format!(
+            "no source connector `{}`; configured sources: {}",
+            r.connector,
+            join(sources.iter().map(|c| c.id.as_str()))
+        )),
+        Some(c) if !c.streams.contains(&r.stream) => f.err(out, s.span(), format!(
+            "connector {} does not sync stream `{}`; it syncs: {}",
+            c.id,
+            r.stream,
+            join(c.streams.iter().map(String::as_str))
+        )),
+        Some(_) => return Some(r),
+    }
+    None
+}
+
+/// FNV-1a: a stable, dependency-free fingerprint of the model text (not a security hash).
+fn fingerprint(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+const WEIGHT_TOLERANCE: f64 = 0.01;
+
+fn check_model(f: &SourceFile, raw: RawModel, connectors: &[ConnectorConfig], out: &mut Diagnostics) -> Option<Model> {
+    let before = out.errors.len();
+    if *raw.version.get_ref() != 1 {
+        f.err(out, raw.version.span(), format!("unsupported model version {}; this healthsync reads version 1", raw.version.get_ref()));
+    }
+    let acc = raw.accounts.get_ref();
+    let accounts_stream = check_stream_ref(f, &acc.stream, connectors, out);
+
+    let b = raw.bands.get_ref();
+    let (red, green) = (*b.red_below.get_ref(), *b.green_from.get_ref());
+    if !(1.0 < red && red < green && green <= 100.0) {
+        f.err(out, raw.bands.span(), format!("bands need 1 < red_below < green_from <= 100 (got red_below = {red}, green_from = {green})"));
+    }
+    let margin = b.margin.as_ref().map(|m| *m.get_ref()).unwrap_or(3.0);
+    if !(0.0..=20.0).contains(&margin) {
+        f.err(out, b.margin.as_ref().map(|m| m.span()).unwrap_or(raw.bands.span()), "bands.margin must be between 0 and 20 points");
+    }
+    let min_coverage = raw.min_coverage.as_ref().map(|m| *m.get_ref()).unwrap_or(0.5);
+    if !(0.0..=1.0).contains(&min_coverage) {
+        f.err(out, raw.min_coverage.as_ref().map(|m| m.span()).unwrap_or_default(), "min_coverage is a share between 0 and 1");
+    }
+
+    let metric_ids: BTreeSet<&str> = raw.metrics.get_ref().keys().map(String::as_str).collect();
+    let mut metrics = Vec::new();
+    for (id, m) in raw.metrics.get_ref() {
+        if let Some(metric) = check_metric(f, id, m, &metric_ids, raw.metrics.get_ref(), connectors, out) {
+            metrics.push(metric);
+        }
+    }
+
+    let mut categories = Vec::new();
+    let cats = raw.categories.get_ref();
+    if cats.is_empty() {
+        f.err(out, raw.categories.span(), "the model needs at least one category");
+    }
+    let total: f64 = cats.values().map(|c| *c.get_ref().weight.get_ref()).sum();
+    if (total - 100.0).abs() > WEIGHT_TOLERANCE && !cats.is_empty() {
+        f.err(out, raw.categories.span(), format!("category weights add up to {total}, they must add up to 100"));
+    }
+    for (id, c) in cats {
+        let c_ref = c.get_ref();
+        if *c_ref.weight.get_ref() <= 0.0 {
+            f.err(out, c_ref.weight.span(), format!("category {id}: weight must be above 0"));
+        }
+        let mut members = Vec::new();
+        let sum: f64 = c_ref.metrics.get_ref().values().map(|w| *w.get_ref()).sum();
+        if c_ref.metrics.get_ref().is_empty() {
+            f.err(out, c_ref.metrics.span(), format!("category {id} has no metrics"));
+        } else if (sum - 100.0).abs() > WEIGHT_TOLERANCE {
+            f.err(out, c_ref.metrics.span(), format!("metric weights in category {id} add up to {sum}, they must add up to 100"));
+        }
+        for (mid, w) in c_ref.metrics.get_ref() {
+            match raw.metrics.get_ref().get(mid) {
+                None => f.err(out, w.span(), format!("category {id} uses unknown metric `{mid}`; known metrics: {}", join(metric_ids.iter().copied()))),
+                Some(m) if m.get_ref().score.is_none() => f.err(out, w.span(), format!("metric {mid} has no [score], so category {id} cannot weigh it")),
+                Some(_) => {}
+            }
+            if *w.get_ref() <= 0.0 {
+                f.err(out, w.span(), format!("weight of {mid} in category {id} must be above 0"));
+            }
+            members.push((mid.clone(), *w.get_ref() / sum.max(f64::MIN_POSITIVE)));
+        }
+        categories.push(Category {
+            id: id.clone(),
+            label: c_ref.label.clone().unwrap_or_else(|| id.clone()),
+            weight: *c_ref.weight.get_ref() / total.max(f64::MIN_POSITIVE),
+            metrics: members,
+        });
+    }
+
+    let mut playbooks = Vec::new();
+    for (id, p) in &raw.playbooks {
+        if let Some(pb) = check_playbook(f, id, p, cats, out) {
+            playbooks.push(pb);
+        }
+    }
+
+    if out.errors.len() > before {
+        return None;
+    }
+    Some(Model {
+        name: raw.name.into_inner(),
+        description: raw.description.unwrap_or_default(),
+        hash: fingerprint(&f.text),
+        accounts: AccountsSpec {
+            stream: accounts_stream?,
+            key: acc.key.get_ref().clone(),
+            name_field: acc.name_field.get_ref().clone(),
+            stage_field: acc.stage_field.as_ref().map(|s| s.get_ref().clone()),
+            segment_field: acc.segment_field.as_ref().map(|s| s.get_ref().clone()),
+            owner_field: acc.owner_field.as_ref().map(|s| s.get_ref().clone()),
+        },
+        bands: Bands { red_below: red, green_from: green, margin },
+        min_coverage,
+        metrics,
+        categories,
+        playbooks,
+    })
+}
+
+fn check_metric(
+    f: &SourceFile,
+    id: &str,
+    m: &Spanned<RawMetric>,
+    ids: &BTreeSet<&str>,
+    all: &BTreeMap<String, Spanned<RawMetric>>,
+    connectors: &[ConnectorConfig],
+    out: &mut Diagnostics,
+) -> Option<Metric> {
+    let before = out.errors.len();
+    let r = m.get_ref();
+    let agg = r.aggregate.get_ref().as_str();
+    if !Aggregate::NAMES.contains(&agg) {
+        f.err(out, r.aggregate.span(), format!("metric {id}: unknown aggregate `{agg}`; use {}", join(Aggregate::NAMES.iter().copied())));
+        return None;
+    }
+    let field = || -> Option<String> {
+        match &r.field {
+            Some(v) => Some(v.get_ref().clone()),
+            None => None,
+        }
+    };
+    let need_field = |out: &mut Diagnostics| -> Option<String> {
+        let v = field();
+        if v.is_none() {
+            f.err(out, m.span(), format!("metric {id}: aggregate {agg} needs `field`"));
+        }
+        v
+    };
+    let window_days = r.window_days.as_ref().and_then(|w| {
+        if (1..=3650).contains(w.get_ref()) {
+            Some(*w.get_ref() as u32)
+        } else {
+            f.err(out, w.span(), format!("metric {id}: window_days must be between 1 and 3650"));
+            None
+        }
+    });
+    let input = if agg == "ratio" {
+        let mut side = |name: &str, v: &Option<Spanned<String>>| -> Option<String> {
+            let Some(v) = v else {
+                f.err(out, m.span(), format!("metric {id}: a ratio needs `{name}`, the id of another metric"));
+                return None;
+            };
+            let target = v.get_ref().as_str();
+            if !ids.contains(target) {
+                f.err(out, v.span(), format!("metric {id}: {name} names unknown metric `{target}`; known metrics: {}", join(ids.iter().copied())));
+            } else if target == id || all.get(target).is_some_and(|t| t.get_ref().aggregate.get_ref() == "ratio") {
+                f.err(out, v.span(), format!("metric {id}: {name} must be a metric over records, not a ratio"));
+            }
+            Some(target.to_string())
+        };
+        let numerator = side("numerator", &r.numerator);
+        let denominator = side("denominator", &r.denominator);
+        MetricInput::Ratio { numerator: numerator?, denominator: denominator? }
+    } else {
+        let stream = match &r.stream {
+            Some(s) => check_stream_ref(f, s, connectors, out),
+            None => {
+                f.err(out, m.span(), format!("metric {id}: needs `stream`, e.g. stripe.invoices"));
+                None
+            }
+        };
+        let aggregate = match agg {
+            "count" => Some(Aggregate::Count),
+            "sum" => need_field(out).map(Aggregate::Sum),
+            "avg" => need_field(out).map(Aggregate::Avg),
+            "latest" => need_field(out).map(Aggregate::Latest),
+            "distinct" => need_field(out).map(Aggregate::Distinct),
+            "days_since" => need_field(out).map(Aggregate::DaysSince),
+            _ => need_field(out).map(Aggregate::Trend),
+        };
+        if agg == "trend" && window_days.is_none() {
+            f.err(out, m.span(), format!("metric {id}: a trend compares two windows, so it needs window_days"));
+        }
+        let filter = r.filter.as_ref().map(|fl| {
+            fl.get_ref()
+                .iter()
+                .filter_map(|(k, v)| match serde_json::to_value(v) {
+                    Ok(v) => Some((k.clone(), v)),
+                    Err(_) => {
+                        f.err(out, fl.span(), format!("metric {id}: filter value for `{k}` must be a string, number or boolean"));
+                        None
+                    }
+                })
+                .collect()
+        }).unwrap_or_default();
+        MetricInput::Records { stream: stream?, aggregate: aggregate?, filter, window_days }
+    };
+    let score = r.score.as_ref().and_then(|s| check_score(f, id, s, out));
+    let ttl_days = r.ttl_days.as_ref().and_then(|t| {
+        if (1..=3650).contains(t.get_ref()) {
+            Some(*t.get_ref() as u32)
+        } else {
+            f.err(out, t.span(), format!("metric {id}: ttl_days must be between 1 and 3650"));
+            None
+        }
+    });
+    if out.errors.len() > before {
+        return None;
+    }
+    Some(Metric {
+        id: id.to_string(),
+        label: r.label.clone().unwrap_or_else(|| id.to_string()),
+        input,
+        score,
+        ttl_days,
+        advice: r.advice.clone(),
+    })
+}
+
+fn check_score(f: &SourceFile, id: &str, s: &Spanned<RawScore>, out: &mut Diagnostics) -> Option<ScoreFn> {
+    let r = s.get_ref();
+    let (points, linear) = match (&r.linear, &r.steps) {
+        (Some(p), None) => (p, true),
+        (None, Some(p)) => (p, false),
+        _ => {
+            f.err(out, s.span(), format!("metric {id}: [score] needs exactly one of `linear` or `steps`"));
+            return None;
+        }
+    };
+    let min = if linear { 2 } else { 1 };
+    if points.len() < min {
+        f.err(out, s.span(), format!("metric {id}: score needs at least {min} [value, score] point(s)"));
+        return None;
+    }
+    let mut ok = true;
+    for w in points.windows(2) {
+        if w[1][0] <= w[0][0] {
+            ok = false;
+        }
+    }
+    if !ok {
+        f.err(out, s.span(), format!("metric {id}: score points must be in strictly increasing order of value"));
+    }
+    if points.iter().any(|p| !(1.0..=100.0).contains(&p[1]) || !p[0].is_finite()) {
+        f.err(out, s.span(), format!("metric {id}: scores must be between 1 and 100"));
+        ok = false;
+    }
+    if !ok {
+        return None;
+    }
+    let pts = points.iter().map(|p| (p[0], p[1])).collect();
+    Some(if linear { ScoreFn::Linear(pts) } else { ScoreFn::Steps(pts) })
+}
+
+fn check_template(f: &SourceFile, out: &mut Diagnostics, what: &str, src: &Spanned<String>) {
+    let env = minijinja::Environment::new();
+    match env.template_from_str(src.get_ref()) {
+        Ok(t) => {
+            let unknown: BTreeSet<String> = t
+                .undeclared_variables(false)
+                .into_iter()
+                .filter(|v| !TEMPLATE_VARIABLES.contains(&v.as_str()))
+                .collect();
+            if !unknown.is_empty() {
+                f.err(out, src.span(), format!(
+                    "{what}: unknown template variable(s) {}; templates can use {}",
+                    join(unknown.iter().map(String::as_str)),
+                    join(TEMPLATE_VARIABLES.iter().copied())
+                ));
+            }
+        }
+        Err(e) => f.err(out, src.span(), format!("{what}: template does not compile: {e}")),
+    }
+}
+
+fn check_playbook(
+    f: &SourceFile,
+    id: &str,
+    p: &Spanned<RawPlaybook>,
+    cats: &BTreeMap<String, Spanned<RawCategory>>,
+    out: &mut Diagnostics,
+) -> Option<Playbook> {
+    let before = out.errors.len();
+    let r = p.get_ref();
+    let when = match r.when.get_ref().as_str() {
+        "overall" => Some(Target::Overall),
+        c if cats.contains_key(c) => Some(Target::Category(c.to_string())),
+        c => {
+            f.err(out, r.when.span(), format!(
+                "playbook {id}: when = `{c}` is neither overall nor a category; categories: {}",
+                join(cats.keys().map(String::as_str))
+            ));
+            None
+        }
+    };
+    let enters = match r.enters.as_ref().map(|e| e.get_ref().as_str()) {
+        None | Some("red") => Some(Band::Red),
+        Some("amber") => Some(Band::Amber),
+        Some(other) => {
+            f.err(out, r.enters.as_ref().map(|e| e.span()).unwrap_or_default(), format!("playbook {id}: enters = `{other}`; use red or amber"));
+            None
+        }
+    };
+    let cooldown_days = match &r.cooldown_days {
+        Some(c) if !(0..=3650).contains(c.get_ref()) => {
+            f.err(out, c.span(), format!("playbook {id}: cooldown_days must be between 0 and 3650"));
+            0
+        }
+        Some(c) => *c.get_ref() as u32,
+        None => 30,
+    };
+    check_template(f, out, &format!("playbook {id} project"), &r.project);
+    if let Some(d) = &r.description {
+        check_template(f, out, &format!("playbook {id} description"), d);
+    }
+    let mut tasks = Vec::new();
+    for (i, t) in r.tasks.iter().enumerate() {
+        let t = t.get_ref();
+        let what = format!("playbook {id} task {}", i + 1);
+        check_template(f, out, &what, &t.name);
+        if let Some(d) = &t.description {
+            check_template(f, out, &what, d);
+        }
+        let for_each = match t.for_each.as_ref().map(|s| s.get_ref().as_str()) {
+            None | Some("once") => ForEach::Once,
+            Some("failing_metric") => ForEach::FailingMetric,
+            Some(other) => {
+                f.err(out, t.for_each.as_ref().map(|s| s.span()).unwrap_or_default(), format!("{what}: for_each = `{other}`; use once or failing_metric"));
+                ForEach::Once
+            }
+        };
+        let due_days = match &t.due_days {
+            Some(d) if !(0..=365).contains(d.get_ref()) => {
+                f.err(out, d.span(), format!("{what}: due_days must be between 0 and 365"));
+                0
+            }
+            Some(d) => *d.get_ref() as u32,
+            None => 7,
+        };
+        tasks.push(TaskTemplate {
+            name: t.name.get_ref().clone(),
+            description: t.description.as_ref().map(|d| d.get_ref().clone()).unwrap_or_default(),
+            for_each,
+            due_days,
+        });
+    }
+    if out.errors.len() > before {
+        return None;
+    }
+    Some(Playbook {
+        id: id.to_string(),
+        when: when?,
+        enters: enters?,
+        cooldown_days,
+        project: r.project.get_ref().clone(),
+        description: r.description.as_ref().map(|d| d.get_ref().clone()).unwrap_or_default(),
+        tasks,
+    })
+}

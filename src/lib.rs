@@ -1,0 +1,37 @@
+//! healthsync: a customer-health engine for Customer Success teams.
+//!
+//! It pulls account data from the systems where it already lives (CRM, billing, product usage), caches it in
+//! sled, scores each account with a health model that admins edit as TOML, and writes health fields and
+//! templated projects back into the CS platform, through a durable outbox.
+//!
+//! # Layout
+//!
+//! - [`config`]: raw TOML types → pure validation (all problems at once, with file and line) → validated types.
+//! - [`secrets`]: secret references (`env:`, `file:`, `credential:`) resolved into `SecretString`.
+//! - [`store`]: the only module that touches sled; typed trees for records, cursors, scores, outbox.
+//! - [`http`]: the only builder of reqwest clients: auth, rate limiting, retry, pagination helpers.
+//! - [`connector`]: the source and sink contracts, the kind registry, and one module per kind.
+//! - [`sync`]: drives a source page by page, committing records with their cursor.
+//! - [`identity`], [`metrics`], [`scoring`]: records → one account across sources → metric values → scores.
+//! - [`planner`], [`outbox`]: diff scores against what the platform confirmed, plan writes, deliver them.
+//! - [`pipeline`]: sync → score → plan → push as library calls shared by the CLI, the daemon and the demo.
+//! - [`sim`]: simulated vendor APIs used by `healthsync demo`, `healthsync sim` and the tests.
+//! - [`cli`], [`demo`], [`daemon`], [`telemetry`]: the edges.
+
+pub mod cli;
+pub mod config;
+pub mod connector;
+pub mod daemon;
+pub mod demo;
+pub mod http;
+pub mod identity;
+pub mod metrics;
+pub mod outbox;
+pub mod pipeline;
+pub mod planner;
+pub mod scoring;
+pub mod secrets;
+pub mod sim;
+pub mod store;
+pub mod sync;
+pub mod telemetry;

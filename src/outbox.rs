@@ -1,0 +1,1 @@
+//! outbox (being built).

@@ -1,0 +1,1 @@
+//! Simulated vendor APIs (being built).

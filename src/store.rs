@@ -1,0 +1,546 @@
+//! The local store: the only module that imports sled.
+//!
+//! Typed trees hold synced records (one tree per connector and stream), their cursors, run status, current
+//! scores and daily score history, the values each sink last confirmed, the durable outbox with its
+//! coalescing index, dead letters, and projects opened by playbooks. Values are JSON so a person can inspect
+//! them; keys are `\0`-joined strings. This module owns atomicity (which writes share a transaction); it
+//! does not decide *what* to write: that is `sync`, `pipeline`, `planner` and `outbox`.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use crate::connector::{Cursor, FieldValue, Record, WriteOp};
+
+/// Bumped when the layout of a tree changes incompatibly; `open` refuses a store it cannot read.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store at {path} is in use by another healthsync process (sled holds a lock on it)")]
+    Locked { path: String },
+    #[error("the store at {path} has schema version {found}, this healthsync reads version {SCHEMA_VERSION}")]
+    Schema { path: String, found: String },
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("store: corrupt value in tree {tree}: {reason}")]
+    Corrupt { tree: String, reason: String },
+}
+
+/// A write waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Monotonic; delivery goes in this order.
+    pub seq: u64,
+    pub sink: String,
+    /// Idempotency key: what the platform sees as external id, and what coalesces newer writes with older.
+    pub key: String,
+    pub op: WriteOp,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub enqueued_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A write the platform refused for good, kept with its reason for `healthsync status` and replay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub entry: OutboxEntry,
+    pub reason: String,
+    pub failed_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A project a playbook opened (or is opening) for an account on a sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectRecord {
+    pub sink: String,
+    pub account_id: String,
+    pub playbook: String,
+    pub key: String,
+    pub name: String,
+    pub opened_at: chrono::DateTime<chrono::Utc>,
+    pub state: ProjectState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectState {
+    /// Enqueued, not yet confirmed by the platform.
+    Pending,
+    Open,
+    /// The account recovered (past the hysteresis margin); kept for cooldown and impact tracking.
+    Resolved {
+        at: chrono::DateTime<chrono::Utc>,
+    },
+}
+
+/// The sled database with its named trees.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    cursors: sled::Tree,
+    runs: sled::Tree,
+    scores: sled::Tree,
+    history: sled::Tree,
+    written: sled::Tree,
+    outbox: sled::Tree,
+    outbox_keys: sled::Tree,
+    dead: sled::Tree,
+    projects: sled::Tree,
+    meta: sled::Tree,
+}
+
+fn key(parts: &[&str]) -> Vec<u8> {
+    parts.join("\0").into_bytes()
+}
+
+fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serializing our own plain data types to JSON cannot fail: no maps with non-string keys, no
+    // non-finite floats reach here (FieldValue maps them to null).
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn from_json<T: DeserializeOwned>(tree: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        tree: tree.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn records_tree_name(connector: &str, stream: &str) -> String {
+    format!("records/{connector}/{stream}")
+}
+
+type TxResult<T> = Result<T, TransactionError<StoreError>>;
+
+fn unwrap_tx<T>(r: TxResult<T>) -> Result<T, StoreError> {
+    r.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::Sled(e),
+    })
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`. A second process on the same directory gets `Locked`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
+            sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(11) => {
+                StoreError::Locked { path: dir.display().to_string() }
+            }
+            other => StoreError::Sled(other),
+        })?;
+        Store::from_db(db, &dir.display().to_string())
+    }
+
+    /// An in-memory store for tests and benchmarks.
+    pub fn temporary() -> Result<Store, StoreError> {
+        let db = sled::Config::new().temporary(true).open()?;
+        Store::from_db(db, "(temporary)")
+    }
+
+    fn from_db(db: sled::Db, path: &str) -> Result<Store, StoreError> {
+        let meta = db.open_tree("meta")?;
+        match meta.get("schema_version")? {
+            None => {
+                meta.insert("schema_version", SCHEMA_VERSION.to_string().as_bytes())?;
+            }
+            Some(v) if v.as_ref() == SCHEMA_VERSION.to_string().as_bytes() => {}
+            Some(v) => {
+                return Err(StoreError::Schema {
+                    path: path.to_string(),
+                    found: String::from_utf8_lossy(&v).into_owned(),
+                })
+            }
+        }
+        Ok(Store {
+            cursors: db.open_tree("cursors")?,
+            runs: db.open_tree("runs")?,
+            scores: db.open_tree("scores")?,
+            history: db.open_tree("history")?,
+            written: db.open_tree("written")?,
+            outbox: db.open_tree("outbox")?,
+            outbox_keys: db.open_tree("outbox_keys")?,
+            dead: db.open_tree("dead_letters")?,
+            projects: db.open_tree("projects")?,
+            meta,
+            db,
+        })
+    }
+
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    // --- records and cursors -------------------------------------------------------------------------
+
+    /// Stores a page of records and the cursor that covers them in one transaction: after a crash either
+    /// both are there or neither is. Returns how many records were new or changed.
+    pub fn commit_page(&self, connector: &str, stream: &str, records: &[Record], cursor: &Cursor) -> Result<usize, StoreError> {
+        let tree = self.db.open_tree(records_tree_name(connector, stream))?;
+        let cursor_key = key(&[connector, stream]);
+        let cursor_bytes = to_json(cursor);
+        let encoded: Vec<(Vec<u8>, Vec<u8>)> = records.iter().map(|r| (r.id.clone().into_bytes(), to_json(r))).collect();
+        unwrap_tx((&tree, &self.cursors).transaction(|(t, c)| {
+            let mut changed = 0;
+            for (k, v) in &encoded {
+                let old = t.insert(k.as_slice(), v.as_slice())?;
+                if old.as_deref() != Some(v.as_slice()) {
+                    changed += 1;
+                }
+            }
+            c.insert(cursor_key.as_slice(), cursor_bytes.as_slice())?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(changed)
+        }))
+    }
+
+    pub fn cursor(&self, connector: &str, stream: &str) -> Result<Option<Cursor>, StoreError> {
+        self.cursors
+            .get(key(&[connector, stream]))?
+            .map(|v| from_json("cursors", &v))
+            .transpose()
+    }
+
+    /// Forgets a stream's cursor so the next sync is a full refresh. Records stay (they are upserted).
+    pub fn reset_cursor(&self, connector: &str, stream: &str) -> Result<(), StoreError> {
+        self.cursors.remove(key(&[connector, stream]))?;
+        Ok(())
+    }
+
+    /// Every stored record of a stream, in id order. Streams pages from sled; never loads the tree at once.
+    pub fn records(&self, connector: &str, stream: &str) -> Result<impl Iterator<Item = Result<Record, StoreError>>, StoreError> {
+        let tree = self.db.open_tree(records_tree_name(connector, stream))?;
+        Ok(tree.iter().values().map(|v| from_json("records", &v?)))
+    }
+
+    pub fn record_count(&self, connector: &str, stream: &str) -> Result<usize, StoreError> {
+        Ok(self.db.open_tree(records_tree_name(connector, stream))?.len())
+    }
+
+    // --- run status ----------------------------------------------------------------------------------
+
+    pub fn put_status<T: Serialize>(&self, name: &str, status: &T) -> Result<(), StoreError> {
+        self.runs.insert(name, to_json(status))?;
+        Ok(())
+    }
+
+    pub fn status<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StoreError> {
+        self.runs.get(name)?.map(|v| from_json("runs", &v)).transpose()
+    }
+
+    // --- scores --------------------------------------------------------------------------------------
+
+    /// Replaces the current scores and records each account's score in the daily history (one point per
+    /// account per day; a rerun the same day overwrites it, so a retried run leaves the same history).
+    pub fn put_scores<T: Serialize>(&self, day: chrono::NaiveDate, scores: &[(String, T)]) -> Result<(), StoreError> {
+        let day = day.format("%Y-%m-%d").to_string();
+        let mut current = sled::Batch::default();
+        for k in self.scores.iter().keys() {
+            current.remove(k?);
+        }
+        let mut history = sled::Batch::default();
+        for (account, score) in scores {
+            let v = to_json(score);
+            current.insert(account.as_bytes(), v.clone());
+            history.insert(key(&[account, &day]), v);
+        }
+        self.scores.apply_batch(current)?;
+        self.history.apply_batch(history)?;
+        Ok(())
+    }
+
+    pub fn scores<T: DeserializeOwned>(&self) -> Result<Vec<T>, StoreError> {
+        self.scores.iter().values().map(|v| from_json("scores", &v?)).collect()
+    }
+
+    pub fn score<T: DeserializeOwned>(&self, account: &str) -> Result<Option<T>, StoreError> {
+        self.scores.get(account)?.map(|v| from_json("scores", &v)).transpose()
+    }
+
+    /// An account's daily history, oldest first, as (YYYY-MM-DD, score).
+    pub fn history<T: DeserializeOwned>(&self, account: &str) -> Result<Vec<(String, T)>, StoreError> {
+        let prefix = key(&[account, ""]);
+        self.history
+            .scan_prefix(prefix.clone())
+            .map(|kv| {
+                let (k, v) = kv?;
+                let day = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                Ok((day, from_json("history", &v)?))
+            })
+            .collect()
+    }
+
+    // --- last confirmed values -----------------------------------------------------------------------
+
+    pub fn written(&self, sink: &str, account: &str, field: &str) -> Result<Option<FieldValue>, StoreError> {
+        self.written
+            .get(key(&[sink, account, field]))?
+            .map(|v| from_json("written", &v))
+            .transpose()
+    }
+
+    // --- outbox --------------------------------------------------------------------------------------
+
+    /// Puts a write in the outbox. An unsent write with the same key is replaced: field updates merge (the
+    /// newer value of a field wins), anything else is superseded. A pending project is recorded in the same
+    /// transaction, so a crash can never leave a planned project without its marker or the reverse.
+    pub fn enqueue(&self, sink: &str, key_str: &str, op: WriteOp, project: Option<&ProjectRecord>, now: chrono::DateTime<chrono::Utc>) -> Result<u64, StoreError> {
+        let seq = self.db.generate_id()?;
+        let index_key = key(&[sink, key_str]);
+        let project_kv = project.map(|p| (key(&[&p.sink, &p.account_id, &p.playbook]), to_json(p)));
+        unwrap_tx((&self.outbox, &self.outbox_keys, &self.projects).transaction(|(ob, keys, projects)| {
+            let mut op = op.clone();
+            if let Some(old_seq) = keys.get(index_key.as_slice())? {
+                if let Some(old) = ob.remove(old_seq.as_ref())? {
+                    let old: OutboxEntry = from_json("outbox", &old).map_err(ConflictableTransactionError::Abort)?;
+                    if let (WriteOp::SetFields { fields: old_fields, .. }, WriteOp::SetFields { fields, .. }) = (&old.op, &mut op) {
+                        for (k, v) in old_fields {
+                            fields.entry(k.clone()).or_insert_with(|| v.clone());
+                        }
+                    }
+                }
+            }
+            let entry = OutboxEntry {
+                seq,
+                sink: sink.to_string(),
+                key: key_str.to_string(),
+                op,
+                attempts: 0,
+                last_error: None,
+                enqueued_at: now,
+            };
+            ob.insert(&seq.to_be_bytes(), to_json(&entry))?;
+            keys.insert(index_key.as_slice(), &seq.to_be_bytes())?;
+            if let Some((k, v)) = &project_kv {
+                projects.insert(k.as_slice(), v.as_slice())?;
+            }
+            Ok(())
+        }))?;
+        Ok(seq)
+    }
+
+    /// Outbox entries in delivery order, optionally for one sink.
+    pub fn outbox(&self, sink: Option<&str>) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut out = Vec::new();
+        for v in self.outbox.iter().values() {
+            let e: OutboxEntry = from_json("outbox", &v?)?;
+            if sink.is_none_or(|s| s == e.sink) {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// The platform confirmed `entry`: remove it, remember the values it set, and mark its project open,
+    /// all in one transaction (a crash before this resends; after it, nothing is resent).
+    pub fn confirm(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        let seq = entry.seq.to_be_bytes();
+        let index_key = key(&[&entry.sink, &entry.key]);
+        let mut written = Vec::new();
+        let mut project_key = None;
+        match &entry.op {
+            WriteOp::SetFields { account, fields } => {
+                for (f, v) in fields {
+                    written.push((key(&[&entry.sink, &account.account_id, f]), to_json(v)));
+                }
+            }
+            WriteOp::CreateProject { account, playbook, .. } => {
+                project_key = Some(key(&[&entry.sink, &account.account_id, playbook]));
+            }
+        }
+        unwrap_tx((&self.outbox, &self.outbox_keys, &self.written, &self.projects).transaction(|(ob, keys, w, projects)| {
+            ob.remove(&seq)?;
+            if keys.get(index_key.as_slice())?.as_deref() == Some(&seq[..]) {
+                keys.remove(index_key.as_slice())?;
+            }
+            for (k, v) in &written {
+                w.insert(k.as_slice(), v.as_slice())?;
+            }
+            if let Some(pk) = &project_key {
+                if let Some(p) = projects.get(pk.as_slice())? {
+                    let mut p: ProjectRecord = from_json("projects", &p).map_err(ConflictableTransactionError::Abort)?;
+                    if p.state == ProjectState::Pending {
+                        p.state = ProjectState::Open;
+                        projects.insert(pk.as_slice(), to_json(&p))?;
+                    }
+                }
+            }
+            Ok(())
+        }))
+    }
+
+    /// Records a failed attempt that will be retried.
+    pub fn record_attempt(&self, entry: &OutboxEntry, error: &str) -> Result<(), StoreError> {
+        let mut e = entry.clone();
+        e.attempts += 1;
+        e.last_error = Some(error.to_string());
+        // Only rewrite the entry if it is still there: a newer write may have coalesced it away meanwhile.
+        let seq = entry.seq.to_be_bytes();
+        let _ = self.outbox.compare_and_swap(seq, Some(to_json(entry)), Some(to_json(&e)))?;
+        Ok(())
+    }
+
+    /// Moves an entry to the dead letters with the platform's reason.
+    pub fn dead_letter(&self, entry: &OutboxEntry, reason: &str, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+        let seq = entry.seq.to_be_bytes();
+        let index_key = key(&[&entry.sink, &entry.key]);
+        let mut e = entry.clone();
+        e.attempts += 1;
+        let dl = to_json(&DeadLetter { entry: e, reason: reason.to_string(), failed_at: now });
+        unwrap_tx((&self.outbox, &self.outbox_keys, &self.dead).transaction(|(ob, keys, dead)| {
+            ob.remove(&seq)?;
+            if keys.get(index_key.as_slice())?.as_deref() == Some(&seq[..]) {
+                keys.remove(index_key.as_slice())?;
+            }
+            dead.insert(&seq, dl.as_slice())?;
+            Ok(())
+        }))
+    }
+
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.dead.iter().values().map(|v| from_json("dead_letters", &v?)).collect()
+    }
+
+    // --- projects ------------------------------------------------------------------------------------
+
+    pub fn project(&self, sink: &str, account: &str, playbook: &str) -> Result<Option<ProjectRecord>, StoreError> {
+        self.projects
+            .get(key(&[sink, account, playbook]))?
+            .map(|v| from_json("projects", &v))
+            .transpose()
+    }
+
+    pub fn put_project(&self, p: &ProjectRecord) -> Result<(), StoreError> {
+        self.projects.insert(key(&[&p.sink, &p.account_id, &p.playbook]), to_json(p))?;
+        Ok(())
+    }
+
+    pub fn projects(&self) -> Result<Vec<ProjectRecord>, StoreError> {
+        self.projects.iter().values().map(|v| from_json("projects", &v?)).collect()
+    }
+
+    // --- meta ----------------------------------------------------------------------------------------
+
+    pub fn put_meta<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
+        self.meta.insert(name, to_json(value))?;
+        Ok(())
+    }
+
+    pub fn meta<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StoreError> {
+        self.meta.get(name)?.map(|v| from_json("meta", &v)).transpose()
+    }
+
+    /// A canonical dump of every tree except the internal sequence numbers, for comparing two stores
+    /// (the crash-safety test) and for `healthsync status --json`'s debug view.
+    pub fn dump(&self) -> Result<Vec<(String, Vec<(String, serde_json::Value)>)>, StoreError> {
+        let mut names: Vec<String> = self
+            .db
+            .tree_names()
+            .into_iter()
+            .map(|n| String::from_utf8_lossy(&n).into_owned())
+            .filter(|n| n != "__sled__default")
+            .collect();
+        names.sort();
+        let mut out = Vec::new();
+        for name in names {
+            let tree = self.db.open_tree(&name)?;
+            let mut rows = Vec::new();
+            for kv in tree.iter() {
+                let (k, v) = kv?;
+                let value = serde_json::from_slice(&v).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&v).into_owned()));
+                rows.push((String::from_utf8_lossy(&k).replace('\0', "/"), value));
+            }
+            out.push((name, rows));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connector::AccountRef;
+    use chrono::{TimeZone, Utc};
+    use std::collections::BTreeMap;
+
+    fn rec(id: &str) -> Record {
+        Record {
+            id: id.into(),
+            updated_at: Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
+            account_keys: BTreeMap::new(),
+            fields: serde_json::Map::new(),
+        }
+    }
+
+    fn set_fields(account: &str, fields: &[(&str, f64)]) -> WriteOp {
+        WriteOp::SetFields {
+            account: AccountRef { account_id: account.into(), external_id: account.into(), name: account.into() },
+            fields: fields.iter().map(|(k, v)| (k.to_string(), FieldValue::Number(*v))).collect(),
+        }
+    }
+
+    #[test]
+    fn page_and_cursor_commit_together_and_count_changes() {
+        let s = Store::temporary().unwrap();
+        let c1 = Cursor(serde_json::json!({"after": "2"}));
+        assert_eq!(s.commit_page("hs", "companies", &[rec("1"), rec("2")], &c1).unwrap(), 2);
+        assert_eq!(s.cursor("hs", "companies").unwrap(), Some(c1.clone()));
+        // Re-reading the same page changes nothing.
+        assert_eq!(s.commit_page("hs", "companies", &[rec("2")], &c1).unwrap(), 0);
+        assert_eq!(s.record_count("hs", "companies").unwrap(), 2);
+        let ids: Vec<String> = s.records("hs", "companies").unwrap().map(|r| r.unwrap().id).collect();
+        assert_eq!(ids, ["1", "2"]);
+    }
+
+    #[test]
+    fn unsent_field_writes_coalesce_newest_wins() {
+        let s = Store::temporary().unwrap();
+        let now = Utc::now();
+        s.enqueue("v", "a1/fields", set_fields("a1", &[("score", 40.0), ("band", 1.0)]), None, now).unwrap();
+        s.enqueue("v", "a1/fields", set_fields("a1", &[("score", 55.0)]), None, now).unwrap();
+        let ob = s.outbox(Some("v")).unwrap();
+        assert_eq!(ob.len(), 1);
+        let WriteOp::SetFields { fields, .. } = &ob[0].op else { panic!("not a field write") };
+        assert_eq!(fields["score"], FieldValue::Number(55.0));
+        assert_eq!(fields["band"], FieldValue::Number(1.0));
+    }
+
+    #[test]
+    fn confirm_removes_entry_and_remembers_values() {
+        let s = Store::temporary().unwrap();
+        s.enqueue("v", "k", set_fields("a1", &[("score", 40.0)]), None, Utc::now()).unwrap();
+        let e = s.outbox(None).unwrap().remove(0);
+        s.confirm(&e).unwrap();
+        assert_eq!(s.outbox_len(), 0);
+        assert_eq!(s.written("v", "a1", "score").unwrap(), Some(FieldValue::Number(40.0)));
+    }
+
+    #[test]
+    fn dead_letter_keeps_reason() {
+        let s = Store::temporary().unwrap();
+        s.enqueue("v", "k", set_fields("a1", &[("score", 40.0)]), None, Utc::now()).unwrap();
+        let e = s.outbox(None).unwrap().remove(0);
+        s.dead_letter(&e, "404 account not found", Utc::now()).unwrap();
+        assert_eq!(s.outbox_len(), 0);
+        let dl = s.dead_letters().unwrap();
+        assert_eq!(dl[0].reason, "404 account not found");
+        assert_eq!(dl[0].entry.attempts, 1);
+    }
+
+    #[test]
+    fn second_open_of_same_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        match Store::open(dir.path()) {
+            Err(StoreError::Locked { .. }) => {}
+            Err(other) => panic!("expected Locked, got {other}"),
+            Ok(_) => panic!("a second open must be refused"),
+        }
+    }
+}
