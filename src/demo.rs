@@ -1,1 +1,441 @@
-//! demo (being built).
+//! `healthsync demo` and `healthsync sim`: the whole pipeline against the built-in simulated APIs.
+//!
+//! The demo starts the simulator on a loopback port, writes a throwaway config (daemon file, connector files
+//! pointing at the simulator, the shipped starter model, secret files referenced with `file:`), then runs
+//! the same library calls as `healthsync once` and prints a summary. It scores on the simulator's clock so
+//! the same seed gives the same scores. This module owns the demo's wiring and summary; the simulated
+//! vendors are `crate::sim`, the pipeline is `crate::pipeline`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::cli::Progress;
+use crate::config::Band;
+use crate::pipeline::Runtime;
+use crate::sim::{self, SimHandle, SimOptions, SimRateLimits, Vendor};
+use crate::store::Store;
+use crate::sync::SyncOptions;
+
+/// The shipped starter model, so the demo needs nothing from the working directory.
+const STARTER_MODEL: &str = include_str!("../config/models/starter.toml");
+
+/// The simulated world's "now": today at noon UTC. Records are generated relative to it and scores are
+/// computed as of it, so two runs of the same seed on the same day give identical scores.
+fn sim_now() -> DateTime<Utc> {
+    let today = Utc::now().date_naive();
+    today
+        .and_hms_opt(12, 0, 0)
+        .map(|t| t.and_utc())
+        .unwrap_or_else(Utc::now)
+}
+
+/// Quotas for the demo: the simulator enforces them and the connector files use the same numbers. They are
+/// far above the real vendors' so the demo finishes in seconds; the shipped connector files carry the real
+/// vendor quotas.
+fn demo_limits() -> SimRateLimits {
+    SimRateLimits {
+        hubspot_per_10s: 1000,
+        stripe_per_sec: 500,
+        usage_per_min: 30_000,
+        vitally_per_min: 60_000,
+    }
+}
+
+fn write_secret(dir: &Path, name: &str, value: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join(name);
+    std::fs::write(&path, value).with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(path)
+}
+
+/// Writes a complete, valid config for the simulator into `dir` and returns the daemon file's path.
+pub fn write_config(
+    dir: &Path,
+    sim: &SimHandle,
+    limits: &SimRateLimits,
+) -> anyhow::Result<PathBuf> {
+    let dir = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(dir)
+    };
+    for sub in ["connectors", "models", "secrets"] {
+        std::fs::create_dir_all(dir.join(sub))
+            .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
+    }
+    let secrets = dir.join("secrets");
+    let creds = sim::credentials();
+    let hubspot = write_secret(&secrets, "hubspot", creds.hubspot_token)?;
+    let stripe = write_secret(&secrets, "stripe", creds.stripe_key)?;
+    let usage = write_secret(&secrets, "usage", creds.usage_token)?;
+    let vitally = write_secret(&secrets, "vitally", creds.vitally_key)?;
+
+    let daemon = "# Written by healthsync for the simulated APIs.\nversion = 1\nstate_dir = \"state\"\nconnectors_dir = \"connectors\"\nmodel = \"models/starter.toml\"\n\n[scoring]\nschedule = \"*/20 * * * * *\"\n\n[delivery]\nschedule = \"*/10 * * * * *\"\n";
+    let files = [
+        ("healthsync.toml".to_string(), daemon.to_string()),
+        ("models/starter.toml".to_string(), STARTER_MODEL.to_string()),
+        (
+            "connectors/hubspot.toml".to_string(),
+            format!(
+                "kind = \"hubspot\"\nrole = \"source\"\nschedule = \"0 * * * * *\"\nbase_url = \"{}\"\n\n[auth]\nscheme = \"bearer\"\ntoken = \"file:{}\"\n\n[rate_limit]\nrequests = {}\nper_secs = 10\n\n[params]\nproperties = [\"cs_stage\", \"cs_tier\", \"hubspot_owner_id\", \"notes_last_contacted\", \"numberofemployees\"]\n",
+                sim.base_url(Vendor::Hubspot),
+                hubspot.display(),
+                limits.hubspot_per_10s
+            ),
+        ),
+        (
+            "connectors/stripe.toml".to_string(),
+            format!(
+                "kind = \"stripe\"\nrole = \"source\"\nschedule = \"10 * * * * *\"\nbase_url = \"{}\"\n\n[auth]\nscheme = \"bearer\"\ntoken = \"file:{}\"\n\n[rate_limit]\nrequests = {}\nper_secs = 1\n",
+                sim.base_url(Vendor::Stripe),
+                stripe.display(),
+                limits.stripe_per_sec
+            ),
+        ),
+        (
+            "connectors/usage.toml".to_string(),
+            format!(
+                "kind = \"usage_feed\"\nrole = \"source\"\nschedule = \"20 * * * * *\"\nbase_url = \"{}\"\npage_size = 1000\n\n[auth]\nscheme = \"bearer\"\ntoken = \"file:{}\"\n\n[rate_limit]\nrequests = {}\nper_secs = 60\n",
+                sim.base_url(Vendor::Usage),
+                usage.display(),
+                limits.usage_per_min
+            ),
+        ),
+        (
+            "connectors/vitally.toml".to_string(),
+            format!(
+                "kind = \"vitally\"\nrole = \"sink\"\nbase_url = \"{}\"\n\n[auth]\nscheme = \"basic\"\nusername = \"file:{}\"\n\n[rate_limit]\nrequests = {}\nper_secs = 60\n\n[fields]\nscore = \"healthsyncScore\"\nband = \"healthsyncBand\"\ncoverage = \"healthsyncCoverage\"\ntop_risk = \"healthsyncTopRisk\"\n\n[fields.categories]\nusage = \"healthsyncUsage\"\nengagement = \"healthsyncEngagement\"\nfinancial = \"healthsyncFinancial\"\n",
+                sim.base_url(Vendor::Vitally),
+                vitally.display(),
+                limits.vitally_per_min
+            ),
+        ),
+    ];
+    for (name, text) in files {
+        let path = dir.join(&name);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(dir.join("healthsync.toml"))
+}
+
+#[derive(Debug, Serialize)]
+struct DemoSource {
+    connector: String,
+    records: BTreeMap<String, usize>,
+    ok: bool,
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct DemoAccount {
+    id: String,
+    name: String,
+    overall: Option<f64>,
+    band: Option<Band>,
+    coverage: f64,
+    categories: BTreeMap<String, Option<f64>>,
+    most_costly_input: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct DemoSummary {
+    accounts: usize,
+    seed: u64,
+    as_of: DateTime<Utc>,
+    model: String,
+    sources: Vec<DemoSource>,
+    distribution: crate::scoring::Distribution,
+    worst: Vec<DemoAccount>,
+    planned_field_writes: usize,
+    planned_projects: usize,
+    delivery: crate::outbox::DeliveryReport,
+    platform_received: BTreeMap<String, usize>,
+    scores: Vec<DemoAccount>,
+}
+
+fn demo_account(s: &crate::scoring::AccountScore) -> DemoAccount {
+    DemoAccount {
+        id: s.account.id.clone(),
+        name: s.account.name.clone(),
+        overall: s.overall.map(|x| (x * 10.0).round() / 10.0),
+        band: s.band,
+        coverage: (s.coverage * 1000.0).round() / 1000.0,
+        categories: s
+            .categories
+            .iter()
+            .map(|c| (c.id.clone(), c.score.map(|x| (x * 10.0).round() / 10.0)))
+            .collect(),
+        most_costly_input: s.top_drag().map(|m| m.label.clone()),
+    }
+}
+
+/// Runs the demo: simulator up, config written, sync → score → plan → push, summary printed.
+pub async fn run(accounts: usize, seed: u64, json: bool, serve: bool) -> anyhow::Result<()> {
+    let now = sim_now();
+    let limits = demo_limits();
+    let sim = sim::start(SimOptions {
+        accounts,
+        seed,
+        now,
+        rate_limits: demo_limits(),
+    })
+    .await
+    .context("cannot start the simulator")?;
+    let dir = tempfile::Builder::new()
+        .prefix("healthsync-demo-")
+        .tempdir()
+        .context("cannot create a temporary folder")?;
+    let config_path = write_config(dir.path(), &sim, &limits)?;
+    let config = crate::config::load(&config_path).map_err(|e| {
+        let lines: Vec<String> = e.0.iter().map(|d| d.to_string()).collect();
+        anyhow::anyhow!(
+            "the generated demo config is invalid (a bug):\n{}",
+            lines.join("\n")
+        )
+    })?;
+    let store = Store::open(&config.daemon.state_dir).context("cannot open the demo store")?;
+    let rt = Runtime::build(config, store);
+    if let Some((id, e)) = rt.build_errors.iter().next() {
+        anyhow::bail!("demo connector {id} could not be built: {e}");
+    }
+    if !json {
+        println!("healthsync demo: {accounts} simulated accounts (seed {seed}), simulated APIs at http://{}\n", sim.addr());
+    }
+
+    let (_stop_tx, shutdown) = watch::channel(false);
+    let progress = Progress::new(json);
+    let ids = rt.select_sources(&[])?;
+    let statuses = rt
+        .sync(&ids, &SyncOptions::default(), &shutdown, &|c, s, n| {
+            progress.records(c, s, n)
+        })
+        .await?;
+    let run = rt.score(now)?;
+    let plan = rt.plan(&run.scores, now)?;
+    rt.enqueue(&plan, now)?;
+    let report = rt
+        .push(&shutdown, now, &|i, n| progress.deliveries(i, n))
+        .await?;
+    progress.finish();
+
+    let mut received: BTreeMap<String, usize> = BTreeMap::new();
+    for r in sim.received() {
+        let what = match (
+            r.method.as_str(),
+            r.path.rsplit('/').nth(1).unwrap_or(""),
+            r.path.rsplit('/').next().unwrap_or(""),
+        ) {
+            ("PUT", "accounts", _) => "trait updates",
+            ("POST", _, "projects") => "projects",
+            ("POST", _, "tasks") => "tasks",
+            _ => "other",
+        };
+        *received.entry(what.to_string()).or_default() += 1;
+    }
+    let mut ranked: Vec<&crate::scoring::AccountScore> =
+        run.scores.iter().filter(|s| s.overall.is_some()).collect();
+    ranked.sort_by(|a, b| {
+        a.overall
+            .unwrap_or(0.0)
+            .total_cmp(&b.overall.unwrap_or(0.0))
+            .then_with(|| a.account.id.cmp(&b.account.id))
+    });
+    let summary = DemoSummary {
+        accounts,
+        seed,
+        as_of: now,
+        model: run.model.clone(),
+        sources: statuses
+            .iter()
+            .map(|s| DemoSource {
+                connector: s.connector.clone(),
+                records: s
+                    .streams
+                    .iter()
+                    .map(|st| (st.stream.clone(), st.stored))
+                    .collect(),
+                ok: s.ok(),
+                error: s.error.clone(),
+            })
+            .collect(),
+        distribution: run.distribution.clone(),
+        worst: ranked.iter().take(5).map(|s| demo_account(s)).collect(),
+        planned_field_writes: plan.field_writes(),
+        planned_projects: plan.projects(),
+        delivery: report.clone(),
+        platform_received: received,
+        scores: run.scores.iter().map(demo_account).collect(),
+    };
+
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_summary(&summary, &run);
+    }
+    let failed: Vec<&DemoSource> = summary.sources.iter().filter(|s| !s.ok).collect();
+
+    if serve {
+        println!(
+            "\nserving: simulated APIs at http://{}, config in {}",
+            sim.addr(),
+            config_path.display()
+        );
+        println!("try: healthsync --config {} status", config_path.display());
+        println!("the daemon is running on second-level schedules; Ctrl-C stops both");
+        let config = rt.config.clone();
+        drop(rt); // Releases the sled lock so the daemon can open the store.
+        crate::daemon::run(
+            config_path.clone(),
+            None,
+            config,
+            crate::cli::shutdown_on_signal(),
+        )
+        .await?;
+        // Keep the folder: the user may want to look at it after stopping.
+        let kept = dir.keep();
+        println!("config and store kept in {}", kept.display());
+    }
+    sim.shutdown().await;
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "{} source(s) failed: {}",
+            failed.len(),
+            failed
+                .iter()
+                .map(|s| format!("{}: {}", s.connector, s.error.clone().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    Ok(())
+}
+
+fn print_summary(s: &DemoSummary, run: &crate::pipeline::ScoreRun) {
+    println!("1. sync");
+    for src in &s.sources {
+        let total: usize = src.records.values().sum();
+        let parts: Vec<String> = src
+            .records
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let mark = if src.ok { "ok " } else { "ERR" };
+        println!(
+            "   {mark} {:<10} {:>7} records ({})",
+            src.connector,
+            total,
+            parts.join(", ")
+        );
+        if let Some(e) = &src.error {
+            println!("       {e}");
+        }
+    }
+    for (stream, u) in &run.unmatched {
+        println!("   note: {} records in {stream} match no account", u.count);
+    }
+    let d = &s.distribution;
+    let scored = (d.red + d.amber + d.green).max(1) as f64;
+    println!(
+        "\n2. score (model \"{}\", as of {})",
+        s.model,
+        s.as_of.format("%Y-%m-%d %H:%M UTC")
+    );
+    println!(
+        "   red {} ({:.0}%)   amber {} ({:.0}%)   green {} ({:.0}%)   not scored {}",
+        d.red,
+        d.red as f64 / scored * 100.0,
+        d.amber,
+        d.amber as f64 / scored * 100.0,
+        d.green,
+        d.green as f64 / scored * 100.0,
+        d.not_scored
+    );
+    println!("   five lowest scores, with the input that costs each the most:");
+    for a in &s.worst {
+        println!(
+            "     {:<28} {:>4} {:<6} {}",
+            a.name,
+            crate::cli::fmt_score(a.overall),
+            a.band.map(|b| b.name()).unwrap_or("-"),
+            a.most_costly_input.as_deref().unwrap_or("-")
+        );
+    }
+    let r = &s.delivery;
+    println!("\n3. push to the CS platform (simulated Vitally)");
+    println!(
+        "   planned {} field update(s) and {} project(s)",
+        s.planned_field_writes, s.planned_projects
+    );
+    println!(
+        "   delivered {} write(s): {} projects created, {} already present, {} to retry, {} dead-lettered",
+        r.applied + r.already_present,
+        r.projects_created,
+        r.already_present,
+        r.transient_failures,
+        r.dead_lettered
+    );
+    let recv: Vec<String> = s
+        .platform_received
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
+    println!(
+        "   the platform received: {}",
+        if recv.is_empty() {
+            "nothing".to_string()
+        } else {
+            recv.join(", ")
+        }
+    );
+}
+
+/// `healthsync sim`: serve the simulated APIs until stopped, optionally writing a config that uses them.
+pub async fn serve_sim(
+    accounts: usize,
+    seed: u64,
+    config_out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let limits = SimRateLimits::default();
+    let sim = sim::start(SimOptions {
+        accounts,
+        seed,
+        now: sim_now(),
+        rate_limits: SimRateLimits::default(),
+    })
+    .await
+    .context("cannot start the simulator")?;
+    println!(
+        "simulated APIs for {accounts} accounts (seed {seed}) at http://{}",
+        sim.addr()
+    );
+    for (name, v) in [
+        ("hubspot", Vendor::Hubspot),
+        ("stripe", Vendor::Stripe),
+        ("usage", Vendor::Usage),
+        ("vitally", Vendor::Vitally),
+    ] {
+        println!("  {name:<8} {}", sim.base_url(v));
+    }
+    println!("  received writes: http://{}/_sim/received", sim.addr());
+    if let Some(dir) = config_out {
+        let path = write_config(&dir, &sim, &limits)?;
+        println!(
+            "config written: {} (try: healthsync --config {} once)",
+            path.display(),
+            path.display()
+        );
+    }
+    println!("Ctrl-C stops the simulator");
+    crate::daemon::wait_for_stop_signal().await;
+    sim.shutdown().await;
+    Ok(())
+}

@@ -1,2 +1,47 @@
-//! The `healthsync` binary: parse the command line, run it, map the outcome to an exit code.
-fn main() {}
+//! The `healthsync` binary: parse the command line, set up logging, run, map the outcome to an exit code.
+
+use clap::Parser;
+use healthsync::cli::{self, Cli, Command};
+use healthsync::config::LogFormat;
+
+fn main() {
+    let cli = Cli::parse();
+    // The daemon logs at info by default; interactive commands keep stderr for warnings and progress.
+    let level = match (cli.global.verbose, &cli.command) {
+        (0, Command::Run) => "info",
+        (0, _) => "warn",
+        (1, _) => "info",
+        _ => "debug",
+    };
+    healthsync::telemetry::init(level, LogFormat::Auto);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match runtime.block_on(cli::run(cli)) {
+        Ok(()) => 0,
+        Err(e) => {
+            match &e {
+                // Config problems were already printed one per line.
+                cli::CliError::Config(errors) => {
+                    for d in &errors.0 {
+                        eprintln!("error: {d}");
+                    }
+                }
+                cli::CliError::Runtime(err) => eprintln!("error: {err:#}"),
+                cli::CliError::Reported(_) => {}
+                other => eprintln!("error: {other}"),
+            }
+            e.exit_code()
+        }
+    };
+    // Don't wait for background tasks (signal listeners, a served simulator) to notice.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    std::process::exit(code);
+}

@@ -1,1 +1,362 @@
-//! metrics (being built).
+//! Metric values: an account's records turned into one number per metric, as of a given time.
+//!
+//! Pure and deterministic: the same records and `as_of` give the same values. Windows count back from
+//! `as_of` over each record's `updated_at`; a value whose newest input is older than the metric's TTL is
+//! reported as stale (missing), so scoring redistributes its weight. This module computes values only;
+//! turning them into 1–100 scores is `crate::scoring`'s job.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::{Aggregate, Metric, MetricInput, Model};
+use crate::connector::Record;
+use crate::identity::AccountData;
+
+/// A metric's value for one account, or why there is none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricValue {
+    pub value: Option<f64>,
+    /// Why `value` is missing: no records, stale input, division by zero…
+    pub missing: Option<String>,
+}
+
+impl MetricValue {
+    fn present(v: f64) -> MetricValue {
+        if v.is_finite() {
+            MetricValue {
+                value: Some(v),
+                missing: None,
+            }
+        } else {
+            MetricValue::missing("not a finite number")
+        }
+    }
+
+    fn missing(reason: impl Into<String>) -> MetricValue {
+        MetricValue {
+            value: None,
+            missing: Some(reason.into()),
+        }
+    }
+}
+
+/// Looks up a dotted path (`items.data.0.price.unit_amount`) in a record's fields.
+pub fn lookup<'a>(fields: &'a serde_json::Map<String, Value>, path: &str) -> Option<&'a Value> {
+    let mut parts = path.split('.');
+    let mut cur = fields.get(parts.next()?)?;
+    for p in parts {
+        cur = match cur {
+            Value::Object(m) => m.get(p)?,
+            Value::Array(a) => a.get(p.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+/// A number from a JSON value; vendors such as HubSpot send every property as a string.
+pub fn as_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+        _ => None,
+    }
+}
+
+/// A timestamp from RFC 3339 text, a date, or unix seconds/milliseconds (numbers above 10^11 are ms).
+pub fn as_time(v: &Value) -> Option<DateTime<Utc>> {
+    match v {
+        Value::String(s) => {
+            if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+                return Some(t.with_timezone(&Utc));
+            }
+            if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+                return d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+            }
+            s.trim().parse::<i64>().ok().and_then(unix)
+        }
+        Value::Number(n) => n.as_i64().and_then(unix),
+        _ => None,
+    }
+}
+
+fn unix(n: i64) -> Option<DateTime<Utc>> {
+    if n.abs() > 100_000_000_000 {
+        Utc.timestamp_millis_opt(n).single()
+    } else {
+        Utc.timestamp_opt(n, 0).single()
+    }
+}
+
+fn matches(r: &Record, filter: &[(String, Value)]) -> bool {
+    filter.iter().all(|(k, want)| match lookup(&r.fields, k) {
+        Some(have) if have == want => true,
+        // "5" (HubSpot string) equals 5 (model number), and "true" equals true.
+        Some(have) => match (as_number(have), as_number(want)) {
+            (Some(a), Some(b)) => a == b,
+            _ => {
+                have.as_str().is_some_and(|s| Some(s) == want.as_str())
+                    || have.to_string() == want.to_string()
+            }
+        },
+        None => want.is_null(),
+    })
+}
+
+/// Computes every metric of the model for one account. Ratios are computed after the metrics they divide.
+pub fn compute(
+    model: &Model,
+    data: &AccountData,
+    as_of: DateTime<Utc>,
+) -> BTreeMap<String, MetricValue> {
+    let mut out = BTreeMap::new();
+    for m in &model.metrics {
+        if let MetricInput::Records { .. } = m.input {
+            out.insert(m.id.clone(), compute_records(m, data, as_of));
+        }
+    }
+    for m in &model.metrics {
+        if let MetricInput::Ratio {
+            numerator,
+            denominator,
+        } = &m.input
+        {
+            let v = match (
+                out.get(numerator).and_then(|v| v.value),
+                out.get(denominator).and_then(|v| v.value),
+            ) {
+                (Some(_), Some(d)) if d == 0.0 => {
+                    MetricValue::missing(format!("{denominator} is 0"))
+                }
+                (Some(n), Some(d)) => MetricValue::present(n / d),
+                (None, _) => MetricValue::missing(format!("{numerator} is missing")),
+                (_, None) => MetricValue::missing(format!("{denominator} is missing")),
+            };
+            out.insert(m.id.clone(), v);
+        }
+    }
+    out
+}
+
+fn compute_records(m: &Metric, data: &AccountData, as_of: DateTime<Utc>) -> MetricValue {
+    let MetricInput::Records {
+        stream,
+        aggregate,
+        filter,
+        window_days,
+    } = &m.input
+    else {
+        return MetricValue::missing("not a records metric");
+    };
+    let empty = Vec::new();
+    let all = data.records.get(stream).unwrap_or(&empty);
+    // Records from the future (relative to as_of) never count: that is what lets a backtest score the past.
+    let records: Vec<&Record> = all
+        .iter()
+        .filter(|r| r.updated_at <= as_of && matches(r, filter))
+        .collect();
+    if let (Some(ttl), Some(newest)) = (m.ttl_days, records.iter().map(|r| r.updated_at).max()) {
+        if as_of - newest > Duration::days(i64::from(ttl)) {
+            return MetricValue::missing(format!("stale: newest input is older than {ttl} days"));
+        }
+    }
+    let window = |days: u32, back: u32| {
+        let end = as_of - Duration::days(i64::from(days) * i64::from(back));
+        let start = end - Duration::days(i64::from(days));
+        records
+            .iter()
+            .copied()
+            .filter(move |r| r.updated_at > start && r.updated_at <= end)
+    };
+    let in_window: Vec<&Record> = match window_days {
+        Some(d) if !matches!(aggregate, Aggregate::Trend(_)) => window(*d, 0).collect(),
+        _ => records.clone(),
+    };
+    let numbers = |rs: &[&Record], field: &str| -> Vec<f64> {
+        rs.iter()
+            .filter_map(|r| lookup(&r.fields, field).and_then(as_number))
+            .collect()
+    };
+    if records.is_empty() && !matches!(aggregate, Aggregate::Count) {
+        return MetricValue::missing(format!("no records in {stream}"));
+    }
+    match aggregate {
+        Aggregate::Count => MetricValue::present(in_window.len() as f64),
+        Aggregate::Sum(f) => MetricValue::present(numbers(&in_window, f).iter().sum()),
+        Aggregate::Avg(f) => {
+            let xs = numbers(&in_window, f);
+            if xs.is_empty() {
+                MetricValue::missing(format!("no {f} values in the window"))
+            } else {
+                MetricValue::present(xs.iter().sum::<f64>() / xs.len() as f64)
+            }
+        }
+        Aggregate::Latest(f) => match in_window
+            .iter()
+            .rev()
+            .find_map(|r| lookup(&r.fields, f).and_then(as_number))
+        {
+            Some(v) => MetricValue::present(v),
+            None => MetricValue::missing(format!("no numeric {f}")),
+        },
+        Aggregate::Distinct(f) => {
+            let set: BTreeSet<String> = in_window
+                .iter()
+                .filter_map(|r| lookup(&r.fields, f))
+                .map(|v| v.to_string())
+                .collect();
+            MetricValue::present(set.len() as f64)
+        }
+        Aggregate::DaysSince(f) => match in_window
+            .iter()
+            .filter_map(|r| lookup(&r.fields, f).and_then(as_time))
+            .max()
+        {
+            // Whole days, so the value does not drift with the time of day the run happens at.
+            Some(t) => MetricValue::present((as_of - t).num_days().max(0) as f64),
+            None => MetricValue::missing(format!("no {f} timestamps")),
+        },
+        Aggregate::Trend(f) => {
+            let days = window_days.unwrap_or(30);
+            let cur: f64 = window(days, 0)
+                .filter_map(|r| lookup(&r.fields, f).and_then(as_number))
+                .sum();
+            let prev_records: Vec<&Record> = window(days, 1).collect();
+            if prev_records.is_empty() {
+                return MetricValue::missing("no records in the previous window");
+            }
+            let prev: f64 = numbers(&prev_records, f).iter().sum();
+            if prev == 0.0 {
+                MetricValue::present(if cur > 0.0 { 100.0 } else { 0.0 })
+            } else {
+                MetricValue::present((cur - prev) / prev * 100.0)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StreamRef;
+    use crate::identity::Account;
+    use serde_json::json;
+
+    fn at(day: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + day * 86_400, 0).unwrap()
+    }
+
+    fn rec(id: &str, day: i64, fields: Value) -> Record {
+        Record {
+            id: id.into(),
+            updated_at: at(day),
+            account_keys: BTreeMap::new(),
+            fields: fields.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    fn data(records: Vec<Record>) -> AccountData {
+        let mut m = BTreeMap::new();
+        m.insert(
+            StreamRef {
+                connector: "u".into(),
+                stream: "s".into(),
+            },
+            records,
+        );
+        AccountData {
+            account: Account {
+                id: "a".into(),
+                name: "A".into(),
+                stage: None,
+                segment: None,
+                owner: None,
+            },
+            records: m,
+        }
+    }
+
+    fn metric(
+        aggregate: Aggregate,
+        window_days: Option<u32>,
+        filter: Vec<(String, Value)>,
+    ) -> Metric {
+        Metric {
+            id: "m".into(),
+            label: "m".into(),
+            input: MetricInput::Records {
+                stream: StreamRef {
+                    connector: "u".into(),
+                    stream: "s".into(),
+                },
+                aggregate,
+                filter,
+                window_days,
+            },
+            score: None,
+            ttl_days: None,
+            advice: None,
+        }
+    }
+
+    #[test]
+    fn aggregates_over_windows() {
+        let d = data(vec![
+            rec("1", 0, json!({"n": "5", "u": "x", "status": "open"})),
+            rec("2", 20, json!({"n": 7, "u": "y", "status": "paid"})),
+            rec("3", 29, json!({"n": 1, "u": "x", "status": "open"})),
+        ]);
+        let now = at(30);
+        let v = |a, w, f| compute_records(&metric(a, w, f), &d, now).value;
+        assert_eq!(v(Aggregate::Count, None, vec![]), Some(3.0));
+        assert_eq!(v(Aggregate::Count, Some(15), vec![]), Some(2.0));
+        assert_eq!(v(Aggregate::Sum("n".into()), None, vec![]), Some(13.0));
+        assert_eq!(v(Aggregate::Avg("n".into()), Some(15), vec![]), Some(4.0));
+        assert_eq!(v(Aggregate::Latest("n".into()), None, vec![]), Some(1.0));
+        assert_eq!(v(Aggregate::Distinct("u".into()), None, vec![]), Some(2.0));
+        assert_eq!(
+            v(
+                Aggregate::Count,
+                None,
+                vec![("status".into(), json!("open"))]
+            ),
+            Some(2.0)
+        );
+        // Trend: last 15 days (days 16–30: 7+1) vs the 15 before (days 1–15: nothing, day 0 is outside).
+        assert_eq!(v(Aggregate::Trend("n".into()), Some(15), vec![]), None);
+        assert_eq!(
+            v(Aggregate::Trend("n".into()), Some(10), vec![]),
+            Some(-87.5)
+        );
+    }
+
+    #[test]
+    fn records_after_as_of_are_ignored_and_stale_inputs_are_missing() {
+        let d = data(vec![
+            rec("1", 0, json!({"t": "2023-11-14T22:13:20Z"})),
+            rec("2", 40, json!({})),
+        ]);
+        let m = metric(Aggregate::Count, None, vec![]);
+        assert_eq!(compute_records(&m, &d, at(10)).value, Some(1.0));
+        let mut stale = metric(Aggregate::DaysSince("t".into()), None, vec![]);
+        stale.ttl_days = Some(5);
+        assert!(compute_records(&stale, &d, at(10))
+            .missing
+            .unwrap()
+            .starts_with("stale"));
+        stale.ttl_days = None;
+        assert_eq!(compute_records(&stale, &d, at(10)).value, Some(10.0));
+    }
+
+    #[test]
+    fn parses_vendor_times() {
+        assert_eq!(as_time(&json!("2023-11-14T22:13:20Z")), Some(at(0)));
+        assert_eq!(as_time(&json!(1_700_000_000)), Some(at(0)));
+        assert_eq!(as_time(&json!("1700000000000")), Some(at(0)));
+        assert_eq!(as_time(&json!("not a date")), None);
+    }
+}

@@ -1,1 +1,290 @@
-//! pipeline (being built).
+//! The pipeline as library calls: build connectors, sync, score, plan, enqueue, push.
+//!
+//! Shared by the CLI subcommands, the daemon's scheduled jobs and the demo, so all three run the same code.
+//! A connector that cannot be built (a secret missing on this machine) is recorded and skipped; the others
+//! run. Time is always passed in (`as_of`, `now`): the demo runs on the simulator's clock, tests on a fixed
+//! one. This module wires; the work itself is in `sync`, `identity`, `metrics`, `scoring`, `planner` and
+//! `outbox`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::config::{Config, MetricInput, StreamRef};
+use crate::connector::{self, BuildContext, Built, Sink, Source};
+use crate::identity::{self, Unmatched};
+use crate::outbox::{self, DeliveryReport};
+use crate::planner::{self, Plan};
+use crate::scoring::{self, AccountScore, Distribution};
+use crate::secrets::ResolvedSecrets;
+use crate::store::{ProjectState, Store, StoreError};
+use crate::sync::{self, SyncOptions, SyncStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("unknown connector `{name}`; configured connectors: {known}")]
+    UnknownConnector { name: String, known: String },
+    #[error("connector {0} is a sink; only sources sync")]
+    NotASource(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The result of one scoring run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScoreRun {
+    pub as_of: DateTime<Utc>,
+    pub model: String,
+    pub model_hash: String,
+    pub scores: Vec<AccountScore>,
+    pub distribution: Distribution,
+    /// Records that joined no account, by `connector.stream`.
+    pub unmatched: BTreeMap<String, Unmatched>,
+    pub duration_ms: u64,
+}
+
+/// Summary of the last scoring run, stored in meta for `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScoreSummary {
+    pub as_of: DateTime<Utc>,
+    pub model: String,
+    pub model_hash: String,
+    pub accounts: usize,
+    pub distribution: Distribution,
+    pub unmatched: BTreeMap<String, Unmatched>,
+    pub duration_ms: u64,
+}
+
+/// Configured connectors, built, with the store.
+pub struct Runtime {
+    pub config: Config,
+    pub store: Store,
+    sources: BTreeMap<String, Box<dyn Source>>,
+    sinks: BTreeMap<String, Box<dyn Sink>>,
+    /// Connectors that could not be built, with the reason (no secret values in it).
+    pub build_errors: BTreeMap<String, String>,
+}
+
+impl Runtime {
+    /// Resolves secrets and builds every enabled connector. Failures are kept per connector.
+    pub fn build(config: Config, store: Store) -> Runtime {
+        let mut sources = BTreeMap::new();
+        let mut sinks = BTreeMap::new();
+        let mut build_errors = BTreeMap::new();
+        for c in config.connectors.iter().filter(|c| c.enabled) {
+            let built = ResolvedSecrets::resolve(&c.auth)
+                .map_err(|e| e.to_string())
+                .and_then(|secrets| {
+                    let spec = connector::kind(&c.kind)
+                        .ok_or_else(|| format!("unknown kind {}", c.kind))?;
+                    (spec.build)(&BuildContext {
+                        connector: c,
+                        secrets: &secrets,
+                    })
+                    .map_err(|e| e.to_string())
+                });
+            match built {
+                Ok(Built::Source(s)) => {
+                    sources.insert(c.id.clone(), s);
+                }
+                Ok(Built::Sink(s)) => {
+                    sinks.insert(c.id.clone(), s);
+                }
+                Err(e) => {
+                    tracing::error!(connector = %c.id, error = %e, "connector not built");
+                    build_errors.insert(c.id.clone(), e);
+                }
+            }
+        }
+        Runtime {
+            config,
+            store,
+            sources,
+            sinks,
+            build_errors,
+        }
+    }
+
+    /// The source connectors to sync: `only` if given (each must be a configured source), else all enabled.
+    pub fn select_sources(&self, only: &[String]) -> Result<Vec<String>, PipelineError> {
+        if only.is_empty() {
+            return Ok(self.config.sources().map(|c| c.id.clone()).collect());
+        }
+        let mut out = Vec::new();
+        for name in only {
+            match self.config.connector(name) {
+                None => {
+                    return Err(PipelineError::UnknownConnector {
+                        name: name.clone(),
+                        known: self
+                            .config
+                            .connectors
+                            .iter()
+                            .map(|c| c.id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })
+                }
+                Some(c) if c.role != connector::Role::Source => {
+                    return Err(PipelineError::NotASource(name.clone()))
+                }
+                Some(c) => out.push(c.id.clone()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Syncs the given source connectors one after another. A failing connector is recorded in its status
+    /// and the next one runs.
+    pub async fn sync(
+        &self,
+        ids: &[String],
+        options: &SyncOptions,
+        shutdown: &watch::Receiver<bool>,
+        progress: &(dyn Fn(&str, &str, usize) + Send + Sync),
+    ) -> Result<Vec<SyncStatus>, PipelineError> {
+        let mut out = Vec::new();
+        for id in ids {
+            let Some(cfg) = self.config.connector(id) else {
+                continue;
+            };
+            let status = match self.sources.get(id) {
+                Some(source) => {
+                    let p = |stream: &str, n: usize| progress(id, stream, n);
+                    sync::sync_connector(
+                        &self.store,
+                        id,
+                        &cfg.kind,
+                        source.as_ref(),
+                        options,
+                        shutdown,
+                        &p,
+                    )
+                    .await?
+                }
+                None => {
+                    let reason = self
+                        .build_errors
+                        .get(id)
+                        .cloned()
+                        .unwrap_or_else(|| "not built".into());
+                    let s = SyncStatus::failed(id, &cfg.kind, Utc::now(), reason);
+                    self.store.put_status(&format!("sync/{id}"), &s)?;
+                    s
+                }
+            };
+            out.push(status);
+        }
+        Ok(out)
+    }
+
+    /// Streams the model reads, accounts stream first.
+    fn model_streams(&self) -> BTreeSet<StreamRef> {
+        let m = &self.config.model;
+        let mut set = BTreeSet::from([m.accounts.stream.clone()]);
+        for metric in &m.metrics {
+            if let MetricInput::Records { stream, .. } = &metric.input {
+                set.insert(stream.clone());
+            }
+        }
+        set
+    }
+
+    /// Scores every account from cached records as of `as_of`, and stores the scores and their history.
+    pub fn score(&self, as_of: DateTime<Utc>) -> Result<ScoreRun, StoreError> {
+        let clock = Instant::now();
+        let model = &self.config.model;
+        let mut streams = BTreeMap::new();
+        for s in self.model_streams() {
+            let records = self
+                .store
+                .records(&s.connector, &s.stream)?
+                .collect::<Result<Vec<_>, _>>()?;
+            streams.insert(s, records);
+        }
+        let resolved = identity::resolve(&model.accounts, streams);
+        let mut scores = Vec::with_capacity(resolved.accounts.len());
+        for data in &resolved.accounts {
+            let previous: Option<AccountScore> = self.store.score(&data.account.id)?;
+            let values = crate::metrics::compute(model, data, as_of);
+            scores.push(scoring::score_account(
+                model,
+                &data.account,
+                &values,
+                previous.as_ref(),
+                as_of,
+            ));
+        }
+        let pairs: Vec<(String, &AccountScore)> =
+            scores.iter().map(|s| (s.account.id.clone(), s)).collect();
+        self.store.put_scores(as_of.date_naive(), &pairs)?;
+        let run = ScoreRun {
+            as_of,
+            model: model.name.clone(),
+            model_hash: model.hash.clone(),
+            distribution: Distribution::of(&scores),
+            unmatched: resolved
+                .unmatched
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            scores,
+            duration_ms: clock.elapsed().as_millis() as u64,
+        };
+        self.store.put_meta(
+            "last_score_run",
+            &ScoreSummary {
+                as_of,
+                model: run.model.clone(),
+                model_hash: run.model_hash.clone(),
+                accounts: run.scores.len(),
+                distribution: run.distribution.clone(),
+                unmatched: run.unmatched.clone(),
+                duration_ms: run.duration_ms,
+            },
+        )?;
+        Ok(run)
+    }
+
+    /// The current stored scores (from the last scoring run).
+    pub fn stored_scores(&self) -> Result<Vec<AccountScore>, StoreError> {
+        self.store.scores()
+    }
+
+    /// Plans writes for every enabled sink from the given scores. Sends and stores nothing.
+    pub fn plan(&self, scores: &[AccountScore], now: DateTime<Utc>) -> Result<Plan, StoreError> {
+        let sinks: Vec<_> = self.config.sinks().collect();
+        planner::plan(&self.store, &self.config.model, &sinks, scores, now)
+    }
+
+    /// Puts a plan's writes into the durable outbox and records recoveries. Returns the number enqueued.
+    pub fn enqueue(&self, plan: &Plan, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        for w in &plan.writes {
+            self.store
+                .enqueue(&w.sink, &w.key, w.op.clone(), w.project.as_ref(), now)?;
+        }
+        for r in &plan.recoveries {
+            if let Some(mut p) = self.store.project(&r.sink, &r.account_id, &r.playbook)? {
+                p.state = ProjectState::Resolved { at: now };
+                self.store.put_project(&p)?;
+            }
+        }
+        Ok(plan.writes.len())
+    }
+
+    /// Delivers what is in the outbox, once.
+    pub async fn push(
+        &self,
+        shutdown: &watch::Receiver<bool>,
+        now: DateTime<Utc>,
+        progress: &(dyn Fn(usize, usize) + Send + Sync),
+    ) -> Result<DeliveryReport, StoreError> {
+        let report = outbox::deliver(&self.store, &self.sinks, shutdown, now, progress).await?;
+        self.store.put_status("delivery", &report)?;
+        self.store.flush()?;
+        Ok(report)
+    }
+}

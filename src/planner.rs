@@ -1,1 +1,315 @@
-//! planner (being built).
+//! The planner: what each sink should be told, given the scores and what it already confirmed.
+//!
+//! Field writes are the difference between the health outputs mapped in the sink's `[fields]` and the last
+//! value that sink confirmed per account and field: unchanged values are never planned. Playbooks open a
+//! project when the watched score enters their band, at most one open project per (sink, account,
+//! playbook) and not again within the cooldown after one was resolved; a project is resolved when the
+//! account recovers past the hysteresis margin. Planning reads the store and renders templates; it sends
+//! nothing and writes nothing (`enqueue` in `crate::pipeline` does, through the store's outbox).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use minijinja::{context, Environment};
+use serde::Serialize;
+
+use crate::config::{Band, ConnectorConfig, FieldMap, ForEach, Model, Playbook, Target};
+use crate::connector::{AccountRef, FieldValue, TaskSpec, WriteOp};
+use crate::scoring::AccountScore;
+use crate::store::{ProjectRecord, ProjectState, Store, StoreError};
+
+/// One field whose value changes on the platform.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldChange {
+    pub field: String,
+    pub old: Option<FieldValue>,
+    pub new: FieldValue,
+}
+
+/// One planned write, ready for the outbox.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedWrite {
+    pub sink: String,
+    /// Idempotency and coalescing key.
+    pub key: String,
+    pub op: WriteOp,
+    /// Field writes: old → new per field, for `healthsync plan`.
+    pub changes: Vec<FieldChange>,
+    /// Project writes: the marker stored with the outbox entry.
+    #[serde(skip)]
+    pub project: Option<ProjectRecord>,
+}
+
+/// A project whose account recovered; recorded locally (closing it on the platform is not built yet).
+#[derive(Debug, Clone, Serialize)]
+pub struct Recovery {
+    pub sink: String,
+    pub account_id: String,
+    pub playbook: String,
+    pub project: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Plan {
+    pub writes: Vec<PlannedWrite>,
+    pub recoveries: Vec<Recovery>,
+    /// Template render failures, by account; the account's other writes still go ahead.
+    pub errors: Vec<String>,
+}
+
+impl Plan {
+    pub fn field_writes(&self) -> usize {
+        self.writes
+            .iter()
+            .filter(|w| matches!(w.op, WriteOp::SetFields { .. }))
+            .count()
+    }
+
+    pub fn projects(&self) -> usize {
+        self.writes
+            .iter()
+            .filter(|w| matches!(w.op, WriteOp::CreateProject { .. }))
+            .count()
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// The health outputs a sink's field map asks for, as platform field → value. Scores are written as whole
+/// numbers so that noise below a point does not cause a write.
+pub fn desired_fields(map: &FieldMap, s: &AccountScore) -> BTreeMap<String, FieldValue> {
+    let mut out = BTreeMap::new();
+    let num = |v: Option<f64>| {
+        v.map(|x| FieldValue::Number(x.round()))
+            .unwrap_or(FieldValue::Null)
+    };
+    if let Some(f) = &map.score {
+        out.insert(f.clone(), num(s.overall));
+    }
+    if let Some(f) = &map.band {
+        out.insert(
+            f.clone(),
+            s.band
+                .map(|b| FieldValue::Text(b.name().into()))
+                .unwrap_or(FieldValue::Null),
+        );
+    }
+    if let Some(f) = &map.coverage {
+        out.insert(f.clone(), FieldValue::Number(round1(s.coverage * 100.0)));
+    }
+    if let Some(f) = &map.top_risk {
+        out.insert(
+            f.clone(),
+            s.top_drag()
+                .map(|m| FieldValue::Text(m.label.clone()))
+                .unwrap_or(FieldValue::Null),
+        );
+    }
+    for (cat, f) in &map.categories {
+        out.insert(f.clone(), num(s.category(cat).and_then(|c| c.score)));
+    }
+    out
+}
+
+fn account_ref(s: &AccountScore) -> AccountRef {
+    AccountRef {
+        account_id: s.account.id.clone(),
+        external_id: s.account.id.clone(),
+        name: s.account.name.clone(),
+    }
+}
+
+/// Plans every sink's writes for the given scores.
+pub fn plan(
+    store: &Store,
+    model: &Model,
+    sinks: &[&ConnectorConfig],
+    scores: &[AccountScore],
+    now: DateTime<Utc>,
+) -> Result<Plan, StoreError> {
+    let mut plan = Plan::default();
+    let env = Environment::new();
+    for sink in sinks {
+        for s in scores {
+            let desired = desired_fields(&sink.fields, s);
+            let mut changes = Vec::new();
+            for (field, new) in desired {
+                let old = store.written(&sink.id, &s.account.id, &field)?;
+                if old.as_ref() != Some(&new) {
+                    changes.push(FieldChange { field, old, new });
+                }
+            }
+            if !changes.is_empty() {
+                let fields = changes
+                    .iter()
+                    .map(|c| (c.field.clone(), c.new.clone()))
+                    .collect();
+                plan.writes.push(PlannedWrite {
+                    sink: sink.id.clone(),
+                    key: format!("fields/{}", s.account.id),
+                    op: WriteOp::SetFields {
+                        account: account_ref(s),
+                        fields,
+                    },
+                    changes,
+                    project: None,
+                });
+            }
+            for pb in &model.playbooks {
+                plan_playbook(store, &env, model, sink, pb, s, now, &mut plan)?;
+            }
+        }
+    }
+    Ok(plan)
+}
+
+fn watched(pb: &Playbook, s: &AccountScore) -> (Option<f64>, Option<Band>, String) {
+    match &pb.when {
+        Target::Overall => (s.overall, s.band, "Overall".to_string()),
+        Target::Category(id) => match s.category(id) {
+            Some(c) => (c.score, c.band, c.label.clone()),
+            None => (None, None, id.clone()),
+        },
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_playbook(
+    store: &Store,
+    env: &Environment<'_>,
+    model: &Model,
+    sink: &ConnectorConfig,
+    pb: &Playbook,
+    s: &AccountScore,
+    now: DateTime<Utc>,
+    plan: &mut Plan,
+) -> Result<(), StoreError> {
+    let (score, band, target_label) = watched(pb, s);
+    let (Some(score), Some(band)) = (score, band) else {
+        return Ok(());
+    };
+    let existing = store.project(&sink.id, &s.account.id, &pb.id)?;
+    let triggered = band <= pb.enters;
+    match (&existing, triggered) {
+        (Some(p), false) if p.state == ProjectState::Open => {
+            // The band already applies the hysteresis margin, so leaving the trigger band is a real recovery.
+            plan.recoveries.push(Recovery {
+                sink: sink.id.clone(),
+                account_id: s.account.id.clone(),
+                playbook: pb.id.clone(),
+                project: p.name.clone(),
+            });
+            return Ok(());
+        }
+        (Some(p), true) => match p.state {
+            ProjectState::Pending | ProjectState::Open => return Ok(()),
+            ProjectState::Resolved { at }
+                if now - at < Duration::days(i64::from(pb.cooldown_days)) =>
+            {
+                return Ok(())
+            }
+            ProjectState::Resolved { .. } => {}
+        },
+        (_, false) => return Ok(()),
+        (None, true) => {}
+    }
+
+    let account = context! {
+        id => s.account.id, name => s.account.name, stage => s.account.stage,
+        segment => s.account.segment, owner => s.account.owner,
+    };
+    let target = context! { id => match &pb.when { Target::Overall => "overall".to_string(), Target::Category(c) => c.clone() }, label => target_label };
+    let base = context! { account => account.clone(), target => target.clone(), score => score.round(), band => band.name() };
+    let render = |src: &str, ctx: &minijinja::Value| {
+        env.render_str(src, ctx.clone()).map_err(|e| e.to_string())
+    };
+    let result = (|| -> Result<(String, String, Vec<TaskSpec>), String> {
+        let name = render(&pb.project, &base)?;
+        let description = render(&pb.description, &base)?;
+        let mut tasks = Vec::new();
+        for t in &pb.tasks {
+            match t.for_each {
+                ForEach::Once => tasks.push(TaskSpec {
+                    name: render(&t.name, &base)?,
+                    description: render(&t.description, &base)?,
+                    due_days: t.due_days,
+                }),
+                ForEach::FailingMetric => {
+                    for m in failing_metrics(pb, s, model) {
+                        let ctx = context! {
+                            account => account.clone(), target => target.clone(), score => score.round(), band => band.name(),
+                            metric => context! { id => m.id, label => m.label, value => m.value, score => m.score.map(f64::round),
+                                                 advice => model.metric(&m.id).and_then(|x| x.advice.clone()) },
+                        };
+                        tasks.push(TaskSpec {
+                            name: render(&t.name, &ctx)?,
+                            description: render(&t.description, &ctx)?,
+                            due_days: t.due_days,
+                        });
+                    }
+                }
+            }
+        }
+        Ok((name, description, tasks))
+    })();
+    let (name, description, tasks) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            plan.errors
+                .push(format!("account {}: playbook {}: {e}", s.account.id, pb.id));
+            return Ok(());
+        }
+    };
+    let key = format!(
+        "healthsync-{}-{}-{}",
+        pb.id,
+        s.account.id,
+        now.format("%Y%m%d")
+    );
+    plan.writes.push(PlannedWrite {
+        sink: sink.id.clone(),
+        key: key.clone(),
+        op: WriteOp::CreateProject {
+            account: account_ref(s),
+            key: key.clone(),
+            playbook: pb.id.clone(),
+            name: name.clone(),
+            description,
+            tasks,
+        },
+        changes: Vec::new(),
+        project: Some(ProjectRecord {
+            sink: sink.id.clone(),
+            account_id: s.account.id.clone(),
+            playbook: pb.id.clone(),
+            key,
+            name,
+            opened_at: now,
+            state: ProjectState::Pending,
+        }),
+    });
+    Ok(())
+}
+
+/// Metrics of the watched target that are in the playbook's band or worse, worst first.
+fn failing_metrics<'a>(
+    pb: &Playbook,
+    s: &'a AccountScore,
+    _model: &Model,
+) -> Vec<&'a crate::scoring::MetricScore> {
+    let mut out: Vec<_> = s
+        .drags()
+        .into_iter()
+        .filter(|m| match &pb.when {
+            Target::Overall => true,
+            Target::Category(c) => s
+                .category(c)
+                .is_some_and(|cat| cat.metrics.iter().any(|x| x.id == m.id)),
+        })
+        .filter(|m| m.band.is_some_and(|b| b <= pb.enters))
+        .collect();
+    out.truncate(10);
+    out
+}

@@ -74,7 +74,9 @@ impl SecretRef {
     /// Reads the value. Trailing newlines of files are trimmed (editors add them).
     pub fn resolve(&self) -> Result<SecretString, SecretError> {
         let value = match self {
-            SecretRef::Env(name) => std::env::var(name).map_err(|_| SecretError::Unset(self.clone()))?,
+            SecretRef::Env(name) => {
+                std::env::var(name).map_err(|_| SecretError::Unset(self.clone()))?
+            }
             SecretRef::File(path) => read_trimmed(path, self)?,
             SecretRef::Credential(name) => {
                 let dir = std::env::var_os("CREDENTIALS_DIRECTORY")
@@ -90,7 +92,8 @@ impl SecretRef {
 }
 
 fn read_trimmed(path: &std::path::Path, r: &SecretRef) -> Result<String, SecretError> {
-    let text = std::fs::read_to_string(path).map_err(|e| SecretError::Unreadable(r.clone(), e.kind()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| SecretError::Unreadable(r.clone(), e.kind()))?;
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
@@ -101,7 +104,9 @@ pub enum SecretError {
     Unset(SecretRef),
     #[error("secret {0}: cannot read ({1})")]
     Unreadable(SecretRef, std::io::ErrorKind),
-    #[error("secret {0}: $CREDENTIALS_DIRECTORY is not set (run under systemd with LoadCredential=)")]
+    #[error(
+        "secret {0}: $CREDENTIALS_DIRECTORY is not set (run under systemd with LoadCredential=)"
+    )]
     NoCredentialsDirectory(SecretRef),
     #[error("secret {0}: value is empty")]
     Empty(SecretRef),
@@ -146,16 +151,34 @@ mod tests {
 
     #[test]
     fn parses_references_and_refuses_plaintext() {
-        assert_eq!(SecretRef::parse("env:HUBSPOT_TOKEN"), Ok(SecretRef::Env("HUBSPOT_TOKEN".into())));
+        assert_eq!(
+            SecretRef::parse("env:HUBSPOT_TOKEN"),
+            Ok(SecretRef::Env("HUBSPOT_TOKEN".into()))
+        );
         assert_eq!(
             SecretRef::parse("file:/run/secrets/stripe"),
             Ok(SecretRef::File("/run/secrets/stripe".into()))
         );
-        assert_eq!(SecretRef::parse("credential:vitally"), Ok(SecretRef::Credential("vitally".into())));
-        assert_eq!(SecretRef::parse("sk_live_abc123"), Err(SecretRefError::Plaintext));
-        assert_eq!(SecretRef::parse("Bearer: xyz"), Err(SecretRefError::Plaintext));
-        assert_eq!(SecretRef::parse("env:"), Err(SecretRefError::EmptyName("env")));
-        assert_eq!(SecretRef::parse("file:relative/path"), Err(SecretRefError::RelativePath));
+        assert_eq!(
+            SecretRef::parse("credential:vitally"),
+            Ok(SecretRef::Credential("vitally".into()))
+        );
+        assert_eq!(
+            SecretRef::parse("sk_live_abc123"),
+            Err(SecretRefError::Plaintext)
+        );
+        assert_eq!(
+            SecretRef::parse("Bearer: xyz"),
+            Err(SecretRefError::Plaintext)
+        );
+        assert_eq!(
+            SecretRef::parse("env:"),
+            Err(SecretRefError::EmptyName("env"))
+        );
+        assert_eq!(
+            SecretRef::parse("file:relative/path"),
+            Err(SecretRefError::RelativePath)
+        );
     }
 
     #[test]

@@ -20,7 +20,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the store at {path} is in use by another healthsync process (sled holds a lock on it)")]
+    #[error(
+        "the store at {path} is in use by another healthsync process (sled holds a lock on it)"
+    )]
     Locked { path: String },
     #[error("the store at {path} has schema version {found}, this healthsync reads version {SCHEMA_VERSION}")]
     Schema { path: String, found: String },
@@ -126,8 +128,12 @@ impl Store {
     /// Opens (or creates) the store in `dir`. A second process on the same directory gets `Locked`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let db = sled::Config::new().path(dir).open().map_err(|e| match e {
-            sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(11) => {
-                StoreError::Locked { path: dir.display().to_string() }
+            sled::Error::Io(ref io)
+                if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(11) =>
+            {
+                StoreError::Locked {
+                    path: dir.display().to_string(),
+                }
             }
             other => StoreError::Sled(other),
         })?;
@@ -178,11 +184,20 @@ impl Store {
 
     /// Stores a page of records and the cursor that covers them in one transaction: after a crash either
     /// both are there or neither is. Returns how many records were new or changed.
-    pub fn commit_page(&self, connector: &str, stream: &str, records: &[Record], cursor: &Cursor) -> Result<usize, StoreError> {
+    pub fn commit_page(
+        &self,
+        connector: &str,
+        stream: &str,
+        records: &[Record],
+        cursor: &Cursor,
+    ) -> Result<usize, StoreError> {
         let tree = self.db.open_tree(records_tree_name(connector, stream))?;
         let cursor_key = key(&[connector, stream]);
         let cursor_bytes = to_json(cursor);
-        let encoded: Vec<(Vec<u8>, Vec<u8>)> = records.iter().map(|r| (r.id.clone().into_bytes(), to_json(r))).collect();
+        let encoded: Vec<(Vec<u8>, Vec<u8>)> = records
+            .iter()
+            .map(|r| (r.id.clone().into_bytes(), to_json(r)))
+            .collect();
         unwrap_tx((&tree, &self.cursors).transaction(|(t, c)| {
             let mut changed = 0;
             for (k, v) in &encoded {
@@ -210,13 +225,20 @@ impl Store {
     }
 
     /// Every stored record of a stream, in id order. Streams pages from sled; never loads the tree at once.
-    pub fn records(&self, connector: &str, stream: &str) -> Result<impl Iterator<Item = Result<Record, StoreError>>, StoreError> {
+    pub fn records(
+        &self,
+        connector: &str,
+        stream: &str,
+    ) -> Result<impl Iterator<Item = Result<Record, StoreError>>, StoreError> {
         let tree = self.db.open_tree(records_tree_name(connector, stream))?;
         Ok(tree.iter().values().map(|v| from_json("records", &v?)))
     }
 
     pub fn record_count(&self, connector: &str, stream: &str) -> Result<usize, StoreError> {
-        Ok(self.db.open_tree(records_tree_name(connector, stream))?.len())
+        Ok(self
+            .db
+            .open_tree(records_tree_name(connector, stream))?
+            .len())
     }
 
     // --- run status ----------------------------------------------------------------------------------
@@ -227,14 +249,21 @@ impl Store {
     }
 
     pub fn status<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StoreError> {
-        self.runs.get(name)?.map(|v| from_json("runs", &v)).transpose()
+        self.runs
+            .get(name)?
+            .map(|v| from_json("runs", &v))
+            .transpose()
     }
 
     // --- scores --------------------------------------------------------------------------------------
 
     /// Replaces the current scores and records each account's score in the daily history (one point per
     /// account per day; a rerun the same day overwrites it, so a retried run leaves the same history).
-    pub fn put_scores<T: Serialize>(&self, day: chrono::NaiveDate, scores: &[(String, T)]) -> Result<(), StoreError> {
+    pub fn put_scores<T: Serialize>(
+        &self,
+        day: chrono::NaiveDate,
+        scores: &[(String, T)],
+    ) -> Result<(), StoreError> {
         let day = day.format("%Y-%m-%d").to_string();
         let mut current = sled::Batch::default();
         for k in self.scores.iter().keys() {
@@ -252,15 +281,25 @@ impl Store {
     }
 
     pub fn scores<T: DeserializeOwned>(&self) -> Result<Vec<T>, StoreError> {
-        self.scores.iter().values().map(|v| from_json("scores", &v?)).collect()
+        self.scores
+            .iter()
+            .values()
+            .map(|v| from_json("scores", &v?))
+            .collect()
     }
 
     pub fn score<T: DeserializeOwned>(&self, account: &str) -> Result<Option<T>, StoreError> {
-        self.scores.get(account)?.map(|v| from_json("scores", &v)).transpose()
+        self.scores
+            .get(account)?
+            .map(|v| from_json("scores", &v))
+            .transpose()
     }
 
     /// An account's daily history, oldest first, as (YYYY-MM-DD, score).
-    pub fn history<T: DeserializeOwned>(&self, account: &str) -> Result<Vec<(String, T)>, StoreError> {
+    pub fn history<T: DeserializeOwned>(
+        &self,
+        account: &str,
+    ) -> Result<Vec<(String, T)>, StoreError> {
         let prefix = key(&[account, ""]);
         self.history
             .scan_prefix(prefix.clone())
@@ -274,7 +313,12 @@ impl Store {
 
     // --- last confirmed values -----------------------------------------------------------------------
 
-    pub fn written(&self, sink: &str, account: &str, field: &str) -> Result<Option<FieldValue>, StoreError> {
+    pub fn written(
+        &self,
+        sink: &str,
+        account: &str,
+        field: &str,
+    ) -> Result<Option<FieldValue>, StoreError> {
         self.written
             .get(key(&[sink, account, field]))?
             .map(|v| from_json("written", &v))
@@ -286,38 +330,56 @@ impl Store {
     /// Puts a write in the outbox. An unsent write with the same key is replaced: field updates merge (the
     /// newer value of a field wins), anything else is superseded. A pending project is recorded in the same
     /// transaction, so a crash can never leave a planned project without its marker or the reverse.
-    pub fn enqueue(&self, sink: &str, key_str: &str, op: WriteOp, project: Option<&ProjectRecord>, now: chrono::DateTime<chrono::Utc>) -> Result<u64, StoreError> {
+    pub fn enqueue(
+        &self,
+        sink: &str,
+        key_str: &str,
+        op: WriteOp,
+        project: Option<&ProjectRecord>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, StoreError> {
         let seq = self.db.generate_id()?;
         let index_key = key(&[sink, key_str]);
         let project_kv = project.map(|p| (key(&[&p.sink, &p.account_id, &p.playbook]), to_json(p)));
-        unwrap_tx((&self.outbox, &self.outbox_keys, &self.projects).transaction(|(ob, keys, projects)| {
-            let mut op = op.clone();
-            if let Some(old_seq) = keys.get(index_key.as_slice())? {
-                if let Some(old) = ob.remove(old_seq.as_ref())? {
-                    let old: OutboxEntry = from_json("outbox", &old).map_err(ConflictableTransactionError::Abort)?;
-                    if let (WriteOp::SetFields { fields: old_fields, .. }, WriteOp::SetFields { fields, .. }) = (&old.op, &mut op) {
-                        for (k, v) in old_fields {
-                            fields.entry(k.clone()).or_insert_with(|| v.clone());
+        unwrap_tx(
+            (&self.outbox, &self.outbox_keys, &self.projects).transaction(
+                |(ob, keys, projects)| {
+                    let mut op = op.clone();
+                    if let Some(old_seq) = keys.get(index_key.as_slice())? {
+                        if let Some(old) = ob.remove(old_seq.as_ref())? {
+                            let old: OutboxEntry = from_json("outbox", &old)
+                                .map_err(ConflictableTransactionError::Abort)?;
+                            if let (
+                                WriteOp::SetFields {
+                                    fields: old_fields, ..
+                                },
+                                WriteOp::SetFields { fields, .. },
+                            ) = (&old.op, &mut op)
+                            {
+                                for (k, v) in old_fields {
+                                    fields.entry(k.clone()).or_insert_with(|| v.clone());
+                                }
+                            }
                         }
                     }
-                }
-            }
-            let entry = OutboxEntry {
-                seq,
-                sink: sink.to_string(),
-                key: key_str.to_string(),
-                op,
-                attempts: 0,
-                last_error: None,
-                enqueued_at: now,
-            };
-            ob.insert(&seq.to_be_bytes(), to_json(&entry))?;
-            keys.insert(index_key.as_slice(), &seq.to_be_bytes())?;
-            if let Some((k, v)) = &project_kv {
-                projects.insert(k.as_slice(), v.as_slice())?;
-            }
-            Ok(())
-        }))?;
+                    let entry = OutboxEntry {
+                        seq,
+                        sink: sink.to_string(),
+                        key: key_str.to_string(),
+                        op,
+                        attempts: 0,
+                        last_error: None,
+                        enqueued_at: now,
+                    };
+                    ob.insert(&seq.to_be_bytes(), to_json(&entry))?;
+                    keys.insert(index_key.as_slice(), &seq.to_be_bytes())?;
+                    if let Some((k, v)) = &project_kv {
+                        projects.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    Ok(())
+                },
+            ),
+        )?;
         Ok(seq)
     }
 
@@ -350,29 +412,40 @@ impl Store {
                     written.push((key(&[&entry.sink, &account.account_id, f]), to_json(v)));
                 }
             }
-            WriteOp::CreateProject { account, playbook, .. } => {
+            WriteOp::CreateProject {
+                account, playbook, ..
+            } => {
                 project_key = Some(key(&[&entry.sink, &account.account_id, playbook]));
             }
         }
-        unwrap_tx((&self.outbox, &self.outbox_keys, &self.written, &self.projects).transaction(|(ob, keys, w, projects)| {
-            ob.remove(&seq)?;
-            if keys.get(index_key.as_slice())?.as_deref() == Some(&seq[..]) {
-                keys.remove(index_key.as_slice())?;
-            }
-            for (k, v) in &written {
-                w.insert(k.as_slice(), v.as_slice())?;
-            }
-            if let Some(pk) = &project_key {
-                if let Some(p) = projects.get(pk.as_slice())? {
-                    let mut p: ProjectRecord = from_json("projects", &p).map_err(ConflictableTransactionError::Abort)?;
-                    if p.state == ProjectState::Pending {
-                        p.state = ProjectState::Open;
-                        projects.insert(pk.as_slice(), to_json(&p))?;
+        unwrap_tx(
+            (
+                &self.outbox,
+                &self.outbox_keys,
+                &self.written,
+                &self.projects,
+            )
+                .transaction(|(ob, keys, w, projects)| {
+                    ob.remove(&seq)?;
+                    if keys.get(index_key.as_slice())?.as_deref() == Some(&seq[..]) {
+                        keys.remove(index_key.as_slice())?;
                     }
-                }
-            }
-            Ok(())
-        }))
+                    for (k, v) in &written {
+                        w.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    if let Some(pk) = &project_key {
+                        if let Some(p) = projects.get(pk.as_slice())? {
+                            let mut p: ProjectRecord = from_json("projects", &p)
+                                .map_err(ConflictableTransactionError::Abort)?;
+                            if p.state == ProjectState::Pending {
+                                p.state = ProjectState::Open;
+                                projects.insert(pk.as_slice(), to_json(&p))?;
+                            }
+                        }
+                    }
+                    Ok(())
+                }),
+        )
     }
 
     /// Records a failed attempt that will be retried.
@@ -382,34 +455,56 @@ impl Store {
         e.last_error = Some(error.to_string());
         // Only rewrite the entry if it is still there: a newer write may have coalesced it away meanwhile.
         let seq = entry.seq.to_be_bytes();
-        let _ = self.outbox.compare_and_swap(seq, Some(to_json(entry)), Some(to_json(&e)))?;
+        let _ = self
+            .outbox
+            .compare_and_swap(seq, Some(to_json(entry)), Some(to_json(&e)))?;
         Ok(())
     }
 
     /// Moves an entry to the dead letters with the platform's reason.
-    pub fn dead_letter(&self, entry: &OutboxEntry, reason: &str, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+    pub fn dead_letter(
+        &self,
+        entry: &OutboxEntry,
+        reason: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
         let seq = entry.seq.to_be_bytes();
         let index_key = key(&[&entry.sink, &entry.key]);
         let mut e = entry.clone();
         e.attempts += 1;
-        let dl = to_json(&DeadLetter { entry: e, reason: reason.to_string(), failed_at: now });
-        unwrap_tx((&self.outbox, &self.outbox_keys, &self.dead).transaction(|(ob, keys, dead)| {
-            ob.remove(&seq)?;
-            if keys.get(index_key.as_slice())?.as_deref() == Some(&seq[..]) {
-                keys.remove(index_key.as_slice())?;
-            }
-            dead.insert(&seq, dl.as_slice())?;
-            Ok(())
-        }))
+        let dl = to_json(&DeadLetter {
+            entry: e,
+            reason: reason.to_string(),
+            failed_at: now,
+        });
+        unwrap_tx(
+            (&self.outbox, &self.outbox_keys, &self.dead).transaction(|(ob, keys, dead)| {
+                ob.remove(&seq)?;
+                if keys.get(index_key.as_slice())?.as_deref() == Some(&seq[..]) {
+                    keys.remove(index_key.as_slice())?;
+                }
+                dead.insert(&seq, dl.as_slice())?;
+                Ok(())
+            }),
+        )
     }
 
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        self.dead.iter().values().map(|v| from_json("dead_letters", &v?)).collect()
+        self.dead
+            .iter()
+            .values()
+            .map(|v| from_json("dead_letters", &v?))
+            .collect()
     }
 
     // --- projects ------------------------------------------------------------------------------------
 
-    pub fn project(&self, sink: &str, account: &str, playbook: &str) -> Result<Option<ProjectRecord>, StoreError> {
+    pub fn project(
+        &self,
+        sink: &str,
+        account: &str,
+        playbook: &str,
+    ) -> Result<Option<ProjectRecord>, StoreError> {
         self.projects
             .get(key(&[sink, account, playbook]))?
             .map(|v| from_json("projects", &v))
@@ -417,12 +512,17 @@ impl Store {
     }
 
     pub fn put_project(&self, p: &ProjectRecord) -> Result<(), StoreError> {
-        self.projects.insert(key(&[&p.sink, &p.account_id, &p.playbook]), to_json(p))?;
+        self.projects
+            .insert(key(&[&p.sink, &p.account_id, &p.playbook]), to_json(p))?;
         Ok(())
     }
 
     pub fn projects(&self) -> Result<Vec<ProjectRecord>, StoreError> {
-        self.projects.iter().values().map(|v| from_json("projects", &v?)).collect()
+        self.projects
+            .iter()
+            .values()
+            .map(|v| from_json("projects", &v?))
+            .collect()
     }
 
     // --- meta ----------------------------------------------------------------------------------------
@@ -433,7 +533,10 @@ impl Store {
     }
 
     pub fn meta<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StoreError> {
-        self.meta.get(name)?.map(|v| from_json("meta", &v)).transpose()
+        self.meta
+            .get(name)?
+            .map(|v| from_json("meta", &v))
+            .transpose()
     }
 
     /// A canonical dump of every tree except the internal sequence numbers, for comparing two stores
@@ -453,7 +556,9 @@ impl Store {
             let mut rows = Vec::new();
             for kv in tree.iter() {
                 let (k, v) = kv?;
-                let value = serde_json::from_slice(&v).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&v).into_owned()));
+                let value = serde_json::from_slice(&v).unwrap_or_else(|_| {
+                    serde_json::Value::String(String::from_utf8_lossy(&v).into_owned())
+                });
                 rows.push((String::from_utf8_lossy(&k).replace('\0', "/"), value));
             }
             out.push((name, rows));
@@ -480,8 +585,15 @@ mod tests {
 
     fn set_fields(account: &str, fields: &[(&str, f64)]) -> WriteOp {
         WriteOp::SetFields {
-            account: AccountRef { account_id: account.into(), external_id: account.into(), name: account.into() },
-            fields: fields.iter().map(|(k, v)| (k.to_string(), FieldValue::Number(*v))).collect(),
+            account: AccountRef {
+                account_id: account.into(),
+                external_id: account.into(),
+                name: account.into(),
+            },
+            fields: fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), FieldValue::Number(*v)))
+                .collect(),
         }
     }
 
@@ -489,12 +601,23 @@ mod tests {
     fn page_and_cursor_commit_together_and_count_changes() {
         let s = Store::temporary().unwrap();
         let c1 = Cursor(serde_json::json!({"after": "2"}));
-        assert_eq!(s.commit_page("hs", "companies", &[rec("1"), rec("2")], &c1).unwrap(), 2);
+        assert_eq!(
+            s.commit_page("hs", "companies", &[rec("1"), rec("2")], &c1)
+                .unwrap(),
+            2
+        );
         assert_eq!(s.cursor("hs", "companies").unwrap(), Some(c1.clone()));
         // Re-reading the same page changes nothing.
-        assert_eq!(s.commit_page("hs", "companies", &[rec("2")], &c1).unwrap(), 0);
+        assert_eq!(
+            s.commit_page("hs", "companies", &[rec("2")], &c1).unwrap(),
+            0
+        );
         assert_eq!(s.record_count("hs", "companies").unwrap(), 2);
-        let ids: Vec<String> = s.records("hs", "companies").unwrap().map(|r| r.unwrap().id).collect();
+        let ids: Vec<String> = s
+            .records("hs", "companies")
+            .unwrap()
+            .map(|r| r.unwrap().id)
+            .collect();
         assert_eq!(ids, ["1", "2"]);
     }
 
@@ -502,11 +625,27 @@ mod tests {
     fn unsent_field_writes_coalesce_newest_wins() {
         let s = Store::temporary().unwrap();
         let now = Utc::now();
-        s.enqueue("v", "a1/fields", set_fields("a1", &[("score", 40.0), ("band", 1.0)]), None, now).unwrap();
-        s.enqueue("v", "a1/fields", set_fields("a1", &[("score", 55.0)]), None, now).unwrap();
+        s.enqueue(
+            "v",
+            "a1/fields",
+            set_fields("a1", &[("score", 40.0), ("band", 1.0)]),
+            None,
+            now,
+        )
+        .unwrap();
+        s.enqueue(
+            "v",
+            "a1/fields",
+            set_fields("a1", &[("score", 55.0)]),
+            None,
+            now,
+        )
+        .unwrap();
         let ob = s.outbox(Some("v")).unwrap();
         assert_eq!(ob.len(), 1);
-        let WriteOp::SetFields { fields, .. } = &ob[0].op else { panic!("not a field write") };
+        let WriteOp::SetFields { fields, .. } = &ob[0].op else {
+            panic!("not a field write")
+        };
         assert_eq!(fields["score"], FieldValue::Number(55.0));
         assert_eq!(fields["band"], FieldValue::Number(1.0));
     }
@@ -514,19 +653,37 @@ mod tests {
     #[test]
     fn confirm_removes_entry_and_remembers_values() {
         let s = Store::temporary().unwrap();
-        s.enqueue("v", "k", set_fields("a1", &[("score", 40.0)]), None, Utc::now()).unwrap();
+        s.enqueue(
+            "v",
+            "k",
+            set_fields("a1", &[("score", 40.0)]),
+            None,
+            Utc::now(),
+        )
+        .unwrap();
         let e = s.outbox(None).unwrap().remove(0);
         s.confirm(&e).unwrap();
         assert_eq!(s.outbox_len(), 0);
-        assert_eq!(s.written("v", "a1", "score").unwrap(), Some(FieldValue::Number(40.0)));
+        assert_eq!(
+            s.written("v", "a1", "score").unwrap(),
+            Some(FieldValue::Number(40.0))
+        );
     }
 
     #[test]
     fn dead_letter_keeps_reason() {
         let s = Store::temporary().unwrap();
-        s.enqueue("v", "k", set_fields("a1", &[("score", 40.0)]), None, Utc::now()).unwrap();
+        s.enqueue(
+            "v",
+            "k",
+            set_fields("a1", &[("score", 40.0)]),
+            None,
+            Utc::now(),
+        )
+        .unwrap();
         let e = s.outbox(None).unwrap().remove(0);
-        s.dead_letter(&e, "404 account not found", Utc::now()).unwrap();
+        s.dead_letter(&e, "404 account not found", Utc::now())
+            .unwrap();
         assert_eq!(s.outbox_len(), 0);
         let dl = s.dead_letters().unwrap();
         assert_eq!(dl[0].reason, "404 account not found");

@@ -109,8 +109,9 @@ pub struct RawModel {
     pub bands: Spanned<RawBands>,
     #[serde(default)]
     pub min_coverage: Option<Spanned<f64>>,
-    pub metrics: Spanned<BTreeMap<String, Spanned<RawMetric>>>,
-    pub categories: Spanned<BTreeMap<String, Spanned<RawCategory>>>,
+    /// Not `Spanned`: the table is implicit (`[metrics.x]` headers), which toml cannot span.
+    pub metrics: BTreeMap<String, Spanned<RawMetric>>,
+    pub categories: BTreeMap<String, Spanned<RawCategory>>,
     #[serde(default)]
     pub playbooks: BTreeMap<String, Spanned<RawPlaybook>>,
 }

@@ -21,26 +21,35 @@ use crate::secrets::SecretRef;
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let mut out = Diagnostics::default();
     let daemon_file = SourceFile::read(path).map_err(|d| ConfigErrors(vec![d]))?;
-    let raw: RawDaemon = daemon_file
-        .parse()
-        .map_err(|d| ConfigErrors(vec![d]))?;
+    let raw: RawDaemon = daemon_file.parse().map_err(|d| ConfigErrors(vec![d]))?;
     let daemon = check_daemon(&daemon_file, raw, &mut out);
 
     let mut connectors = Vec::new();
     let mut field_refs = Vec::new();
+    // Connectors whose files exist but are broken: the model's references to them are not reported again.
+    let mut broken = BTreeSet::new();
     match list_toml_files(&daemon.connectors_dir) {
         Ok(files) => {
             if files.is_empty() {
-                out.file_error(&daemon.connectors_dir, "no connector files (*.toml) in this folder");
+                out.file_error(
+                    &daemon.connectors_dir,
+                    "no connector files (*.toml) in this folder",
+                );
             }
             for file in files {
-                match SourceFile::read(&file).and_then(|f| f.parse::<RawConnector>().map(|r| (f, r))) {
-                    Ok((f, raw)) => {
-                        if let Some(c) = check_connector(&f, raw, &mut out, &mut field_refs) {
-                            connectors.push(c);
+                match SourceFile::read(&file)
+                    .and_then(|f| f.parse::<RawConnector>().map(|r| (f, r)))
+                {
+                    Ok((f, raw)) => match check_connector(&f, raw, &mut out, &mut field_refs) {
+                        Some(c) => connectors.push(c),
+                        None => {
+                            broken.insert(stem(&file));
                         }
+                    },
+                    Err(d) => {
+                        broken.insert(stem(&file));
+                        out.push(d)
                     }
-                    Err(d) => out.push(d),
                 }
             }
         }
@@ -50,7 +59,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let model = match SourceFile::read(&daemon.model_path)
         .and_then(|f| f.parse::<RawModel>().map(|r| (f, r)))
     {
-        Ok((f, raw)) => check_model(&f, raw, &connectors, &mut out),
+        Ok((f, raw)) => check_model(&f, raw, &connectors, &broken, &mut out),
         Err(d) => {
             out.push(d);
             None
@@ -73,9 +82,15 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         }
     }
     if !connectors.iter().any(|c| c.role == Role::Sink && c.enabled) && out.errors.is_empty() {
-        out.warn(&daemon.connectors_dir, None, "no enabled sink: scores are computed but written nowhere");
+        out.warn(
+            &daemon.connectors_dir,
+            None,
+            "no enabled sink: scores are computed but written nowhere",
+        );
     }
 
+    out.errors
+        .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     match (out.errors.is_empty(), model) {
         (true, Some(model)) => Ok(Config {
             daemon,
@@ -164,7 +179,11 @@ impl SourceFile {
 
     fn line(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
     }
 
     fn err(&self, out: &mut Diagnostics, span: Range<usize>, message: impl Into<String>) {
@@ -182,6 +201,13 @@ fn io_reason(e: &std::io::Error) -> String {
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),
         _ => e.to_string(),
     }
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn list_toml_files(dir: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
@@ -204,22 +230,50 @@ fn join<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
 
 fn resolve_path(base: &Path, p: &str) -> PathBuf {
     let p = PathBuf::from(p);
-    if p.is_absolute() {
-        p
+    let joined = if p.is_absolute() { p } else { base.join(p) };
+    // Lexical clean-up of `a/../b` so messages name `connectors/x.toml`, not `config/../connectors/x.toml`.
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            std::path::Component::ParentDir
+                if out.file_name().is_some() && !out.ends_with("..") =>
+            {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        PathBuf::from(".")
     } else {
-        base.join(p)
+        out
     }
 }
 
 fn check_daemon(f: &SourceFile, raw: RawDaemon, out: &mut Diagnostics) -> DaemonConfig {
     if *raw.version.get_ref() != 1 {
-        f.err(out, raw.version.span(), format!("unsupported version {}; this healthsync reads version 1", raw.version.get_ref()));
+        f.err(
+            out,
+            raw.version.span(),
+            format!(
+                "unsupported version {}; this healthsync reads version 1",
+                raw.version.get_ref()
+            ),
+        );
     }
     let base = f.path.parent().map(Path::to_path_buf).unwrap_or_default();
     let listen = raw.listen.and_then(|l| match l.get_ref().parse() {
         Ok(addr) => Some(addr),
         Err(_) => {
-            f.err(out, l.span(), format!("listen = `{}` is not an address like 127.0.0.1:9464", l.get_ref()));
+            f.err(
+                out,
+                l.span(),
+                format!(
+                    "listen = `{}` is not an address like 127.0.0.1:9464",
+                    l.get_ref()
+                ),
+            );
             None
         }
     });
@@ -228,12 +282,25 @@ fn check_daemon(f: &SourceFile, raw: RawDaemon, out: &mut Diagnostics) -> Daemon
         Some("text") => LogFormat::Text,
         Some("json") => LogFormat::Json,
         Some(other) => {
-            let span = raw.log.format.as_ref().map(|s| s.span()).unwrap_or_default();
-            f.err(out, span, format!("unknown log format `{other}`; use auto, text or json"));
+            let span = raw
+                .log
+                .format
+                .as_ref()
+                .map(|s| s.span())
+                .unwrap_or_default();
+            f.err(
+                out,
+                span,
+                format!("unknown log format `{other}`; use auto, text or json"),
+            );
             LogFormat::Auto
         }
     };
-    let log_level = raw.log.level.map(|l| l.into_inner()).unwrap_or_else(|| "info".into());
+    let log_level = raw
+        .log
+        .level
+        .map(|l| l.into_inner())
+        .unwrap_or_else(|| "info".into());
     let mut schedule = |job: RawJob, default: &str| match job.schedule {
         Some(s) => {
             if let Err(e) = check_cron(s.get_ref()) {
@@ -267,7 +334,9 @@ struct FieldRef {
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
-        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
 fn check_connector(
@@ -277,29 +346,51 @@ fn check_connector(
     field_refs: &mut Vec<FieldRef>,
 ) -> Option<ConnectorConfig> {
     let before = out.errors.len();
-    let id = f.path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+    let id = f
+        .path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
     if !valid_id(&id) {
-        out.file_error(&f.path, format!("connector id `{id}` (the file name) must be lowercase letters, digits, `_` or `-`"));
+        out.file_error(
+            &f.path,
+            format!(
+                "connector id `{id}` (the file name) must be lowercase letters, digits, `_` or `-`"
+            ),
+        );
     }
     let spec: Option<&KindSpec> = connector::kind(raw.kind.get_ref());
     if spec.is_none() {
-        f.err(out, raw.kind.span(), format!(
-            "unknown connector kind `{}`; known kinds: {}",
-            raw.kind.get_ref(),
-            join(connector::kind_names())
-        ));
+        f.err(
+            out,
+            raw.kind.span(),
+            format!(
+                "unknown connector kind `{}`; known kinds: {}",
+                raw.kind.get_ref(),
+                join(connector::kind_names())
+            ),
+        );
     }
     let role = match raw.role.get_ref().as_str() {
         "source" => Some(Role::Source),
         "sink" => Some(Role::Sink),
         other => {
-            f.err(out, raw.role.span(), format!("unknown role `{other}`; use source or sink"));
+            f.err(
+                out,
+                raw.role.span(),
+                format!("unknown role `{other}`; use source or sink"),
+            );
             None
         }
     };
     if let (Some(spec), Some(role)) = (spec, role) {
         if spec.role != role {
-            f.err(out, raw.role.span(), format!("kind {} is a {}, not a {role}", spec.name, spec.role));
+            f.err(
+                out,
+                raw.role.span(),
+                format!("kind {} is a {}, not a {role}", spec.name, spec.role),
+            );
         }
     }
     if let Some(s) = &raw.schedule {
@@ -310,38 +401,68 @@ fn check_connector(
     let base_url = match reqwest::Url::parse(raw.base_url.get_ref()) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
         Ok(_) => {
-            f.err(out, raw.base_url.span(), "base_url must be an http or https URL with a host");
+            f.err(
+                out,
+                raw.base_url.span(),
+                "base_url must be an http or https URL with a host",
+            );
             None
         }
         Err(e) => {
-            f.err(out, raw.base_url.span(), format!("base_url is not a URL: {e}"));
+            f.err(
+                out,
+                raw.base_url.span(),
+                format!("base_url is not a URL: {e}"),
+            );
             None
         }
     };
     let auth = check_auth(f, raw.auth, spec, out);
     let rate_limit = match &raw.rate_limit {
         Some(rl) => {
-            let (req, per) = (*rl.get_ref().requests.get_ref(), *rl.get_ref().per_secs.get_ref());
+            let (req, per) = (
+                *rl.get_ref().requests.get_ref(),
+                *rl.get_ref().per_secs.get_ref(),
+            );
             if !(1..=1_000_000).contains(&req) || !(1..=86_400).contains(&per) {
                 f.err(out, rl.span(), "rate_limit needs requests between 1 and 1000000 and per_secs between 1 and 86400");
             }
             RateLimit::per_secs(req.clamp(1, 1_000_000) as u32, per.clamp(1, 86_400) as u64)
         }
-        None => spec.map(|s| s.default_rate_limit).unwrap_or(RateLimit::per_secs(1, 1)),
+        None => spec
+            .map(|s| s.default_rate_limit)
+            .unwrap_or(RateLimit::per_secs(1, 1)),
     };
     let mut streams = Vec::new();
     if let Some(list) = &raw.streams {
         if list.get_ref().is_empty() {
-            f.err(out, list.span(), "streams is empty; leave it out to sync the kind's default streams");
+            f.err(
+                out,
+                list.span(),
+                "streams is empty; leave it out to sync the kind's default streams",
+            );
         }
         for s in list.get_ref() {
             if let Some(spec) = spec {
                 if !spec.streams.contains(&s.get_ref().as_str()) {
-                    f.err(out, s.span(), format!("kind {} has no stream `{}`; it has: {}", spec.name, s.get_ref(), join(spec.streams.iter().copied())));
+                    f.err(
+                        out,
+                        s.span(),
+                        format!(
+                            "kind {} has no stream `{}`; it has: {}",
+                            spec.name,
+                            s.get_ref(),
+                            join(spec.streams.iter().copied())
+                        ),
+                    );
                 }
             }
             if streams.contains(s.get_ref()) {
-                f.err(out, s.span(), format!("stream `{}` is listed twice", s.get_ref()));
+                f.err(
+                    out,
+                    s.span(),
+                    format!("stream `{}` is listed twice", s.get_ref()),
+                );
             }
             streams.push(s.get_ref().clone());
         }
@@ -349,7 +470,11 @@ fn check_connector(
         streams = spec.default_streams.iter().map(|s| s.to_string()).collect();
     }
     if role == Some(Role::Sink) && raw.streams.is_some() {
-        f.err(out, raw.streams.as_ref().map(|s| s.span()).unwrap_or_default(), "a sink has no streams");
+        f.err(
+            out,
+            raw.streams.as_ref().map(|s| s.span()).unwrap_or_default(),
+            "a sink has no streams",
+        );
     }
     let page_size = raw.page_size.as_ref().map(|p| {
         if !(1..=10_000).contains(p.get_ref()) {
@@ -367,16 +492,19 @@ fn check_connector(
         None => Duration::from_secs(30),
     };
     let had_params = raw.params.is_some();
-    let params = raw.params.map(|p| {
-        let span = p.span();
-        let table = p.into_inner();
-        if let Some(spec) = spec {
-            if let Err(e) = (spec.validate_params)(&table) {
-                f.err(out, span, format!("[params]: {e}"));
+    let params = raw
+        .params
+        .map(|p| {
+            let span = p.span();
+            let table = p.into_inner();
+            if let Some(spec) = spec {
+                if let Err(e) = (spec.validate_params)(&table) {
+                    f.err(out, span, format!("[params]: {e}"));
+                }
             }
-        }
-        table
-    }).unwrap_or_default();
+            table
+        })
+        .unwrap_or_default();
     if let (Some(spec), false) = (spec, had_params) {
         if let Err(e) = (spec.validate_params)(&toml::Table::new()) {
             f.file_error_line(out, None, format!("[params]: {e}"));
@@ -385,26 +513,45 @@ fn check_connector(
     let fields = match raw.fields {
         Some(fm) => {
             if role == Some(Role::Source) {
-                f.err(out, fm.span(), "[fields] maps health outputs to platform fields; only sinks have it");
+                f.err(
+                    out,
+                    fm.span(),
+                    "[fields] maps health outputs to platform fields; only sinks have it",
+                );
             }
             let fm = fm.into_inner();
             for (cat, target) in &fm.categories {
-                field_refs.push(FieldRef { file: f.path.clone(), line: f.line(target.span().start), category: cat.clone() });
+                field_refs.push(FieldRef {
+                    file: f.path.clone(),
+                    line: f.line(target.span().start),
+                    category: cat.clone(),
+                });
             }
             FieldMap {
                 score: fm.score.map(Spanned::into_inner),
                 band: fm.band.map(Spanned::into_inner),
                 coverage: fm.coverage.map(Spanned::into_inner),
                 top_risk: fm.top_risk.map(Spanned::into_inner),
-                categories: fm.categories.into_iter().map(|(k, v)| (k, v.into_inner())).collect(),
+                categories: fm
+                    .categories
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_inner()))
+                    .collect(),
             }
         }
         None => FieldMap::default(),
     };
     if let Some(auth) = &auth {
-        for r in [&auth.token, &auth.username, &auth.password].into_iter().flatten() {
+        for r in [&auth.token, &auth.username, &auth.password]
+            .into_iter()
+            .flatten()
+        {
             if let Err(e) = r.resolve() {
-                out.warn(&f.path, None, format!("{e} (needed when this connector runs)"));
+                out.warn(
+                    &f.path,
+                    None,
+                    format!("{e} (needed when this connector runs)"),
+                );
             }
         }
     }
@@ -431,27 +578,47 @@ fn check_connector(
 
 impl SourceFile {
     fn file_error_line(&self, out: &mut Diagnostics, line: Option<usize>, message: String) {
-        out.push(Diagnostic { file: self.path.clone(), line, message });
+        out.push(Diagnostic {
+            file: self.path.clone(),
+            line,
+            message,
+        });
     }
 }
 
-fn check_auth(f: &SourceFile, raw: Spanned<RawAuth>, spec: Option<&KindSpec>, out: &mut Diagnostics) -> Option<AuthConfig> {
+fn check_auth(
+    f: &SourceFile,
+    raw: Spanned<RawAuth>,
+    spec: Option<&KindSpec>,
+    out: &mut Diagnostics,
+) -> Option<AuthConfig> {
     let span = raw.span();
     let raw = raw.into_inner();
     let before = out.errors.len();
-    let scheme = AuthScheme::ALL.iter().find(|(n, _)| n == raw.scheme.get_ref()).map(|(_, s)| *s);
+    let scheme = AuthScheme::ALL
+        .iter()
+        .find(|(n, _)| n == raw.scheme.get_ref())
+        .map(|(_, s)| *s);
     match (scheme, spec) {
-        (None, _) => f.err(out, raw.scheme.span(), format!(
-            "unknown auth scheme `{}`; use {}",
-            raw.scheme.get_ref(),
-            join(AuthScheme::ALL.iter().map(|(n, _)| *n))
-        )),
-        (Some(s), Some(spec)) if !spec.auth.contains(&s) => f.err(out, raw.scheme.span(), format!(
-            "kind {} does not take auth scheme {}; it takes: {}",
-            spec.name,
-            s.name(),
-            join(spec.auth.iter().map(|s| s.name()))
-        )),
+        (None, _) => f.err(
+            out,
+            raw.scheme.span(),
+            format!(
+                "unknown auth scheme `{}`; use {}",
+                raw.scheme.get_ref(),
+                join(AuthScheme::ALL.iter().map(|(n, _)| *n))
+            ),
+        ),
+        (Some(s), Some(spec)) if !spec.auth.contains(&s) => f.err(
+            out,
+            raw.scheme.span(),
+            format!(
+                "kind {} does not take auth scheme {}; it takes: {}",
+                spec.name,
+                s.name(),
+                join(spec.auth.iter().map(|s| s.name()))
+            ),
+        ),
         _ => {}
     }
     let mut secret = |name: &str, v: &Option<Spanned<String>>| -> Option<SecretRef> {
@@ -469,7 +636,14 @@ fn check_auth(f: &SourceFile, raw: Spanned<RawAuth>, spec: Option<&KindSpec>, ou
     let password = secret("password", &raw.password);
     let needs = |present: bool, key: &str, example: &str, out: &mut Diagnostics| {
         if !present {
-            f.err(out, span.clone(), format!("auth scheme {} needs `{key}`, a secret reference such as {example}", raw.scheme.get_ref()));
+            f.err(
+                out,
+                span.clone(),
+                format!(
+                    "auth scheme {} needs `{key}`, a secret reference such as {example}",
+                    raw.scheme.get_ref()
+                ),
+            );
         }
     };
     match scheme {
@@ -497,27 +671,62 @@ fn check_auth(f: &SourceFile, raw: Spanned<RawAuth>, spec: Option<&KindSpec>, ou
 
 fn parse_stream_ref(s: &str) -> Option<StreamRef> {
     let (c, st) = s.split_once('.')?;
-    (!c.is_empty() && !st.is_empty()).then(|| StreamRef { connector: c.into(), stream: st.into() })
+    (!c.is_empty() && !st.is_empty()).then(|| StreamRef {
+        connector: c.into(),
+        stream: st.into(),
+    })
 }
 
-fn check_stream_ref(f: &SourceFile, s: &Spanned<String>, connectors: &[ConnectorConfig], out: &mut Diagnostics) -> Option<StreamRef> {
+/// What the model may refer to: valid connectors, and the ids of broken ones (already reported).
+#[derive(Clone, Copy)]
+struct Refs<'a> {
+    connectors: &'a [ConnectorConfig],
+    broken: &'a BTreeSet<String>,
+}
+
+fn check_stream_ref(
+    f: &SourceFile,
+    s: &Spanned<String>,
+    refs: Refs<'_>,
+    out: &mut Diagnostics,
+) -> Option<StreamRef> {
+    let connectors = refs.connectors;
     let Some(r) = parse_stream_ref(s.get_ref()) else {
-        f.err(out, s.span(), format!("`{}` is not a stream reference like hubspot.companies (connector id, dot, stream)", s.get_ref()));
+        f.err(
+            out,
+            s.span(),
+            format!(
+                "`{}` is not a stream reference like hubspot.companies (connector id, dot, stream)",
+                s.get_ref()
+            ),
+        );
         return None;
     };
-    let sources: Vec<&ConnectorConfig> = connectors.iter().filter(|c| c.role == Role::Source).collect();
+    let sources: Vec<&ConnectorConfig> = connectors
+        .iter()
+        .filter(|c| c.role == Role::Source)
+        .collect();
     match sources.iter().find(|c| c.id == r.connector) {
-        None => f.err(out, s.span(), format!(
-            "no source connector `{}`; configured sources: {}",
-            r.connector,
-            join(sources.iter().map(|c| c.id.as_str()))
-        )),
-        Some(c) if !c.streams.contains(&r.stream) => f.err(out, s.span(), format!(
-            "connector {} does not sync stream `{}`; it syncs: {}",
-            c.id,
-            r.stream,
-            join(c.streams.iter().map(String::as_str))
-        )),
+        None if refs.broken.contains(&r.connector) => {}
+        None => f.err(
+            out,
+            s.span(),
+            format!(
+                "no source connector `{}`; configured sources: {}",
+                r.connector,
+                join(sources.iter().map(|c| c.id.as_str()))
+            ),
+        ),
+        Some(c) if !c.streams.contains(&r.stream) => f.err(
+            out,
+            s.span(),
+            format!(
+                "connector {} does not sync stream `{}`; it syncs: {}",
+                c.id,
+                r.stream,
+                join(c.streams.iter().map(String::as_str))
+            ),
+        ),
         Some(_) => return Some(r),
     }
     None
@@ -535,13 +744,27 @@ fn fingerprint(text: &str) -> String {
 
 const WEIGHT_TOLERANCE: f64 = 0.01;
 
-fn check_model(f: &SourceFile, raw: RawModel, connectors: &[ConnectorConfig], out: &mut Diagnostics) -> Option<Model> {
+fn check_model(
+    f: &SourceFile,
+    raw: RawModel,
+    connectors: &[ConnectorConfig],
+    broken: &BTreeSet<String>,
+    out: &mut Diagnostics,
+) -> Option<Model> {
+    let refs = Refs { connectors, broken };
     let before = out.errors.len();
     if *raw.version.get_ref() != 1 {
-        f.err(out, raw.version.span(), format!("unsupported model version {}; this healthsync reads version 1", raw.version.get_ref()));
+        f.err(
+            out,
+            raw.version.span(),
+            format!(
+                "unsupported model version {}; this healthsync reads version 1",
+                raw.version.get_ref()
+            ),
+        );
     }
     let acc = raw.accounts.get_ref();
-    let accounts_stream = check_stream_ref(f, &acc.stream, connectors, out);
+    let accounts_stream = check_stream_ref(f, &acc.stream, refs, out);
 
     let b = raw.bands.get_ref();
     let (red, green) = (*b.red_below.get_ref(), *b.green_from.get_ref());
@@ -550,50 +773,109 @@ fn check_model(f: &SourceFile, raw: RawModel, connectors: &[ConnectorConfig], ou
     }
     let margin = b.margin.as_ref().map(|m| *m.get_ref()).unwrap_or(3.0);
     if !(0.0..=20.0).contains(&margin) {
-        f.err(out, b.margin.as_ref().map(|m| m.span()).unwrap_or(raw.bands.span()), "bands.margin must be between 0 and 20 points");
+        f.err(
+            out,
+            b.margin
+                .as_ref()
+                .map(|m| m.span())
+                .unwrap_or(raw.bands.span()),
+            "bands.margin must be between 0 and 20 points",
+        );
     }
-    let min_coverage = raw.min_coverage.as_ref().map(|m| *m.get_ref()).unwrap_or(0.5);
+    let min_coverage = raw
+        .min_coverage
+        .as_ref()
+        .map(|m| *m.get_ref())
+        .unwrap_or(0.5);
     if !(0.0..=1.0).contains(&min_coverage) {
-        f.err(out, raw.min_coverage.as_ref().map(|m| m.span()).unwrap_or_default(), "min_coverage is a share between 0 and 1");
+        f.err(
+            out,
+            raw.min_coverage
+                .as_ref()
+                .map(|m| m.span())
+                .unwrap_or_default(),
+            "min_coverage is a share between 0 and 1",
+        );
     }
 
-    let metric_ids: BTreeSet<&str> = raw.metrics.get_ref().keys().map(String::as_str).collect();
+    let metric_ids: BTreeSet<&str> = raw.metrics.keys().map(String::as_str).collect();
     let mut metrics = Vec::new();
-    for (id, m) in raw.metrics.get_ref() {
-        if let Some(metric) = check_metric(f, id, m, &metric_ids, raw.metrics.get_ref(), connectors, out) {
+    for (id, m) in &raw.metrics {
+        if let Some(metric) = check_metric(f, id, m, &metric_ids, &raw.metrics, refs, out) {
             metrics.push(metric);
         }
     }
 
     let mut categories = Vec::new();
-    let cats = raw.categories.get_ref();
+    let cats = &raw.categories;
+    // Whole-table problems point at the first category (the implicit [categories] table has no span).
+    let cats_span = cats
+        .values()
+        .next()
+        .map(|c| c.span())
+        .unwrap_or_else(|| raw.name.span());
     if cats.is_empty() {
-        f.err(out, raw.categories.span(), "the model needs at least one category");
+        f.err(
+            out,
+            cats_span.clone(),
+            "the model needs at least one category",
+        );
     }
     let total: f64 = cats.values().map(|c| *c.get_ref().weight.get_ref()).sum();
     if (total - 100.0).abs() > WEIGHT_TOLERANCE && !cats.is_empty() {
-        f.err(out, raw.categories.span(), format!("category weights add up to {total}, they must add up to 100"));
+        f.err(
+            out,
+            cats_span.clone(),
+            format!("category weights add up to {total}, they must add up to 100"),
+        );
     }
     for (id, c) in cats {
         let c_ref = c.get_ref();
         if *c_ref.weight.get_ref() <= 0.0 {
-            f.err(out, c_ref.weight.span(), format!("category {id}: weight must be above 0"));
+            f.err(
+                out,
+                c_ref.weight.span(),
+                format!("category {id}: weight must be above 0"),
+            );
         }
         let mut members = Vec::new();
         let sum: f64 = c_ref.metrics.get_ref().values().map(|w| *w.get_ref()).sum();
         if c_ref.metrics.get_ref().is_empty() {
-            f.err(out, c_ref.metrics.span(), format!("category {id} has no metrics"));
+            f.err(
+                out,
+                c_ref.metrics.span(),
+                format!("category {id} has no metrics"),
+            );
         } else if (sum - 100.0).abs() > WEIGHT_TOLERANCE {
-            f.err(out, c_ref.metrics.span(), format!("metric weights in category {id} add up to {sum}, they must add up to 100"));
+            f.err(
+                out,
+                c_ref.metrics.span(),
+                format!("metric weights in category {id} add up to {sum}, they must add up to 100"),
+            );
         }
         for (mid, w) in c_ref.metrics.get_ref() {
-            match raw.metrics.get_ref().get(mid) {
-                None => f.err(out, w.span(), format!("category {id} uses unknown metric `{mid}`; known metrics: {}", join(metric_ids.iter().copied()))),
-                Some(m) if m.get_ref().score.is_none() => f.err(out, w.span(), format!("metric {mid} has no [score], so category {id} cannot weigh it")),
+            match raw.metrics.get(mid) {
+                None => f.err(
+                    out,
+                    w.span(),
+                    format!(
+                        "category {id} uses unknown metric `{mid}`; known metrics: {}",
+                        join(metric_ids.iter().copied())
+                    ),
+                ),
+                Some(m) if m.get_ref().score.is_none() => f.err(
+                    out,
+                    w.span(),
+                    format!("metric {mid} has no [score], so category {id} cannot weigh it"),
+                ),
                 Some(_) => {}
             }
             if *w.get_ref() <= 0.0 {
-                f.err(out, w.span(), format!("weight of {mid} in category {id} must be above 0"));
+                f.err(
+                    out,
+                    w.span(),
+                    format!("weight of {mid} in category {id} must be above 0"),
+                );
             }
             members.push((mid.clone(), *w.get_ref() / sum.max(f64::MIN_POSITIVE)));
         }
@@ -627,7 +909,11 @@ fn check_model(f: &SourceFile, raw: RawModel, connectors: &[ConnectorConfig], ou
             segment_field: acc.segment_field.as_ref().map(|s| s.get_ref().clone()),
             owner_field: acc.owner_field.as_ref().map(|s| s.get_ref().clone()),
         },
-        bands: Bands { red_below: red, green_from: green, margin },
+        bands: Bands {
+            red_below: red,
+            green_from: green,
+            margin,
+        },
         min_coverage,
         metrics,
         categories,
@@ -641,14 +927,21 @@ fn check_metric(
     m: &Spanned<RawMetric>,
     ids: &BTreeSet<&str>,
     all: &BTreeMap<String, Spanned<RawMetric>>,
-    connectors: &[ConnectorConfig],
+    refs: Refs<'_>,
     out: &mut Diagnostics,
 ) -> Option<Metric> {
     let before = out.errors.len();
     let r = m.get_ref();
     let agg = r.aggregate.get_ref().as_str();
     if !Aggregate::NAMES.contains(&agg) {
-        f.err(out, r.aggregate.span(), format!("metric {id}: unknown aggregate `{agg}`; use {}", join(Aggregate::NAMES.iter().copied())));
+        f.err(
+            out,
+            r.aggregate.span(),
+            format!(
+                "metric {id}: unknown aggregate `{agg}`; use {}",
+                join(Aggregate::NAMES.iter().copied())
+            ),
+        );
         return None;
     }
     let field = || -> Option<String> {
@@ -660,7 +953,11 @@ fn check_metric(
     let need_field = |out: &mut Diagnostics| -> Option<String> {
         let v = field();
         if v.is_none() {
-            f.err(out, m.span(), format!("metric {id}: aggregate {agg} needs `field`"));
+            f.err(
+                out,
+                m.span(),
+                format!("metric {id}: aggregate {agg} needs `field`"),
+            );
         }
         v
     };
@@ -668,32 +965,62 @@ fn check_metric(
         if (1..=3650).contains(w.get_ref()) {
             Some(*w.get_ref() as u32)
         } else {
-            f.err(out, w.span(), format!("metric {id}: window_days must be between 1 and 3650"));
+            f.err(
+                out,
+                w.span(),
+                format!("metric {id}: window_days must be between 1 and 3650"),
+            );
             None
         }
     });
     let input = if agg == "ratio" {
         let mut side = |name: &str, v: &Option<Spanned<String>>| -> Option<String> {
             let Some(v) = v else {
-                f.err(out, m.span(), format!("metric {id}: a ratio needs `{name}`, the id of another metric"));
+                f.err(
+                    out,
+                    m.span(),
+                    format!("metric {id}: a ratio needs `{name}`, the id of another metric"),
+                );
                 return None;
             };
             let target = v.get_ref().as_str();
             if !ids.contains(target) {
-                f.err(out, v.span(), format!("metric {id}: {name} names unknown metric `{target}`; known metrics: {}", join(ids.iter().copied())));
-            } else if target == id || all.get(target).is_some_and(|t| t.get_ref().aggregate.get_ref() == "ratio") {
-                f.err(out, v.span(), format!("metric {id}: {name} must be a metric over records, not a ratio"));
+                f.err(
+                    out,
+                    v.span(),
+                    format!(
+                        "metric {id}: {name} names unknown metric `{target}`; known metrics: {}",
+                        join(ids.iter().copied())
+                    ),
+                );
+            } else if target == id
+                || all
+                    .get(target)
+                    .is_some_and(|t| t.get_ref().aggregate.get_ref() == "ratio")
+            {
+                f.err(
+                    out,
+                    v.span(),
+                    format!("metric {id}: {name} must be a metric over records, not a ratio"),
+                );
             }
             Some(target.to_string())
         };
         let numerator = side("numerator", &r.numerator);
         let denominator = side("denominator", &r.denominator);
-        MetricInput::Ratio { numerator: numerator?, denominator: denominator? }
+        MetricInput::Ratio {
+            numerator: numerator?,
+            denominator: denominator?,
+        }
     } else {
         let stream = match &r.stream {
-            Some(s) => check_stream_ref(f, s, connectors, out),
+            Some(s) => check_stream_ref(f, s, refs, out),
             None => {
-                f.err(out, m.span(), format!("metric {id}: needs `stream`, e.g. stripe.invoices"));
+                f.err(
+                    out,
+                    m.span(),
+                    format!("metric {id}: needs `stream`, e.g. stripe.invoices"),
+                );
                 None
             }
         };
@@ -707,7 +1034,11 @@ fn check_metric(
             _ => need_field(out).map(Aggregate::Trend),
         };
         if agg == "trend" && window_days.is_none() {
-            f.err(out, m.span(), format!("metric {id}: a trend compares two windows, so it needs window_days"));
+            f.err(
+                out,
+                m.span(),
+                format!("metric {id}: a trend compares two windows, so it needs window_days"),
+            );
         }
         let filter = r.filter.as_ref().map(|fl| {
             fl.get_ref()
@@ -721,14 +1052,23 @@ fn check_metric(
                 })
                 .collect()
         }).unwrap_or_default();
-        MetricInput::Records { stream: stream?, aggregate: aggregate?, filter, window_days }
+        MetricInput::Records {
+            stream: stream?,
+            aggregate: aggregate?,
+            filter,
+            window_days,
+        }
     };
     let score = r.score.as_ref().and_then(|s| check_score(f, id, s, out));
     let ttl_days = r.ttl_days.as_ref().and_then(|t| {
         if (1..=3650).contains(t.get_ref()) {
             Some(*t.get_ref() as u32)
         } else {
-            f.err(out, t.span(), format!("metric {id}: ttl_days must be between 1 and 3650"));
+            f.err(
+                out,
+                t.span(),
+                format!("metric {id}: ttl_days must be between 1 and 3650"),
+            );
             None
         }
     });
@@ -745,19 +1085,32 @@ fn check_metric(
     })
 }
 
-fn check_score(f: &SourceFile, id: &str, s: &Spanned<RawScore>, out: &mut Diagnostics) -> Option<ScoreFn> {
+fn check_score(
+    f: &SourceFile,
+    id: &str,
+    s: &Spanned<RawScore>,
+    out: &mut Diagnostics,
+) -> Option<ScoreFn> {
     let r = s.get_ref();
     let (points, linear) = match (&r.linear, &r.steps) {
         (Some(p), None) => (p, true),
         (None, Some(p)) => (p, false),
         _ => {
-            f.err(out, s.span(), format!("metric {id}: [score] needs exactly one of `linear` or `steps`"));
+            f.err(
+                out,
+                s.span(),
+                format!("metric {id}: [score] needs exactly one of `linear` or `steps`"),
+            );
             return None;
         }
     };
     let min = if linear { 2 } else { 1 };
     if points.len() < min {
-        f.err(out, s.span(), format!("metric {id}: score needs at least {min} [value, score] point(s)"));
+        f.err(
+            out,
+            s.span(),
+            format!("metric {id}: score needs at least {min} [value, score] point(s)"),
+        );
         return None;
     }
     let mut ok = true;
@@ -767,17 +1120,32 @@ fn check_score(f: &SourceFile, id: &str, s: &Spanned<RawScore>, out: &mut Diagno
         }
     }
     if !ok {
-        f.err(out, s.span(), format!("metric {id}: score points must be in strictly increasing order of value"));
+        f.err(
+            out,
+            s.span(),
+            format!("metric {id}: score points must be in strictly increasing order of value"),
+        );
     }
-    if points.iter().any(|p| !(1.0..=100.0).contains(&p[1]) || !p[0].is_finite()) {
-        f.err(out, s.span(), format!("metric {id}: scores must be between 1 and 100"));
+    if points
+        .iter()
+        .any(|p| !(1.0..=100.0).contains(&p[1]) || !p[0].is_finite())
+    {
+        f.err(
+            out,
+            s.span(),
+            format!("metric {id}: scores must be between 1 and 100"),
+        );
         ok = false;
     }
     if !ok {
         return None;
     }
     let pts = points.iter().map(|p| (p[0], p[1])).collect();
-    Some(if linear { ScoreFn::Linear(pts) } else { ScoreFn::Steps(pts) })
+    Some(if linear {
+        ScoreFn::Linear(pts)
+    } else {
+        ScoreFn::Steps(pts)
+    })
 }
 
 fn check_template(f: &SourceFile, out: &mut Diagnostics, what: &str, src: &Spanned<String>) {
@@ -790,14 +1158,22 @@ fn check_template(f: &SourceFile, out: &mut Diagnostics, what: &str, src: &Spann
                 .filter(|v| !TEMPLATE_VARIABLES.contains(&v.as_str()))
                 .collect();
             if !unknown.is_empty() {
-                f.err(out, src.span(), format!(
-                    "{what}: unknown template variable(s) {}; templates can use {}",
-                    join(unknown.iter().map(String::as_str)),
-                    join(TEMPLATE_VARIABLES.iter().copied())
-                ));
+                f.err(
+                    out,
+                    src.span(),
+                    format!(
+                        "{what}: unknown template variable(s) {}; templates can use {}",
+                        join(unknown.iter().map(String::as_str)),
+                        join(TEMPLATE_VARIABLES.iter().copied())
+                    ),
+                );
             }
         }
-        Err(e) => f.err(out, src.span(), format!("{what}: template does not compile: {e}")),
+        Err(e) => f.err(
+            out,
+            src.span(),
+            format!("{what}: template does not compile: {e}"),
+        ),
     }
 }
 
@@ -814,10 +1190,14 @@ fn check_playbook(
         "overall" => Some(Target::Overall),
         c if cats.contains_key(c) => Some(Target::Category(c.to_string())),
         c => {
-            f.err(out, r.when.span(), format!(
-                "playbook {id}: when = `{c}` is neither overall nor a category; categories: {}",
-                join(cats.keys().map(String::as_str))
-            ));
+            f.err(
+                out,
+                r.when.span(),
+                format!(
+                    "playbook {id}: when = `{c}` is neither overall nor a category; categories: {}",
+                    join(cats.keys().map(String::as_str))
+                ),
+            );
             None
         }
     };
@@ -825,13 +1205,21 @@ fn check_playbook(
         None | Some("red") => Some(Band::Red),
         Some("amber") => Some(Band::Amber),
         Some(other) => {
-            f.err(out, r.enters.as_ref().map(|e| e.span()).unwrap_or_default(), format!("playbook {id}: enters = `{other}`; use red or amber"));
+            f.err(
+                out,
+                r.enters.as_ref().map(|e| e.span()).unwrap_or_default(),
+                format!("playbook {id}: enters = `{other}`; use red or amber"),
+            );
             None
         }
     };
     let cooldown_days = match &r.cooldown_days {
         Some(c) if !(0..=3650).contains(c.get_ref()) => {
-            f.err(out, c.span(), format!("playbook {id}: cooldown_days must be between 0 and 3650"));
+            f.err(
+                out,
+                c.span(),
+                format!("playbook {id}: cooldown_days must be between 0 and 3650"),
+            );
             0
         }
         Some(c) => *c.get_ref() as u32,
@@ -853,13 +1241,21 @@ fn check_playbook(
             None | Some("once") => ForEach::Once,
             Some("failing_metric") => ForEach::FailingMetric,
             Some(other) => {
-                f.err(out, t.for_each.as_ref().map(|s| s.span()).unwrap_or_default(), format!("{what}: for_each = `{other}`; use once or failing_metric"));
+                f.err(
+                    out,
+                    t.for_each.as_ref().map(|s| s.span()).unwrap_or_default(),
+                    format!("{what}: for_each = `{other}`; use once or failing_metric"),
+                );
                 ForEach::Once
             }
         };
         let due_days = match &t.due_days {
             Some(d) if !(0..=365).contains(d.get_ref()) => {
-                f.err(out, d.span(), format!("{what}: due_days must be between 0 and 365"));
+                f.err(
+                    out,
+                    d.span(),
+                    format!("{what}: due_days must be between 0 and 365"),
+                );
                 0
             }
             Some(d) => *d.get_ref() as u32,
@@ -867,7 +1263,11 @@ fn check_playbook(
         };
         tasks.push(TaskTemplate {
             name: t.name.get_ref().clone(),
-            description: t.description.as_ref().map(|d| d.get_ref().clone()).unwrap_or_default(),
+            description: t
+                .description
+                .as_ref()
+                .map(|d| d.get_ref().clone())
+                .unwrap_or_default(),
             for_each,
             due_days,
         });
@@ -881,7 +1281,11 @@ fn check_playbook(
         enters: enters?,
         cooldown_days,
         project: r.project.get_ref().clone(),
-        description: r.description.as_ref().map(|d| d.get_ref().clone()).unwrap_or_default(),
+        description: r
+            .description
+            .as_ref()
+            .map(|d| d.get_ref().clone())
+            .unwrap_or_default(),
         tasks,
     })
 }

@@ -1,0 +1,340 @@
+//! The command line: clap definitions, dispatch to the pipeline, and exit codes.
+//!
+//! Exit codes: 0 success, 2 invalid input or configuration, 1 runtime failure. Human output goes to stdout
+//! (tables made for reading, in `output.rs`), progress and logs to stderr; `--json` prints the same data as
+//! JSON for machines. This module decides what to run and how to show it; the work is in `crate::pipeline`,
+//! `crate::daemon` and `crate::demo`.
+
+mod output;
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use tokio::sync::watch;
+
+use crate::config::{self, Config, ConfigErrors};
+use crate::pipeline::{PipelineError, Runtime};
+use crate::store::{Store, StoreError};
+use crate::sync::SyncOptions;
+
+pub use output::{fmt_score, Progress};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "healthsync",
+    version,
+    about = "Customer-health engine: sync CRM, billing and usage data, score accounts, write health back to your CS platform"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The daemon config file.
+    #[arg(
+        long,
+        global = true,
+        env = "HEALTHSYNC_CONFIG",
+        default_value = "config/healthsync.toml"
+    )]
+    pub config: PathBuf,
+    /// Use this state directory instead of the config's `state_dir`.
+    #[arg(long, global = true, env = "HEALTHSYNC_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the config, connectors and health model without network access; report every problem.
+    Validate(JsonFlag),
+    /// Run as a daemon: sync, score and deliver on the configured schedules until stopped.
+    Run,
+    /// Pull once from source connectors (all enabled ones if none are named).
+    Sync {
+        /// Connector ids (file stems in the connectors folder).
+        connectors: Vec<String>,
+        /// Forget cursors and re-read everything.
+        #[arg(long)]
+        full: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Score every account once from cached data and print the table.
+    Score {
+        #[command(flatten)]
+        table: TableArgs,
+        /// Score as of this time (RFC 3339) instead of now.
+        #[arg(long)]
+        as_of: Option<DateTime<Utc>>,
+    },
+    /// Show the writes that would be made to the CS platform (dry run: nothing is sent or stored).
+    Plan(JsonFlag),
+    /// Plan, queue and send the writes to the CS platform, once.
+    Push(JsonFlag),
+    /// Sync, score and push, once.
+    Once(JsonFlag),
+    /// Why an account scores what it does: every category and metric, and what costs it the most points.
+    Explain {
+        /// Account id or name.
+        account: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connectors' last runs, outbox and dead letters, the last scoring run.
+    Status(JsonFlag),
+    /// Serve the simulated vendor APIs on loopback and write a config that points at them.
+    Sim {
+        #[arg(long, default_value_t = 500)]
+        accounts: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Where to write healthsync.toml, connectors/ and models/ for the simulated APIs.
+        #[arg(long)]
+        config_out: Option<PathBuf>,
+    },
+    /// Run the whole pipeline once against the built-in simulated APIs and print a summary.
+    Demo {
+        #[arg(long, default_value_t = 500)]
+        accounts: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+        /// Keep the simulator and the daemon running afterwards, to explore with the other commands.
+        #[arg(long)]
+        serve: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TableArgs {
+    #[arg(long)]
+    pub json: bool,
+    /// Rows to show, worst first (0 = all).
+    #[arg(long, default_value_t = 25)]
+    pub limit: usize,
+}
+
+/// A failure, with the exit code it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Config(ConfigErrors),
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Runtime(#[from] anyhow::Error),
+    /// Already explained on the terminal; only the exit code is left to give.
+    #[error("exit {0}")]
+    Reported(i32),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Config(_) | CliError::Usage(_) => 2,
+            CliError::Runtime(_) => 1,
+            CliError::Reported(code) => *code,
+        }
+    }
+}
+
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> Self {
+        CliError::Runtime(e.into())
+    }
+}
+
+impl From<PipelineError> for CliError {
+    fn from(e: PipelineError) -> Self {
+        match e {
+            PipelineError::Store(s) => CliError::Runtime(s.into()),
+            other => CliError::Usage(other.to_string()),
+        }
+    }
+}
+
+/// Loads and validates the config, applying the `--state-dir` override.
+pub fn load_config(global: &Global) -> Result<Config, CliError> {
+    let mut config = config::load(&global.config).map_err(CliError::Config)?;
+    if let Some(dir) = &global.state_dir {
+        config.daemon.state_dir = dir.clone();
+    }
+    Ok(config)
+}
+
+fn open_runtime(global: &Global) -> Result<Runtime, CliError> {
+    let config = load_config(global)?;
+    let store = Store::open(&config.daemon.state_dir)?;
+    Ok(Runtime::build(config, store))
+}
+
+/// A shutdown signal that fires on Ctrl-C / SIGTERM, for commands that should stop between pages.
+pub fn shutdown_on_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        crate::daemon::wait_for_stop_signal().await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Validate(JsonFlag { json }) => match config::load(&g.config) {
+            Ok(config) => output::validated(&config, json),
+            Err(errors) => {
+                output::invalid(&errors, json);
+                Err(CliError::Reported(2))
+            }
+        },
+        Command::Run => {
+            let config = load_config(g)?;
+            crate::daemon::run(
+                g.config.clone(),
+                g.state_dir.clone(),
+                config,
+                shutdown_on_signal(),
+            )
+            .await
+            .map_err(CliError::Runtime)
+        }
+        Command::Sync {
+            connectors,
+            full,
+            json,
+        } => {
+            let rt = open_runtime(g)?;
+            let ids = rt.select_sources(&connectors)?;
+            let shutdown = shutdown_on_signal();
+            let progress = Progress::new(json);
+            let statuses = rt
+                .sync(&ids, &SyncOptions { full }, &shutdown, &|c, s, n| {
+                    progress.records(c, s, n)
+                })
+                .await?;
+            progress.finish();
+            output::synced(&statuses, json);
+            if statuses.iter().any(|s| !s.ok()) {
+                return Err(CliError::Runtime(anyhow::anyhow!(
+                    "some connectors failed; see above"
+                )));
+            }
+            Ok(())
+        }
+        Command::Score { table, as_of } => {
+            let rt = open_runtime(g)?;
+            let run = rt.score(as_of.unwrap_or_else(Utc::now))?;
+            output::scores(&run, &rt.config.model, table.limit, table.json);
+            Ok(())
+        }
+        Command::Plan(JsonFlag { json }) => {
+            let rt = open_runtime(g)?;
+            let scores = rt.stored_scores()?;
+            if scores.is_empty() {
+                return Err(CliError::Usage(
+                    "no scores yet: run `healthsync sync` and `healthsync score` first".into(),
+                ));
+            }
+            let plan = rt.plan(&scores, Utc::now())?;
+            output::plan(&plan, json);
+            Ok(())
+        }
+        Command::Push(JsonFlag { json }) => {
+            let rt = open_runtime(g)?;
+            let now = Utc::now();
+            let plan = rt.plan(&rt.stored_scores()?, now)?;
+            rt.enqueue(&plan, now)?;
+            let progress = Progress::new(json);
+            let report = rt
+                .push(&shutdown_on_signal(), now, &|i, n| {
+                    progress.deliveries(i, n)
+                })
+                .await?;
+            progress.finish();
+            output::pushed(&plan, &report, json);
+            Ok(())
+        }
+        Command::Once(JsonFlag { json }) => {
+            let rt = open_runtime(g)?;
+            let shutdown = shutdown_on_signal();
+            let progress = Progress::new(json);
+            let ids = rt.select_sources(&[])?;
+            let statuses = rt
+                .sync(&ids, &SyncOptions::default(), &shutdown, &|c, s, n| {
+                    progress.records(c, s, n)
+                })
+                .await?;
+            let now = Utc::now();
+            let run = rt.score(now)?;
+            let plan = rt.plan(&run.scores, now)?;
+            rt.enqueue(&plan, now)?;
+            let report = rt
+                .push(&shutdown, now, &|i, n| progress.deliveries(i, n))
+                .await?;
+            progress.finish();
+            output::once(&statuses, &run, &plan, &report, json);
+            Ok(())
+        }
+        Command::Explain { account, json } => {
+            let rt = open_runtime(g)?;
+            let scores = rt.stored_scores()?;
+            let found = scores.iter().find(|s| s.account.id == account).or_else(|| {
+                scores
+                    .iter()
+                    .find(|s| s.account.name.eq_ignore_ascii_case(&account))
+            });
+            let Some(score) = found else {
+                return Err(CliError::Usage(format!(
+                    "no scored account with id or name `{account}` (run `healthsync score` first)"
+                )));
+            };
+            let history: Vec<(String, crate::scoring::AccountScore)> =
+                rt.store.history(&score.account.id)?;
+            output::explain(score, &history, &rt.config.model, json);
+            Ok(())
+        }
+        Command::Status(JsonFlag { json }) => {
+            let rt = open_runtime(g)?;
+            output::status(&rt, json)?;
+            Ok(())
+        }
+        Command::Sim {
+            accounts,
+            seed,
+            config_out,
+        } => crate::demo::serve_sim(accounts, seed, config_out)
+            .await
+            .map_err(CliError::Runtime),
+        Command::Demo {
+            accounts,
+            seed,
+            json,
+            serve,
+        } => {
+            if accounts == 0 {
+                return Err(CliError::Usage("--accounts must be at least 1".into()));
+            }
+            crate::demo::run(accounts, seed, json, serve)
+                .await
+                .map_err(CliError::Runtime)
+        }
+    }
+}

@@ -1,0 +1,563 @@
+//! What the CLI prints: tables and summaries for people, JSON for machines, progress bars on a terminal.
+//!
+//! Every function takes data the pipeline already produced and prints it; none computes anything that
+//! `--json` would not also show. Progress goes to stderr and only when stderr is a terminal.
+
+use std::io::IsTerminal;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+use crate::config::{Config, ConfigErrors, Model};
+use crate::outbox::DeliveryReport;
+use crate::pipeline::{Runtime, ScoreRun, ScoreSummary};
+use crate::planner::Plan;
+use crate::scoring::AccountScore;
+use crate::store::StoreError;
+use crate::sync::SyncStatus;
+
+fn print_json(v: &impl serde::Serialize) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot encode output as JSON: {e}"),
+    }
+}
+
+pub fn fmt_score(v: Option<f64>) -> String {
+    v.map(|x| format!("{:.0}", x))
+        .unwrap_or_else(|| "N/A".into())
+}
+
+fn fmt_band(b: Option<crate::config::Band>) -> &'static str {
+    b.map(|b| b.name()).unwrap_or("-")
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// Progress on stderr: one bar per stream while syncing, one for delivery. Hidden when not a terminal,
+/// under systemd, or when JSON was asked for.
+pub struct Progress {
+    multi: Option<MultiProgress>,
+    bars: std::sync::Mutex<std::collections::BTreeMap<String, ProgressBar>>,
+}
+
+impl Progress {
+    pub fn new(json: bool) -> Progress {
+        let visible =
+            !json && std::io::stderr().is_terminal() && std::env::var_os("INVOCATION_ID").is_none();
+        Progress {
+            multi: visible.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+            bars: Default::default(),
+        }
+    }
+
+    fn bar(&self, key: &str, template: &str) -> Option<ProgressBar> {
+        let multi = self.multi.as_ref()?;
+        let mut bars = self.bars.lock().ok()?;
+        Some(
+            bars.entry(key.to_string())
+                .or_insert_with(|| {
+                    let b = multi.add(ProgressBar::new_spinner());
+                    if let Ok(style) = ProgressStyle::with_template(template) {
+                        b.set_style(style);
+                    }
+                    b.set_prefix(key.to_string());
+                    b
+                })
+                .clone(),
+        )
+    }
+
+    pub fn records(&self, connector: &str, stream: &str, n: usize) {
+        if let Some(b) = self.bar(
+            &format!("{connector}.{stream}"),
+            "{spinner} {prefix:<28} {pos:>8} records  {per_sec}",
+        ) {
+            b.set_position(n as u64);
+        }
+    }
+
+    pub fn deliveries(&self, done: usize, total: usize) {
+        if let Some(b) = self.bar("delivery", "{prefix:<28} [{bar:30}] {pos}/{len} writes") {
+            b.set_length(total as u64);
+            b.set_position(done as u64);
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Ok(bars) = self.bars.lock() {
+            for b in bars.values() {
+                b.finish();
+            }
+        }
+    }
+}
+
+pub fn validated(config: &Config, json: bool) -> Result<(), super::CliError> {
+    let sources = config.sources().count();
+    let sinks = config.sinks().count();
+    let m = &config.model;
+    if json {
+        print_json(&json!({
+            "valid": true,
+            "connectors": config.connectors.iter().map(|c| json!({"id": c.id, "kind": c.kind, "role": c.role, "enabled": c.enabled, "schedule": c.schedule})).collect::<Vec<_>>(),
+            "model": {"name": m.name, "hash": m.hash, "metrics": m.metrics.len(), "categories": m.categories.len(), "playbooks": m.playbooks.len()},
+            "warnings": config.warnings,
+        }));
+    } else {
+        for w in &config.warnings {
+            println!("warning: {w}");
+        }
+        println!(
+            "config is valid: {} connectors ({sources} sources, {sinks} sinks), model \"{}\" with {} metrics in {} categories and {} playbooks",
+            config.connectors.len(),
+            m.name,
+            m.metrics.len(),
+            m.categories.len(),
+            m.playbooks.len()
+        );
+    }
+    Ok(())
+}
+
+pub fn invalid(errors: &ConfigErrors, json: bool) {
+    if json {
+        print_json(&json!({"valid": false, "errors": errors.0}));
+    } else {
+        for d in &errors.0 {
+            eprintln!("error: {d}");
+        }
+        eprintln!("{} problem(s) found; nothing was started", errors.0.len());
+    }
+}
+
+pub fn synced(statuses: &[SyncStatus], json: bool) {
+    if json {
+        print_json(&statuses);
+        return;
+    }
+    for s in statuses {
+        let mark = if s.ok() { "ok " } else { "ERR" };
+        println!(
+            "{mark} {:<16} {:<12} {:>8} records in {:.1}s",
+            s.connector,
+            s.kind,
+            s.records(),
+            s.duration_ms as f64 / 1000.0
+        );
+        for st in &s.streams {
+            println!(
+                "      {:<20} {:>8} fetched {:>8} changed {:>8} stored{}",
+                st.stream,
+                st.records,
+                st.changed,
+                st.stored,
+                if st.rejected > 0 {
+                    format!("  {} rejected", st.rejected)
+                } else {
+                    String::new()
+                }
+            );
+            if let Some(e) = &st.error {
+                println!("      error: {e}");
+            }
+            for r in &st.rejections {
+                println!(
+                    "      rejected {}: {}",
+                    r.id.as_deref().unwrap_or("(no id)"),
+                    r.reason
+                );
+            }
+        }
+        if let (Some(e), true) = (&s.error, s.streams.is_empty()) {
+            println!("      error: {e}");
+        }
+        if s.interrupted {
+            println!("      interrupted by a stop request; the next run resumes from the last stored page");
+        }
+    }
+}
+
+fn score_rows(scores: &[AccountScore], limit: usize) -> Vec<&AccountScore> {
+    let mut rows: Vec<&AccountScore> = scores.iter().collect();
+    // Worst first; N/A last; ties by account id so the table is stable.
+    rows.sort_by(|a, b| match (a.overall, b.overall) {
+        (Some(x), Some(y)) => x
+            .total_cmp(&y)
+            .then_with(|| a.account.id.cmp(&b.account.id)),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.account.id.cmp(&b.account.id),
+    });
+    if limit > 0 {
+        rows.truncate(limit);
+    }
+    rows
+}
+
+pub fn scores(run: &ScoreRun, model: &Model, limit: usize, json: bool) {
+    if json {
+        print_json(&run);
+        return;
+    }
+    let cats: Vec<&str> = model.categories.iter().map(|c| c.label.as_str()).collect();
+    print!(
+        "{:<30} {:>7} {:<6} {:>5}",
+        "account", "overall", "band", "cov%"
+    );
+    for c in &cats {
+        print!(" {:>12}", truncate(c, 12));
+    }
+    println!("  most costly input");
+    for s in score_rows(&run.scores, limit) {
+        print!(
+            "{:<30} {:>7} {:<6} {:>5.0}",
+            truncate(&s.account.name, 30),
+            fmt_score(s.overall),
+            fmt_band(s.band),
+            s.coverage * 100.0
+        );
+        for c in &s.categories {
+            print!(
+                " {:>12}",
+                format!(
+                    "{} {}",
+                    fmt_score(c.score),
+                    c.band.map(|b| &b.name()[..1]).unwrap_or("-")
+                )
+            );
+        }
+        println!(
+            "  {}",
+            s.top_drag()
+                .map(|m| format!("{} (-{:.0})", m.label, m.points_lost))
+                .unwrap_or_default()
+        );
+    }
+    if limit > 0 && run.scores.len() > limit {
+        println!(
+            "… {} more accounts (--limit 0 shows all)",
+            run.scores.len() - limit
+        );
+    }
+    distribution_line(run);
+}
+
+fn distribution_line(run: &ScoreRun) {
+    let d = &run.distribution;
+    println!(
+        "\n{} accounts scored as of {} with model \"{}\": {} red, {} amber, {} green, {} not scored",
+        run.scores.len(),
+        run.as_of.format("%Y-%m-%d %H:%M UTC"),
+        run.model,
+        d.red,
+        d.amber,
+        d.green,
+        d.not_scored
+    );
+    if let Some((band, share)) = d.lopsided() {
+        println!("warning: {:.0}% of scored accounts are {band}; a score is most actionable when the bands are roughly even, so consider adjusting thresholds", share * 100.0);
+    }
+    for (stream, u) in &run.unmatched {
+        println!(
+            "warning: {} records in {stream} match no account (e.g. {})",
+            u.count,
+            u.examples.join(", ")
+        );
+    }
+}
+
+pub fn plan(plan: &Plan, json: bool) {
+    if json {
+        print_json(&plan);
+        return;
+    }
+    if plan.writes.is_empty() && plan.recoveries.is_empty() {
+        println!("nothing to write: every sink already has the current values");
+    }
+    for w in &plan.writes {
+        match &w.op {
+            crate::connector::WriteOp::SetFields { account, .. } => {
+                println!(
+                    "{}: update {} ({})",
+                    w.sink, account.name, account.external_id
+                );
+                for c in &w.changes {
+                    let old = c
+                        .old
+                        .as_ref()
+                        .map(|v| v.to_string())
+                        .unwrap_or_else(|| "(unset)".into());
+                    println!("    {:<24} {old} → {}", c.field, c.new);
+                }
+            }
+            crate::connector::WriteOp::CreateProject {
+                account,
+                name,
+                tasks,
+                ..
+            } => {
+                println!(
+                    "{}: create project \"{name}\" for {} with {} task(s)",
+                    w.sink,
+                    account.name,
+                    tasks.len()
+                );
+                for t in tasks {
+                    println!("    - {} (due in {} days)", t.name, t.due_days);
+                }
+            }
+        }
+    }
+    for r in &plan.recoveries {
+        println!("{}: {} recovered; project \"{}\" is marked resolved (closing it on the platform is not built yet)", r.sink, r.account_id, r.project);
+    }
+    for e in &plan.errors {
+        println!("error: {e}");
+    }
+    println!(
+        "\n{} field update(s), {} project(s), {} recovery(ies); nothing was sent (dry run)",
+        plan.field_writes(),
+        plan.projects(),
+        plan.recoveries.len()
+    );
+}
+
+pub fn pushed(plan: &Plan, report: &DeliveryReport, json: bool) {
+    if json {
+        print_json(&json!({"planned": plan.writes.len(), "delivery": report}));
+        return;
+    }
+    println!(
+        "planned {} write(s); delivered {} ({} projects created, {} already present), {} to retry, {} dead-lettered, {} still queued",
+        plan.writes.len(),
+        report.applied + report.already_present,
+        report.projects_created,
+        report.already_present,
+        report.transient_failures,
+        report.dead_lettered,
+        report.remaining
+    );
+}
+
+pub fn once(
+    statuses: &[SyncStatus],
+    run: &ScoreRun,
+    p: &Plan,
+    report: &DeliveryReport,
+    json: bool,
+) {
+    if json {
+        print_json(
+            &json!({"sync": statuses, "distribution": run.distribution, "accounts": run.scores.len(), "planned": p.writes.len(), "delivery": report}),
+        );
+        return;
+    }
+    synced(statuses, false);
+    distribution_line(run);
+    pushed(p, report, false);
+}
+
+pub fn explain(s: &AccountScore, history: &[(String, AccountScore)], model: &Model, json: bool) {
+    let previous = history
+        .iter()
+        .rev()
+        .find(|(_, h)| h.as_of < s.as_of)
+        .map(|(_, h)| h);
+    if json {
+        print_json(&json!({"score": s, "previous": previous, "model": model.name}));
+        return;
+    }
+    let a = &s.account;
+    println!("{} ({})", a.name, a.id);
+    println!(
+        "stage {}, segment {}, owner {}",
+        a.stage.as_deref().unwrap_or("-"),
+        a.segment.as_deref().unwrap_or("-"),
+        a.owner.as_deref().unwrap_or("-")
+    );
+    println!(
+        "overall {} ({}), coverage {:.0}%, as of {}, model \"{}\"\n",
+        fmt_score(s.overall),
+        fmt_band(s.band),
+        s.coverage * 100.0,
+        s.as_of.format("%Y-%m-%d %H:%M UTC"),
+        model.name
+    );
+    println!(
+        "{:<34} {:>10} {:>6} {:<6} {:>7} {:>8}",
+        "category / metric", "value", "score", "band", "weight", "cost"
+    );
+    for c in &s.categories {
+        println!(
+            "{:<34} {:>10} {:>6} {:<6} {:>6.0}% {:>8}",
+            c.label,
+            "",
+            fmt_score(c.score),
+            fmt_band(c.band),
+            c.weight * 100.0,
+            ""
+        );
+        for m in &c.metrics {
+            let value = m
+                .value
+                .map(|v| format!("{v:.1}"))
+                .unwrap_or_else(|| "-".into());
+            let cost = if m.score.is_some() {
+                format!("-{:.1}", m.points_lost)
+            } else {
+                m.missing.clone().unwrap_or_default()
+            };
+            println!(
+                "  {:<32} {:>10} {:>6} {:<6} {:>6.0}% {:>8}",
+                truncate(&m.label, 32),
+                value,
+                fmt_score(m.score),
+                fmt_band(m.band),
+                m.weight * 100.0,
+                cost
+            );
+        }
+    }
+    let drags: Vec<_> = s
+        .drags()
+        .into_iter()
+        .filter(|m| m.points_lost >= 0.5)
+        .take(3)
+        .collect();
+    if !drags.is_empty() {
+        println!("\nwhat costs the most points:");
+        for m in drags {
+            let advice = model
+                .metric(&m.id)
+                .and_then(|x| x.advice.clone())
+                .map(|a| format!(" — {a}"))
+                .unwrap_or_default();
+            println!("  {:<32} -{:.1} points{advice}", m.label, m.points_lost);
+        }
+    }
+    match previous {
+        Some(p) if p.model_hash != s.model_hash => println!(
+            "\nsince {}: the health model changed, so scores are not comparable",
+            p.as_of.format("%Y-%m-%d")
+        ),
+        Some(p) => {
+            println!(
+                "\nsince {}: overall {} → {}",
+                p.as_of.format("%Y-%m-%d"),
+                fmt_score(p.overall),
+                fmt_score(s.overall)
+            );
+            for c in &s.categories {
+                for m in &c.metrics {
+                    let old = p
+                        .category(&c.id)
+                        .and_then(|pc| pc.metrics.iter().find(|pm| pm.id == m.id));
+                    if let Some(old) = old {
+                        if old.score.map(f64::round) != m.score.map(f64::round) {
+                            println!(
+                                "  {:<32} {} → {}",
+                                m.label,
+                                fmt_score(old.score),
+                                fmt_score(m.score)
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        None => println!("\nno earlier score to compare with"),
+    }
+}
+
+pub fn status(rt: &Runtime, json: bool) -> Result<(), StoreError> {
+    let mut connectors = Vec::new();
+    for c in &rt.config.connectors {
+        let last: Option<SyncStatus> = if c.role == crate::connector::Role::Source {
+            rt.store.status(&format!("sync/{}", c.id))?
+        } else {
+            None
+        };
+        connectors.push((c, last));
+    }
+    let summary: Option<ScoreSummary> = rt.store.meta("last_score_run")?;
+    let delivery: Option<DeliveryReport> = rt.store.status("delivery")?;
+    let dead = rt.store.dead_letters()?;
+    let outbox = rt.store.outbox_len();
+    let projects = rt.store.projects()?;
+    if json {
+        print_json(&json!({
+            "connectors": connectors.iter().map(|(c, s)| json!({"id": c.id, "kind": c.kind, "role": c.role, "enabled": c.enabled, "build_error": rt.build_errors.get(&c.id), "last_sync": s})).collect::<Vec<_>>(),
+            "last_score_run": summary,
+            "outbox_depth": outbox,
+            "dead_letters": dead,
+            "last_delivery": delivery,
+            "projects": projects,
+        }));
+        return Ok(());
+    }
+    println!("connectors:");
+    for (c, s) in &connectors {
+        let state = match (rt.build_errors.get(&c.id), s) {
+            (Some(e), _) => format!("cannot run: {e}"),
+            (None, Some(s)) if s.ok() => format!(
+                "ok, last run {} ({} records)",
+                s.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                s.records()
+            ),
+            (None, Some(s)) => format!(
+                "FAILED {}: {}",
+                s.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                s.error.clone().unwrap_or_default()
+            ),
+            (None, None) if c.role == crate::connector::Role::Sink => "sink".to_string(),
+            (None, None) => "never synced".to_string(),
+        };
+        println!("  {:<16} {:<12} {state}", c.id, c.kind);
+    }
+    match &summary {
+        Some(s) => {
+            println!(
+                "last scoring: {} accounts as of {}, {} red / {} amber / {} green / {} not scored",
+                s.accounts,
+                s.as_of.format("%Y-%m-%d %H:%M UTC"),
+                s.distribution.red,
+                s.distribution.amber,
+                s.distribution.green,
+                s.distribution.not_scored
+            );
+            for (stream, u) in &s.unmatched {
+                println!(
+                    "  unmatched: {} records in {stream} (e.g. {})",
+                    u.count,
+                    u.examples.join(", ")
+                );
+            }
+        }
+        None => println!("last scoring: never"),
+    }
+    let open = projects
+        .iter()
+        .filter(|p| p.state == crate::store::ProjectState::Open)
+        .count();
+    println!(
+        "outbox: {outbox} queued, {} dead letters; projects: {open} open of {} opened",
+        dead.len(),
+        projects.len()
+    );
+    for d in dead.iter().take(10) {
+        println!(
+            "  dead letter {} ({} attempts): {}",
+            d.entry.key, d.entry.attempts, d.reason
+        );
+    }
+    Ok(())
+}
