@@ -24,12 +24,13 @@ use crate::sync::SyncOptions;
 /// The shipped starter model, so the demo needs nothing from the working directory.
 const STARTER_MODEL: &str = include_str!("../config/models/starter.toml");
 
-/// The simulated world's "now": today at noon UTC. Records are generated relative to it and scores are
-/// computed as of it, so two runs of the same seed on the same day give identical scores.
+/// The simulated world's "now": the start of today (UTC). Records are generated relative to it and the demo
+/// scores as of it, so two runs of the same seed on the same day give identical scores; and it is never
+/// ahead of the wall clock, so `healthsync once` against `healthsync sim` sees every simulated record.
 fn sim_now() -> DateTime<Utc> {
     let today = Utc::now().date_naive();
     today
-        .and_hms_opt(12, 0, 0)
+        .and_hms_opt(0, 0, 0)
         .map(|t| t.and_utc())
         .unwrap_or_else(Utc::now)
 }

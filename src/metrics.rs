@@ -326,11 +326,12 @@ mod tests {
             ),
             Some(2.0)
         );
-        // Trend: last 15 days (days 16–30: 7+1) vs the 15 before (days 1–15: nothing, day 0 is outside).
+        // Trend over 15 days: (15, 30] holds days 20 and 29; (0, 15] holds nothing (day 0 is on the edge).
+        // Over 10 days: (20, 30] holds day 29 (n = 1) and (10, 20] holds day 20 (n = 7): (1 - 7) / 7.
         assert_eq!(v(Aggregate::Trend("n".into()), Some(15), vec![]), None);
         assert_eq!(
             v(Aggregate::Trend("n".into()), Some(10), vec![]),
-            Some(-87.5)
+            Some((1.0 - 7.0) / 7.0 * 100.0)
         );
     }
 

@@ -332,7 +332,8 @@ mod tests {
                 filter: vec![],
                 window_days: None,
             },
-            score: Some(ScoreFn::Linear(vec![(0.0, 1.0), (100.0, 100.0)])),
+            // The identity on 1–100, so expected scores can be read off the values.
+            score: Some(ScoreFn::Linear(vec![(1.0, 1.0), (100.0, 100.0)])),
             ttl_days: None,
             advice: None,
         };

@@ -128,9 +128,8 @@ impl Store {
     /// Opens (or creates) the store in `dir`. A second process on the same directory gets `Locked`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let db = sled::Config::new().path(dir).open().map_err(|e| match e {
-            sled::Error::Io(ref io)
-                if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(11) =>
-            {
+            // sled reports the flock failure as an Other error; its message is the stable part.
+            sled::Error::Io(ref io) if io.to_string().starts_with("could not acquire lock") => {
                 StoreError::Locked {
                     path: dir.display().to_string(),
                 }

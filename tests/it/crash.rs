@@ -1,0 +1,200 @@
+//! Crash safety from the outside: `healthsync once` is killed with SIGKILL at several points (during sync,
+//! after the first platform write, midway through delivery), then rerun to completion. The store must end
+//! as it does after one uninterrupted run against an identical simulator, and no project may exist twice
+//! on the simulated platform.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use healthsync::store::Store;
+
+use crate::support::bin;
+
+struct Sim {
+    child: Child,
+    addr: String,
+    config: std::path::PathBuf,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_sim(dir: &Path, seed: &str) -> Sim {
+    let mut child = Command::new(bin())
+        .args([
+            "sim",
+            "--accounts",
+            "300",
+            "--seed",
+            seed,
+            "--config-out",
+            dir.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr = first.rsplit("http://").next().unwrap().trim().to_string();
+    // Wait until the config is written (the line after the vendor list says so).
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("config written") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Sim {
+        child,
+        addr,
+        config: dir.join("healthsync.toml"),
+    }
+}
+
+fn once(config: &Path) -> Child {
+    Command::new(bin())
+        .args(["once", "--json", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn received(sim: &Sim) -> Vec<serde_json::Value> {
+    let url = format!("http://{}/_sim/received", sim.addr);
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+/// Polls (without sleeping in a way that time matters: the condition decides) until `n` writes arrived.
+async fn wait_for_writes(sim: &Sim, n: usize, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while received(sim).await.len() < n {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "once finished before {n} writes arrived"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {n} writes"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn comparable(dir: &Path) -> BTreeMap<String, Vec<(String, serde_json::Value)>> {
+    let store = Store::open(dir).unwrap();
+    let mut out = BTreeMap::new();
+    for (tree, rows) in store.dump().unwrap() {
+        let keep = tree.starts_with("records/")
+            || matches!(
+                tree.as_str(),
+                "cursors" | "written" | "outbox" | "dead_letters"
+            );
+        if keep {
+            out.insert(tree, rows);
+        }
+    }
+    let scores: Vec<(String, serde_json::Value)> = store
+        .scores::<serde_json::Value>()
+        .unwrap()
+        .into_iter()
+        .map(|s| {
+            (
+                s["account"]["id"].to_string(),
+                serde_json::json!([s["overall"], s["band"]]),
+            )
+        })
+        .collect();
+    out.insert("scores (overall, band)".into(), scores);
+    let projects = store
+        .projects()
+        .unwrap()
+        .into_iter()
+        .map(|p| {
+            (
+                format!("{}/{}/{}", p.sink, p.account_id, p.playbook),
+                serde_json::to_value(p.state).unwrap(),
+            )
+        })
+        .collect();
+    out.insert("projects".into(), projects);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_midway_then_rerun_matches_an_uninterrupted_run() {
+    // Interrupted run.
+    let a = tempfile::tempdir().unwrap();
+    let sim_a = start_sim(a.path(), "11");
+    // 1. Killed during sync, before anything reached the platform.
+    let mut c = once(&sim_a.config);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    c.kill().unwrap();
+    c.wait().unwrap();
+    // 2. Killed right after the first platform write.
+    let mut c = once(&sim_a.config);
+    wait_for_writes(&sim_a, 1, &mut c).await;
+    c.kill().unwrap();
+    c.wait().unwrap();
+    // 3. Killed midway through delivery.
+    let mut c = once(&sim_a.config);
+    let before = received(&sim_a).await.len();
+    wait_for_writes(&sim_a, before + 60, &mut c).await;
+    c.kill().unwrap();
+    c.wait().unwrap();
+    // 4. Run to completion.
+    let status = once(&sim_a.config).wait().unwrap();
+    assert!(status.success(), "the rerun failed");
+
+    // Uninterrupted run against an identical simulator.
+    let b = tempfile::tempdir().unwrap();
+    let sim_b = start_sim(b.path(), "11");
+    assert!(once(&sim_b.config).wait().unwrap().success());
+
+    // No project was created twice on the platform.
+    let mut keys = BTreeSet::new();
+    for r in received(&sim_a).await {
+        if r["method"] == "POST" && r["path"].as_str().unwrap_or("").ends_with("/projects") {
+            let key = r["body"]["externalId"].to_string();
+            assert!(keys.insert(key.clone()), "project {key} was posted twice");
+        }
+    }
+    let projects_b = received(&sim_b)
+        .await
+        .iter()
+        .filter(|r| {
+            r["method"] == "POST" && r["path"].as_str().unwrap_or("").ends_with("/projects")
+        })
+        .count();
+    assert_eq!(
+        keys.len(),
+        projects_b,
+        "the interrupted run created a different number of projects"
+    );
+
+    drop(sim_a);
+    drop(sim_b);
+    let (store_a, store_b) = (
+        comparable(&a.path().join("state")),
+        comparable(&b.path().join("state")),
+    );
+    assert_eq!(
+        store_a.keys().collect::<Vec<_>>(),
+        store_b.keys().collect::<Vec<_>>()
+    );
+    for (tree, rows) in &store_a {
+        assert!(
+            rows == &store_b[tree],
+            "tree {tree} differs after the crash and rerun"
+        );
+    }
+    assert!(store_a["outbox"].is_empty(), "the outbox must end empty");
+}

@@ -1,0 +1,10 @@
+//! Integration tests: one binary (matklad's "delete cargo integration tests"), one module per area.
+//!
+//! `validate` drives the real `healthsync` binary over broken copies of the shipped config; `pipeline`
+//! runs the library against the simulator in-process; `crash` kills `healthsync once` mid-run.
+
+mod support;
+
+mod crash;
+mod pipeline;
+mod validate;

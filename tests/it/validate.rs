@@ -1,0 +1,293 @@
+//! `healthsync validate` on the shipped config and on a dozen broken copies of it: exit codes, and each
+//! problem named with its file and line.
+
+use crate::support::{run, text, ConfigCopy};
+
+/// Validates a broken copy and checks exit code 2 and that stderr names `file:line` and says `what`.
+fn assert_invalid(copy: &ConfigCopy, file_line: &str, what: &str) -> String {
+    let out = copy.validate();
+    let err = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "expected exit 2, stderr:\n{err}"
+    );
+    let needle = copy.path(file_line).display().to_string();
+    assert!(err.contains(&needle), "expected {needle} in:\n{err}");
+    assert!(err.contains(what), "expected {what:?} in:\n{err}");
+    err
+}
+
+#[test]
+fn shipped_config_is_valid() {
+    let out = run(&[
+        "validate",
+        "--config",
+        crate::support::repo()
+            .join("config/healthsync.toml")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr:\n{}\nstdout:\n{}",
+        text(&out.stderr),
+        text(&out.stdout)
+    );
+    assert!(text(&out.stdout).contains("config is valid"));
+}
+
+#[test]
+fn unknown_key_in_daemon_file() {
+    let c = ConfigCopy::new();
+    c.edit("config/healthsync.toml", "listen =", "listne =");
+    assert_invalid(&c, "config/healthsync.toml:15", "unknown field `listne`");
+}
+
+#[test]
+fn five_field_cron_is_explained() {
+    let c = ConfigCopy::new();
+    c.edit(
+        "connectors/hubspot.toml",
+        "schedule = \"0 */30 * * * *\"",
+        "schedule = \"*/30 * * * *\"",
+    );
+    assert_invalid(
+        &c,
+        "connectors/hubspot.toml:4",
+        "needs 6 with seconds first",
+    );
+}
+
+#[test]
+fn bad_cron_expression() {
+    let c = ConfigCopy::new();
+    c.edit(
+        "connectors/stripe.toml",
+        "schedule = \"0 5 * * * *\"",
+        "schedule = \"0 75 * * * *\"",
+    );
+    assert_invalid(&c, "connectors/stripe.toml:4", "bad cron expression");
+}
+
+#[test]
+fn missing_model_file() {
+    let c = ConfigCopy::new();
+    c.edit(
+        "config/healthsync.toml",
+        "models/starter.toml",
+        "models/missing.toml",
+    );
+    let out = c.validate();
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("models/missing.toml: cannot read file: no such file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn plaintext_secret_is_refused_without_echoing_it() {
+    let c = ConfigCopy::new();
+    c.edit(
+        "connectors/stripe.toml",
+        "token = \"env:STRIPE_API_KEY\"",
+        "token = \"sk_live_51Hsecretvalue\"",
+    );
+    let err = assert_invalid(
+        &c,
+        "connectors/stripe.toml:10",
+        "secret values do not belong in config files",
+    );
+    assert!(
+        !err.contains("sk_live_51Hsecretvalue"),
+        "the secret was echoed:\n{err}"
+    );
+}
+
+#[test]
+fn category_weights_must_add_up() {
+    let c = ConfigCopy::new();
+    c.edit("config/models/starter.toml", "weight = 45", "weight = 35");
+    assert_invalid(
+        &c,
+        "config/models/starter.toml:",
+        "category weights add up to 90, they must add up to 100",
+    );
+}
+
+#[test]
+fn toml_syntax_error() {
+    let c = ConfigCopy::new();
+    c.edit(
+        "connectors/usage.toml",
+        "page_size = 500",
+        "page_size = = 500",
+    );
+    assert_invalid(&c, "connectors/usage.toml:6", "");
+}
+
+#[test]
+fn unknown_kind_lists_known_kinds() {
+    let c = ConfigCopy::new();
+    c.edit(
+        "connectors/hubspot.toml",
+        "kind = \"hubspot\"",
+        "kind = \"hubspt\"",
+    );
+    let err = assert_invalid(
+        &c,
+        "connectors/hubspot.toml:2",
+        "unknown connector kind `hubspt`; known kinds: ",
+    );
+    for k in ["hubspot", "stripe", "usage_feed", "vitally"] {
+        assert!(err.contains(k), "known kind {k} not listed:\n{err}");
+    }
+}
+
+#[test]
+fn unknown_metric_in_category() {
+    let c = ConfigCopy::new();
+    c.edit(
+        "config/models/starter.toml",
+        "metrics = { days_since_contact = 100 }",
+        "metrics = { days_since_kontakt = 100 }",
+    );
+    assert_invalid(
+        &c,
+        "config/models/starter.toml:",
+        "uses unknown metric `days_since_kontakt`",
+    );
+}
+
+#[test]
+fn missing_auth_secret() {
+    let c = ConfigCopy::new();
+    c.edit(
+        "connectors/usage.toml",
+        "token = \"env:USAGE_FEED_TOKEN\"",
+        "",
+    );
+    assert_invalid(
+        &c,
+        "connectors/usage.toml:8",
+        "auth scheme bearer needs `token`",
+    );
+}
+
+#[test]
+fn template_with_unknown_variable() {
+    let c = ConfigCopy::new();
+    c.edit(
+        "config/models/starter.toml",
+        "project = \"Poor Health: {{ target.label }}\"",
+        "project = \"Poor Health: {{ categroy }}\"",
+    );
+    assert_invalid(
+        &c,
+        "config/models/starter.toml:",
+        "unknown template variable(s) categroy",
+    );
+}
+
+#[test]
+fn stream_the_kind_does_not_have() {
+    let c = ConfigCopy::new();
+    c.edit("connectors/stripe.toml", "\"invoices\"]", "\"refunds\"]");
+    assert_invalid(
+        &c,
+        "connectors/stripe.toml:6",
+        "kind stripe has no stream `refunds`",
+    );
+}
+
+#[test]
+fn bad_base_url() {
+    let c = ConfigCopy::new();
+    c.edit(
+        "connectors/vitally.toml",
+        "https://acme.rest.vitally.io",
+        "acme.rest.vitally.io",
+    );
+    assert_invalid(&c, "connectors/vitally.toml:4", "base_url");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let c = ConfigCopy::new();
+    c.edit(
+        "connectors/hubspot.toml",
+        "kind = \"hubspot\"",
+        "kind = \"nope\"",
+    );
+    c.edit("connectors/vitally.toml", "requests = 1000", "requests = 0");
+    c.edit(
+        "config/models/starter.toml",
+        "red_below = 40",
+        "red_below = 80",
+    );
+    let out = c.validate();
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("unknown connector kind `nope`"), "{err}");
+    assert!(err.contains("rate_limit needs requests between 1"), "{err}");
+    assert!(
+        err.contains("bands need 1 < red_below < green_from"),
+        "{err}"
+    );
+}
+
+#[test]
+fn garbage_never_panics() {
+    // Odd but parseable inputs must give exit 2 and a message, never a panic (exit 101).
+    let cases: &[(&str, &str)] = &[
+        ("connectors/hubspot.toml", ""),
+        ("connectors/hubspot.toml", "kind = 5"),
+        ("connectors/hubspot.toml", "\u{0}\u{1}binary"),
+        ("config/models/starter.toml", "version = 1\nname = \"x\""),
+        ("config/healthsync.toml", "version = 99999999999999999999"),
+        (
+            "config/models/starter.toml",
+            &std::fs::read_to_string(crate::support::repo().join("config/models/starter.toml"))
+                .unwrap()
+                .replace(
+                    "[[0.05, 1], [0.3, 50], [0.7, 100]]",
+                    "[[0.7, 1], [0.3, 50]]",
+                ),
+        ),
+    ];
+    for (file, body) in cases {
+        let c = ConfigCopy::new();
+        c.write(file, body);
+        let out = c.validate();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{file} with {body:?}:\n{}",
+            text(&out.stderr)
+        );
+        assert!(text(&out.stderr).contains("error: "), "{file}: no message");
+    }
+}
+
+#[test]
+fn json_output_lists_errors() {
+    let c = ConfigCopy::new();
+    c.edit(
+        "connectors/hubspot.toml",
+        "kind = \"hubspot\"",
+        "kind = \"nope\"",
+    );
+    let out = run(&[
+        "validate",
+        "--json",
+        "--config",
+        c.daemon().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["errors"][0]["line"], 2);
+}
