@@ -95,13 +95,10 @@ fn unix(n: i64) -> Option<DateTime<Utc>> {
 fn matches(r: &Record, filter: &[(String, Value)]) -> bool {
     filter.iter().all(|(k, want)| match lookup(&r.fields, k) {
         Some(have) if have == want => true,
-        // "5" (HubSpot string) equals 5 (model number), and "true" equals true.
+        // "5" (HubSpot sends every property as a string) equals 5 in the model; "true" equals true.
         Some(have) => match (as_number(have), as_number(want)) {
             (Some(a), Some(b)) => a == b,
-            _ => {
-                have.as_str().is_some_and(|s| Some(s) == want.as_str())
-                    || have.to_string() == want.to_string()
-            }
+            _ => have.as_str().is_some_and(|s| s == want.to_string()),
         },
         None => want.is_null(),
     })
@@ -129,7 +126,7 @@ pub fn compute(
                 out.get(numerator).and_then(|v| v.value),
                 out.get(denominator).and_then(|v| v.value),
             ) {
-                (Some(_), Some(d)) if d == 0.0 => {
+                (Some(_), Some(0.0)) => {
                     MetricValue::missing(format!("{denominator} is 0"))
                 }
                 (Some(n), Some(d)) => MetricValue::present(n / d),

@@ -32,6 +32,9 @@ pub enum StoreError {
     Corrupt { tree: String, reason: String },
 }
 
+/// One tree's rows as (key with `\0` shown as `/`, value as JSON), from `Store::dump`.
+pub type TreeDump = (String, Vec<(String, serde_json::Value)>);
+
 /// A write waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutboxEntry {
@@ -540,7 +543,7 @@ impl Store {
 
     /// A canonical dump of every tree except the internal sequence numbers, for comparing two stores
     /// (the crash-safety test) and for `healthsync status --json`'s debug view.
-    pub fn dump(&self) -> Result<Vec<(String, Vec<(String, serde_json::Value)>)>, StoreError> {
+    pub fn dump(&self) -> Result<Vec<TreeDump>, StoreError> {
         let mut names: Vec<String> = self
             .db
             .tree_names()

@@ -945,10 +945,7 @@ fn check_metric(
         return None;
     }
     let field = || -> Option<String> {
-        match &r.field {
-            Some(v) => Some(v.get_ref().clone()),
-            None => None,
-        }
+        r.field.as_ref().map(|v| v.get_ref().clone())
     };
     let need_field = |out: &mut Diagnostics| -> Option<String> {
         let v = field();
