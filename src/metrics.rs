@@ -98,7 +98,10 @@ fn matches(r: &Record, filter: &[(String, Value)]) -> bool {
         // "5" (HubSpot sends every property as a string) equals 5 in the model; "true" equals true.
         Some(have) => match (as_number(have), as_number(want)) {
             (Some(a), Some(b)) => a == b,
-            _ => have.as_str().is_some_and(|s| s == want.to_string()),
+            _ => match (have, want) {
+                (Value::String(s), Value::Bool(b)) => s.eq_ignore_ascii_case(if *b { "true" } else { "false" }),
+                _ => false,
+            },
         },
         None => want.is_null(),
     })
