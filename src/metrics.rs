@@ -99,7 +99,9 @@ fn matches(r: &Record, filter: &[(String, Value)]) -> bool {
         Some(have) => match (as_number(have), as_number(want)) {
             (Some(a), Some(b)) => a == b,
             _ => match (have, want) {
-                (Value::String(s), Value::Bool(b)) => s.eq_ignore_ascii_case(if *b { "true" } else { "false" }),
+                (Value::String(s), Value::Bool(b)) => {
+                    s.eq_ignore_ascii_case(if *b { "true" } else { "false" })
+                }
                 _ => false,
             },
         },
@@ -129,9 +131,7 @@ pub fn compute(
                 out.get(numerator).and_then(|v| v.value),
                 out.get(denominator).and_then(|v| v.value),
             ) {
-                (Some(_), Some(0.0)) => {
-                    MetricValue::missing(format!("{denominator} is 0"))
-                }
+                (Some(_), Some(0.0)) => MetricValue::missing(format!("{denominator} is 0")),
                 (Some(n), Some(d)) => MetricValue::present(n / d),
                 (None, _) => MetricValue::missing(format!("{numerator} is missing")),
                 (_, None) => MetricValue::missing(format!("{denominator} is missing")),

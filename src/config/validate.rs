@@ -944,9 +944,7 @@ fn check_metric(
         );
         return None;
     }
-    let field = || -> Option<String> {
-        r.field.as_ref().map(|v| v.get_ref().clone())
-    };
+    let field = || -> Option<String> { r.field.as_ref().map(|v| v.get_ref().clone()) };
     let need_field = |out: &mut Diagnostics| -> Option<String> {
         let v = field();
         if v.is_none() {

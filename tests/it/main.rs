@@ -7,4 +7,5 @@ mod support;
 
 mod crash;
 mod pipeline;
+mod tidy;
 mod validate;
