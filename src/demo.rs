@@ -74,11 +74,10 @@ pub fn write_config(
             .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
     }
     let secrets = dir.join("secrets");
-    let creds = sim::credentials();
-    let hubspot = write_secret(&secrets, "hubspot", creds.hubspot_token)?;
-    let stripe = write_secret(&secrets, "stripe", creds.stripe_key)?;
-    let usage = write_secret(&secrets, "usage", creds.usage_token)?;
-    let vitally = write_secret(&secrets, "vitally", creds.vitally_key)?;
+    let hubspot = write_secret(&secrets, "hubspot", sim::TOKENS.hubspot)?;
+    let stripe = write_secret(&secrets, "stripe", sim::TOKENS.stripe)?;
+    let usage = write_secret(&secrets, "usage", sim::TOKENS.usage)?;
+    let vitally = write_secret(&secrets, "vitally", sim::TOKENS.vitally)?;
 
     let daemon = "# Written by healthsync for the simulated APIs.\nversion = 1\nstate_dir = \"state\"\nconnectors_dir = \"connectors\"\nmodel = \"models/starter.toml\"\n\n[scoring]\nschedule = \"*/20 * * * * *\"\n\n[delivery]\nschedule = \"*/10 * * * * *\"\n";
     let files = [

@@ -129,9 +129,9 @@ async fn end_to_end_then_rerun_sends_nothing() {
             .map(|t| t.to_string())
             .unwrap_or_default();
         if let Some(o) = s.overall {
-            let k = if kind.contains("Churning") {
+            let k = if kind.contains("churning") {
                 "churning"
-            } else if kind.contains("Healthy") {
+            } else if kind.contains("healthy") {
                 "healthy"
             } else {
                 "declining"
