@@ -6,6 +6,7 @@ use super::KindSpec;
 
 pub mod common;
 pub mod hubspot;
+pub mod stripe;
 
 /// Every kind healthsync can build, sources first.
-pub static KINDS: &[&KindSpec] = &[&hubspot::SPEC];
+pub static KINDS: &[&KindSpec] = &[&hubspot::SPEC, &stripe::SPEC];
