@@ -7,6 +7,7 @@ use super::KindSpec;
 pub mod common;
 pub mod hubspot;
 pub mod stripe;
+pub mod usage_feed;
 
 /// Every kind healthsync can build, sources first.
-pub static KINDS: &[&KindSpec] = &[&hubspot::SPEC, &stripe::SPEC];
+pub static KINDS: &[&KindSpec] = &[&hubspot::SPEC, &stripe::SPEC, &usage_feed::SPEC];
