@@ -8,6 +8,12 @@ pub mod common;
 pub mod hubspot;
 pub mod stripe;
 pub mod usage_feed;
+pub mod vitally;
 
 /// Every kind healthsync can build, sources first.
-pub static KINDS: &[&KindSpec] = &[&hubspot::SPEC, &stripe::SPEC, &usage_feed::SPEC];
+pub static KINDS: &[&KindSpec] = &[
+    &hubspot::SPEC,
+    &stripe::SPEC,
+    &usage_feed::SPEC,
+    &vitally::SPEC,
+];
