@@ -563,6 +563,32 @@ mod tests {
     }
 
     #[test]
+    fn search_restarts_before_the_ceiling_and_refuses_a_stuck_window() {
+        use chrono::TimeZone;
+        let t = |s: i64| Utc.timestamp_opt(s, 0).unwrap();
+        let mut run = RunState {
+            token: Some("9900".into()),
+            prev: Some("9800".into()),
+            since: Some(t(100)),
+            max: Some(Mark {
+                updated_at: t(500),
+                id: "7".into(),
+            }),
+            fetched: 9_950,
+        };
+        restart_search(&mut run, Some(t(100))).unwrap();
+        assert_eq!(
+            (run.since, run.token.clone(), run.fetched),
+            (Some(t(500)), None, 0)
+        );
+        let mut stuck = RunState {
+            since: Some(t(500)),
+            ..run.clone()
+        };
+        assert!(restart_search(&mut stuck, Some(t(500))).is_err());
+    }
+
+    #[test]
     fn params_are_validated() {
         let ok: toml::Table =
             toml::from_str("properties = [\"industry\", \"numberofemployees\"]").unwrap();

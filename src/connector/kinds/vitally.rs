@@ -295,7 +295,7 @@ mod tests {
     use crate::http::testing::{config, manual_clock, secrets};
     use crate::http::ManualClock;
     use std::collections::BTreeMap;
-    use wiremock::matchers::{body_json, header, method, path, query_param};
+    use wiremock::matchers::{body_json, body_partial_json, header, method, path, query_param};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     /// Basic auth for API key `vk_test` and an empty password.
@@ -506,6 +506,57 @@ mod tests {
             sink.deliver(&project_op()).await.unwrap(),
             Delivered::AlreadyPresent
         );
+    }
+
+    #[tokio::test]
+    async fn existing_project_gets_its_missing_task_only() {
+        let server = MockServer::start().await;
+        let key = "101:poor-health:2026-11-23";
+        Mock::given(method("GET"))
+            .and(path("/vitally/resources/projects"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "results": [{"id": "proj-9", "externalId": key}], "next": null,
+            })))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/vitally/resources/tasks"))
+            .and(query_param("externalId", format!("{key}/task-1").as_str()))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "results": [{"id": "t-1", "externalId": format!("{key}/task-1")}], "next": null,
+            })))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/vitally/resources/tasks"))
+            .and(query_param("externalId", format!("{key}/task-2").as_str()))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(json!({"results": [], "next": null})),
+            )
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/vitally/resources/tasks"))
+            .and(body_partial_json(
+                json!({"projectId": "proj-9", "externalId": format!("{key}/task-2")}),
+            ))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "t-2"})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let (sink, _) = sink(&server);
+        assert_eq!(
+            sink.deliver(&project_op()).await.unwrap(),
+            Delivered::AlreadyPresent
+        );
+        let posts = server
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.method.as_str() == "POST")
+            .count();
+        assert_eq!(posts, 1);
     }
 
     #[test]
