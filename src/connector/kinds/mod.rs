@@ -1,7 +1,19 @@
 //! The one explicit list of connector kinds. Adding a kind means adding its module here and its spec to
-//! `KINDS`; an unknown kind in a connector file is answered with the names in this list.
+//! `KINDS`; an unknown kind in a connector file is answered with the names in this list. `common` holds
+//! what the kinds share (the incremental cursor, params checks); it is not a kind.
 
 use super::KindSpec;
 
+pub mod common;
+pub mod hubspot;
+pub mod stripe;
+pub mod usage_feed;
+pub mod vitally;
+
 /// Every kind healthsync can build, sources first.
-pub static KINDS: &[&KindSpec] = &[];
+pub static KINDS: &[&KindSpec] = &[
+    &hubspot::SPEC,
+    &stripe::SPEC,
+    &usage_feed::SPEC,
+    &vitally::SPEC,
+];

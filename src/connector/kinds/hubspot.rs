@@ -1,0 +1,607 @@
+//! The `hubspot` source kind: companies and deals from HubSpot CRM v3.
+//!
+//! Full runs list `GET /crm/v3/objects/{type}?limit=100&after=&properties=…&archived=false`, following
+//! `paging.next.after`. Once a run has completed, `companies` runs incrementally through
+//! `POST /crm/v3/objects/companies/search` (`hs_lastmodifieddate` GTE the high-water mark minus the
+//! lookback, as epoch milliseconds, sorted ascending). A search query stops at 10,000 results, so a long
+//! incremental run restarts its query from the last seen timestamp before reaching that.
+//!
+//! `deals` always re-lists fully with `associations=companies`: search results carry no associations, and
+//! the deal's company (its `crm_id`) would be lost on every incremental update. A `company_id` or
+//! `associatedcompanyid` property is used when present and no association is.
+//!
+//! Records: `properties` are flattened into `fields` next to the object's own keys (which win on a clash);
+//! `updated_at` is `updatedAt` (else `hs_lastmodifieddate`). Companies carry `crm_id` (the id) and `domain`.
+//! A 429 whose body names `policyName: DAILY` stops the run instead of retrying. This kind does not own
+//! retries or auth (the HTTP engine) nor what happens to records (the sync loop).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Map, Value};
+
+use super::common::{self, Mark, RunState, StreamCursor};
+use crate::config::{AuthScheme, RateLimit};
+use crate::connector::{
+    BoxFuture, BuildContext, BuildError, Built, Cursor, KindSpec, Page, Record, RejectedRecord,
+    Role, Source, SourceError,
+};
+use crate::http::{Call, Classified, HttpClient};
+
+pub static SPEC: KindSpec = KindSpec {
+    name: "hubspot",
+    role: Role::Source,
+    streams: &["companies", "deals"],
+    default_streams: &["companies"],
+    auth: &[AuthScheme::Bearer],
+    // Private apps on Free/Starter: 100 requests per 10 s (Pro/Enterprise 190).
+    default_rate_limit: RateLimit::per_secs(100, 10),
+    validate_params,
+    build,
+};
+
+const PARAM_KEYS: &[&str] = &["properties"];
+/// HubSpot's page size ceiling for list endpoints.
+const MAX_PAGE: u32 = 100;
+/// Restart a search query before HubSpot's 10,000-result ceiling turns the next page into a 400.
+const SEARCH_CEILING: u64 = 10_000;
+
+fn validate_params(params: &toml::Table) -> Result<(), String> {
+    common::check_keys(params, PARAM_KEYS)?;
+    common::string_list(params, "properties")?;
+    Ok(())
+}
+
+fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+    let extra = common::string_list(&ctx.connector.params, "properties")
+        .map_err(|reason| BuildError::Invalid {
+            connector: ctx.connector.id.clone(),
+            reason,
+        })?
+        .unwrap_or_default();
+    let http = HttpClient::new(ctx.connector, ctx.secrets)?.with_classifier(classify);
+    Ok(Built::Source(Box::new(HubSpot::new(
+        http,
+        ctx.connector.streams.clone(),
+        extra,
+        ctx.connector.page_size,
+    ))))
+}
+
+/// HubSpot's daily quota: retrying within the run cannot help.
+fn classify(
+    status: StatusCode,
+    _: &HeaderMap,
+    body: &[u8],
+    _: DateTime<Utc>,
+) -> Option<Classified> {
+    if status != StatusCode::TOO_MANY_REQUESTS {
+        return None;
+    }
+    let body: Value = serde_json::from_slice(body).ok()?;
+    (body.get("policyName").and_then(Value::as_str) == Some("DAILY")).then(|| {
+        Classified::QuotaExhausted {
+            reason:
+                "hubspot daily api limit reached; it resets at midnight in the account's time zone"
+                    .into(),
+        }
+    })
+}
+
+pub struct HubSpot {
+    http: HttpClient,
+    streams: Vec<String>,
+    extra_properties: Vec<String>,
+    limit: u32,
+}
+
+impl HubSpot {
+    pub fn new(
+        http: HttpClient,
+        streams: Vec<String>,
+        extra_properties: Vec<String>,
+        page_size: Option<u32>,
+    ) -> HubSpot {
+        HubSpot {
+            http,
+            streams,
+            extra_properties,
+            limit: page_size.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE),
+        }
+    }
+
+    fn properties(&self, stream: &str) -> Vec<String> {
+        let base: &[&str] = match stream {
+            "deals" => &[
+                "dealname",
+                "amount",
+                "dealstage",
+                "pipeline",
+                "closedate",
+                "hs_lastmodifieddate",
+                "createdate",
+            ],
+            _ => &["name", "domain", "hs_lastmodifieddate", "createdate"],
+        };
+        let mut out: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+        for p in &self.extra_properties {
+            if !out.contains(p) {
+                out.push(p.clone());
+            }
+        }
+        out
+    }
+
+    async fn fetch(&self, stream: &str, cursor: Option<&Cursor>) -> Result<Page, SourceError> {
+        if !SPEC.streams.contains(&stream) {
+            return Err(SourceError::UnknownStream(stream.to_string()));
+        }
+        let connector = self.http.connector();
+        let state = StreamCursor::load(cursor, stream, connector)?;
+        let mut run = state.current_run();
+        // Only companies search incrementally; see the module doc for deals.
+        if stream != "companies" {
+            run.since = None;
+        }
+        let properties = self.properties(stream);
+        let body = match run.since {
+            None => {
+                let mut query = vec![
+                    ("limit", self.limit.to_string()),
+                    ("properties", properties.join(",")),
+                    ("archived", "false".to_string()),
+                ];
+                if stream == "deals" {
+                    query.push(("associations", "companies".to_string()));
+                }
+                if let Some(after) = &run.token {
+                    query.push(("after", after.clone()));
+                }
+                self.http
+                    .get_json(&format!("/crm/v3/objects/{stream}"), &query)
+                    .await?
+            }
+            Some(since) => {
+                let mut body = json!({
+                    "filterGroups": [{"filters": [{
+                        "propertyName": "hs_lastmodifieddate",
+                        "operator": "GTE",
+                        "value": since.timestamp_millis().to_string(),
+                    }]}],
+                    "sorts": [{"propertyName": "hs_lastmodifieddate", "direction": "ASCENDING"}],
+                    "properties": properties,
+                    "limit": self.limit,
+                });
+                if let Some(after) = &run.token {
+                    body["after"] = Value::String(after.clone());
+                }
+                let path = format!("/crm/v3/objects/{stream}/search");
+                let call = Call {
+                    body: Some(&body),
+                    ..Call::new(&Method::POST, &path)
+                };
+                self.http.execute(call).await?.body
+            }
+        };
+        let results = body
+            .get("results")
+            .and_then(Value::as_array)
+            .ok_or_else(|| {
+                common::malformed(stream, connector, "response has no `results` list")
+            })?;
+        let next = body
+            .pointer("/paging/next/after")
+            .and_then(|v| common::id_of(Some(v)));
+
+        let mut page = Page::default();
+        let mut marks = Vec::new();
+        for obj in results {
+            match map_object(stream, obj) {
+                Ok(r) => {
+                    marks.push(Mark {
+                        updated_at: r.updated_at,
+                        id: r.id.clone(),
+                    });
+                    page.records.push(r);
+                }
+                Err(rej) => page.rejected.push(rej),
+            }
+        }
+        let searching = run.since.is_some();
+        let (mut new_state, done) = state
+            .advance(run.clone(), common::page_max(&marks), results.len(), next)
+            .map_err(|e| common::malformed(stream, connector, e))?;
+        if let (true, false, Some(r)) = (searching, done, new_state.run.as_mut()) {
+            if r.fetched + u64::from(self.limit) > SEARCH_CEILING {
+                restart_search(r, run.since)
+                    .map_err(|e| common::malformed(stream, connector, e))?;
+            }
+        }
+        page.cursor = new_state.to_cursor();
+        page.done = done;
+        Ok(page)
+    }
+}
+
+/// Starts a fresh search query at the highest timestamp seen, before the 10,000-result ceiling.
+fn restart_search(run: &mut RunState, old_since: Option<DateTime<Utc>>) -> Result<(), String> {
+    let from = run.max.as_ref().map(|m| m.updated_at);
+    if from.is_none() || from == old_since {
+        return Err(format!(
+            "more than {SEARCH_CEILING} records share one hs_lastmodifieddate; a search query cannot page past them"
+        ));
+    }
+    run.since = from;
+    run.token = None;
+    run.prev = None;
+    run.fetched = 0;
+    Ok(())
+}
+
+impl Source for HubSpot {
+    fn streams(&self) -> Vec<String> {
+        self.streams.clone()
+    }
+
+    fn fetch_page<'a>(
+        &'a self,
+        stream: &'a str,
+        cursor: Option<&'a Cursor>,
+    ) -> BoxFuture<'a, Result<Page, SourceError>> {
+        Box::pin(self.fetch(stream, cursor))
+    }
+}
+
+/// Maps one CRM object onto a [`Record`].
+fn map_object(stream: &str, obj: &Value) -> Result<Record, RejectedRecord> {
+    let id = common::id_of(obj.get("id")).ok_or_else(|| common::rejected(None, "missing `id`"))?;
+    let props = obj.get("properties").and_then(Value::as_object);
+    let updated_at = common::timestamp(obj.get("updatedAt"))
+        .or_else(|| common::timestamp(props.and_then(|p| p.get("hs_lastmodifieddate"))))
+        .ok_or_else(|| common::rejected(Some(&id), "missing or unreadable `updatedAt`"))?;
+    let mut fields = Map::new();
+    if let Some(props) = props {
+        fields.extend(props.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    if let Some(top) = obj.as_object() {
+        for (k, v) in top {
+            if k != "properties" {
+                fields.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    let mut account_keys = BTreeMap::new();
+    match stream {
+        "companies" => {
+            account_keys.insert("crm_id".to_string(), id.clone());
+            if let Some(d) = common::domain_key(props.and_then(|p| p.get("domain"))) {
+                account_keys.insert("domain".to_string(), d);
+            }
+        }
+        _ => {
+            if let Some(company) = deal_company(obj) {
+                account_keys.insert("crm_id".to_string(), company);
+            }
+        }
+    }
+    Ok(Record {
+        id,
+        updated_at,
+        account_keys,
+        fields,
+    })
+}
+
+/// The deal's company: the first company association, else a `company_id`/`associatedcompanyid` property.
+fn deal_company(obj: &Value) -> Option<String> {
+    let assoc = obj
+        .pointer("/associations/companies/results")
+        .and_then(Value::as_array)
+        .and_then(|r| r.iter().find_map(|a| common::id_of(a.get("id"))));
+    assoc.or_else(|| {
+        let props = obj.get("properties")?;
+        ["company_id", "associatedcompanyid"]
+            .iter()
+            .find_map(|k| common::id_of(props.get(*k)))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::testing::bearer_client;
+    use crate::http::HttpError;
+    use wiremock::matchers::{
+        body_partial_json, header, method, path, query_param, query_param_is_missing,
+    };
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    /// A company as `GET /crm/v3/objects/companies` returns it (SimplePublicObjectWithAssociations).
+    fn company(id: &str, domain: &str, updated: &str) -> Value {
+        json!({
+            "id": id,
+            "properties": {
+                "name": format!("Company {id}"),
+                "domain": domain,
+                "hs_lastmodifieddate": updated,
+                "createdate": "2024-01-01T00:00:00Z",
+                "hs_object_id": id,
+            },
+            "createdAt": "2024-01-01T00:00:00Z",
+            "updatedAt": updated,
+            "archived": false,
+        })
+    }
+
+    fn list_page(results: Vec<Value>, next: Option<&str>) -> Value {
+        let mut v = json!({ "results": results });
+        if let Some(after) = next {
+            v["paging"] = json!({"next": {"after": after, "link": format!("?after={after}")}});
+        }
+        v
+    }
+
+    fn source(server: &MockServer, streams: &[&str]) -> HubSpot {
+        let (http, _) = bearer_client(&format!("{}/hubspot", server.uri()));
+        HubSpot::new(
+            http.with_classifier(classify),
+            streams.iter().map(|s| s.to_string()).collect(),
+            vec!["industry".into()],
+            None,
+        )
+    }
+
+    async fn run_to_end(
+        src: &HubSpot,
+        stream: &str,
+        mut cursor: Option<Cursor>,
+    ) -> (Vec<Record>, Vec<RejectedRecord>, Cursor, usize) {
+        let (mut records, mut rejected, mut pages) = (Vec::new(), Vec::new(), 0);
+        loop {
+            let page = src.fetch_page(stream, cursor.as_ref()).await.unwrap();
+            pages += 1;
+            records.extend(page.records);
+            rejected.extend(page.rejected);
+            cursor = Some(page.cursor);
+            if page.done {
+                return (records, rejected, cursor.unwrap_or_default(), pages);
+            }
+            assert!(pages < 20, "runaway paging");
+        }
+    }
+
+    async fn mount_three_pages(server: &MockServer) {
+        let list = || {
+            Mock::given(method("GET"))
+                .and(path("/hubspot/crm/v3/objects/companies"))
+                .and(header("authorization", "Bearer tok_test"))
+                .and(query_param("limit", "100"))
+                .and(query_param("archived", "false"))
+                .and(query_param(
+                    "properties",
+                    "name,domain,hs_lastmodifieddate,createdate,industry",
+                ))
+        };
+        list()
+            .and(query_param_is_missing("after"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(list_page(
+                vec![
+                    company("101", "Acme.com", "2024-03-01T10:00:00Z"),
+                    company("102", "beta.io", "2024-03-02T10:00:00Z"),
+                ],
+                Some("p2"),
+            )))
+            .expect(1)
+            .mount(server)
+            .await;
+        list()
+            .and(query_param("after", "p2"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(list_page(
+                vec![
+                    company("103", "gamma.dev", "2024-03-05T10:00:00Z"),
+                    json!({"properties": {"name": "no id"}, "updatedAt": "2024-03-01T00:00:00Z"}),
+                ],
+                Some("p3"),
+            )))
+            .mount(server)
+            .await;
+        list()
+            .and(query_param("after", "p3"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(list_page(
+                vec![company("104", "", "2024-03-03T10:00:00Z")],
+                None,
+            )))
+            .mount(server)
+            .await;
+    }
+
+    #[tokio::test]
+    async fn full_run_across_pages_then_incremental_search() {
+        let server = MockServer::start().await;
+        mount_three_pages(&server).await;
+        let src = source(&server, &["companies"]);
+        let (records, rejected, cursor, pages) = run_to_end(&src, "companies", None).await;
+        assert_eq!(pages, 3);
+        assert_eq!(
+            records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["101", "102", "103", "104"]
+        );
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].reason, "missing `id`");
+        let acme = &records[0];
+        assert_eq!(
+            acme.account_keys.get("crm_id").map(String::as_str),
+            Some("101")
+        );
+        assert_eq!(
+            acme.account_keys.get("domain").map(String::as_str),
+            Some("acme.com")
+        );
+        assert_eq!(acme.fields["name"], json!("Company 101"));
+        assert_eq!(acme.fields["archived"], json!(false));
+        assert!(!records[3].account_keys.contains_key("domain"));
+
+        // Second run: search from the high-water mark (2024-03-05T10:00:00Z) minus five minutes.
+        let since_ms = "1709632500000";
+        Mock::given(method("POST"))
+            .and(path("/hubspot/crm/v3/objects/companies/search"))
+            .and(header("authorization", "Bearer tok_test"))
+            .and(body_partial_json(json!({
+                "filterGroups": [{"filters": [{"propertyName": "hs_lastmodifieddate", "operator": "GTE", "value": since_ms}]}],
+                "sorts": [{"propertyName": "hs_lastmodifieddate", "direction": "ASCENDING"}],
+                "limit": 100,
+            })))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "total": 1,
+                "results": [company("102", "beta.io", "2024-03-06T08:00:00Z")],
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let (records, _, cursor2, pages) = run_to_end(&src, "companies", Some(cursor)).await;
+        assert_eq!(pages, 1);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].id, "102");
+        let state: StreamCursor = serde_json::from_value(cursor2.0).unwrap();
+        assert_eq!(state.hwm.unwrap().id, "102");
+        let gets = server
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.method.as_str() == "GET")
+            .count();
+        assert_eq!(gets, 3, "the incremental run must not re-list");
+    }
+
+    #[tokio::test]
+    async fn resumes_from_a_mid_run_cursor() {
+        let server = MockServer::start().await;
+        mount_three_pages(&server).await;
+        let src = source(&server, &["companies"]);
+        let first = src.fetch_page("companies", None).await.unwrap();
+        assert!(!first.done);
+        // A new process picks up the stored cursor: the next request is page 2, not page 1 again.
+        let src2 = source(&server, &["companies"]);
+        let (records, _, _, pages) = run_to_end(&src2, "companies", Some(first.cursor)).await;
+        assert_eq!(pages, 2);
+        assert_eq!(
+            records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["103", "104"]
+        );
+    }
+
+    #[tokio::test]
+    async fn repeated_page_token_is_an_error() {
+        let server = MockServer::start().await;
+        Mock::given(path("/hubspot/crm/v3/objects/companies"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(list_page(
+                vec![company("1", "a.com", "2024-01-01T00:00:00Z")],
+                Some("same"),
+            )))
+            .mount(&server)
+            .await;
+        let src = source(&server, &["companies"]);
+        let p1 = src.fetch_page("companies", None).await.unwrap();
+        let err = src
+            .fetch_page("companies", Some(&p1.cursor))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("page token `same` again"), "{err}");
+        assert!(err.to_string().contains("connector test_test"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn daily_quota_stops_and_burst_limit_retries() {
+        let server = MockServer::start().await;
+        Mock::given(path("/hubspot/crm/v3/objects/companies"))
+            .respond_with(ResponseTemplate::new(429).set_body_json(json!({
+                "status": "error", "message": "You have reached your daily limit.",
+                "errorType": "RATE_LIMIT", "correlationId": "c1", "policyName": "DAILY",
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(path("/hubspot/crm/v3/objects/deals"))
+            .respond_with(ResponseTemplate::new(429).set_body_json(json!({
+                "status": "error", "errorType": "RATE_LIMIT", "policyName": "TEN_SECONDLY_ROLLING",
+            })))
+            .up_to_n_times(2)
+            .mount(&server)
+            .await;
+        Mock::given(path("/hubspot/crm/v3/objects/deals"))
+            .and(query_param("associations", "companies"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(list_page(
+                vec![json!({
+                    "id": "9001",
+                    "properties": {"dealname": "Renewal", "amount": "1200", "hs_lastmodifieddate": "2024-02-01T00:00:00Z"},
+                    "createdAt": "2024-01-01T00:00:00Z", "updatedAt": "2024-02-01T00:00:00Z", "archived": false,
+                    "associations": {"companies": {"results": [{"id": "101", "type": "deal_to_company"}]}},
+                })],
+                None,
+            )))
+            .mount(&server)
+            .await;
+        let src = source(&server, &["companies", "deals"]);
+        let err = src.fetch_page("companies", None).await.unwrap_err();
+        assert!(
+            matches!(err, SourceError::Http(HttpError::QuotaExhausted { .. })),
+            "{err:?}"
+        );
+        let page = src.fetch_page("deals", None).await.unwrap();
+        assert!(page.done);
+        assert_eq!(
+            page.records[0]
+                .account_keys
+                .get("crm_id")
+                .map(String::as_str),
+            Some("101")
+        );
+        assert_eq!(page.records[0].fields["amount"], json!("1200"));
+    }
+
+    #[test]
+    fn search_restarts_before_the_ceiling_and_refuses_a_stuck_window() {
+        use chrono::TimeZone;
+        let t = |s: i64| Utc.timestamp_opt(s, 0).unwrap();
+        let mut run = RunState {
+            token: Some("9900".into()),
+            prev: Some("9800".into()),
+            since: Some(t(100)),
+            max: Some(Mark {
+                updated_at: t(500),
+                id: "7".into(),
+            }),
+            fetched: 9_950,
+        };
+        restart_search(&mut run, Some(t(100))).unwrap();
+        assert_eq!(
+            (run.since, run.token.clone(), run.fetched),
+            (Some(t(500)), None, 0)
+        );
+        let mut stuck = RunState {
+            since: Some(t(500)),
+            ..run.clone()
+        };
+        assert!(restart_search(&mut stuck, Some(t(500))).is_err());
+    }
+
+    #[test]
+    fn params_are_validated() {
+        let ok: toml::Table =
+            toml::from_str("properties = [\"industry\", \"numberofemployees\"]").unwrap();
+        assert!(validate_params(&ok).is_ok());
+        assert!(validate_params(&toml::Table::new()).is_ok());
+        let bad: toml::Table = toml::from_str("properties = \"industry\"").unwrap();
+        assert_eq!(
+            validate_params(&bad).unwrap_err(),
+            "`properties` must be a list of strings"
+        );
+        let unknown: toml::Table = toml::from_str("objects = []").unwrap();
+        assert!(validate_params(&unknown)
+            .unwrap_err()
+            .contains("unknown key `objects`"));
+    }
+}

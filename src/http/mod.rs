@@ -1,0 +1,601 @@
+//! The HTTP engine: the only builder of reqwest clients and the only place a secret becomes a header.
+//!
+//! One [`HttpClient`] per connector: rustls, the connector's timeout, user agent `healthsync/<version>`,
+//! auth injected per request from the resolved secrets (bearer, basic, vendor header), a governor rate
+//! limiter awaited before every attempt, and retries with full-jitter exponential backoff that honour
+//! `Retry-After`. Failures come back as a classified [`HttpError`] naming the connector, the method and the
+//! request path (never the query string, never a header). A kind may install a [`Classifier`] to map its
+//! vendor's throttle signals (HubSpot's daily quota, Vitally's `RateLimit-Reset`) onto the engine.
+//!
+//! This module does not know any vendor's paging or record shapes (the kinds do) and does not persist
+//! anything. Time comes from an injectable [`Clock`] so retry waits are tested without sleeping.
+
+pub mod clock;
+mod retry;
+#[cfg(test)]
+pub mod testing;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::Clock as _;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT};
+use reqwest::{Method, StatusCode, Url};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+use crate::config::{AuthScheme, ConnectorConfig, RateLimit};
+use crate::secrets::ResolvedSecrets;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use retry::{default_classify, retry_after, Classified, Classifier, RetryPolicy};
+
+/// How much of an error body an error message keeps.
+const BODY_EXCERPT_CHARS: usize = 300;
+
+/// What a request was: the connector, the method and the path (no query string: it may carry keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestTarget {
+    pub connector: String,
+    pub method: String,
+    pub path: String,
+}
+
+impl fmt::Display for RequestTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "connector {}: {} {}",
+            self.connector, self.method, self.path
+        )
+    }
+}
+
+/// A classified HTTP failure. Messages name the connector and request path, never secrets or queries.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// Throttled (429, or a vendor's equivalent) and the retries ran out or the wait was too long.
+    #[error("{target}: rate limited{}", wait_suffix(.retry_after))]
+    RateLimited {
+        target: RequestTarget,
+        retry_after: Option<Duration>,
+    },
+    /// A quota that does not refill within this run, e.g. HubSpot's daily limit. Not retried by the
+    /// engine; a later run or delivery attempt may succeed.
+    #[error("{target}: quota exhausted: {reason}")]
+    QuotaExhausted {
+        target: RequestTarget,
+        reason: String,
+    },
+    /// 401/403 that is not throttling: the credentials are wrong or lack a scope.
+    #[error("{target}: credentials refused (http {})", .status.as_u16())]
+    Auth {
+        target: RequestTarget,
+        status: StatusCode,
+    },
+    /// Another 4xx: the request is wrong and retrying cannot help.
+    #[error("{target}: http {}: {body_excerpt}", .status.as_u16())]
+    Permanent {
+        target: RequestTarget,
+        status: StatusCode,
+        body_excerpt: String,
+    },
+    /// 5xx, 408, a timeout or a broken connection, still failing after the retries.
+    #[error("{target}: {reason}")]
+    Transient {
+        target: RequestTarget,
+        status: Option<StatusCode>,
+        reason: String,
+    },
+    /// The response was not what the caller expected.
+    #[error("{target}: expected {expected}: {reason}")]
+    Decode {
+        target: RequestTarget,
+        expected: String,
+        reason: String,
+    },
+    /// The client could not be built (a missing secret, an invalid header name).
+    #[error("connector {connector}: {reason}")]
+    Config { connector: String, reason: String },
+}
+
+fn wait_suffix(d: &Option<Duration>) -> String {
+    match d {
+        Some(d) => format!(" (retry after {}s)", d.as_secs_f64().ceil() as u64),
+        None => String::new(),
+    }
+}
+
+impl HttpError {
+    /// Whether a later attempt may succeed: throttling, quota, 5xx, timeouts, resets. The contract's
+    /// `From<HttpError> for DeliveryError` turns these into `Transient` (the outbox retries later) and the
+    /// rest into `Rejected`. Note that the engine itself does not retry `QuotaExhausted`.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            HttpError::RateLimited { .. }
+                | HttpError::QuotaExhausted { .. }
+                | HttpError::Transient { .. }
+        )
+    }
+
+    /// The HTTP status behind the error, when there was a response.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            HttpError::RateLimited { .. } => Some(StatusCode::TOO_MANY_REQUESTS),
+            HttpError::Auth { status, .. } | HttpError::Permanent { status, .. } => Some(*status),
+            HttpError::Transient { status, .. } => *status,
+            _ => None,
+        }
+    }
+
+    /// Whether the engine should retry now (within this call).
+    fn retry_now(&self) -> bool {
+        matches!(
+            self,
+            HttpError::RateLimited { .. } | HttpError::Transient { .. }
+        )
+    }
+}
+
+/// Credentials, held as secrets until the moment a request is built. `Debug` shows the scheme only.
+enum Auth {
+    Bearer(SecretString),
+    Basic {
+        username: SecretString,
+        password: Option<SecretString>,
+    },
+    Header {
+        name: HeaderName,
+        value: SecretString,
+    },
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Auth::Bearer(_) => "bearer",
+            Auth::Basic { .. } => "basic",
+            Auth::Header { .. } => "api_key_header",
+        })
+    }
+}
+
+impl Auth {
+    fn from_config(config: &ConnectorConfig, secrets: &ResolvedSecrets) -> Result<Auth, HttpError> {
+        let missing = |name: &str| HttpError::Config {
+            connector: config.id.clone(),
+            reason: format!(
+                "auth scheme {} needs secret `{name}`",
+                config.auth.scheme.name()
+            ),
+        };
+        let get = |name: &str| secrets.get(name).cloned().ok_or_else(|| missing(name));
+        Ok(match config.auth.scheme {
+            AuthScheme::Bearer => Auth::Bearer(get("token")?),
+            AuthScheme::Basic => Auth::Basic {
+                username: get("username")?,
+                password: secrets.get("password").cloned(),
+            },
+            AuthScheme::ApiKeyHeader => {
+                let header = config
+                    .auth
+                    .header
+                    .as_deref()
+                    .ok_or_else(|| HttpError::Config {
+                        connector: config.id.clone(),
+                        reason: "auth scheme api_key_header needs `header`".into(),
+                    })?;
+                let name =
+                    HeaderName::from_bytes(header.as_bytes()).map_err(|_| HttpError::Config {
+                        connector: config.id.clone(),
+                        reason: format!("auth header `{header}` is not a valid header name"),
+                    })?;
+                let value = get("token")?;
+                // Check once here that the value can be a header, so requests cannot fail on it later.
+                HeaderValue::from_str(value.expose_secret()).map_err(|_| HttpError::Config {
+                    connector: config.id.clone(),
+                    reason: "auth token contains characters not allowed in a header".into(),
+                })?;
+                Auth::Header { name, value }
+            }
+        })
+    }
+
+    fn apply(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Auth::Bearer(token) => rb.bearer_auth(token.expose_secret()),
+            Auth::Basic { username, password } => rb.basic_auth(
+                username.expose_secret(),
+                password.as_ref().map(|p| p.expose_secret()),
+            ),
+            Auth::Header { name, value } => match HeaderValue::from_str(value.expose_secret()) {
+                Ok(mut v) => {
+                    v.set_sensitive(true);
+                    rb.header(name.clone(), v)
+                }
+                // Unreachable: checked when the client was built.
+                Err(_) => rb,
+            },
+        }
+    }
+}
+
+/// A 2xx (or explicitly accepted) response, decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// The body as JSON; `Null` when empty. For accepted non-2xx statuses a non-JSON body becomes a string.
+    pub body: Value,
+}
+
+/// One request, described; see [`HttpClient::execute`].
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub method: &'a Method,
+    /// Joined onto the connector's base URL, keeping the base URL's own path prefix.
+    pub path: &'a str,
+    pub query: &'a [(&'a str, String)],
+    pub body: Option<&'a Value>,
+    /// Non-2xx statuses the caller handles itself (returned as `Ok`, never retried), e.g. 404 or 409.
+    pub accept: &'a [StatusCode],
+}
+
+impl<'a> Call<'a> {
+    pub fn new(method: &'a Method, path: &'a str) -> Call<'a> {
+        Call {
+            method,
+            path,
+            query: &[],
+            body: None,
+            accept: &[],
+        }
+    }
+}
+
+/// The HTTP client of one connector.
+pub struct HttpClient {
+    connector: String,
+    base: Url,
+    client: reqwest::Client,
+    auth: Auth,
+    rate_limit: RateLimit,
+    limiter: DefaultDirectRateLimiter,
+    policy: RetryPolicy,
+    classifier: Option<Classifier>,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("connector", &self.connector)
+            .field("base_url", &self.base.as_str())
+            .field("auth", &self.auth)
+            .field("rate_limit", &self.rate_limit)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpClient {
+    /// Builds the connector's client. Fails when a secret the auth scheme needs was not resolved.
+    pub fn new(
+        config: &ConnectorConfig,
+        secrets: &ResolvedSecrets,
+    ) -> Result<HttpClient, HttpError> {
+        let auth = Auth::from_config(config, secrets)?;
+        let config_error = |reason: String| HttpError::Config {
+            connector: config.id.clone(),
+            reason,
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .user_agent(concat!("healthsync/", env!("CARGO_PKG_VERSION")))
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .default_headers(headers)
+            .build()
+            .map_err(|e| config_error(format!("cannot build http client: {}", e.without_url())))?;
+        let limiter = RateLimiter::direct(quota(config.rate_limit).ok_or_else(|| {
+            config_error("rate_limit must allow at least one request per period".into())
+        })?);
+        Ok(HttpClient {
+            connector: config.id.clone(),
+            base: config.base_url.clone(),
+            client,
+            auth,
+            rate_limit: config.rate_limit,
+            limiter,
+            policy: RetryPolicy::default(),
+            classifier: None,
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// Installs the kind's throttle mapping, consulted before the default classification.
+    pub fn with_classifier(mut self, classifier: Classifier) -> HttpClient {
+        self.classifier = Some(classifier);
+        self
+    }
+
+    /// Replaces the clock used for `Retry-After` dates, backoff and rate-limit waits.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> HttpClient {
+        self.clock = clock;
+        self
+    }
+
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> HttpClient {
+        self.policy = policy;
+        self
+    }
+
+    pub fn connector(&self) -> &str {
+        &self.connector
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// `GET path?query`, expecting a JSON body.
+    pub async fn get_json(&self, path: &str, query: &[(&str, String)]) -> Result<Value, HttpError> {
+        let call = Call {
+            query,
+            ..Call::new(&Method::GET, path)
+        };
+        Ok(self.execute(call).await?.body)
+    }
+
+    /// Sends `body` as JSON with `method` and returns the status and JSON body of the 2xx response.
+    pub async fn send_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Value,
+    ) -> Result<(StatusCode, Value), HttpError> {
+        let call = Call {
+            body: Some(body),
+            ..Call::new(&method, path)
+        };
+        let r = self.execute(call).await?;
+        Ok((r.status, r.body))
+    }
+
+    /// The URL for `path` under the base URL: `http://h/hubspot` + `/crm/v3/x` → `http://h/hubspot/crm/v3/x`.
+    pub fn url(&self, path: &str) -> Url {
+        join_url(&self.base, path)
+    }
+
+    /// A request target for errors the caller raises about a response (naming connector and path).
+    pub fn target(&self, method: &Method, path: &str) -> RequestTarget {
+        RequestTarget {
+            connector: self.connector.clone(),
+            method: method.to_string(),
+            path: self.url(path).path().to_string(),
+        }
+    }
+
+    /// Sends one call with rate limiting and retries, returning the decoded response or a classified error.
+    pub async fn execute(&self, call: Call<'_>) -> Result<JsonResponse, HttpError> {
+        let mut url = self.url(call.path);
+        if !call.query.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(call.query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        let target = RequestTarget {
+            connector: self.connector.clone(),
+            method: call.method.to_string(),
+            path: url.path().to_string(),
+        };
+        let mut waited = Duration::ZERO;
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            self.acquire().await;
+            let (err, hint) = match self.attempt(&call, &url, &target).await {
+                Ok(r) => return Ok(r),
+                Err(e) => e,
+            };
+            if !err.retry_now() || attempt >= self.policy.max_attempts {
+                return Err(err);
+            }
+            let wait =
+                hint.unwrap_or_else(|| self.policy.backoff(attempt - 1, &mut rand::thread_rng()));
+            if waited + wait > self.policy.max_total_wait {
+                return Err(err);
+            }
+            tracing::debug!(
+                connector = %self.connector,
+                path = %target.path,
+                attempt,
+                wait_ms = wait.as_millis() as u64,
+                error = %err,
+                "retrying request"
+            );
+            self.clock.sleep(wait).await;
+            waited += wait;
+        }
+    }
+
+    /// Waits for the rate limiter.
+    async fn acquire(&self) {
+        while let Err(not_until) = self.limiter.check() {
+            let wait = not_until.wait_time_from(self.limiter.clock().now());
+            self.clock.sleep(wait.max(Duration::from_millis(1))).await;
+        }
+    }
+
+    /// One attempt. On failure, also returns how long the vendor asked us to wait, if it did.
+    async fn attempt(
+        &self,
+        call: &Call<'_>,
+        url: &Url,
+        target: &RequestTarget,
+    ) -> Result<JsonResponse, (HttpError, Option<Duration>)> {
+        let mut rb = self.client.request(call.method.clone(), url.clone());
+        rb = self.auth.apply(rb);
+        if let Some(body) = call.body {
+            rb = rb.json(body);
+        }
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| (network_error(target, &e), None))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| (network_error(target, &e), None))?;
+        if status.is_success() {
+            let body = if bytes.iter().all(u8::is_ascii_whitespace) {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).map_err(|e| {
+                    let err = HttpError::Decode {
+                        target: target.clone(),
+                        expected: "a json body".into(),
+                        reason: e.to_string(),
+                    };
+                    (err, None)
+                })?
+            };
+            return Ok(JsonResponse {
+                status,
+                headers,
+                body,
+            });
+        }
+        if call.accept.contains(&status) {
+            let body =
+                serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(excerpt(&bytes)));
+            return Ok(JsonResponse {
+                status,
+                headers,
+                body,
+            });
+        }
+        let now = self.clock.now();
+        let class = self
+            .classifier
+            .and_then(|c| c(status, &headers, &bytes, now))
+            .unwrap_or_else(|| default_classify(status, &headers, now));
+        let target = target.clone();
+        Err(match class {
+            Classified::RateLimited { retry_after } => (
+                HttpError::RateLimited {
+                    target,
+                    retry_after,
+                },
+                retry_after,
+            ),
+            Classified::QuotaExhausted { reason } => {
+                (HttpError::QuotaExhausted { target, reason }, None)
+            }
+            Classified::Transient => {
+                // 503 may carry Retry-After too (RFC 9110 §10.2.3).
+                let hint = retry_after(&headers, now);
+                let reason = format!("http {}: {}", status.as_u16(), excerpt(&bytes));
+                let err = HttpError::Transient {
+                    target,
+                    status: Some(status),
+                    reason,
+                };
+                (err, hint)
+            }
+            Classified::Auth => (HttpError::Auth { target, status }, None),
+            Classified::Permanent => (
+                HttpError::Permanent {
+                    target,
+                    status,
+                    body_excerpt: excerpt(&bytes),
+                },
+                None,
+            ),
+        })
+    }
+}
+
+fn quota(rl: RateLimit) -> Option<Quota> {
+    let requests = NonZeroU32::new(rl.requests)?;
+    Some(Quota::with_period(rl.per / requests.get())?.allow_burst(requests))
+}
+
+/// Joins `path` (which may carry `?query`) onto `base`, keeping the base's path prefix.
+fn join_url(base: &Url, path: &str) -> Url {
+    let (path, query) = match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    };
+    let mut url = base.clone();
+    let prefix = base.path().trim_end_matches('/');
+    let rest = path.trim_start_matches('/');
+    url.set_path(&format!("{prefix}/{rest}"));
+    url.set_query(query);
+    url.set_fragment(None);
+    url
+}
+
+/// Percent-encodes one path segment (an id that may contain `/`, spaces or `?`).
+pub fn encode_segment(segment: &str) -> String {
+    let mut url = match Url::parse("http://segment.invalid/") {
+        Ok(u) => u,
+        Err(_) => return segment.to_string(),
+    };
+    if let Ok(mut segs) = url.path_segments_mut() {
+        segs.clear().push(segment);
+    }
+    url.path().trim_start_matches('/').to_string()
+}
+
+/// A transport failure, classified. reqwest's message includes the URL (and so the query); strip it.
+fn network_error(target: &RequestTarget, e: &reqwest::Error) -> HttpError {
+    let reason = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "connection failed".to_string()
+    } else if e.is_body() || e.is_decode() {
+        "connection broken while reading the response".to_string()
+    } else if e.is_builder() {
+        return HttpError::Config {
+            connector: target.connector.clone(),
+            reason: format!("cannot build request for {}", target.path),
+        };
+    } else {
+        let mut msg = String::from("request failed");
+        let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+        while let Some(s) = source {
+            msg = format!("request failed: {s}");
+            source = s.source();
+        }
+        msg
+    };
+    HttpError::Transient {
+        target: target.clone(),
+        status: None,
+        reason,
+    }
+}
+
+/// The start of a response body, on one line, for error messages.
+fn excerpt(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut out: String = one_line.chars().take(BODY_EXCERPT_CHARS).collect();
+    if one_line.chars().count() > BODY_EXCERPT_CHARS {
+        out.push('…');
+    }
+    if out.is_empty() {
+        out.push_str("(empty body)");
+    }
+    out
+}

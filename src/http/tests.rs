@@ -1,0 +1,384 @@
+//! Engine tests against wiremock: auth on every request, retry classes and waits, path joining, redaction.
+//! Waits go through a `ManualClock`, so nothing sleeps in real time.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+use wiremock::matchers::{header, method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use super::testing::{bearer_client, config, secrets};
+use super::*;
+use crate::connector::Role;
+
+#[tokio::test]
+async fn auth_header_on_every_request_for_each_scheme() {
+    let server = MockServer::start().await;
+    // "user:pass" and "key:" in base64.
+    Mock::given(path("/bearer"))
+        .and(header("authorization", "Bearer tok_b"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"ok": 1})))
+        .expect(3)
+        .mount(&server)
+        .await;
+    Mock::given(path("/basic"))
+        .and(header("authorization", "Basic dXNlcjpwYXNz"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"ok": 1})))
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(path("/basic-key"))
+        .and(header("authorization", "Basic a2V5Og=="))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"ok": 1})))
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(path("/header"))
+        .and(header("accessKey", "ak_1"))
+        .and(header(
+            "user-agent",
+            concat!("healthsync/", env!("CARGO_PKG_VERSION")),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"ok": 1})))
+        .expect(2)
+        .mount(&server)
+        .await;
+
+    let mut c = config("t", Role::Source, &server.uri(), AuthScheme::Bearer);
+    let s = secrets(&mut c, &[("token", "tok_b")]);
+    let bearer = HttpClient::new(&c, &s).unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            bearer.get_json("/bearer", &[]).await.unwrap(),
+            json!({"ok": 1})
+        );
+    }
+
+    let mut c = config("t", Role::Sink, &server.uri(), AuthScheme::Basic);
+    let s = secrets(&mut c, &[("username", "user"), ("password", "pass")]);
+    let basic = HttpClient::new(&c, &s).unwrap();
+    basic.get_json("/basic", &[]).await.unwrap();
+    basic
+        .send_json(Method::PUT, "/basic", &json!({}))
+        .await
+        .unwrap();
+
+    let mut c = config("t", Role::Sink, &server.uri(), AuthScheme::Basic);
+    let s = secrets(&mut c, &[("username", "key")]);
+    let key_only = HttpClient::new(&c, &s).unwrap();
+    key_only.get_json("/basic-key", &[]).await.unwrap();
+    key_only
+        .send_json(Method::POST, "/basic-key", &json!({"a": 1}))
+        .await
+        .unwrap();
+
+    let mut c = config("t", Role::Sink, &server.uri(), AuthScheme::ApiKeyHeader);
+    c.auth.header = Some("accessKey".into());
+    let s = secrets(&mut c, &[("token", "ak_1")]);
+    let hdr = HttpClient::new(&c, &s).unwrap();
+    hdr.get_json("/header", &[]).await.unwrap();
+    hdr.get_json("/header", &[]).await.unwrap();
+}
+
+#[tokio::test]
+async fn missing_secret_fails_the_build_without_values() {
+    let mut c = config("t", Role::Source, "http://127.0.0.1:9", AuthScheme::Bearer);
+    let s = secrets(&mut c, &[]);
+    let err = HttpClient::new(&c, &s).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "connector test_t: auth scheme bearer needs secret `token`"
+    );
+}
+
+#[tokio::test]
+async fn rate_limited_with_retry_after_seconds_then_success() {
+    let server = MockServer::start().await;
+    Mock::given(path("/x"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "3"))
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    Mock::given(path("/x"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([1])))
+        .mount(&server)
+        .await;
+    let (client, clock) = bearer_client(&server.uri());
+    assert_eq!(client.get_json("/x", &[]).await.unwrap(), json!([1]));
+    assert_eq!(clock.sleeps(), vec![Duration::from_secs(3); 2]);
+}
+
+#[tokio::test]
+async fn rate_limited_with_retry_after_http_date_then_success() {
+    let server = MockServer::start().await;
+    // The manual clock reads 2026-11-23T12:00:00Z.
+    Mock::given(path("/x"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "Mon, 23 Nov 2026 12:00:20 GMT"),
+        )
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/x"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(&server)
+        .await;
+    let (client, clock) = bearer_client(&server.uri());
+    client.get_json("/x", &[]).await.unwrap();
+    assert_eq!(clock.sleeps(), vec![Duration::from_secs(20)]);
+}
+
+#[tokio::test]
+async fn server_errors_burst_then_success_with_backoff() {
+    let server = MockServer::start().await;
+    for status in [500, 502, 503, 408] {
+        Mock::given(path("/x"))
+            .respond_with(ResponseTemplate::new(status))
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+    }
+    Mock::given(path("/x"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"n": 5})))
+        .mount(&server)
+        .await;
+    let (client, clock) = bearer_client(&server.uri());
+    assert_eq!(client.get_json("/x", &[]).await.unwrap(), json!({"n": 5}));
+    let sleeps = clock.sleeps();
+    assert_eq!(sleeps.len(), 4);
+    // Full jitter under ceilings of 0.5 s, 1 s, 2 s, 4 s.
+    for (i, s) in sleeps.iter().enumerate() {
+        assert!(
+            *s <= Duration::from_millis(500) * 2u32.pow(i as u32),
+            "{sleeps:?}"
+        );
+    }
+    assert_eq!(server.received_requests().await.unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn client_errors_are_not_retried() {
+    let server = MockServer::start().await;
+    Mock::given(path("/x"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"message": "bad filter"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/auth"))
+        .respond_with(ResponseTemplate::new(401))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (client, clock) = bearer_client(&server.uri());
+    let err = client
+        .get_json("/x", &[("key", "s3cr3t".into())])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, HttpError::Permanent { status, .. } if status == 400),
+        "{err:?}"
+    );
+    assert!(!err.is_retryable());
+    let msg = err.to_string();
+    assert_eq!(
+        msg,
+        r#"connector test_test: GET /x: http 400: {"message":"bad filter"}"#
+    );
+    let err = client.get_json("/auth", &[]).await.unwrap_err();
+    assert!(matches!(err, HttpError::Auth { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "connector test_test: GET /auth: credentials refused (http 401)"
+    );
+    assert!(clock.sleeps().is_empty());
+}
+
+#[tokio::test]
+async fn exhausted_retries_keep_the_last_class() {
+    let server = MockServer::start().await;
+    Mock::given(path("/down"))
+        .respond_with(ResponseTemplate::new(503).set_body_string("maintenance"))
+        .expect(6)
+        .mount(&server)
+        .await;
+    Mock::given(path("/busy"))
+        .respond_with(ResponseTemplate::new(429))
+        .expect(6)
+        .mount(&server)
+        .await;
+    let (client, _clock) = bearer_client(&server.uri());
+    let err = client.get_json("/down", &[]).await.unwrap_err();
+    assert!(
+        matches!(err, HttpError::Transient { status: Some(s), .. } if s == 503),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+    assert_eq!(
+        err.to_string(),
+        "connector test_test: GET /down: http 503: maintenance"
+    );
+    let err = client.get_json("/busy", &[]).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            HttpError::RateLimited {
+                retry_after: None,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+}
+
+#[tokio::test]
+async fn retry_after_beyond_the_wait_budget_returns_at_once() {
+    let server = MockServer::start().await;
+    Mock::given(path("/x"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "3600"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (client, clock) = bearer_client(&server.uri());
+    let err = client.get_json("/x", &[]).await.unwrap_err();
+    assert!(
+        matches!(err, HttpError::RateLimited { retry_after: Some(d), .. } if d == Duration::from_secs(3600)),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "connector test_test: GET /x: rate limited (retry after 3600s)"
+    );
+    assert!(clock.sleeps().is_empty());
+}
+
+#[tokio::test]
+async fn classifier_hook_overrides_the_default() {
+    fn stop_on_quota(
+        status: StatusCode,
+        _: &HeaderMap,
+        body: &[u8],
+        _: chrono::DateTime<chrono::Utc>,
+    ) -> Option<Classified> {
+        (status == StatusCode::TOO_MANY_REQUESTS && body.starts_with(b"daily")).then(|| {
+            Classified::QuotaExhausted {
+                reason: "daily".into(),
+            }
+        })
+    }
+    let server = MockServer::start().await;
+    Mock::given(path("/x"))
+        .respond_with(ResponseTemplate::new(429).set_body_string("daily"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (client, _) = bearer_client(&server.uri());
+    let client = client.with_classifier(stop_on_quota);
+    let err = client.get_json("/x", &[]).await.unwrap_err();
+    assert!(matches!(err, HttpError::QuotaExhausted { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn bad_json_is_a_decode_error() {
+    let server = MockServer::start().await;
+    Mock::given(path("/x"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("<html>"))
+        .mount(&server)
+        .await;
+    let (client, _) = bearer_client(&server.uri());
+    let err = client.get_json("/x", &[]).await.unwrap_err();
+    assert!(matches!(err, HttpError::Decode { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with("connector test_test: GET /x: expected a json body: "),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn accepted_statuses_come_back_without_retry() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/tasks"))
+        .respond_with(ResponseTemplate::new(409).set_body_json(json!({"error": "duplicate"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (client, _) = bearer_client(&server.uri());
+    let body = json!({"name": "t"});
+    let call = Call {
+        body: Some(&body),
+        accept: &[StatusCode::CONFLICT],
+        ..Call::new(&Method::POST, "/tasks")
+    };
+    let r = client.execute(call).await.unwrap();
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.body, json!({"error": "duplicate"}));
+}
+
+#[tokio::test]
+async fn debug_shows_no_secret() {
+    let mut c = config("t", Role::Sink, "http://127.0.0.1:9", AuthScheme::Basic);
+    let s = secrets(
+        &mut c,
+        &[("username", "user_s3cret"), ("password", "pw_s3cret")],
+    );
+    let client = HttpClient::new(&c, &s).unwrap();
+    let dbg = format!("{client:?} {s:?}");
+    assert!(!dbg.contains("s3cret"), "{dbg}");
+    assert!(dbg.contains("basic"), "{dbg}");
+}
+
+#[tokio::test]
+async fn paths_join_under_a_base_url_prefix() {
+    let server = MockServer::start().await;
+    Mock::given(path("/hubspot/crm/v3/objects/companies"))
+        .and(query_param("limit", "100"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"results": []})))
+        .expect(2)
+        .mount(&server)
+        .await;
+    for base in [
+        format!("{}/hubspot", server.uri()),
+        format!("{}/hubspot/", server.uri()),
+    ] {
+        let (client, _) = bearer_client(&base);
+        assert_eq!(
+            client.url("/crm/v3/objects/companies").as_str(),
+            format!("{}/hubspot/crm/v3/objects/companies", server.uri())
+        );
+        client
+            .get_json("/crm/v3/objects/companies", &[("limit", "100".into())])
+            .await
+            .unwrap();
+    }
+    let (client, _) = bearer_client("http://127.0.0.1:9");
+    assert_eq!(
+        client.url("v1/x?a=b").as_str(),
+        "http://127.0.0.1:9/v1/x?a=b"
+    );
+    assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
+}
+
+#[tokio::test]
+async fn connection_failure_is_transient_and_names_no_query() {
+    // Port 9 (discard) is closed on loopback in the test environment.
+    let (client, clock) = bearer_client("http://127.0.0.1:9");
+    let client = client.with_retry_policy(RetryPolicy {
+        max_attempts: 2,
+        ..RetryPolicy::default()
+    });
+    let err = client
+        .get_json("/v1/x", &[("api_key", "s3cret".into())])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, HttpError::Transient { status: None, .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(!msg.contains("s3cret") && !msg.contains("api_key"), "{msg}");
+    assert_eq!(clock.sleeps().len(), 1);
+}
