@@ -181,13 +181,25 @@ impl Runtime {
         Ok(out)
     }
 
-    /// Streams the model reads, accounts stream first.
+    /// Streams scoring reads: every stream of every connector the model refers to, since streams the model
+    /// does not score (Stripe customers) may be the bridge that joins others (invoices) to an account.
     fn model_streams(&self) -> BTreeSet<StreamRef> {
         let m = &self.config.model;
-        let mut set = BTreeSet::from([m.accounts.stream.clone()]);
+        let mut connectors = BTreeSet::from([m.accounts.stream.connector.clone()]);
         for metric in &m.metrics {
             if let MetricInput::Records { stream, .. } = &metric.input {
-                set.insert(stream.clone());
+                connectors.insert(stream.connector.clone());
+            }
+        }
+        let mut set = BTreeSet::new();
+        for id in connectors {
+            if let Some(c) = self.config.connector(&id) {
+                for stream in &c.streams {
+                    set.insert(StreamRef {
+                        connector: id.clone(),
+                        stream: stream.clone(),
+                    });
+                }
             }
         }
         set

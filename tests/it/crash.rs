@@ -198,3 +198,37 @@ async fn sigkill_midway_then_rerun_matches_an_uninterrupted_run() {
     }
     assert!(store_a["outbox"].is_empty(), "the outbox must end empty");
 }
+
+/// Debug-level logs of a whole run, status output and the store never contain a credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_logs_output_or_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(dir.path(), "5");
+    let out = Command::new(bin())
+        .args(["-vv", "once", "--config", sim.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = Command::new(bin())
+        .args(["status", "--json", "--config", sim.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    drop(sim);
+    let mut haystack = String::from_utf8_lossy(&out.stderr).into_owned();
+    haystack += &String::from_utf8_lossy(&out.stdout);
+    haystack += &String::from_utf8_lossy(&status.stdout);
+    let store = Store::open(&dir.path().join("state")).unwrap();
+    haystack += &serde_json::to_string(&store.dump().unwrap()).unwrap();
+    assert!(
+        haystack.len() > 10_000,
+        "expected real log output to search"
+    );
+    let t = healthsync::sim::TOKENS;
+    for secret in [t.hubspot, t.stripe, t.usage, t.vitally] {
+        assert!(!haystack.contains(secret), "a credential leaked: {secret}");
+    }
+}
