@@ -151,3 +151,20 @@ async fn end_to_end_then_rerun_sends_nothing() {
     );
     sim.shutdown().await;
 }
+
+/// `healthsync demo --json` gives the same scores for the same seed, run after run (and different ones for
+/// another seed, so the comparison can fail).
+#[test]
+fn demo_is_deterministic_per_seed() {
+    let scores = |seed: &str| {
+        let out = crate::support::run(&["demo", "--accounts", "300", "--seed", seed, "--json"]);
+        assert!(out.status.success(), "{}", crate::support::text(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["delivery"]["dead_lettered"], 0);
+        assert_eq!(v["scores"].as_array().unwrap().len(), 300);
+        v["scores"].clone()
+    };
+    let a = scores("9");
+    assert_eq!(a, scores("9"));
+    assert_ne!(a, scores("10"));
+}

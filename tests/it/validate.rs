@@ -56,7 +56,7 @@ fn five_field_cron_is_explained() {
     assert_invalid(
         &c,
         "connectors/hubspot.toml:4",
-        "needs 6 with seconds first",
+        "need 6 with seconds first",
     );
 }
 
@@ -225,8 +225,8 @@ fn every_problem_is_reported_at_once() {
     c.edit("connectors/vitally.toml", "requests = 1000", "requests = 0");
     c.edit(
         "config/models/starter.toml",
-        "red_below = 40",
-        "red_below = 80",
+        "red_below = 60",
+        "red_below = 90",
     );
     let out = c.validate();
     assert_eq!(out.status.code(), Some(2));
