@@ -158,7 +158,11 @@ async fn end_to_end_then_rerun_sends_nothing() {
 fn demo_is_deterministic_per_seed() {
     let scores = |seed: &str| {
         let out = crate::support::run(&["demo", "--accounts", "300", "--seed", seed, "--json"]);
-        assert!(out.status.success(), "{}", crate::support::text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            crate::support::text(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["delivery"]["dead_lettered"], 0);
         assert_eq!(v["scores"].as_array().unwrap().len(), 300);

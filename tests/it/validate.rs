@@ -53,11 +53,7 @@ fn five_field_cron_is_explained() {
         "schedule = \"0 */30 * * * *\"",
         "schedule = \"*/30 * * * *\"",
     );
-    assert_invalid(
-        &c,
-        "connectors/hubspot.toml:4",
-        "need 6 with seconds first",
-    );
+    assert_invalid(&c, "connectors/hubspot.toml:4", "need 6 with seconds first");
 }
 
 #[test]
