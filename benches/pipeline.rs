@@ -39,8 +39,8 @@ async fn one(accounts: usize) {
     let limits = SimRateLimits {
         hubspot_per_10s: 1_000_000,
         stripe_per_sec: 1_000_000,
-        usage_per_min: 10_000_000,
-        vitally_per_min: 10_000_000,
+        usage_per_min: 1_000_000,
+        vitally_per_min: 1_000_000,
     };
     let sim = sim::start(SimOptions {
         accounts,
