@@ -49,6 +49,17 @@ pub struct Global {
     /// More log output on stderr (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Take this time (RFC 3339) as the current time for scoring, planning and project keys, instead of the
+    /// clock: for replays and for tests that compare runs made seconds apart.
+    #[arg(long, global = true, value_name = "TIME")]
+    pub now: Option<DateTime<Utc>>,
+}
+
+impl Global {
+    /// The current time: `--now` if given, else the system clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.now.unwrap_or_else(Utc::now)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -241,7 +252,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Score { table, as_of } => {
             let rt = open_runtime(g)?;
-            let run = rt.score(as_of.unwrap_or_else(Utc::now))?;
+            let run = rt.score(as_of.unwrap_or_else(|| g.now()))?;
             output::scores(&run, &rt.config.model, table.limit, table.json);
             Ok(())
         }
@@ -253,13 +264,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     "no scores yet: run `healthsync sync` and `healthsync score` first".into(),
                 ));
             }
-            let plan = rt.plan(&scores, Utc::now())?;
+            let plan = rt.plan(&scores, g.now())?;
             output::plan(&plan, json);
             Ok(())
         }
         Command::Push(JsonFlag { json }) => {
             let rt = open_runtime(g)?;
-            let now = Utc::now();
+            let now = g.now();
             let plan = rt.plan(&rt.stored_scores()?, now)?;
             rt.enqueue(&plan, now)?;
             let progress = Progress::new(json);
@@ -282,7 +293,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     progress.records(c, s, n)
                 })
                 .await?;
-            let now = Utc::now();
+            let now = g.now();
             let run = rt.score(now)?;
             let plan = rt.plan(&run.scores, now)?;
             rt.enqueue(&plan, now)?;

@@ -59,9 +59,22 @@ fn start_sim(dir: &Path, seed: &str) -> Sim {
     }
 }
 
+/// Every run of the comparison takes the same "now" (noon of the simulated day, which starts at UTC
+/// midnight), so scores do not drift with the seconds between runs.
+fn now() -> String {
+    format!("{}T12:00:00Z", chrono::Utc::now().date_naive())
+}
+
 fn once(config: &Path) -> Child {
     Command::new(bin())
-        .args(["once", "--json", "--config", config.to_str().unwrap()])
+        .args([
+            "once",
+            "--json",
+            "--now",
+            &now(),
+            "--config",
+            config.to_str().unwrap(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
