@@ -16,10 +16,9 @@ use tokio::sync::watch;
 
 use crate::cli::Progress;
 use crate::config::Band;
-use crate::pipeline::Runtime;
+use crate::pipeline::{OnceOutcome, RunProgress, Runtime};
 use crate::sim::{self, SimHandle, SimOptions, SimRateLimits, Vendor};
 use crate::store::Store;
-use crate::sync::SyncOptions;
 
 /// The shipped starter model, so the demo needs nothing from the working directory.
 const STARTER_MODEL: &str = include_str!("../config/models/starter.toml");
@@ -213,17 +212,22 @@ pub async fn run(accounts: usize, seed: u64, json: bool, serve: bool) -> anyhow:
 
     let (_stop_tx, shutdown) = watch::channel(false);
     let progress = Progress::new(json);
-    let ids = rt.select_sources(&[])?;
-    let statuses = rt
-        .sync(&ids, &SyncOptions::default(), &shutdown, &|c, s, n| {
-            progress.records(c, s, n)
-        })
-        .await?;
-    let run = rt.score(now)?;
-    let plan = rt.plan(&run.scores, now)?;
-    rt.enqueue(&plan, now)?;
-    let report = rt
-        .push(&shutdown, now, &|i, n| progress.deliveries(i, n))
+    let records = |c: &str, s: &str, n: usize| progress.records(c, s, n);
+    let deliveries = |i: usize, n: usize| progress.deliveries(i, n);
+    let OnceOutcome {
+        statuses,
+        run,
+        plan,
+        delivery: report,
+    } = rt
+        .once(
+            &shutdown,
+            now,
+            RunProgress {
+                records: &records,
+                deliveries: &deliveries,
+            },
+        )
         .await?;
     progress.finish();
 

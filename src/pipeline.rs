@@ -58,6 +58,20 @@ pub struct ScoreSummary {
     pub duration_ms: u64,
 }
 
+/// Everything one `once` run did: sync, score, plan and delivery.
+pub struct OnceOutcome {
+    pub statuses: Vec<SyncStatus>,
+    pub run: ScoreRun,
+    pub plan: Plan,
+    pub delivery: DeliveryReport,
+}
+
+/// Progress callbacks for a whole run: records per (connector, stream), then writes delivered of total.
+pub struct RunProgress<'a> {
+    pub records: &'a (dyn Fn(&str, &str, usize) + Send + Sync),
+    pub deliveries: &'a (dyn Fn(usize, usize) + Send + Sync),
+}
+
 /// Configured connectors, built, with the store.
 pub struct Runtime {
     pub config: Config,
@@ -298,5 +312,28 @@ impl Runtime {
         self.store.put_status("delivery", &report)?;
         self.store.flush()?;
         Ok(report)
+    }
+
+    /// Syncs every enabled source, scores as of `now`, plans, enqueues and delivers: `healthsync once`.
+    pub async fn once(
+        &self,
+        shutdown: &watch::Receiver<bool>,
+        now: DateTime<Utc>,
+        progress: RunProgress<'_>,
+    ) -> Result<OnceOutcome, PipelineError> {
+        let ids = self.select_sources(&[])?;
+        let statuses = self
+            .sync(&ids, &SyncOptions::default(), shutdown, progress.records)
+            .await?;
+        let run = self.score(now)?;
+        let plan = self.plan(&run.scores, now)?;
+        self.enqueue(&plan, now)?;
+        let delivery = self.push(shutdown, now, progress.deliveries).await?;
+        Ok(OnceOutcome {
+            statuses,
+            run,
+            plan,
+            delivery,
+        })
     }
 }

@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio::sync::watch;
 
 use crate::config::{self, Config, ConfigErrors};
-use crate::pipeline::{PipelineError, Runtime};
+use crate::pipeline::{PipelineError, RunProgress, Runtime};
 use crate::store::{Store, StoreError};
 use crate::sync::SyncOptions;
 
@@ -285,23 +285,21 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Once(JsonFlag { json }) => {
             let rt = open_runtime(g)?;
-            let shutdown = shutdown_on_signal();
             let progress = Progress::new(json);
-            let ids = rt.select_sources(&[])?;
-            let statuses = rt
-                .sync(&ids, &SyncOptions::default(), &shutdown, &|c, s, n| {
-                    progress.records(c, s, n)
-                })
-                .await?;
-            let now = g.now();
-            let run = rt.score(now)?;
-            let plan = rt.plan(&run.scores, now)?;
-            rt.enqueue(&plan, now)?;
-            let report = rt
-                .push(&shutdown, now, &|i, n| progress.deliveries(i, n))
+            let records = |c: &str, s: &str, n: usize| progress.records(c, s, n);
+            let deliveries = |i: usize, n: usize| progress.deliveries(i, n);
+            let done = rt
+                .once(
+                    &shutdown_on_signal(),
+                    g.now(),
+                    RunProgress {
+                        records: &records,
+                        deliveries: &deliveries,
+                    },
+                )
                 .await?;
             progress.finish();
-            output::once(&statuses, &run, &plan, &report, json);
+            output::once(&done.statuses, &done.run, &done.plan, &done.delivery, json);
             Ok(())
         }
         Command::Explain { account, json } => {
