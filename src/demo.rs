@@ -293,7 +293,7 @@ pub async fn run(accounts: usize, seed: u64, json: bool, serve: bool) -> anyhow:
             sim.addr(),
             config_path.display()
         );
-        println!("try: healthsync --config {} status", config_path.display());
+        println!("the daemon holds the store while it runs; after Ctrl-C, look around with: healthsync --config {} status (or score, explain, plan)", config_path.display());
         println!("the daemon is running on second-level schedules; Ctrl-C stops both");
         let config = rt.config.clone();
         drop(rt); // Releases the sled lock so the daemon can open the store.
