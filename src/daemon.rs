@@ -9,7 +9,6 @@
 //! Not built yet (see the production issue): sd_notify, SIGHUP reload, /metrics and /healthz.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -73,12 +72,7 @@ where
 }
 
 /// Runs until `shutdown` turns true.
-pub async fn run(
-    _config_path: PathBuf,
-    _state_override: Option<PathBuf>,
-    config: Config,
-    shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let store = Store::open(&config.daemon.state_dir).with_context(|| {
         format!(
             "cannot open the store in {}",

@@ -237,7 +237,7 @@ fn plan_playbook(
                     due_days: t.due_days,
                 }),
                 ForEach::FailingMetric => {
-                    for m in failing_metrics(pb, s, model) {
+                    for m in failing_metrics(pb, s) {
                         let ctx = context! {
                             account => account.clone(), target => target.clone(), score => score.round(), band => band.name(),
                             metric => context! { id => m.id, label => m.label, value => m.value, score => m.score.map(f64::round),
@@ -294,11 +294,7 @@ fn plan_playbook(
 }
 
 /// Metrics of the watched target that are in the playbook's band or worse, worst first.
-fn failing_metrics<'a>(
-    pb: &Playbook,
-    s: &'a AccountScore,
-    _model: &Model,
-) -> Vec<&'a crate::scoring::MetricScore> {
+fn failing_metrics<'a>(pb: &Playbook, s: &'a AccountScore) -> Vec<&'a crate::scoring::MetricScore> {
     let mut out: Vec<_> = s
         .drags()
         .into_iter()

@@ -218,14 +218,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         },
         Command::Run => {
             let config = load_config(g)?;
-            crate::daemon::run(
-                g.config.clone(),
-                g.state_dir.clone(),
-                config,
-                shutdown_on_signal(),
-            )
-            .await
-            .map_err(CliError::Runtime)
+            crate::daemon::run(config, shutdown_on_signal())
+                .await
+                .map_err(CliError::Runtime)
         }
         Command::Sync {
             connectors,
