@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
 use crate::connector::{Cursor, FieldValue, Record, WriteOp};
@@ -119,6 +119,21 @@ fn records_tree_name(connector: &str, stream: &str) -> String {
 }
 
 type TxResult<T> = Result<T, TransactionError<StoreError>>;
+
+/// Inside a transaction: removes outbox entry `seq`, and its coalescing index key if the index still points
+/// at it (a newer write for the same key may have replaced it meanwhile).
+fn take_entry(
+    outbox: &TransactionalTree,
+    keys: &TransactionalTree,
+    seq: &[u8; 8],
+    index_key: &[u8],
+) -> Result<(), ConflictableTransactionError<StoreError>> {
+    outbox.remove(&seq[..])?;
+    if keys.get(index_key)?.as_deref() == Some(&seq[..]) {
+        keys.remove(index_key)?;
+    }
+    Ok(())
+}
 
 fn unwrap_tx<T>(r: TxResult<T>) -> Result<T, StoreError> {
     r.map_err(|e| match e {
@@ -428,10 +443,7 @@ impl Store {
                 &self.projects,
             )
                 .transaction(|(ob, keys, w, projects)| {
-                    ob.remove(&seq)?;
-                    if keys.get(index_key.as_slice())?.as_deref() == Some(&seq[..]) {
-                        keys.remove(index_key.as_slice())?;
-                    }
+                    take_entry(ob, keys, &seq, &index_key)?;
                     for (k, v) in &written {
                         w.insert(k.as_slice(), v.as_slice())?;
                     }
@@ -481,10 +493,7 @@ impl Store {
         });
         unwrap_tx(
             (&self.outbox, &self.outbox_keys, &self.dead).transaction(|(ob, keys, dead)| {
-                ob.remove(&seq)?;
-                if keys.get(index_key.as_slice())?.as_deref() == Some(&seq[..]) {
-                    keys.remove(index_key.as_slice())?;
-                }
+                take_entry(ob, keys, &seq, &index_key)?;
                 dead.insert(&seq, dl.as_slice())?;
                 Ok(())
             }),
