@@ -20,8 +20,12 @@ use crate::pipeline::{OnceOutcome, RunProgress, Runtime};
 use crate::sim::{self, SimHandle, SimOptions, SimRateLimits, Vendor};
 use crate::store::Store;
 
-/// The shipped starter model, so the demo needs nothing from the working directory.
+/// The shipped starter model and connector files, so the demo needs nothing from the working directory.
 const STARTER_MODEL: &str = include_str!("../config/models/starter.toml");
+const SHIPPED_HUBSPOT: &str = include_str!("../connectors/hubspot.toml");
+const SHIPPED_STRIPE: &str = include_str!("../connectors/stripe.toml");
+const SHIPPED_USAGE: &str = include_str!("../connectors/usage.toml");
+const SHIPPED_VITALLY: &str = include_str!("../connectors/vitally.toml");
 
 /// The simulated world's "now": the start of today (UTC). Records are generated relative to it and the demo
 /// scores as of it, so two runs of the same seed on the same day give identical scores; and it is never
@@ -46,9 +50,13 @@ fn demo_limits() -> SimRateLimits {
     }
 }
 
+fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
 fn write_secret(dir: &Path, name: &str, value: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join(name);
-    std::fs::write(&path, value).with_context(|| format!("cannot write {}", path.display()))?;
+    write_file(&path, value)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -73,55 +81,72 @@ pub fn write_config(
             .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
     }
     let secrets = dir.join("secrets");
-    let hubspot = write_secret(&secrets, "hubspot", sim::TOKENS.hubspot)?;
-    let stripe = write_secret(&secrets, "stripe", sim::TOKENS.stripe)?;
-    let usage = write_secret(&secrets, "usage", sim::TOKENS.usage)?;
-    let vitally = write_secret(&secrets, "vitally", sim::TOKENS.vitally)?;
-
     let daemon = "# Written by healthsync for the simulated APIs.\nversion = 1\nstate_dir = \"state\"\nconnectors_dir = \"connectors\"\nmodel = \"models/starter.toml\"\n\n[scoring]\nschedule = \"*/20 * * * * *\"\n\n[delivery]\nschedule = \"*/10 * * * * *\"\n";
-    let files = [
-        ("healthsync.toml".to_string(), daemon.to_string()),
-        ("models/starter.toml".to_string(), STARTER_MODEL.to_string()),
+    write_file(&dir.join("healthsync.toml"), daemon)?;
+    write_file(&dir.join("models/starter.toml"), STARTER_MODEL)?;
+    // The shipped connector files, pointed at the simulator: same kinds, params and field maps, with the
+    // simulator's URL, a `file:` secret, the demo's quota and a schedule a person can watch.
+    let per_min = |n: u32| (n, 60);
+    let connectors = [
         (
-            "connectors/hubspot.toml".to_string(),
-            format!(
-                "kind = \"hubspot\"\nrole = \"source\"\nschedule = \"0 * * * * *\"\nbase_url = \"{}\"\n\n[auth]\nscheme = \"bearer\"\ntoken = \"file:{}\"\n\n[rate_limit]\nrequests = {}\nper_secs = 10\n\n[params]\nproperties = [\"cs_stage\", \"cs_tier\", \"hubspot_owner_id\", \"notes_last_contacted\", \"numberofemployees\"]\n",
-                sim.base_url(Vendor::Hubspot),
-                hubspot.display(),
-                limits.hubspot_per_10s
-            ),
+            "hubspot",
+            SHIPPED_HUBSPOT,
+            Vendor::Hubspot,
+            sim::TOKENS.hubspot,
+            (limits.hubspot_per_10s, 10),
+            "0 * * * * *",
         ),
         (
-            "connectors/stripe.toml".to_string(),
-            format!(
-                "kind = \"stripe\"\nrole = \"source\"\nschedule = \"10 * * * * *\"\nbase_url = \"{}\"\n\n[auth]\nscheme = \"bearer\"\ntoken = \"file:{}\"\n\n[rate_limit]\nrequests = {}\nper_secs = 1\n",
-                sim.base_url(Vendor::Stripe),
-                stripe.display(),
-                limits.stripe_per_sec
-            ),
+            "stripe",
+            SHIPPED_STRIPE,
+            Vendor::Stripe,
+            sim::TOKENS.stripe,
+            (limits.stripe_per_sec, 1),
+            "10 * * * * *",
         ),
         (
-            "connectors/usage.toml".to_string(),
-            format!(
-                "kind = \"usage_feed\"\nrole = \"source\"\nschedule = \"20 * * * * *\"\nbase_url = \"{}\"\npage_size = 1000\n\n[auth]\nscheme = \"bearer\"\ntoken = \"file:{}\"\n\n[rate_limit]\nrequests = {}\nper_secs = 60\n",
-                sim.base_url(Vendor::Usage),
-                usage.display(),
-                limits.usage_per_min
-            ),
+            "usage",
+            SHIPPED_USAGE,
+            Vendor::Usage,
+            sim::TOKENS.usage,
+            per_min(limits.usage_per_min),
+            "20 * * * * *",
         ),
         (
-            "connectors/vitally.toml".to_string(),
-            format!(
-                "kind = \"vitally\"\nrole = \"sink\"\nbase_url = \"{}\"\n\n[auth]\nscheme = \"basic\"\nusername = \"file:{}\"\n\n[rate_limit]\nrequests = {}\nper_secs = 60\n\n[fields]\nscore = \"healthsyncScore\"\nband = \"healthsyncBand\"\ncoverage = \"healthsyncCoverage\"\ntop_risk = \"healthsyncTopRisk\"\n\n[fields.categories]\nusage = \"healthsyncUsage\"\nengagement = \"healthsyncEngagement\"\nfinancial = \"healthsyncFinancial\"\n",
-                sim.base_url(Vendor::Vitally),
-                vitally.display(),
-                limits.vitally_per_min
-            ),
+            "vitally",
+            SHIPPED_VITALLY,
+            Vendor::Vitally,
+            sim::TOKENS.vitally,
+            per_min(limits.vitally_per_min),
+            "",
         ),
     ];
-    for (name, text) in files {
-        let path = dir.join(&name);
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    for (id, shipped, vendor, token, (requests, per_secs), schedule) in connectors {
+        let secret = write_secret(&secrets, id, token)?;
+        let mut table: toml::Table = toml::from_str(shipped)
+            .with_context(|| format!("shipped connectors/{id}.toml does not parse"))?;
+        table.insert("base_url".into(), sim.base_url(vendor).into());
+        if !schedule.is_empty() {
+            table.insert("schedule".into(), schedule.into());
+        }
+        if id == "usage" {
+            table.insert("page_size".into(), 1000.into());
+        }
+        if let Some(toml::Value::Table(auth)) = table.get_mut("auth") {
+            // Whichever key the shipped file uses for the secret (token, or username for Basic-auth keys).
+            for k in ["token", "username"] {
+                if auth.contains_key(k) {
+                    auth.insert(k.into(), format!("file:{}", secret.display()).into());
+                }
+            }
+        }
+        let mut rl = toml::Table::new();
+        rl.insert("requests".into(), i64::from(requests).into());
+        rl.insert("per_secs".into(), toml::Value::Integer(per_secs));
+        table.insert("rate_limit".into(), rl.into());
+        let text = toml::to_string(&table)
+            .with_context(|| format!("cannot write connectors/{id}.toml"))?;
+        write_file(&dir.join("connectors").join(format!("{id}.toml")), &text)?;
     }
     Ok(dir.join("healthsync.toml"))
 }
