@@ -122,7 +122,7 @@ fn toml_syntax_error() {
         "page_size = 500",
         "page_size = = 500",
     );
-    assert_invalid(&c, "connectors/usage.toml:6", "");
+    assert_invalid(&c, "connectors/usage.toml:6", "invalid string");
 }
 
 #[test]
