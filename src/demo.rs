@@ -322,7 +322,14 @@ pub async fn run(accounts: usize, seed: u64, json: bool, serve: bool) -> anyhow:
         println!("the daemon is running on second-level schedules; Ctrl-C stops both");
         let config = rt.config.clone();
         drop(rt); // Releases the sled lock so the daemon can open the store.
-        crate::daemon::run(config, crate::cli::shutdown_on_signal()).await?;
+        let path = config_path.clone();
+        crate::daemon::run(
+            config,
+            Box::new(move || crate::config::load(&path)),
+            crate::daemon::reload_on_sighup(),
+            crate::cli::shutdown_on_signal(),
+        )
+        .await?;
         // Keep the folder: the user may want to look at it after stopping.
         let kept = dir.keep();
         println!("config and store kept in {}", kept.display());

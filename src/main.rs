@@ -6,14 +6,16 @@ use healthsync::config::LogFormat;
 
 fn main() {
     let cli = Cli::parse();
-    // The daemon logs at info by default; interactive commands keep stderr for warnings and progress.
-    let level = match (cli.global.verbose, &cli.command) {
-        (0, Command::Run) => "info",
-        (0, _) => "warn",
-        (1, _) => "info",
-        _ => "debug",
-    };
-    healthsync::telemetry::init(level, LogFormat::Auto);
+    // Interactive commands keep stderr for warnings and progress. The daemon sets up logging itself, from
+    // its config's [log] section, once it has read it.
+    if !matches!(cli.command, Command::Run) {
+        let level = match cli.global.verbose {
+            0 => "warn",
+            1 => "info",
+            _ => "debug",
+        };
+        healthsync::telemetry::init(level, LogFormat::Auto);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

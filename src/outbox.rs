@@ -11,8 +11,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use crate::connector::{Delivered, DeliveryError, Sink};
+use crate::observe;
 use crate::store::{Store, StoreError};
 
 /// Delivery cycles a write may fail transiently before it is dead-lettered.
@@ -52,13 +54,20 @@ pub async fn deliver(
             continue;
         };
         let span = tracing::info_span!("deliver", sink = %entry.sink, key = %entry.key);
+        let result = sink.deliver(&entry.op).instrument(span.clone()).await;
         let _enter = span.enter();
-        match sink.deliver(&entry.op).await {
+        match result {
             Ok(outcome) => {
                 store.confirm(&entry)?;
                 match outcome {
-                    Delivered::Applied => report.applied += 1,
-                    Delivered::AlreadyPresent => report.already_present += 1,
+                    Delivered::Applied => {
+                        observe::write(&entry.sink, "applied");
+                        report.applied += 1
+                    }
+                    Delivered::AlreadyPresent => {
+                        observe::write(&entry.sink, "already_present");
+                        report.already_present += 1
+                    }
                 }
                 if matches!(entry.op, crate::connector::WriteOp::CreateProject { .. })
                     && outcome == Delivered::Applied
@@ -69,11 +78,13 @@ pub async fn deliver(
             Err(DeliveryError::Transient(reason)) if entry.attempts + 1 < MAX_ATTEMPTS => {
                 tracing::warn!(%reason, attempts = entry.attempts + 1, "write failed, will retry next cycle");
                 store.record_attempt(&entry, &reason)?;
+                observe::write(&entry.sink, "transient");
                 report.transient_failures += 1;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "write dead-lettered");
                 store.dead_letter(&entry, &e.to_string(), now)?;
+                observe::write(&entry.sink, "dead_lettered");
                 report.dead_lettered += 1;
             }
         }

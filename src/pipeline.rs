@@ -12,6 +12,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use crate::config::{Config, MetricInput, StreamRef};
 use crate::connector::{self, BuildContext, Built, Sink, Source};
@@ -168,6 +169,8 @@ impl Runtime {
             let status = match self.sources.get(id) {
                 Some(source) => {
                     let p = |stream: &str, n: usize| progress(id, stream, n);
+                    let run_id = format!("{:016x}", rand::random::<u64>());
+                    let span = tracing::info_span!("sync_run", connector = %id, kind = %cfg.kind, run_id = %run_id);
                     sync::sync_connector(
                         &self.store,
                         id,
@@ -177,6 +180,7 @@ impl Runtime {
                         shutdown,
                         &p,
                     )
+                    .instrument(span)
                     .await?
                 }
                 None => {
@@ -197,7 +201,7 @@ impl Runtime {
 
     /// Streams scoring reads: every stream of every connector the model refers to, since streams the model
     /// does not score (Stripe customers) may be the bridge that joins others (invoices) to an account.
-    fn model_streams(&self) -> BTreeSet<StreamRef> {
+    pub fn model_streams(&self) -> BTreeSet<StreamRef> {
         let m = &self.config.model;
         let mut connectors = BTreeSet::from([m.accounts.stream.connector.clone()]);
         for metric in &m.metrics {

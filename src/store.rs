@@ -500,6 +500,10 @@ impl Store {
         )
     }
 
+    pub fn dead_letter_len(&self) -> usize {
+        self.dead.len()
+    }
+
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
         self.dead
             .iter()

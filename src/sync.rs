@@ -10,8 +10,10 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use crate::connector::{RejectedRecord, Source};
+use crate::observe;
 use crate::store::{Store, StoreError};
 
 /// A safety net against a source that never says `done`: far above any real stream's page count.
@@ -39,6 +41,10 @@ pub struct StreamOutcome {
     /// Records stored for this stream after the run.
     pub stored: usize,
     pub error: Option<String>,
+    /// The newest `updated_at` this run read, or the previous run's when nothing new came: how far behind
+    /// the vendor the stored copy is (`cursor_lag_seconds`).
+    #[serde(default)]
+    pub high_water: Option<DateTime<Utc>>,
 }
 
 /// What happened to one connector in one run; stored as its status.
@@ -108,13 +114,62 @@ pub async fn sync_connector(
         error: None,
         interrupted: false,
     };
+    let previous: Option<SyncStatus> = store.status(&format!("sync/{connector}"))?;
     for stream in source.streams() {
         if *shutdown.borrow() {
             status.interrupted = true;
             break;
         }
-        let span = tracing::info_span!("sync_stream", connector, kind, stream = %stream);
-        let _enter = span.enter();
+        let span = tracing::info_span!("sync_stream", stream = %stream);
+        let previous_high_water = previous
+            .as_ref()
+            .and_then(|p| p.streams.iter().find(|s| s.stream == stream))
+            .and_then(|s| s.high_water);
+        let outcome = sync_stream(
+            store, connector, source, &stream, options, shutdown, progress,
+        )
+        .instrument(span)
+        .await?;
+        let mut outcome = match outcome {
+            StreamRun::Finished(o) => o,
+            StreamRun::Interrupted(o) => {
+                status.interrupted = true;
+                o
+            }
+        };
+        outcome.high_water = outcome.high_water.max(previous_high_water);
+        status.streams.push(outcome);
+    }
+    status.duration_ms = clock.elapsed().as_millis() as u64;
+    if let Some(failed) = status.streams.iter().find(|s| s.error.is_some()) {
+        status.error = Some(format!("stream {} failed", failed.stream));
+    }
+    store.put_status(&format!("sync/{connector}"), &status)?;
+    if status.ok() && !status.interrupted {
+        let finished = started_at + chrono::Duration::milliseconds(status.duration_ms as i64);
+        store.put_status(&crate::status::last_success_key(connector), &finished)?;
+    }
+    record_metrics(&status);
+    Ok(status)
+}
+
+enum StreamRun {
+    Finished(StreamOutcome),
+    Interrupted(StreamOutcome),
+}
+
+/// Syncs one stream page by page until it is done, fails, or shutdown is requested between pages.
+async fn sync_stream(
+    store: &Store,
+    connector: &str,
+    source: &dyn Source,
+    stream: &str,
+    options: &SyncOptions,
+    shutdown: &watch::Receiver<bool>,
+    progress: Progress<'_>,
+) -> Result<StreamRun, StoreError> {
+    {
+        let stream = stream.to_string();
         if options.full {
             store.reset_cursor(connector, &stream)?;
         }
@@ -127,11 +182,13 @@ pub async fn sync_connector(
             rejections: Vec::new(),
             stored: 0,
             error: None,
+            high_water: None,
         };
+        let mut interrupted = false;
         let mut cursor = store.cursor(connector, &stream)?;
         loop {
             if *shutdown.borrow() {
-                status.interrupted = true;
+                interrupted = true;
                 break;
             }
             if outcome.pages >= MAX_PAGES_PER_RUN {
@@ -153,6 +210,11 @@ pub async fn sync_connector(
             outcome.pages += 1;
             outcome.records += page.records.len();
             outcome.rejected += page.rejected.len();
+            outcome.high_water = outcome
+                .high_water
+                .max(page.records.iter().map(|r| r.updated_at).max());
+            count_records(connector, &stream, "stored", page.records.len());
+            count_records(connector, &stream, "rejected", page.rejected.len());
             for r in page.rejected {
                 tracing::warn!(record = r.id.as_deref().unwrap_or("(no id)"), reason = %r.reason, "record rejected");
                 if outcome.rejections.len() < KEPT_REJECTIONS {
@@ -172,12 +234,60 @@ pub async fn sync_connector(
             changed = outcome.changed,
             "stream synced"
         );
-        status.streams.push(outcome);
+        Ok(if interrupted {
+            StreamRun::Interrupted(outcome)
+        } else {
+            StreamRun::Finished(outcome)
+        })
     }
-    status.duration_ms = clock.elapsed().as_millis() as u64;
-    if let Some(failed) = status.streams.iter().find(|s| s.error.is_some()) {
-        status.error = Some(format!("stream {} failed", failed.stream));
+}
+
+fn count_records(connector: &str, stream: &str, outcome: &str, n: usize) {
+    if n > 0 {
+        observe::metrics()
+            .records_synced
+            .get_or_create(&observe::RecordLabels {
+                connector: connector.to_string(),
+                stream: stream.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc_by(n as u64);
     }
-    store.put_status(&format!("sync/{connector}"), &status)?;
-    Ok(status)
+}
+
+/// Run duration, outcome, last success and per-stream lag, for `/metrics`.
+fn record_metrics(status: &SyncStatus) {
+    let m = observe::metrics();
+    let label = observe::connector(&status.connector);
+    m.sync_duration_seconds
+        .get_or_create(&label)
+        .observe(status.duration_ms as f64 / 1000.0);
+    let outcome = match (status.interrupted, status.ok()) {
+        (true, _) => "interrupted",
+        (false, true) => "ok",
+        (false, false) => "failed",
+    };
+    m.sync_runs
+        .get_or_create(&observe::OutcomeLabels {
+            connector: status.connector.clone(),
+            outcome: outcome.to_string(),
+        })
+        .inc();
+    let finished = status.started_at + chrono::Duration::milliseconds(status.duration_ms as i64);
+    if outcome == "ok" {
+        m.last_success_timestamp
+            .get_or_create(&label)
+            .set(finished.timestamp());
+    }
+    for s in &status.streams {
+        if let Some(hw) = s.high_water {
+            let lag = (finished - hw).num_milliseconds().max(0) as f64 / 1000.0;
+            m.cursor_lag_seconds
+                .get_or_create(&observe::StreamLabels {
+                    connector: status.connector.clone(),
+                    stream: s.stream.clone(),
+                })
+                .set(lag);
+        }
+    }
 }

@@ -1,10 +1,15 @@
-//! Logging setup: human-readable on a terminal, JSON lines otherwise (under systemd the journal keeps them).
+//! Logging setup: human-readable on a terminal, journald fields when stderr is the systemd journal, JSON
+//! lines otherwise.
 //!
 //! Only sets up the tracing subscriber; what gets logged is decided where the work happens. Logs go to
-//! stderr so that command output on stdout stays clean for pipes and `--json`.
+//! stderr (or the journal socket) so that command output on stdout stays clean for pipes and `--json`.
+//! Spans carry the context (`sync_run{connector, kind, run_id}`, `deliver{sink, key}`); with journald each
+//! span field becomes a journal field, so `journalctl -u healthsync CONNECTOR=hubspot` works.
 
 use std::io::IsTerminal;
 
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -12,18 +17,51 @@ use crate::config::LogFormat;
 /// Installs the global subscriber. `RUST_LOG` wins over `level` when set.
 pub fn init(level: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let json = match format {
-        LogFormat::Json => true,
-        LogFormat::Text => false,
-        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    let format = match format {
+        LogFormat::Auto if std::io::stderr().is_terminal() => LogFormat::Text,
+        LogFormat::Auto if stderr_is_journal() => LogFormat::Journald,
+        LogFormat::Auto => LogFormat::Json,
+        chosen => chosen,
     };
+    if format == LogFormat::Journald {
+        match tracing_journald::layer() {
+            Ok(journald) => {
+                // A second init (tests, a re-init) is harmless: the first subscriber stays.
+                let _ = tracing_subscriber::registry()
+                    .with(filter)
+                    .with(journald.with_syslog_identifier("healthsync".into()))
+                    .try_init();
+                return;
+            }
+            Err(e) => eprintln!("warning: cannot reach the journal ({e}); logging JSON to stderr"),
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    // A second init (tests, or a daemon re-init) is harmless: the first subscriber stays.
-    let _ = if json {
-        builder.json().with_current_span(true).try_init()
-    } else {
+    let _ = if format == LogFormat::Text {
         builder.with_target(false).try_init()
+    } else {
+        builder.json().with_current_span(true).try_init()
     };
+}
+
+/// Whether stderr is connected to the journal: systemd sets `JOURNAL_STREAM=<dev>:<inode>` of the stream
+/// it gave us, and a child that redirected stderr elsewhere no longer matches.
+fn stderr_is_journal() -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let Ok(expected) = std::env::var("JOURNAL_STREAM") else {
+            return false;
+        };
+        let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+            return false;
+        };
+        expected == format!("{}:{}", meta.dev(), meta.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
 }

@@ -6,6 +6,7 @@
 //! `crate::daemon` and `crate::demo`.
 
 mod output;
+mod status;
 
 use std::path::PathBuf;
 
@@ -217,10 +218,38 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         },
         Command::Run => {
-            let config = load_config(g)?;
-            crate::daemon::run(config, shutdown_on_signal())
-                .await
-                .map_err(CliError::Runtime)
+            let config = match load_config(g) {
+                Ok(config) => config,
+                Err(e) => {
+                    crate::telemetry::init("info", crate::config::LogFormat::Auto);
+                    return Err(e);
+                }
+            };
+            let level = match g.verbose {
+                0 => config.daemon.log_level.as_str(),
+                1 => "info",
+                _ => "debug",
+            };
+            crate::telemetry::init(level, config.daemon.log_format);
+            for w in &config.warnings {
+                tracing::warn!(problem = %w, "config warning");
+            }
+            let (path, state_dir) = (g.config.clone(), g.state_dir.clone());
+            let loader: crate::daemon::ConfigLoader = Box::new(move || {
+                let mut config = config::load(&path)?;
+                if let Some(dir) = &state_dir {
+                    config.daemon.state_dir = dir.clone();
+                }
+                Ok(config)
+            });
+            crate::daemon::run(
+                config,
+                loader,
+                crate::daemon::reload_on_sighup(),
+                shutdown_on_signal(),
+            )
+            .await
+            .map_err(CliError::Runtime)
         }
         Command::Sync {
             connectors,
@@ -316,8 +345,22 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Status(JsonFlag { json }) => {
-            let rt = open_runtime(g)?;
-            output::status(&rt, json)?;
+            let config = load_config(g)?;
+            let report = match Store::open(&config.daemon.state_dir) {
+                Ok(store) => {
+                    let rt = Runtime::build(config, store);
+                    crate::status::collect(&rt.config, &rt.store, &rt.build_errors, g.now())?
+                }
+                // The daemon holds the store: ask it instead.
+                Err(StoreError::Locked { path }) => match config.daemon.listen {
+                    Some(addr) => crate::http::local::fetch_status(addr)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("the store at {path} is held by a running daemon, and asking it failed: {e}"))?,
+                    None => return Err(StoreError::Locked { path }.into()),
+                },
+                Err(e) => return Err(e.into()),
+            };
+            status::print(&report, json);
             Ok(())
         }
         Command::Sim {

@@ -10,13 +10,12 @@ use serde_json::json;
 
 use crate::config::{Config, ConfigErrors, Model};
 use crate::outbox::DeliveryReport;
-use crate::pipeline::{Runtime, ScoreRun, ScoreSummary};
+use crate::pipeline::ScoreRun;
 use crate::planner::Plan;
 use crate::scoring::AccountScore;
-use crate::store::StoreError;
 use crate::sync::SyncStatus;
 
-fn print_json(v: &impl serde::Serialize) {
+pub(super) fn print_json(v: &impl serde::Serialize) {
     match serde_json::to_string_pretty(v) {
         Ok(s) => println!("{s}"),
         Err(e) => eprintln!("error: cannot encode output as JSON: {e}"),
@@ -476,88 +475,4 @@ pub fn explain(s: &AccountScore, history: &[(String, AccountScore)], model: &Mod
         }
         None => println!("\nno earlier score to compare with"),
     }
-}
-
-pub fn status(rt: &Runtime, json: bool) -> Result<(), StoreError> {
-    let mut connectors = Vec::new();
-    for c in &rt.config.connectors {
-        let last: Option<SyncStatus> = if c.role == crate::connector::Role::Source {
-            rt.store.status(&format!("sync/{}", c.id))?
-        } else {
-            None
-        };
-        connectors.push((c, last));
-    }
-    let summary: Option<ScoreSummary> = rt.store.meta("last_score_run")?;
-    let delivery: Option<DeliveryReport> = rt.store.status("delivery")?;
-    let dead = rt.store.dead_letters()?;
-    let outbox = rt.store.outbox_len();
-    let projects = rt.store.projects()?;
-    if json {
-        print_json(&json!({
-            "connectors": connectors.iter().map(|(c, s)| json!({"id": c.id, "kind": c.kind, "role": c.role, "enabled": c.enabled, "build_error": rt.build_errors.get(&c.id), "last_sync": s})).collect::<Vec<_>>(),
-            "last_score_run": summary,
-            "outbox_depth": outbox,
-            "dead_letters": dead,
-            "last_delivery": delivery,
-            "projects": projects,
-        }));
-        return Ok(());
-    }
-    println!("connectors:");
-    for (c, s) in &connectors {
-        let state = match (rt.build_errors.get(&c.id), s) {
-            (Some(e), _) => format!("cannot run: {e}"),
-            (None, Some(s)) if s.ok() => format!(
-                "ok, last run {} ({} records)",
-                s.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
-                s.records()
-            ),
-            (None, Some(s)) => format!(
-                "FAILED {}: {}",
-                s.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
-                s.error.clone().unwrap_or_default()
-            ),
-            (None, None) if c.role == crate::connector::Role::Sink => "sink".to_string(),
-            (None, None) => "never synced".to_string(),
-        };
-        println!("  {:<16} {:<12} {state}", c.id, c.kind);
-    }
-    match &summary {
-        Some(s) => {
-            println!(
-                "last scoring: {} accounts as of {}, {} red / {} amber / {} green / {} not scored",
-                s.accounts,
-                s.as_of.format("%Y-%m-%d %H:%M UTC"),
-                s.distribution.red,
-                s.distribution.amber,
-                s.distribution.green,
-                s.distribution.not_scored
-            );
-            for (stream, u) in &s.unmatched {
-                println!(
-                    "  unmatched: {} records in {stream} (e.g. {})",
-                    u.count,
-                    u.examples.join(", ")
-                );
-            }
-        }
-        None => println!("last scoring: never"),
-    }
-    let open = projects
-        .iter()
-        .filter(|p| p.state == crate::store::ProjectState::Open)
-        .count();
-    println!(
-        "outbox: {outbox} queued, {} dead letters; projects: {open} open of {} opened",
-        dead.len(),
-        projects.len()
-    );
-    for d in dead.iter().take(10) {
-        println!(
-            "  dead letter {} ({} attempts): {}",
-            d.entry.key, d.entry.attempts, d.reason
-        );
-    }
-    Ok(())
 }

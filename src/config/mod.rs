@@ -62,14 +62,20 @@ pub struct DaemonConfig {
     /// Six-field cron expressions (with seconds) for the daemon's scoring and delivery jobs.
     pub scoring_schedule: String,
     pub delivery_schedule: String,
+    /// Each scheduled job waits a random time up to this before it starts.
+    pub jitter: Duration,
+    /// How long shutdown waits for in-flight work.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
-    /// Human-readable on a terminal, JSON otherwise.
+    /// Human-readable on a terminal, journald fields when stderr is the journal, JSON otherwise.
     Auto,
     Text,
     Json,
+    /// Structured fields straight into the systemd journal.
+    Journald,
 }
 
 /// One connector instance, from `connectors/<id>.toml`.
@@ -88,6 +94,9 @@ pub struct ConnectorConfig {
     pub streams: Vec<String>,
     pub page_size: Option<u32>,
     pub timeout: Duration,
+    /// Sources: a last successful sync older than this makes the connector stale (status, /metrics,
+    /// /readyz). Defaults to three intervals of its schedule.
+    pub max_age: Duration,
     /// Kind-specific settings, already checked by the kind's `validate_params`.
     pub params: toml::Table,
     pub fields: FieldMap,

@@ -20,6 +20,13 @@ pub struct RawDaemon {
     pub model: Spanned<String>,
     #[serde(default)]
     pub listen: Option<Spanned<String>>,
+    /// Upper bound of the random delay before each scheduled job, so connectors on the same schedule don't
+    /// all hit the network in the same second.
+    #[serde(default)]
+    pub jitter_secs: Option<Spanned<i64>>,
+    /// How long SIGTERM waits for in-flight pages and batches before giving up on them.
+    #[serde(default)]
+    pub shutdown_grace_secs: Option<Spanned<i64>>,
     #[serde(default)]
     pub log: RawLog,
     #[serde(default)]
@@ -61,6 +68,9 @@ pub struct RawConnector {
     pub page_size: Option<Spanned<i64>>,
     #[serde(default)]
     pub timeout_secs: Option<Spanned<i64>>,
+    /// A source whose last successful sync is older than this is stale.
+    #[serde(default)]
+    pub max_age_mins: Option<Spanned<i64>>,
     #[serde(default)]
     pub params: Option<Spanned<toml::Table>>,
     /// Sinks: health output → platform field name.

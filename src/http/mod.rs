@@ -11,6 +11,7 @@
 //! anything. Time comes from an injectable [`Clock`] so retry waits are tested without sleeping.
 
 pub mod clock;
+pub mod local;
 mod retry;
 #[cfg(test)]
 pub mod testing;
@@ -421,6 +422,13 @@ impl HttpClient {
                 error = %err,
                 "retrying request"
             );
+            crate::observe::metrics()
+                .http_retries
+                .get_or_create(&crate::observe::connector(&self.connector))
+                .inc();
+            if hint.is_some() {
+                crate::observe::rate_limit_wait(&self.connector, wait);
+            }
             self.clock.sleep(wait).await;
             waited += wait;
         }
@@ -429,8 +437,11 @@ impl HttpClient {
     /// Waits for the rate limiter.
     async fn acquire(&self) {
         while let Err(not_until) = self.limiter.check() {
-            let wait = not_until.wait_time_from(self.limiter.clock().now());
-            self.clock.sleep(wait.max(Duration::from_millis(1))).await;
+            let wait = not_until
+                .wait_time_from(self.limiter.clock().now())
+                .max(Duration::from_millis(1));
+            crate::observe::rate_limit_wait(&self.connector, wait);
+            self.clock.sleep(wait).await;
         }
     }
 
@@ -446,11 +457,12 @@ impl HttpClient {
         if let Some(body) = call.body {
             rb = rb.json(body);
         }
-        let resp = rb
-            .send()
-            .await
-            .map_err(|e| (network_error(target, &e), None))?;
+        let resp = rb.send().await.map_err(|e| {
+            crate::observe::http_request(&self.connector, None);
+            (network_error(target, &e), None)
+        })?;
         let status = resp.status();
+        crate::observe::http_request(&self.connector, Some(status.as_u16()));
         let headers = resp.headers().clone();
         let bytes = resp
             .bytes()

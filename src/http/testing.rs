@@ -33,6 +33,7 @@ pub fn config(kind: &str, role: Role, base_url: &str, scheme: AuthScheme) -> Con
         streams: Vec::new(),
         page_size: None,
         timeout: Duration::from_secs(10),
+        max_age: Duration::from_secs(3600),
         params: toml::Table::new(),
         fields: FieldMap::default(),
         file: PathBuf::from(format!("connectors/test_{kind}.toml")),

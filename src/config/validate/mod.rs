@@ -122,6 +122,30 @@ pub fn check_cron(expr: &str) -> Result<(), String> {
     }
 }
 
+/// Three intervals of the schedule (a source may miss two runs before it is stale), or a day for a
+/// connector that only runs on demand or whose schedule does not parse (already reported).
+fn default_max_age(schedule: Option<&str>) -> Duration {
+    let day = Duration::from_secs(24 * 3600);
+    let Some(expr) = schedule else {
+        return day;
+    };
+    let parser = CronParser::builder().seconds(Seconds::Required).build();
+    let Ok(cron) = parser.parse(expr) else {
+        return day;
+    };
+    // Any fixed start works: the interval between two consecutive runs is what matters.
+    let start = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH + chrono::Duration::days(20_000);
+    let first = cron.find_next_occurrence(&start, false);
+    let second = first
+        .as_ref()
+        .ok()
+        .and_then(|t| cron.find_next_occurrence(t, false).ok());
+    match (first, second) {
+        (Ok(a), Some(b)) => (b - a).to_std().map(|d| d * 3).unwrap_or(day),
+        _ => day,
+    }
+}
+
 #[derive(Default)]
 pub(super) struct Diagnostics {
     errors: Vec<Diagnostic>,
@@ -283,6 +307,7 @@ fn check_daemon(f: &SourceFile, raw: RawDaemon, out: &mut Diagnostics) -> Daemon
         None | Some("auto") => LogFormat::Auto,
         Some("text") => LogFormat::Text,
         Some("json") => LogFormat::Json,
+        Some("journald") => LogFormat::Journald,
         Some(other) => {
             let span = raw
                 .log
@@ -293,7 +318,7 @@ fn check_daemon(f: &SourceFile, raw: RawDaemon, out: &mut Diagnostics) -> Daemon
             f.err(
                 out,
                 span,
-                format!("unknown log format `{other}`; use auto, text or json"),
+                format!("unknown log format `{other}`; use auto, text, json or journald"),
             );
             LogFormat::Auto
         }
@@ -314,6 +339,16 @@ fn check_daemon(f: &SourceFile, raw: RawDaemon, out: &mut Diagnostics) -> Daemon
     };
     let scoring_schedule = schedule(raw.scoring, "0 */15 * * * *");
     let delivery_schedule = schedule(raw.delivery, "30 */5 * * * *");
+    let mut seconds = |v: Option<Spanned<i64>>, key: &str, max: i64, default: u64| match v {
+        Some(v) if !(0..=max).contains(v.get_ref()) => {
+            f.err(out, v.span(), format!("{key} must be between 0 and {max}"));
+            Duration::from_secs(default)
+        }
+        Some(v) => Duration::from_secs(*v.get_ref() as u64),
+        None => Duration::from_secs(default),
+    };
+    let jitter = seconds(raw.jitter_secs, "jitter_secs", 3600, 10);
+    let shutdown_grace = seconds(raw.shutdown_grace_secs, "shutdown_grace_secs", 600, 20);
     DaemonConfig {
         path: f.path.clone(),
         state_dir: resolve_path(&base, raw.state_dir.get_ref()),
@@ -324,6 +359,8 @@ fn check_daemon(f: &SourceFile, raw: RawDaemon, out: &mut Diagnostics) -> Daemon
         log_level,
         scoring_schedule,
         delivery_schedule,
+        jitter,
+        shutdown_grace,
     }
 }
 
@@ -493,6 +530,15 @@ fn check_connector(
         }
         None => Duration::from_secs(30),
     };
+    let max_age = match &raw.max_age_mins {
+        Some(m) => {
+            if !(1..=525_600).contains(m.get_ref()) {
+                f.err(out, m.span(), "max_age_mins must be between 1 and 525600 (a year)");
+            }
+            Duration::from_secs((*m.get_ref()).clamp(1, 525_600) as u64 * 60)
+        }
+        None => default_max_age(raw.schedule.as_ref().map(|s| s.get_ref().as_str())),
+    };
     let had_params = raw.params.is_some();
     let params = raw
         .params
@@ -572,6 +618,7 @@ fn check_connector(
         streams,
         page_size,
         timeout,
+        max_age,
         params,
         fields,
         file: f.path.clone(),

@@ -1,0 +1,222 @@
+//! What `healthsync status`, `GET /status` and `GET /readyz` report: per-connector runs and freshness,
+//! outbox and dead-letter depth, the last scoring run, and readiness.
+//!
+//! [`collect`] reads the store and the config and builds one serializable [`StatusReport`]; the CLI prints
+//! it, the daemon serves it as JSON (so `healthsync status` works while the daemon holds the store's lock),
+//! and [`StatusReport::readiness`] judges it. Time is passed in. This module formats nothing for people
+//! (that is `cli::output`) and changes nothing in the store.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::connector::Role;
+use crate::outbox::DeliveryReport;
+use crate::pipeline::ScoreSummary;
+use crate::store::{ProjectRecord, ProjectState, Store, StoreError};
+use crate::sync::SyncStatus;
+
+/// Dead letters shown in a status report; the count is always exact.
+const DEAD_LETTER_EXAMPLES: usize = 5;
+
+/// The store key of a source's last fully successful sync time, written by `crate::sync`.
+pub fn last_success_key(connector: &str) -> String {
+    format!("sync_ok/{connector}")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub generated_at: DateTime<Utc>,
+    /// Set when a running daemon produced the report.
+    pub daemon: Option<DaemonInfo>,
+    pub connectors: Vec<ConnectorStatus>,
+    pub outbox_depth: usize,
+    pub dead_letter_count: usize,
+    /// The newest few, newest first.
+    pub dead_letters: Vec<DeadLetterSummary>,
+    pub last_score_run: Option<ScoreSummary>,
+    pub last_delivery: Option<DeliveryReport>,
+    pub projects_open: usize,
+    pub projects_pending: usize,
+    pub projects_resolved: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    pub pid: u32,
+    pub started_at: DateTime<Utc>,
+    pub config: String,
+    /// The last SIGHUP reload, if any: when, and the errors that made it keep the old config.
+    pub last_reload: Option<ReloadOutcome>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadOutcome {
+    pub at: DateTime<Utc>,
+    pub applied: bool,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectorStatus {
+    pub id: String,
+    pub kind: String,
+    pub role: Role,
+    pub enabled: bool,
+    pub schedule: Option<String>,
+    /// Why the connector cannot run (a missing secret, bad params), if it cannot.
+    pub build_error: Option<String>,
+    pub last_run: Option<SyncStatus>,
+    pub last_success: Option<DateTime<Utc>>,
+    pub max_age_secs: u64,
+    /// An enabled source whose last success is older than `max_age` (or that never succeeded).
+    pub stale: bool,
+    /// Where each stream's incremental sync stands (the kind's opaque cursor).
+    pub cursors: BTreeMap<String, serde_json::Value>,
+}
+
+impl ConnectorStatus {
+    /// Its last run failed (or it cannot be built): "failing", as opposed to merely not run yet.
+    pub fn failing(&self) -> bool {
+        self.build_error.is_some()
+            || self
+                .last_run
+                .as_ref()
+                .is_some_and(|r| !r.interrupted && !r.ok())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetterSummary {
+    pub sink: String,
+    pub account: String,
+    pub key: String,
+    pub reason: String,
+    pub attempts: u32,
+    pub failed_at: DateTime<Utc>,
+}
+
+/// The verdict of `GET /readyz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub problems: Vec<String>,
+}
+
+impl StatusReport {
+    /// Ready unless a source has been failing for longer than its max age. A source that has simply not
+    /// run yet is not failing, so a freshly started daemon is ready; its store is open by construction.
+    pub fn readiness(&self) -> Readiness {
+        let problems: Vec<String> = self
+            .connectors
+            .iter()
+            .filter(|c| c.stale && c.failing())
+            .map(|c| {
+                let since = match c.last_success {
+                    Some(t) => format!("last success {}", t.format("%Y-%m-%d %H:%M:%S UTC")),
+                    None => "never succeeded".to_string(),
+                };
+                let error = c
+                    .build_error
+                    .clone()
+                    .or_else(|| c.last_run.as_ref().and_then(|r| r.error.clone()))
+                    .unwrap_or_default();
+                format!(
+                    "connector {} failing beyond its max age of {}s ({since}): {error}",
+                    c.id, c.max_age_secs
+                )
+            })
+            .collect();
+        Readiness {
+            ready: problems.is_empty(),
+            problems,
+        }
+    }
+
+    /// Accounts per band in the last scoring run: (red, amber, green, not scored).
+    pub fn bands(&self) -> Option<[(&'static str, usize); 4]> {
+        self.last_score_run.as_ref().map(|s| {
+            let d = &s.distribution;
+            [
+                ("red", d.red),
+                ("amber", d.amber),
+                ("green", d.green),
+                ("not_scored", d.not_scored),
+            ]
+        })
+    }
+}
+
+/// Builds the report from the store, as of `now`.
+pub fn collect(
+    config: &Config,
+    store: &Store,
+    build_errors: &BTreeMap<String, String>,
+    now: DateTime<Utc>,
+) -> Result<StatusReport, StoreError> {
+    let mut connectors = Vec::new();
+    for c in &config.connectors {
+        let source = c.role == Role::Source;
+        let (last_run, last_success) = if source {
+            (
+                store.status::<SyncStatus>(&format!("sync/{}", c.id))?,
+                store.status::<DateTime<Utc>>(&last_success_key(&c.id))?,
+            )
+        } else {
+            (None, None)
+        };
+        let max_age = chrono::Duration::from_std(c.max_age).unwrap_or(chrono::Duration::MAX);
+        let stale = source && c.enabled && last_success.is_none_or(|t| now - t > max_age);
+        let mut cursors = BTreeMap::new();
+        if let Some(run) = &last_run {
+            for s in &run.streams {
+                if let Some(cursor) = store.cursor(&c.id, &s.stream)? {
+                    cursors.insert(s.stream.clone(), cursor.0);
+                }
+            }
+        }
+        connectors.push(ConnectorStatus {
+            id: c.id.clone(),
+            kind: c.kind.clone(),
+            role: c.role,
+            enabled: c.enabled,
+            schedule: c.schedule.clone(),
+            build_error: build_errors.get(&c.id).cloned(),
+            last_run,
+            last_success,
+            max_age_secs: c.max_age.as_secs(),
+            stale,
+            cursors,
+        });
+    }
+    let mut dead = store.dead_letters()?;
+    dead.sort_by_key(|d| std::cmp::Reverse(d.failed_at));
+    let projects = store.projects()?;
+    let count = |f: fn(&ProjectRecord) -> bool| projects.iter().filter(|p| f(p)).count();
+    Ok(StatusReport {
+        generated_at: now,
+        daemon: None,
+        outbox_depth: store.outbox_len(),
+        dead_letter_count: dead.len(),
+        dead_letters: dead
+            .into_iter()
+            .take(DEAD_LETTER_EXAMPLES)
+            .map(|d| DeadLetterSummary {
+                sink: d.entry.sink.clone(),
+                account: d.entry.op.account().account_id.clone(),
+                key: d.entry.key.clone(),
+                reason: d.reason,
+                attempts: d.entry.attempts,
+                failed_at: d.failed_at,
+            })
+            .collect(),
+        last_score_run: store.meta("last_score_run")?,
+        last_delivery: store.status("delivery")?,
+        projects_open: count(|p| p.state == ProjectState::Open),
+        projects_pending: count(|p| p.state == ProjectState::Pending),
+        projects_resolved: count(|p| matches!(p.state, ProjectState::Resolved { .. })),
+        connectors,
+    })
+}
