@@ -112,10 +112,7 @@ pub fn print(report: &StatusReport, json: bool) {
                 } else {
                     String::new()
                 };
-                println!(
-                    "    {:<20} {} stored{newest}{rejected}",
-                    s.stream, s.stored
-                );
+                println!("    {:<20} {} stored{newest}{rejected}", s.stream, s.stored);
             }
         }
     }

@@ -52,7 +52,10 @@ impl JobGuards {
         };
         let mut busy = Vec::new();
         for (name, guard) in all {
-            if tokio::time::timeout_at(deadline, guard.lock()).await.is_err() {
+            if tokio::time::timeout_at(deadline, guard.lock())
+                .await
+                .is_err()
+            {
                 busy.push(name);
             }
         }
@@ -169,8 +172,11 @@ async fn run_sync(rt: &Runtime, id: &str, shutdown: &watch::Receiver<bool>) {
 /// Waits for in-flight syncs the model reads (so it never scores a half-synced connector), then scores,
 /// plans and enqueues.
 async fn run_scoring(rt: &Runtime, ctx: &JobContext) {
-    let inputs: std::collections::BTreeSet<String> =
-        rt.model_streams().into_iter().map(|s| s.connector).collect();
+    let inputs: std::collections::BTreeSet<String> = rt
+        .model_streams()
+        .into_iter()
+        .map(|s| s.connector)
+        .collect();
     for connector in &inputs {
         let guard = ctx.guards.get(&sync_job(connector));
         let mut sd = ctx.shutdown.clone();

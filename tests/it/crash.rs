@@ -4,60 +4,13 @@
 //! on the simulated platform.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use healthsync::store::Store;
 
-use crate::support::bin;
-
-struct Sim {
-    child: Child,
-    addr: String,
-    config: std::path::PathBuf,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_sim(dir: &Path, seed: &str) -> Sim {
-    let mut child = Command::new(bin())
-        .args([
-            "sim",
-            "--accounts",
-            "300",
-            "--seed",
-            seed,
-            "--config-out",
-            dir.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().unwrap().unwrap();
-    let addr = first.rsplit("http://").next().unwrap().trim().to_string();
-    // Wait until the config is written (the line after the vendor list says so).
-    for line in lines.by_ref() {
-        if line.unwrap().starts_with("config written") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Sim {
-        child,
-        addr,
-        config: dir.join("healthsync.toml"),
-    }
-}
+use crate::support::{bin, start_sim, Sim};
 
 /// Every run of the comparison takes the same "now" (noon of the simulated day, which starts at UTC
 /// midnight), so scores do not drift with the seconds between runs.

@@ -6,6 +6,7 @@
 mod support;
 
 mod crash;
+mod daemon;
 mod pipeline;
 mod tidy;
 mod validate;

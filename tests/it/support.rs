@@ -1,7 +1,8 @@
 //! Shared helpers: a temporary copy of the shipped config, and running the binary.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Child, Command, Output, Stdio};
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_healthsync"))
@@ -73,4 +74,52 @@ pub fn run(args: &[&str]) -> Output {
 
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// `healthsync sim` in a child process, with the config it wrote for its APIs.
+pub struct Sim {
+    pub child: Child,
+    pub addr: String,
+    pub config: PathBuf,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the simulator for 300 accounts and waits until its config is written into `dir`.
+pub fn start_sim(dir: &Path, seed: &str) -> Sim {
+    let mut child = Command::new(bin())
+        .args([
+            "sim",
+            "--accounts",
+            "300",
+            "--seed",
+            seed,
+            "--config-out",
+            dir.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr = first.rsplit("http://").next().unwrap().trim().to_string();
+    // Wait until the config is written (the line after the vendor list says so).
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("config written") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Sim {
+        child,
+        addr,
+        config: dir.join("healthsync.toml"),
+    }
 }

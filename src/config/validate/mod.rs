@@ -533,7 +533,11 @@ fn check_connector(
     let max_age = match &raw.max_age_mins {
         Some(m) => {
             if !(1..=525_600).contains(m.get_ref()) {
-                f.err(out, m.span(), "max_age_mins must be between 1 and 525600 (a year)");
+                f.err(
+                    out,
+                    m.span(),
+                    "max_age_mins must be between 1 and 525600 (a year)",
+                );
             }
             Duration::from_secs((*m.get_ref()).clamp(1, 525_600) as u64 * 60)
         }
