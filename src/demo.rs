@@ -81,7 +81,7 @@ pub fn write_config(
             .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
     }
     let secrets = dir.join("secrets");
-    let daemon = "# Written by healthsync for the simulated APIs.\nversion = 1\nstate_dir = \"state\"\nconnectors_dir = \"connectors\"\nmodel = \"models/starter.toml\"\n\n[scoring]\nschedule = \"*/20 * * * * *\"\n\n[delivery]\nschedule = \"*/10 * * * * *\"\n";
+    let daemon = "# Written by healthsync for the simulated APIs.\nversion = 1\nstate_dir = \"state\"\nconnectors_dir = \"connectors\"\nmodel = \"models/starter.toml\"\njitter_secs = 2\n\n[scoring]\nschedule = \"*/20 * * * * *\"\n\n[delivery]\nschedule = \"*/10 * * * * *\"\n";
     write_file(&dir.join("healthsync.toml"), daemon)?;
     write_file(&dir.join("models/starter.toml"), STARTER_MODEL)?;
     // The shipped connector files, pointed at the simulator: same kinds, params and field maps, with the

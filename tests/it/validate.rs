@@ -68,6 +68,62 @@ fn bad_cron_expression() {
 }
 
 #[test]
+fn daemon_timing_keys_out_of_range_are_all_reported() {
+    let c = ConfigCopy::new();
+    c.edit(
+        "config/healthsync.toml",
+        "jitter_secs = 10",
+        "jitter_secs = -1",
+    );
+    c.edit(
+        "config/healthsync.toml",
+        "shutdown_grace_secs = 20",
+        "shutdown_grace_secs = 100000",
+    );
+    let err = assert_invalid(
+        &c,
+        "config/healthsync.toml:19",
+        "jitter_secs must be between 0 and 3600",
+    );
+    let line = c.path("config/healthsync.toml:22").display().to_string();
+    assert!(err.contains(&line), "{err}");
+    assert!(
+        err.contains("shutdown_grace_secs must be between 0 and 600"),
+        "{err}"
+    );
+}
+
+#[test]
+fn max_age_out_of_range() {
+    let c = ConfigCopy::new();
+    c.edit(
+        "connectors/stripe.toml",
+        "schedule = \"0 5 * * * *\"",
+        "schedule = \"0 5 * * * *\"\nmax_age_mins = 0",
+    );
+    assert_invalid(
+        &c,
+        "connectors/stripe.toml:5",
+        "max_age_mins must be between 1 and 525600",
+    );
+}
+
+#[test]
+fn unknown_log_format_lists_the_known_ones() {
+    let c = ConfigCopy::new();
+    c.edit(
+        "config/healthsync.toml",
+        "format = \"auto\"",
+        "format = \"syslog\"",
+    );
+    assert_invalid(
+        &c,
+        "config/healthsync.toml",
+        "unknown log format `syslog`; use auto, text, json or journald",
+    );
+}
+
+#[test]
 fn missing_model_file() {
     let c = ConfigCopy::new();
     c.edit(

@@ -721,3 +721,30 @@ fn check_auth(
         header: raw.header.map(Spanned::into_inner),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_max_age_is_three_schedule_intervals() {
+        assert_eq!(
+            default_max_age(Some("0 */30 * * * *")),
+            Duration::from_secs(90 * 60)
+        );
+        assert_eq!(
+            default_max_age(Some("*/3 * * * * *")),
+            Duration::from_secs(9)
+        );
+        assert_eq!(
+            default_max_age(Some("0 0 6 * * *")),
+            Duration::from_secs(3 * 24 * 3600)
+        );
+        // On demand, or a schedule already reported as broken: a day.
+        assert_eq!(default_max_age(None), Duration::from_secs(24 * 3600));
+        assert_eq!(
+            default_max_age(Some("nope")),
+            Duration::from_secs(24 * 3600)
+        );
+    }
+}
