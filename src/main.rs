@@ -6,6 +6,9 @@ use healthsync::config::LogFormat;
 
 fn main() {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run) {
+        die_quietly_on_closed_pipe();
+    }
     // Interactive commands keep stderr for warnings and progress. The daemon sets up logging itself, from
     // its config's [log] section, once it has read it.
     if !matches!(cli.command, Command::Run) {
@@ -46,4 +49,16 @@ fn main() {
     // Don't wait for background tasks (signal listeners, a served simulator) to notice.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     std::process::exit(code);
+}
+
+/// `healthsync status --json | head` must end quietly when `head` closes the pipe, as Unix tools do, not
+/// panic in `println!`. Rust ignores SIGPIPE by default; restore the default action for the short-lived
+/// commands. The daemon keeps ignoring it: a write to a restarted journal must not kill it.
+fn die_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called at the start of `main`, before any other thread exists; setting a signal's action to
+    // its default has no other precondition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

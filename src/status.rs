@@ -220,3 +220,111 @@ pub fn collect(
         connectors,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::StreamOutcome;
+
+    fn at(h: u32) -> DateTime<Utc> {
+        use chrono::TimeZone as _;
+        Utc.with_ymd_and_hms(2026, 11, 23, h, 0, 0)
+            .single()
+            .expect("valid time")
+    }
+
+    fn run(ok: bool, interrupted: bool) -> SyncStatus {
+        SyncStatus {
+            connector: "crm".into(),
+            kind: "hubspot".into(),
+            started_at: at(11),
+            duration_ms: 10,
+            streams: vec![StreamOutcome {
+                stream: "companies".into(),
+                pages: 1,
+                records: 1,
+                changed: 1,
+                rejected: 0,
+                rejections: Vec::new(),
+                stored: 1,
+                error: (!ok).then(|| "http 500".to_string()),
+                high_water: None,
+            }],
+            error: (!ok).then(|| "stream companies failed".to_string()),
+            interrupted,
+        }
+    }
+
+    fn connector(
+        last_run: Option<SyncStatus>,
+        last_success: Option<DateTime<Utc>>,
+    ) -> ConnectorStatus {
+        let now = at(12);
+        let max_age = chrono::Duration::hours(3);
+        ConnectorStatus {
+            id: "crm".into(),
+            kind: "hubspot".into(),
+            role: Role::Source,
+            enabled: true,
+            schedule: Some("0 0 * * * *".into()),
+            build_error: None,
+            last_run,
+            last_success,
+            max_age_secs: 3 * 3600,
+            stale: last_success.is_none_or(|t| now - t > max_age),
+            cursors: BTreeMap::new(),
+        }
+    }
+
+    fn report(connectors: Vec<ConnectorStatus>) -> StatusReport {
+        StatusReport {
+            generated_at: at(12),
+            daemon: None,
+            connectors,
+            outbox_depth: 0,
+            dead_letter_count: 0,
+            dead_letters: Vec::new(),
+            last_score_run: None,
+            last_delivery: None,
+            projects_open: 0,
+            projects_pending: 0,
+            projects_resolved: 0,
+        }
+    }
+
+    #[test]
+    fn readiness_fails_only_for_a_source_failing_beyond_its_max_age() {
+        // Not run yet: not failing, so ready (a fresh daemon is ready).
+        assert!(report(vec![connector(None, None)]).readiness().ready);
+        // Failing, but its last success is within max age: still ready.
+        assert!(
+            report(vec![connector(Some(run(false, false)), Some(at(10)))])
+                .readiness()
+                .ready
+        );
+        // Stale but its last run succeeded (its schedule stopped): reported stale, not unready.
+        assert!(
+            report(vec![connector(Some(run(true, false)), Some(at(1)))])
+                .readiness()
+                .ready
+        );
+        // Interrupted by a shutdown is not a failure.
+        assert!(
+            report(vec![connector(Some(run(false, true)), Some(at(1)))])
+                .readiness()
+                .ready
+        );
+        // Failing and the last success is older than max age: not ready, and the reason names it.
+        let verdict = report(vec![connector(Some(run(false, false)), Some(at(1)))]).readiness();
+        assert!(!verdict.ready);
+        assert_eq!(verdict.problems.len(), 1);
+        assert!(verdict.problems[0].contains("connector crm failing beyond its max age of 10800s"));
+        assert!(verdict.problems[0].contains("stream companies failed"));
+        // A connector that cannot be built and never succeeded is failing.
+        let mut broken = connector(None, None);
+        broken.build_error = Some("secret env:CRM_TOKEN is not set".into());
+        let verdict = report(vec![broken]).readiness();
+        assert!(!verdict.ready);
+        assert!(verdict.problems[0].contains("never succeeded"));
+    }
+}

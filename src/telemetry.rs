@@ -16,7 +16,9 @@ use crate::config::LogFormat;
 
 /// Installs the global subscriber. `RUST_LOG` wins over `level` when set.
 pub fn init(level: &str, format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // The scheduler crate narrates every job it creates at info; only its warnings are news to an operator.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},tokio_cron_scheduler=warn")));
     let format = match format {
         LogFormat::Auto if std::io::stderr().is_terminal() => LogFormat::Text,
         LogFormat::Auto if stderr_is_journal() => LogFormat::Journald,
