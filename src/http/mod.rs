@@ -1,9 +1,11 @@
 //! The HTTP engine: the only builder of reqwest clients and the only place a secret becomes a header.
 //!
 //! One [`HttpClient`] per connector: rustls, the connector's timeout, user agent `healthsync/<version>`,
-//! auth injected per request from the resolved secrets (bearer, basic, vendor header), a governor rate
+//! auth injected per request from the resolved secrets (bearer, basic, vendor header, OAuth 2.0
+//! client-credentials or refresh-token grants with a cached access token, `oauth2.rs`), a governor rate
 //! limiter awaited before every attempt, and retries with full-jitter exponential backoff that honour
-//! `Retry-After`. Failures come back as a classified [`HttpError`] naming the connector, the method and the
+//! `Retry-After`. With OAuth 2.0, a 401 drops the cached token and the call is retried once with a fresh
+//! one. Failures come back as a classified [`HttpError`] naming the connector, the method and the
 //! request path (never the query string, never a header). A kind may install a [`Classifier`] to map its
 //! vendor's throttle signals (HubSpot's daily quota, Vitally's `RateLimit-Reset`) onto the engine.
 //!
@@ -11,6 +13,7 @@
 //! anything. Time comes from an injectable [`Clock`] so retry waits are tested without sleeping.
 
 pub mod clock;
+mod oauth2;
 mod retry;
 #[cfg(test)]
 pub mod testing;
@@ -154,6 +157,7 @@ enum Auth {
         name: HeaderName,
         value: SecretString,
     },
+    OAuth2(Box<oauth2::OAuth2>),
 }
 
 impl fmt::Debug for Auth {
@@ -162,6 +166,7 @@ impl fmt::Debug for Auth {
             Auth::Bearer(_) => "bearer",
             Auth::Basic { .. } => "basic",
             Auth::Header { .. } => "api_key_header",
+            Auth::OAuth2(o) => o.scheme_name(),
         })
     }
 }
@@ -204,6 +209,9 @@ impl Auth {
                 })?;
                 Auth::Header { name, value }
             }
+            AuthScheme::OAuth2ClientCredentials | AuthScheme::OAuth2RefreshToken => {
+                Auth::OAuth2(Box::new(oauth2::OAuth2::from_config(config, secrets)?))
+            }
         })
     }
 
@@ -222,6 +230,8 @@ impl Auth {
                 // Unreachable: checked when the client was built.
                 Err(_) => rb,
             },
+            // The access token is fetched asynchronously; `HttpClient::execute` sets it.
+            Auth::OAuth2(_) => rb,
         }
     }
 }
@@ -245,6 +255,8 @@ pub struct Call<'a> {
     pub body: Option<&'a Value>,
     /// Non-2xx statuses the caller handles itself (returned as `Ok`, never retried), e.g. 404 or 409.
     pub accept: &'a [StatusCode],
+    /// Extra request headers (not secrets), e.g. Salesforce's `Sforce-Query-Options`.
+    pub headers: &'a [(&'a str, String)],
 }
 
 impl<'a> Call<'a> {
@@ -255,6 +267,7 @@ impl<'a> Call<'a> {
             query: &[],
             body: None,
             accept: &[],
+            headers: &[],
         }
     }
 }
@@ -398,13 +411,28 @@ impl HttpClient {
         };
         let mut waited = Duration::ZERO;
         let mut attempt: u32 = 0;
+        let mut refreshed = false;
         loop {
             attempt += 1;
             self.acquire().await;
-            let (err, hint) = match self.attempt(&call, &url, &target).await {
+            let result = match self.oauth_token().await {
+                Ok(token) => self.attempt(&call, &url, &target, token.as_ref()).await,
+                Err(e) => Err(e),
+            };
+            let (err, hint) = match result {
                 Ok(r) => return Ok(r),
                 Err(e) => e,
             };
+            // A refused OAuth token: drop it and retry once with a fresh one (not counted as a retry).
+            if let (Auth::OAuth2(o), HttpError::Auth { status, target: t }) = (&self.auth, &err) {
+                if *status == StatusCode::UNAUTHORIZED && !refreshed && t.path == target.path {
+                    tracing::debug!(connector = %self.connector, path = %target.path, "access token refused; fetching a new one");
+                    o.invalidate().await;
+                    refreshed = true;
+                    attempt -= 1;
+                    continue;
+                }
+            }
             if !err.retry_now() || attempt >= self.policy.max_attempts {
                 return Err(err);
             }
@@ -426,6 +454,17 @@ impl HttpClient {
         }
     }
 
+    /// The OAuth 2.0 access token to send, when the connector uses OAuth 2.0.
+    async fn oauth_token(&self) -> Result<Option<SecretString>, (HttpError, Option<Duration>)> {
+        match &self.auth {
+            Auth::OAuth2(o) => o
+                .access_token(&self.client, self.clock.as_ref(), &self.connector)
+                .await
+                .map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// Waits for the rate limiter.
     async fn acquire(&self) {
         while let Err(not_until) = self.limiter.check() {
@@ -440,9 +479,16 @@ impl HttpClient {
         call: &Call<'_>,
         url: &Url,
         target: &RequestTarget,
+        oauth_token: Option<&SecretString>,
     ) -> Result<JsonResponse, (HttpError, Option<Duration>)> {
         let mut rb = self.client.request(call.method.clone(), url.clone());
-        rb = self.auth.apply(rb);
+        rb = match oauth_token {
+            Some(token) => rb.bearer_auth(token.expose_secret()),
+            None => self.auth.apply(rb),
+        };
+        for (name, value) in call.headers {
+            rb = rb.header(*name, value.as_str());
+        }
         if let Some(body) = call.body {
             rb = rb.json(body);
         }
