@@ -83,6 +83,23 @@ pub fn oauth2_config(
     token_url: &str,
     scheme: AuthScheme,
 ) -> (ConnectorConfig, ResolvedSecrets) {
+    oauth2_config_with(
+        kind,
+        base_url,
+        token_url,
+        scheme,
+        ["cid_test", "csecret_test", "rt_test"],
+    )
+}
+
+/// [`oauth2_config`] with explicit `[client_id, client_secret, refresh_token]` values.
+pub fn oauth2_config_with(
+    kind: &str,
+    base_url: &str,
+    token_url: &str,
+    scheme: AuthScheme,
+    [client_id, client_secret, refresh_token]: [&str; 3],
+) -> (ConnectorConfig, ResolvedSecrets) {
     let mut cfg = config(kind, Role::Source, base_url, scheme);
     let dir = tempfile::tempdir().expect("tempdir");
     let put = |name: &str, value: &str| {
@@ -92,10 +109,10 @@ pub fn oauth2_config(
     };
     cfg.auth.oauth2 = Some(OAuth2Settings {
         token_url: reqwest::Url::parse(token_url).expect("token url"),
-        client_id: put("client_id", "cid_test"),
-        client_secret: put("client_secret", "csecret_test"),
+        client_id: put("client_id", client_id),
+        client_secret: put("client_secret", client_secret),
         refresh_token: (scheme == AuthScheme::OAuth2RefreshToken)
-            .then(|| put("refresh_token", "rt_test")),
+            .then(|| put("refresh_token", refresh_token)),
         scope: None,
     });
     let secrets = ResolvedSecrets::resolve(&cfg.auth).expect("resolve secrets");

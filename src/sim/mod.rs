@@ -10,6 +10,7 @@
 //! so rejected credentials never consume the budget.
 
 mod hubspot;
+pub mod salesforce;
 mod stripe;
 mod usage;
 mod vitally;
@@ -60,6 +61,8 @@ pub struct SimRateLimits {
     pub stripe_per_sec: u32,
     pub usage_per_min: u32,
     pub vitally_per_min: u32,
+    /// Salesforce's org-wide API allocation per 24 h (`Sforce-Limit-Info`).
+    pub salesforce_per_day: u32,
 }
 
 impl Default for SimRateLimits {
@@ -69,6 +72,7 @@ impl Default for SimRateLimits {
             stripe_per_sec: 100,
             usage_per_min: 600,
             vitally_per_min: 1000,
+            salesforce_per_day: 100_000,
         }
     }
 }
@@ -81,6 +85,7 @@ impl SimRateLimits {
             stripe_per_sec: u32::MAX,
             usage_per_min: u32::MAX,
             vitally_per_min: u32::MAX,
+            salesforce_per_day: u32::MAX,
         }
     }
 }
@@ -91,6 +96,7 @@ pub enum Vendor {
     Stripe,
     Usage,
     Vitally,
+    Salesforce,
 }
 
 impl Vendor {
@@ -101,6 +107,7 @@ impl Vendor {
             Vendor::Stripe => "/stripe",
             Vendor::Usage => "/usage",
             Vendor::Vitally => "/vitally",
+            Vendor::Salesforce => "/salesforce",
         }
     }
 }
@@ -146,6 +153,7 @@ pub(crate) struct SimState {
     pub(crate) stripe: stripe::StripeState,
     pub(crate) usage: usage::UsageState,
     pub(crate) vitally: vitally::VitallyState,
+    pub(crate) salesforce: salesforce::SalesforceState,
     pub(crate) received: Mutex<Vec<ReceivedRequest>>,
 }
 
@@ -159,6 +167,7 @@ impl SimState {
             stripe: stripe::StripeState::new(&world, limits.stripe_per_sec),
             usage: usage::UsageState::new(&world, limits.usage_per_min),
             vitally: vitally::VitallyState::new(&world, limits.vitally_per_min),
+            salesforce: salesforce::SalesforceState::new(&world, limits.salesforce_per_day),
             received: Mutex::new(Vec::new()),
             world,
         }
@@ -270,6 +279,7 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         .nest(Vendor::Stripe.prefix(), stripe::router(&state))
         .nest(Vendor::Usage.prefix(), usage::router(&state))
         .nest(Vendor::Vitally.prefix(), vitally::router(&state))
+        .nest(Vendor::Salesforce.prefix(), salesforce::router(&state))
         .route("/_sim/received", get(sim_received))
         .route("/_sim/state", get(sim_state))
         .route("/_sim/truth", get(sim_truth))

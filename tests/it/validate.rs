@@ -287,3 +287,38 @@ fn json_output_lists_errors() {
     assert_eq!(v["valid"], false);
     assert_eq!(v["errors"][0]["line"], 2);
 }
+
+#[test]
+fn oauth2_auth_keys_are_checked_with_their_lines() {
+    let c = ConfigCopy::new();
+    c.edit(
+        "connectors/salesforce.toml",
+        "client_secret = \"env:SALESFORCE_CLIENT_SECRET\"\n",
+        "",
+    );
+    c.edit(
+        "connectors/salesforce.toml",
+        "token_url = \"https://yourcompany.my.salesforce.com/services/oauth2/token\"",
+        "token_url = \"login.salesforce.com\"",
+    );
+    let text = assert_invalid(
+        &c,
+        "connectors/salesforce.toml:12",
+        "auth.token_url must be an http or https URL with a host",
+    );
+    assert!(
+        text.contains("connectors/salesforce.toml:10: auth scheme oauth2_client_credentials needs `client_secret`"),
+        "{text}"
+    );
+    let c = ConfigCopy::new();
+    c.edit(
+        "connectors/stripe.toml",
+        "scheme = \"bearer\"",
+        "scheme = \"bearer\"\nclient_id = \"env:X\"",
+    );
+    assert_invalid(
+        &c,
+        "connectors/stripe.toml:10",
+        "auth.client_id is only used by the oauth2_client_credentials and oauth2_refresh_token schemes",
+    );
+}

@@ -6,13 +6,17 @@ use super::KindSpec;
 
 pub mod common;
 pub mod hubspot;
+pub mod salesforce;
 pub mod stripe;
+#[cfg(test)]
+pub mod testkit;
 pub mod usage_feed;
 pub mod vitally;
 
 /// Every kind healthsync can build, sources first.
 pub static KINDS: &[&KindSpec] = &[
     &hubspot::SPEC,
+    &salesforce::SPEC,
     &stripe::SPEC,
     &usage_feed::SPEC,
     &vitally::SPEC,
