@@ -27,6 +27,7 @@ const SHIPPED_STRIPE: &str = include_str!("../connectors/stripe.toml");
 const SHIPPED_USAGE: &str = include_str!("../connectors/usage.toml");
 const SHIPPED_VITALLY: &str = include_str!("../connectors/vitally.toml");
 const SHIPPED_SALESFORCE: &str = include_str!("../connectors/salesforce.toml");
+const SHIPPED_CHARGEBEE: &str = include_str!("../connectors/chargebee.toml");
 
 /// The simulated world's "now": the start of today (UTC). Records are generated relative to it and the demo
 /// scores as of it, so two runs of the same seed on the same day give identical scores; and it is never
@@ -49,6 +50,7 @@ fn demo_limits() -> SimRateLimits {
         usage_per_min: 30_000,
         vitally_per_min: 60_000,
         salesforce_per_day: 100_000,
+        chargebee_per_min: 30_000,
     }
 }
 
@@ -130,6 +132,14 @@ pub fn write_config(
             // The org's quota is daily (enforced through Sforce-Limit-Info); this only paces bursts.
             (100, 1),
             "30 * * * * *",
+        ),
+        (
+            "chargebee",
+            SHIPPED_CHARGEBEE,
+            Vendor::Chargebee,
+            sim::chargebee::API_KEY,
+            per_min(limits.chargebee_per_min),
+            "40 * * * * *",
         ),
     ];
     for (id, shipped, vendor, token, (requests, per_secs), schedule) in connectors {

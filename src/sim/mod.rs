@@ -9,6 +9,7 @@
 //! Rate limits use real-time windows. Every vendor authenticates before it counts a request,
 //! so rejected credentials never consume the budget.
 
+pub mod chargebee;
 mod hubspot;
 pub mod salesforce;
 mod stripe;
@@ -63,6 +64,8 @@ pub struct SimRateLimits {
     pub vitally_per_min: u32,
     /// Salesforce's org-wide API allocation per 24 h (`Sforce-Limit-Info`).
     pub salesforce_per_day: u32,
+    /// Chargebee's per-minute site limit (Performance plan: 1,000).
+    pub chargebee_per_min: u32,
 }
 
 impl Default for SimRateLimits {
@@ -73,6 +76,7 @@ impl Default for SimRateLimits {
             usage_per_min: 600,
             vitally_per_min: 1000,
             salesforce_per_day: 100_000,
+            chargebee_per_min: 1000,
         }
     }
 }
@@ -86,6 +90,7 @@ impl SimRateLimits {
             usage_per_min: u32::MAX,
             vitally_per_min: u32::MAX,
             salesforce_per_day: u32::MAX,
+            chargebee_per_min: u32::MAX,
         }
     }
 }
@@ -97,6 +102,7 @@ pub enum Vendor {
     Usage,
     Vitally,
     Salesforce,
+    Chargebee,
 }
 
 impl Vendor {
@@ -108,6 +114,7 @@ impl Vendor {
             Vendor::Usage => "/usage",
             Vendor::Vitally => "/vitally",
             Vendor::Salesforce => "/salesforce",
+            Vendor::Chargebee => "/chargebee",
         }
     }
 }
@@ -154,6 +161,7 @@ pub(crate) struct SimState {
     pub(crate) usage: usage::UsageState,
     pub(crate) vitally: vitally::VitallyState,
     pub(crate) salesforce: salesforce::SalesforceState,
+    pub(crate) chargebee: chargebee::ChargebeeState,
     pub(crate) received: Mutex<Vec<ReceivedRequest>>,
 }
 
@@ -168,6 +176,7 @@ impl SimState {
             usage: usage::UsageState::new(&world, limits.usage_per_min),
             vitally: vitally::VitallyState::new(&world, limits.vitally_per_min),
             salesforce: salesforce::SalesforceState::new(&world, limits.salesforce_per_day),
+            chargebee: chargebee::ChargebeeState::new(&world, limits.chargebee_per_min),
             received: Mutex::new(Vec::new()),
             world,
         }
@@ -280,6 +289,7 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         .nest(Vendor::Usage.prefix(), usage::router(&state))
         .nest(Vendor::Vitally.prefix(), vitally::router(&state))
         .nest(Vendor::Salesforce.prefix(), salesforce::router(&state))
+        .nest(Vendor::Chargebee.prefix(), chargebee::router(&state))
         .route("/_sim/received", get(sim_received))
         .route("/_sim/state", get(sim_state))
         .route("/_sim/truth", get(sim_truth))

@@ -203,11 +203,7 @@ fn base(id: &str, created: DateTime<Utc>, modified: DateTime<Utc>) -> Map<String
     m
 }
 
-fn gen_account(
-    a: &SimAccount,
-    now: DateTime<Utc>,
-    out: &mut BTreeMap<&'static str, Vec<Row>>,
-) {
+fn gen_account(a: &SimAccount, now: DateTime<Utc>, out: &mut BTreeMap<&'static str, Vec<Row>>) {
     let seed = a.hubspot_id.parse::<u64>().unwrap_or(7) ^ 0x5a1e_5f0c_e000_0001;
     let rng = &mut StdRng::seed_from_u64(seed);
     let t = a.trajectory;

@@ -4,6 +4,7 @@
 
 use super::KindSpec;
 
+pub mod chargebee;
 pub mod common;
 pub mod hubspot;
 pub mod salesforce;
@@ -17,6 +18,7 @@ pub mod vitally;
 pub static KINDS: &[&KindSpec] = &[
     &hubspot::SPEC,
     &salesforce::SPEC,
+    &chargebee::SPEC,
     &stripe::SPEC,
     &usage_feed::SPEC,
     &vitally::SPEC,
