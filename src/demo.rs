@@ -28,6 +28,7 @@ const SHIPPED_USAGE: &str = include_str!("../connectors/usage.toml");
 const SHIPPED_VITALLY: &str = include_str!("../connectors/vitally.toml");
 const SHIPPED_SALESFORCE: &str = include_str!("../connectors/salesforce.toml");
 const SHIPPED_CHARGEBEE: &str = include_str!("../connectors/chargebee.toml");
+const SHIPPED_MIXPANEL: &str = include_str!("../connectors/mixpanel.toml");
 
 /// The simulated world's "now": the start of today (UTC). Records are generated relative to it and the demo
 /// scores as of it, so two runs of the same seed on the same day give identical scores; and it is never
@@ -51,6 +52,7 @@ fn demo_limits() -> SimRateLimits {
         vitally_per_min: 60_000,
         salesforce_per_day: 100_000,
         chargebee_per_min: 30_000,
+        mixpanel_per_hour: 36_000,
     }
 }
 
@@ -140,6 +142,14 @@ pub fn write_config(
             sim::chargebee::API_KEY,
             per_min(limits.chargebee_per_min),
             "40 * * * * *",
+        ),
+        (
+            "mixpanel",
+            SHIPPED_MIXPANEL,
+            Vendor::Mixpanel,
+            sim::mixpanel::API_SECRET,
+            (limits.mixpanel_per_hour, 3600),
+            "50 * * * * *",
         ),
     ];
     for (id, shipped, vendor, token, (requests, per_secs), schedule) in connectors {

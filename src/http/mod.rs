@@ -13,6 +13,7 @@
 //! anything. Time comes from an injectable [`Clock`] so retry waits are tested without sleeping.
 
 pub mod clock;
+mod lines;
 mod oauth2;
 mod retry;
 #[cfg(test)]
@@ -36,6 +37,7 @@ use crate::config::{AuthScheme, ConnectorConfig, RateLimit};
 use crate::secrets::ResolvedSecrets;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use lines::LineStream;
 pub use retry::{default_classify, retry_after, Classified, Classifier, RetryPolicy};
 
 /// How much of an error body an error message keeps.
@@ -399,6 +401,28 @@ impl HttpClient {
 
     /// Sends one call with rate limiting and retries, returning the decoded response or a classified error.
     pub async fn execute(&self, call: Call<'_>) -> Result<JsonResponse, HttpError> {
+        match self.run(call, false).await? {
+            Attempted::Json(r) => Ok(r),
+            Attempted::Stream(s) => Err(s.unexpected("a json body")),
+        }
+    }
+
+    /// Sends one call like [`HttpClient::execute`] (rate limit, retries of throttling, 5xx and network
+    /// errors before the body starts, the OAuth refresh), but hands back a 2xx body unread, to be consumed
+    /// line by line: for exports too large to hold in memory. A failure while reading the body is not retried
+    /// here (lines were already handed out); the caller fails the page and a later run resumes.
+    pub async fn execute_lines(&self, call: Call<'_>) -> Result<LineStream, HttpError> {
+        match self.run(call, true).await? {
+            Attempted::Stream(s) => Ok(*s),
+            Attempted::Json(r) => Err(HttpError::Decode {
+                target: self.target(&Method::GET, ""),
+                expected: "a streamed body".into(),
+                reason: format!("got an accepted http {} instead", r.status.as_u16()),
+            }),
+        }
+    }
+
+    async fn run(&self, call: Call<'_>, stream: bool) -> Result<Attempted, HttpError> {
         let mut url = self.url(call.path);
         if !call.query.is_empty() {
             url.query_pairs_mut()
@@ -416,7 +440,10 @@ impl HttpClient {
             attempt += 1;
             self.acquire().await;
             let result = match self.oauth_token().await {
-                Ok(token) => self.attempt(&call, &url, &target, token.as_ref()).await,
+                Ok(token) => {
+                    self.attempt(&call, &url, &target, token.as_ref(), stream)
+                        .await
+                }
                 Err(e) => Err(e),
             };
             let (err, hint) = match result {
@@ -480,7 +507,8 @@ impl HttpClient {
         url: &Url,
         target: &RequestTarget,
         oauth_token: Option<&SecretString>,
-    ) -> Result<JsonResponse, (HttpError, Option<Duration>)> {
+        stream: bool,
+    ) -> Result<Attempted, (HttpError, Option<Duration>)> {
         let mut rb = self.client.request(call.method.clone(), url.clone());
         rb = match oauth_token {
             Some(token) => rb.bearer_auth(token.expose_secret()),
@@ -498,6 +526,12 @@ impl HttpClient {
             .map_err(|e| (network_error(target, &e), None))?;
         let status = resp.status();
         let headers = resp.headers().clone();
+        if stream && status.is_success() {
+            return Ok(Attempted::Stream(Box::new(LineStream::new(
+                resp,
+                target.clone(),
+            ))));
+        }
         let bytes = resp
             .bytes()
             .await
@@ -515,20 +549,20 @@ impl HttpClient {
                     (err, None)
                 })?
             };
-            return Ok(JsonResponse {
+            return Ok(Attempted::Json(JsonResponse {
                 status,
                 headers,
                 body,
-            });
+            }));
         }
         if call.accept.contains(&status) {
             let body =
                 serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(excerpt(&bytes)));
-            return Ok(JsonResponse {
+            return Ok(Attempted::Json(JsonResponse {
                 status,
                 headers,
                 body,
-            });
+            }));
         }
         let now = self.clock.now();
         let class = self
@@ -569,6 +603,12 @@ impl HttpClient {
             ),
         })
     }
+}
+
+/// What one attempt produced: a buffered JSON response, or a 2xx body left unread for streaming.
+enum Attempted {
+    Json(JsonResponse),
+    Stream(Box<LineStream>),
 }
 
 fn quota(rl: RateLimit) -> Option<Quota> {

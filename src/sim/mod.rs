@@ -11,6 +11,7 @@
 
 pub mod chargebee;
 mod hubspot;
+pub mod mixpanel;
 pub mod salesforce;
 mod stripe;
 mod usage;
@@ -66,6 +67,8 @@ pub struct SimRateLimits {
     pub salesforce_per_day: u32,
     /// Chargebee's per-minute site limit (Performance plan: 1,000).
     pub chargebee_per_min: u32,
+    /// Mixpanel's raw export budget: 60 queries per hour.
+    pub mixpanel_per_hour: u32,
 }
 
 impl Default for SimRateLimits {
@@ -77,6 +80,7 @@ impl Default for SimRateLimits {
             vitally_per_min: 1000,
             salesforce_per_day: 100_000,
             chargebee_per_min: 1000,
+            mixpanel_per_hour: 60,
         }
     }
 }
@@ -91,6 +95,7 @@ impl SimRateLimits {
             vitally_per_min: u32::MAX,
             salesforce_per_day: u32::MAX,
             chargebee_per_min: u32::MAX,
+            mixpanel_per_hour: u32::MAX,
         }
     }
 }
@@ -103,6 +108,7 @@ pub enum Vendor {
     Vitally,
     Salesforce,
     Chargebee,
+    Mixpanel,
 }
 
 impl Vendor {
@@ -115,6 +121,8 @@ impl Vendor {
             Vendor::Vitally => "/vitally",
             Vendor::Salesforce => "/salesforce",
             Vendor::Chargebee => "/chargebee",
+            // Mixpanel's base URL carries the API version (`https://data.mixpanel.com/api/2.0`).
+            Vendor::Mixpanel => "/mixpanel/api/2.0",
         }
     }
 }
@@ -162,6 +170,7 @@ pub(crate) struct SimState {
     pub(crate) vitally: vitally::VitallyState,
     pub(crate) salesforce: salesforce::SalesforceState,
     pub(crate) chargebee: chargebee::ChargebeeState,
+    pub(crate) mixpanel: mixpanel::MixpanelState,
     pub(crate) received: Mutex<Vec<ReceivedRequest>>,
 }
 
@@ -177,6 +186,7 @@ impl SimState {
             vitally: vitally::VitallyState::new(&world, limits.vitally_per_min),
             salesforce: salesforce::SalesforceState::new(&world, limits.salesforce_per_day),
             chargebee: chargebee::ChargebeeState::new(&world, limits.chargebee_per_min),
+            mixpanel: mixpanel::MixpanelState::new(limits.mixpanel_per_hour),
             received: Mutex::new(Vec::new()),
             world,
         }
@@ -290,6 +300,7 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         .nest(Vendor::Vitally.prefix(), vitally::router(&state))
         .nest(Vendor::Salesforce.prefix(), salesforce::router(&state))
         .nest(Vendor::Chargebee.prefix(), chargebee::router(&state))
+        .nest(Vendor::Mixpanel.prefix(), mixpanel::router(&state))
         .route("/_sim/received", get(sim_received))
         .route("/_sim/state", get(sim_state))
         .route("/_sim/truth", get(sim_truth))

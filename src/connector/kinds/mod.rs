@@ -7,6 +7,7 @@ use super::KindSpec;
 pub mod chargebee;
 pub mod common;
 pub mod hubspot;
+pub mod mixpanel;
 pub mod salesforce;
 pub mod stripe;
 #[cfg(test)]
@@ -19,6 +20,7 @@ pub static KINDS: &[&KindSpec] = &[
     &hubspot::SPEC,
     &salesforce::SPEC,
     &chargebee::SPEC,
+    &mixpanel::SPEC,
     &stripe::SPEC,
     &usage_feed::SPEC,
     &vitally::SPEC,
