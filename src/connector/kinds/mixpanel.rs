@@ -187,7 +187,12 @@ impl Mixpanel {
         let (tallies, rejected) = self.export_day(stream, day).await?;
         page.rejected = rejected;
         let date = day.format("%Y-%m-%d").to_string();
-        let mut marks = Vec::new();
+        // The day itself was read completely, records or not: an empty id sorts below any record of the
+        // day, so a quiet day still moves the next run's start forward.
+        let mut marks = vec![Mark {
+            updated_at: day_start(day),
+            id: String::new(),
+        }];
         for (account, t) in tallies {
             let record = to_record(&self.params.account_key, &account, &date, day, t);
             marks.push(Mark {

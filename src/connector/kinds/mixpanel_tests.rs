@@ -206,6 +206,18 @@ async fn resumes_at_the_next_day_and_a_future_cursor_asks_nothing() {
 }
 
 #[tokio::test]
+async fn quiet_days_still_move_the_next_start() {
+    let f = Fixture::new().await;
+    for d in ["2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23"] {
+        f.day(d, &[]).await;
+    }
+    let d = drain(&f.src, "daily_activity", None).await.unwrap();
+    assert_eq!((d.records.len(), d.pages), (0, 4));
+    let hwm = d.state().hwm.unwrap();
+    assert_eq!(hwm.updated_at.to_rfc3339(), "2026-11-23T00:00:00+00:00");
+}
+
+#[tokio::test]
 async fn a_429_waits_a_minute_and_a_5xx_burst_backs_off() {
     let f = Fixture::new().await;
     Mock::given(path("/api/2.0/export"))

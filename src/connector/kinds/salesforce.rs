@@ -403,6 +403,7 @@ impl Salesforce {
 
     fn check_quota(&self, headers: &HeaderMap) {
         if let Some((used, max)) = api_usage(headers) {
+            tracing::debug!(connector = %self.http.connector(), used, max, "salesforce api usage");
             if max > 0 && used * 100 >= max * u64::from(self.params.max_usage_percent) {
                 if let Ok(mut q) = self.quota_stop.lock() {
                     *q = Some((used, max));
