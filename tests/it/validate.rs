@@ -322,3 +322,36 @@ fn oauth2_auth_keys_are_checked_with_their_lines() {
         "auth.client_id is only used by the oauth2_client_credentials and oauth2_refresh_token schemes",
     );
 }
+
+#[test]
+fn new_source_kinds_check_their_params() {
+    let c = ConfigCopy::new();
+    c.edit(
+        "connectors/mixpanel.toml",
+        "backfill_days = 30",
+        "backfill_days = 0",
+    );
+    c.edit(
+        "connectors/salesforce.toml",
+        "max_api_usage_percent = 90",
+        "max_api_usage_percent = 150",
+    );
+    c.edit(
+        "connectors/chargebee.toml",
+        "crm_id_field = \"cf_hubspot_company_id\"",
+        "crm_id_field = 7",
+    );
+    let text = assert_invalid(
+        &c,
+        "connectors/mixpanel.toml:",
+        "`backfill_days` must be an integer from 1 to 365",
+    );
+    assert!(
+        text.contains("`max_api_usage_percent` must be an integer from 1 to 100"),
+        "{text}"
+    );
+    assert!(
+        text.contains("`crm_id_field` must be a non-empty string"),
+        "{text}"
+    );
+}
