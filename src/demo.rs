@@ -26,6 +26,9 @@ const SHIPPED_HUBSPOT: &str = include_str!("../connectors/hubspot.toml");
 const SHIPPED_STRIPE: &str = include_str!("../connectors/stripe.toml");
 const SHIPPED_USAGE: &str = include_str!("../connectors/usage.toml");
 const SHIPPED_VITALLY: &str = include_str!("../connectors/vitally.toml");
+const SHIPPED_SALESFORCE: &str = include_str!("../connectors/salesforce.toml");
+const SHIPPED_CHARGEBEE: &str = include_str!("../connectors/chargebee.toml");
+const SHIPPED_MIXPANEL: &str = include_str!("../connectors/mixpanel.toml");
 
 /// The simulated world's "now": the start of today (UTC). Records are generated relative to it and the demo
 /// scores as of it, so two runs of the same seed on the same day give identical scores; and it is never
@@ -47,6 +50,9 @@ fn demo_limits() -> SimRateLimits {
         stripe_per_sec: 500,
         usage_per_min: 30_000,
         vitally_per_min: 60_000,
+        salesforce_per_day: 100_000,
+        chargebee_per_min: 30_000,
+        mixpanel_per_hour: 36_000,
     }
 }
 
@@ -120,6 +126,31 @@ pub fn write_config(
             per_min(limits.vitally_per_min),
             "",
         ),
+        (
+            "salesforce",
+            SHIPPED_SALESFORCE,
+            Vendor::Salesforce,
+            sim::salesforce::CLIENT_SECRET,
+            // The org's quota is daily (enforced through Sforce-Limit-Info); this only paces bursts.
+            (100, 1),
+            "30 * * * * *",
+        ),
+        (
+            "chargebee",
+            SHIPPED_CHARGEBEE,
+            Vendor::Chargebee,
+            sim::chargebee::API_KEY,
+            per_min(limits.chargebee_per_min),
+            "40 * * * * *",
+        ),
+        (
+            "mixpanel",
+            SHIPPED_MIXPANEL,
+            Vendor::Mixpanel,
+            sim::mixpanel::API_SECRET,
+            (limits.mixpanel_per_hour, 3600),
+            "50 * * * * *",
+        ),
     ];
     for (id, shipped, vendor, token, (requests, per_secs), schedule) in connectors {
         let secret = write_secret(&secrets, id, token)?;
@@ -137,6 +168,21 @@ pub fn write_config(
             for k in ["token", "username"] {
                 if auth.contains_key(k) {
                     auth.insert(k.into(), format!("file:{}", secret.display()).into());
+                }
+            }
+            // OAuth 2.0 connectors (Salesforce): the simulator's token endpoint and connected-app credentials.
+            if auth.contains_key("token_url") {
+                let token_url = format!("{}/services/oauth2/token", sim.base_url(vendor));
+                auth.insert("token_url".into(), token_url.into());
+                for (k, v) in [
+                    ("client_id", sim::salesforce::CLIENT_ID),
+                    ("client_secret", sim::salesforce::CLIENT_SECRET),
+                    ("refresh_token", sim::salesforce::REFRESH_TOKEN),
+                ] {
+                    if auth.contains_key(k) {
+                        let path = write_secret(&secrets, &format!("{id}_{k}"), v)?;
+                        auth.insert(k.into(), format!("file:{}", path.display()).into());
+                    }
                 }
             }
         }

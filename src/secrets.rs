@@ -112,7 +112,8 @@ pub enum SecretError {
     Empty(SecretRef),
 }
 
-/// The resolved secrets of one connector, by role in its `[auth]` table (`token`, `username`, `password`).
+/// The resolved secrets of one connector, by role in its `[auth]` table (`token`, `username`, `password`,
+/// and for OAuth 2.0 `client_id`, `client_secret`, `refresh_token`).
 #[derive(Default)]
 pub struct ResolvedSecrets {
     values: BTreeMap<&'static str, SecretString>,
@@ -128,14 +129,8 @@ impl ResolvedSecrets {
     /// Resolves every reference of a connector's auth table, failing on the first that cannot be read.
     pub fn resolve(auth: &crate::config::AuthConfig) -> Result<ResolvedSecrets, SecretError> {
         let mut values = BTreeMap::new();
-        for (name, r) in [
-            ("token", &auth.token),
-            ("username", &auth.username),
-            ("password", &auth.password),
-        ] {
-            if let Some(r) = r {
-                values.insert(name, r.resolve()?);
-            }
+        for (name, r) in auth.secret_refs() {
+            values.insert(name, r.resolve()?);
         }
         Ok(ResolvedSecrets { values })
     }

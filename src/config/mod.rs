@@ -111,6 +111,11 @@ pub enum AuthScheme {
     Basic,
     /// The key in a vendor-named header (`header`), e.g. Gainsight's `accessKey`.
     ApiKeyHeader,
+    /// OAuth 2.0 client-credentials grant (RFC 6749 §4.4) at `token_url`; the access token is cached and
+    /// sent as a bearer token (Salesforce connected apps, HubSpot/Zendesk apps).
+    OAuth2ClientCredentials,
+    /// OAuth 2.0 refresh-token grant (RFC 6749 §6) at `token_url` with a stored `refresh_token`.
+    OAuth2RefreshToken,
 }
 
 impl AuthScheme {
@@ -118,6 +123,11 @@ impl AuthScheme {
         ("bearer", AuthScheme::Bearer),
         ("basic", AuthScheme::Basic),
         ("api_key_header", AuthScheme::ApiKeyHeader),
+        (
+            "oauth2_client_credentials",
+            AuthScheme::OAuth2ClientCredentials,
+        ),
+        ("oauth2_refresh_token", AuthScheme::OAuth2RefreshToken),
     ];
 
     pub fn name(self) -> &'static str {
@@ -137,6 +147,41 @@ pub struct AuthConfig {
     pub username: Option<SecretRef>,
     pub password: Option<SecretRef>,
     pub header: Option<String>,
+    /// Set for the `oauth2_*` schemes.
+    pub oauth2: Option<OAuth2Settings>,
+}
+
+/// Where and how an OAuth 2.0 access token is obtained. Secrets are references, as everywhere in config.
+#[derive(Debug, Clone)]
+pub struct OAuth2Settings {
+    pub token_url: reqwest::Url,
+    pub client_id: SecretRef,
+    pub client_secret: SecretRef,
+    /// Required by `oauth2_refresh_token`, unused by `oauth2_client_credentials`.
+    pub refresh_token: Option<SecretRef>,
+    pub scope: Option<String>,
+}
+
+impl AuthConfig {
+    /// Every secret reference of this auth table, by role (`token`, `client_secret`, …).
+    pub fn secret_refs(&self) -> Vec<(&'static str, &SecretRef)> {
+        let mut out: Vec<(&'static str, &SecretRef)> = [
+            ("token", &self.token),
+            ("username", &self.username),
+            ("password", &self.password),
+        ]
+        .into_iter()
+        .filter_map(|(n, r)| r.as_ref().map(|r| (n, r)))
+        .collect();
+        if let Some(o) = &self.oauth2 {
+            out.push(("client_id", &o.client_id));
+            out.push(("client_secret", &o.client_secret));
+            if let Some(r) = &o.refresh_token {
+                out.push(("refresh_token", r));
+            }
+        }
+        out
+    }
 }
 
 /// A request budget: `requests` per `per`.

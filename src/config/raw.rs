@@ -87,6 +87,14 @@ pub struct RawAuth {
     pub password: Option<Spanned<String>>,
     /// For `api_key_header`: the header that carries the key.
     pub header: Option<Spanned<String>>,
+    /// For the `oauth2_*` schemes: the token endpoint (a plain URL, not a secret).
+    pub token_url: Option<Spanned<String>>,
+    pub client_id: Option<Spanned<String>>,
+    pub client_secret: Option<Spanned<String>>,
+    /// For `oauth2_refresh_token`: the long-lived refresh token.
+    pub refresh_token: Option<Spanned<String>>,
+    /// For the `oauth2_*` schemes: an optional space-separated scope sent with the grant.
+    pub scope: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

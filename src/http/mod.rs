@@ -1,9 +1,11 @@
 //! The HTTP engine: the only builder of reqwest clients and the only place a secret becomes a header.
 //!
 //! One [`HttpClient`] per connector: rustls, the connector's timeout, user agent `healthsync/<version>`,
-//! auth injected per request from the resolved secrets (bearer, basic, vendor header), a governor rate
+//! auth injected per request from the resolved secrets (bearer, basic, vendor header, OAuth 2.0
+//! client-credentials or refresh-token grants with a cached access token, `oauth2.rs`), a governor rate
 //! limiter awaited before every attempt, and retries with full-jitter exponential backoff that honour
-//! `Retry-After`. Failures come back as a classified [`HttpError`] naming the connector, the method and the
+//! `Retry-After`. With OAuth 2.0, a 401 drops the cached token and the call is retried once with a fresh
+//! one. Failures come back as a classified [`HttpError`] naming the connector, the method and the
 //! request path (never the query string, never a header). A kind may install a [`Classifier`] to map its
 //! vendor's throttle signals (HubSpot's daily quota, Vitally's `RateLimit-Reset`) onto the engine.
 //!
@@ -12,6 +14,8 @@
 
 pub mod clock;
 pub mod local;
+mod lines;
+mod oauth2;
 mod retry;
 #[cfg(test)]
 pub mod testing;
@@ -34,6 +38,7 @@ use crate::config::{AuthScheme, ConnectorConfig, RateLimit};
 use crate::secrets::ResolvedSecrets;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use lines::LineStream;
 pub use retry::{default_classify, retry_after, Classified, Classifier, RetryPolicy};
 
 /// How much of an error body an error message keeps.
@@ -155,6 +160,7 @@ enum Auth {
         name: HeaderName,
         value: SecretString,
     },
+    OAuth2(Box<oauth2::OAuth2>),
 }
 
 impl fmt::Debug for Auth {
@@ -163,6 +169,7 @@ impl fmt::Debug for Auth {
             Auth::Bearer(_) => "bearer",
             Auth::Basic { .. } => "basic",
             Auth::Header { .. } => "api_key_header",
+            Auth::OAuth2(o) => o.scheme_name(),
         })
     }
 }
@@ -205,6 +212,9 @@ impl Auth {
                 })?;
                 Auth::Header { name, value }
             }
+            AuthScheme::OAuth2ClientCredentials | AuthScheme::OAuth2RefreshToken => {
+                Auth::OAuth2(Box::new(oauth2::OAuth2::from_config(config, secrets)?))
+            }
         })
     }
 
@@ -223,6 +233,8 @@ impl Auth {
                 // Unreachable: checked when the client was built.
                 Err(_) => rb,
             },
+            // The access token is fetched asynchronously; `HttpClient::execute` sets it.
+            Auth::OAuth2(_) => rb,
         }
     }
 }
@@ -246,6 +258,8 @@ pub struct Call<'a> {
     pub body: Option<&'a Value>,
     /// Non-2xx statuses the caller handles itself (returned as `Ok`, never retried), e.g. 404 or 409.
     pub accept: &'a [StatusCode],
+    /// Extra request headers (not secrets), e.g. Salesforce's `Sforce-Query-Options`.
+    pub headers: &'a [(&'a str, String)],
 }
 
 impl<'a> Call<'a> {
@@ -256,6 +270,7 @@ impl<'a> Call<'a> {
             query: &[],
             body: None,
             accept: &[],
+            headers: &[],
         }
     }
 }
@@ -387,6 +402,28 @@ impl HttpClient {
 
     /// Sends one call with rate limiting and retries, returning the decoded response or a classified error.
     pub async fn execute(&self, call: Call<'_>) -> Result<JsonResponse, HttpError> {
+        match self.run(call, false).await? {
+            Attempted::Json(r) => Ok(r),
+            Attempted::Stream(s) => Err(s.unexpected("a json body")),
+        }
+    }
+
+    /// Sends one call like [`HttpClient::execute`] (rate limit, retries of throttling, 5xx and network
+    /// errors before the body starts, the OAuth refresh), but hands back a 2xx body unread, to be consumed
+    /// line by line: for exports too large to hold in memory. A failure while reading the body is not retried
+    /// here (lines were already handed out); the caller fails the page and a later run resumes.
+    pub async fn execute_lines(&self, call: Call<'_>) -> Result<LineStream, HttpError> {
+        match self.run(call, true).await? {
+            Attempted::Stream(s) => Ok(*s),
+            Attempted::Json(r) => Err(HttpError::Decode {
+                target: self.target(&Method::GET, ""),
+                expected: "a streamed body".into(),
+                reason: format!("got an accepted http {} instead", r.status.as_u16()),
+            }),
+        }
+    }
+
+    async fn run(&self, call: Call<'_>, stream: bool) -> Result<Attempted, HttpError> {
         let mut url = self.url(call.path);
         if !call.query.is_empty() {
             url.query_pairs_mut()
@@ -399,13 +436,31 @@ impl HttpClient {
         };
         let mut waited = Duration::ZERO;
         let mut attempt: u32 = 0;
+        let mut refreshed = false;
         loop {
             attempt += 1;
             self.acquire().await;
-            let (err, hint) = match self.attempt(&call, &url, &target).await {
+            let result = match self.oauth_token().await {
+                Ok(token) => {
+                    self.attempt(&call, &url, &target, token.as_ref(), stream)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            let (err, hint) = match result {
                 Ok(r) => return Ok(r),
                 Err(e) => e,
             };
+            // A refused OAuth token: drop it and retry once with a fresh one (not counted as a retry).
+            if let (Auth::OAuth2(o), HttpError::Auth { status, target: t }) = (&self.auth, &err) {
+                if *status == StatusCode::UNAUTHORIZED && !refreshed && t.path == target.path {
+                    tracing::debug!(connector = %self.connector, path = %target.path, "access token refused; fetching a new one");
+                    o.invalidate().await;
+                    refreshed = true;
+                    attempt -= 1;
+                    continue;
+                }
+            }
             if !err.retry_now() || attempt >= self.policy.max_attempts {
                 return Err(err);
             }
@@ -434,6 +489,17 @@ impl HttpClient {
         }
     }
 
+    /// The OAuth 2.0 access token to send, when the connector uses OAuth 2.0.
+    async fn oauth_token(&self) -> Result<Option<SecretString>, (HttpError, Option<Duration>)> {
+        match &self.auth {
+            Auth::OAuth2(o) => o
+                .access_token(&self.client, self.clock.as_ref(), &self.connector)
+                .await
+                .map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// Waits for the rate limiter.
     async fn acquire(&self) {
         while let Err(not_until) = self.limiter.check() {
@@ -451,9 +517,17 @@ impl HttpClient {
         call: &Call<'_>,
         url: &Url,
         target: &RequestTarget,
-    ) -> Result<JsonResponse, (HttpError, Option<Duration>)> {
+        oauth_token: Option<&SecretString>,
+        stream: bool,
+    ) -> Result<Attempted, (HttpError, Option<Duration>)> {
         let mut rb = self.client.request(call.method.clone(), url.clone());
-        rb = self.auth.apply(rb);
+        rb = match oauth_token {
+            Some(token) => rb.bearer_auth(token.expose_secret()),
+            None => self.auth.apply(rb),
+        };
+        for (name, value) in call.headers {
+            rb = rb.header(*name, value.as_str());
+        }
         if let Some(body) = call.body {
             rb = rb.json(body);
         }
@@ -464,6 +538,12 @@ impl HttpClient {
         let status = resp.status();
         crate::observe::http_request(&self.connector, Some(status.as_u16()));
         let headers = resp.headers().clone();
+        if stream && status.is_success() {
+            return Ok(Attempted::Stream(Box::new(LineStream::new(
+                resp,
+                target.clone(),
+            ))));
+        }
         let bytes = resp
             .bytes()
             .await
@@ -481,20 +561,20 @@ impl HttpClient {
                     (err, None)
                 })?
             };
-            return Ok(JsonResponse {
+            return Ok(Attempted::Json(JsonResponse {
                 status,
                 headers,
                 body,
-            });
+            }));
         }
         if call.accept.contains(&status) {
             let body =
                 serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(excerpt(&bytes)));
-            return Ok(JsonResponse {
+            return Ok(Attempted::Json(JsonResponse {
                 status,
                 headers,
                 body,
-            });
+            }));
         }
         let now = self.clock.now();
         let class = self
@@ -535,6 +615,12 @@ impl HttpClient {
             ),
         })
     }
+}
+
+/// What one attempt produced: a buffered JSON response, or a 2xx body left unread for streaming.
+enum Attempted {
+    Json(JsonResponse),
+    Stream(Box<LineStream>),
 }
 
 fn quota(rl: RateLimit) -> Option<Quota> {

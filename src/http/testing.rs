@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 
-use crate::config::{AuthConfig, AuthScheme, ConnectorConfig, FieldMap, RateLimit};
+use crate::config::{AuthConfig, AuthScheme, ConnectorConfig, FieldMap, OAuth2Settings, RateLimit};
 use crate::connector::Role;
 use crate::secrets::{ResolvedSecrets, SecretRef};
 
@@ -28,6 +28,7 @@ pub fn config(kind: &str, role: Role, base_url: &str, scheme: AuthScheme) -> Con
             username: None,
             password: None,
             header: None,
+            oauth2: None,
         },
         rate_limit: RateLimit::per_secs(10_000, 1),
         streams: Vec::new(),
@@ -73,4 +74,48 @@ pub fn bearer_client(base_url: &str) -> (HttpClient, Arc<ManualClock>) {
         .expect("client")
         .with_clock(clock.clone());
     (client, clock)
+}
+
+/// An OAuth 2.0 config for `kind` at `base_url` whose token endpoint is `token_url`, with client id
+/// `cid_test`, client secret `csecret_test` and (for the refresh grant) refresh token `rt_test`.
+pub fn oauth2_config(
+    kind: &str,
+    base_url: &str,
+    token_url: &str,
+    scheme: AuthScheme,
+) -> (ConnectorConfig, ResolvedSecrets) {
+    oauth2_config_with(
+        kind,
+        base_url,
+        token_url,
+        scheme,
+        ["cid_test", "csecret_test", "rt_test"],
+    )
+}
+
+/// [`oauth2_config`] with explicit `[client_id, client_secret, refresh_token]` values.
+pub fn oauth2_config_with(
+    kind: &str,
+    base_url: &str,
+    token_url: &str,
+    scheme: AuthScheme,
+    [client_id, client_secret, refresh_token]: [&str; 3],
+) -> (ConnectorConfig, ResolvedSecrets) {
+    let mut cfg = config(kind, Role::Source, base_url, scheme);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let put = |name: &str, value: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, value).expect("write secret");
+        SecretRef::File(path)
+    };
+    cfg.auth.oauth2 = Some(OAuth2Settings {
+        token_url: reqwest::Url::parse(token_url).expect("token url"),
+        client_id: put("client_id", client_id),
+        client_secret: put("client_secret", client_secret),
+        refresh_token: (scheme == AuthScheme::OAuth2RefreshToken)
+            .then(|| put("refresh_token", refresh_token)),
+        scope: None,
+    });
+    let secrets = ResolvedSecrets::resolve(&cfg.auth).expect("resolve secrets");
+    (cfg, secrets)
 }

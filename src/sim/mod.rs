@@ -9,7 +9,10 @@
 //! Rate limits use real-time windows. Every vendor authenticates before it counts a request,
 //! so rejected credentials never consume the budget.
 
+pub mod chargebee;
 mod hubspot;
+pub mod mixpanel;
+pub mod salesforce;
 mod stripe;
 mod usage;
 mod vitally;
@@ -60,6 +63,12 @@ pub struct SimRateLimits {
     pub stripe_per_sec: u32,
     pub usage_per_min: u32,
     pub vitally_per_min: u32,
+    /// Salesforce's org-wide API allocation per 24 h (`Sforce-Limit-Info`).
+    pub salesforce_per_day: u32,
+    /// Chargebee's per-minute site limit (Performance plan: 1,000).
+    pub chargebee_per_min: u32,
+    /// Mixpanel's raw export budget: 60 queries per hour.
+    pub mixpanel_per_hour: u32,
 }
 
 impl Default for SimRateLimits {
@@ -69,6 +78,9 @@ impl Default for SimRateLimits {
             stripe_per_sec: 100,
             usage_per_min: 600,
             vitally_per_min: 1000,
+            salesforce_per_day: 100_000,
+            chargebee_per_min: 1000,
+            mixpanel_per_hour: 60,
         }
     }
 }
@@ -81,6 +93,9 @@ impl SimRateLimits {
             stripe_per_sec: u32::MAX,
             usage_per_min: u32::MAX,
             vitally_per_min: u32::MAX,
+            salesforce_per_day: u32::MAX,
+            chargebee_per_min: u32::MAX,
+            mixpanel_per_hour: u32::MAX,
         }
     }
 }
@@ -91,6 +106,9 @@ pub enum Vendor {
     Stripe,
     Usage,
     Vitally,
+    Salesforce,
+    Chargebee,
+    Mixpanel,
 }
 
 impl Vendor {
@@ -101,6 +119,10 @@ impl Vendor {
             Vendor::Stripe => "/stripe",
             Vendor::Usage => "/usage",
             Vendor::Vitally => "/vitally",
+            Vendor::Salesforce => "/salesforce",
+            Vendor::Chargebee => "/chargebee",
+            // Mixpanel's base URL carries the API version (`https://data.mixpanel.com/api/2.0`).
+            Vendor::Mixpanel => "/mixpanel/api/2.0",
         }
     }
 }
@@ -146,6 +168,9 @@ pub(crate) struct SimState {
     pub(crate) stripe: stripe::StripeState,
     pub(crate) usage: usage::UsageState,
     pub(crate) vitally: vitally::VitallyState,
+    pub(crate) salesforce: salesforce::SalesforceState,
+    pub(crate) chargebee: chargebee::ChargebeeState,
+    pub(crate) mixpanel: mixpanel::MixpanelState,
     pub(crate) received: Mutex<Vec<ReceivedRequest>>,
 }
 
@@ -159,6 +184,9 @@ impl SimState {
             stripe: stripe::StripeState::new(&world, limits.stripe_per_sec),
             usage: usage::UsageState::new(&world, limits.usage_per_min),
             vitally: vitally::VitallyState::new(&world, limits.vitally_per_min),
+            salesforce: salesforce::SalesforceState::new(&world, limits.salesforce_per_day),
+            chargebee: chargebee::ChargebeeState::new(&world, limits.chargebee_per_min),
+            mixpanel: mixpanel::MixpanelState::new(limits.mixpanel_per_hour),
             received: Mutex::new(Vec::new()),
             world,
         }
@@ -270,6 +298,9 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         .nest(Vendor::Stripe.prefix(), stripe::router(&state))
         .nest(Vendor::Usage.prefix(), usage::router(&state))
         .nest(Vendor::Vitally.prefix(), vitally::router(&state))
+        .nest(Vendor::Salesforce.prefix(), salesforce::router(&state))
+        .nest(Vendor::Chargebee.prefix(), chargebee::router(&state))
+        .nest(Vendor::Mixpanel.prefix(), mixpanel::router(&state))
         .route("/_sim/received", get(sim_received))
         .route("/_sim/state", get(sim_state))
         .route("/_sim/truth", get(sim_truth))

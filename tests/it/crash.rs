@@ -197,4 +197,19 @@ async fn secrets_never_reach_logs_output_or_store() {
     for secret in [t.hubspot, t.stripe, t.usage, t.vitally] {
         assert!(!haystack.contains(secret), "a credential leaked: {secret}");
     }
+    use healthsync::sim::{chargebee, mixpanel, salesforce};
+    for secret in [
+        salesforce::CLIENT_ID,
+        salesforce::CLIENT_SECRET,
+        chargebee::API_KEY,
+        mixpanel::API_SECRET,
+        // Every access token the simulated Salesforce org issues starts with its org id and `!`.
+        "00D5g00000SIMORG!",
+    ] {
+        assert!(!haystack.contains(secret), "a credential leaked: {secret}");
+    }
+    assert!(
+        haystack.contains("salesforce"),
+        "the OAuth 2.0 connector took part in the run"
+    );
 }

@@ -343,3 +343,71 @@ fn json_output_lists_errors() {
     assert_eq!(v["valid"], false);
     assert_eq!(v["errors"][0]["line"], 2);
 }
+
+#[test]
+fn oauth2_auth_keys_are_checked_with_their_lines() {
+    let c = ConfigCopy::new();
+    c.edit(
+        "connectors/salesforce.toml",
+        "client_secret = \"env:SALESFORCE_CLIENT_SECRET\"\n",
+        "",
+    );
+    c.edit(
+        "connectors/salesforce.toml",
+        "token_url = \"https://yourcompany.my.salesforce.com/services/oauth2/token\"",
+        "token_url = \"login.salesforce.com\"",
+    );
+    let text = assert_invalid(
+        &c,
+        "connectors/salesforce.toml:12",
+        "auth.token_url must be an http or https URL with a host",
+    );
+    assert!(
+        text.contains("connectors/salesforce.toml:10: auth scheme oauth2_client_credentials needs `client_secret`"),
+        "{text}"
+    );
+    let c = ConfigCopy::new();
+    c.edit(
+        "connectors/stripe.toml",
+        "scheme = \"bearer\"",
+        "scheme = \"bearer\"\nclient_id = \"env:X\"",
+    );
+    assert_invalid(
+        &c,
+        "connectors/stripe.toml:10",
+        "auth.client_id is only used by the oauth2_client_credentials and oauth2_refresh_token schemes",
+    );
+}
+
+#[test]
+fn new_source_kinds_check_their_params() {
+    let c = ConfigCopy::new();
+    c.edit(
+        "connectors/mixpanel.toml",
+        "backfill_days = 30",
+        "backfill_days = 0",
+    );
+    c.edit(
+        "connectors/salesforce.toml",
+        "max_api_usage_percent = 90",
+        "max_api_usage_percent = 150",
+    );
+    c.edit(
+        "connectors/chargebee.toml",
+        "crm_id_field = \"cf_hubspot_company_id\"",
+        "crm_id_field = 7",
+    );
+    let text = assert_invalid(
+        &c,
+        "connectors/mixpanel.toml:",
+        "`backfill_days` must be an integer from 1 to 365",
+    );
+    assert!(
+        text.contains("`max_api_usage_percent` must be an integer from 1 to 100"),
+        "{text}"
+    );
+    assert!(
+        text.contains("`crm_id_field` must be a non-empty string"),
+        "{text}"
+    );
+}

@@ -13,6 +13,7 @@ use croner::parser::{CronParser, Seconds};
 use toml::Spanned;
 
 mod model;
+mod oauth2;
 
 use super::raw::*;
 use super::*;
@@ -594,10 +595,7 @@ fn check_connector(
         None => FieldMap::default(),
     };
     if let Some(auth) = &auth {
-        for r in [&auth.token, &auth.username, &auth.password]
-            .into_iter()
-            .flatten()
-        {
+        for (_, r) in auth.secret_refs() {
             if let Err(e) = r.resolve() {
                 out.warn(
                     &f.path,
@@ -708,8 +706,10 @@ fn check_auth(
                 f.err(out, span.clone(), "auth scheme api_key_header needs `header`, the header name that carries the key");
             }
         }
+        Some(AuthScheme::OAuth2ClientCredentials | AuthScheme::OAuth2RefreshToken) => {}
         None => {}
     }
+    let oauth2 = oauth2::check_oauth2(f, &raw, scheme, span.clone(), out);
     if out.errors.len() > before {
         return None;
     }
@@ -719,6 +719,7 @@ fn check_auth(
         username,
         password,
         header: raw.header.map(Spanned::into_inner),
+        oauth2,
     })
 }
 

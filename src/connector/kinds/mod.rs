@@ -4,15 +4,23 @@
 
 use super::KindSpec;
 
+pub mod chargebee;
 pub mod common;
 pub mod hubspot;
+pub mod mixpanel;
+pub mod salesforce;
 pub mod stripe;
+#[cfg(test)]
+pub mod testkit;
 pub mod usage_feed;
 pub mod vitally;
 
 /// Every kind healthsync can build, sources first.
 pub static KINDS: &[&KindSpec] = &[
     &hubspot::SPEC,
+    &salesforce::SPEC,
+    &chargebee::SPEC,
+    &mixpanel::SPEC,
     &stripe::SPEC,
     &usage_feed::SPEC,
     &vitally::SPEC,

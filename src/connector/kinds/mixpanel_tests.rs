@@ -1,0 +1,283 @@
+//! Tests of the `mixpanel` kind against wiremock serving the raw export's JSON lines. Shared setup:
+//! [`Fixture`] (server, Basic-auth source, manual clock at 2026-11-23T12:00Z) and the event/day builders.
+
+use std::sync::Arc;
+
+use wiremock::matchers::{header, method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use super::*;
+use crate::connector::kinds::testkit::drain;
+use crate::connector::Role;
+use crate::http::testing::{config, manual_clock, secrets};
+use crate::http::{HttpError, ManualClock};
+
+/// `Authorization` for project secret `mp_secret_test` with an empty password.
+const BASIC: &str = "Basic bXBfc2VjcmV0X3Rlc3Q6";
+
+struct Fixture {
+    server: MockServer,
+    src: Mixpanel,
+    clock: Arc<ManualClock>,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let server = MockServer::start().await;
+        let mut cfg = config(
+            "mixpanel",
+            Role::Source,
+            &format!("{}/api/2.0", server.uri()),
+            AuthScheme::Basic,
+        );
+        let s = secrets(&mut cfg, &[("username", "mp_secret_test")]);
+        let clock = manual_clock();
+        let http = HttpClient::new(&cfg, &s)
+            .unwrap()
+            .with_classifier(classify)
+            .with_clock(clock.clone());
+        let params =
+            parse_params(&toml::from_str("project_id = 42\nbackfill_days = 3").unwrap()).unwrap();
+        let src = Mixpanel {
+            http,
+            streams: vec!["daily_activity".into()],
+            params,
+        };
+        Fixture { server, src, clock }
+    }
+
+    /// The export of `date` answers `lines` (joined with newlines).
+    async fn day(&self, date: &str, lines: &[String]) {
+        Mock::given(method("GET"))
+            .and(path("/api/2.0/export"))
+            .and(header("authorization", BASIC))
+            .and(query_param("from_date", date))
+            .and(query_param("to_date", date))
+            .and(query_param("project_id", "42"))
+            .respond_with(ResponseTemplate::new(200).set_body_string(lines.join("\n") + "\n"))
+            .mount(&self.server)
+            .await;
+    }
+
+    async fn requested_dates(&self) -> Vec<String> {
+        let reqs = self.server.received_requests().await.unwrap();
+        reqs.iter()
+            .filter_map(|r| {
+                r.url
+                    .query_pairs()
+                    .find(|(k, _)| k == "from_date")
+                    .map(|(_, v)| v.to_string())
+            })
+            .collect()
+    }
+}
+
+/// One exported event, as a JSON line.
+fn event(name: &str, time: i64, user: &str, company: Value) -> String {
+    json!({"event": name, "properties": {
+        "time": time, "distinct_id": user, "$insert_id": format!("{user}-{time}"),
+        "mp_processing_time_ms": time * 1000 + 5, "company_domain": company,
+    }})
+    .to_string()
+}
+
+/// 2026-11-20T00:00:00Z.
+const D20: i64 = 1_795_132_800;
+
+async fn four_days(f: &Fixture) {
+    f.day(
+        "2026-11-20",
+        &[
+            event("Login", D20 + 60, "u1", json!("Acme.com")),
+            event("Report Run", D20 + 120, "u1", json!("acme.com")),
+            event("Login", D20 + 180, "u2", json!(["acme.com", "beta.io"])),
+            "{\"event\": \"Login\", \"properties\": {".to_string(),
+            json!({"event": "Login", "properties": {"time": D20 + 200, "distinct_id": "u9"}})
+                .to_string(),
+        ],
+    )
+    .await;
+    f.day(
+        "2026-11-21",
+        &[event("Login", D20 + 86_400 + 10, "u3", json!("beta.io"))],
+    )
+    .await;
+    f.day("2026-11-22", &[]).await;
+    f.day(
+        "2026-11-23",
+        &[event(
+            "Login",
+            D20 + 3 * 86_400 + 10,
+            "u1",
+            json!("acme.com"),
+        )],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_day_per_page_rolled_up_per_account_with_rejections() {
+    let f = Fixture::new().await;
+    four_days(&f).await;
+    let d = drain(&f.src, "daily_activity", None).await.unwrap();
+    assert_eq!(d.pages, 4);
+    assert_eq!(
+        d.ids(),
+        [
+            "acme.com:2026-11-20",
+            "beta.io:2026-11-20",
+            "beta.io:2026-11-21",
+            "acme.com:2026-11-23"
+        ]
+    );
+    let acme = &d.records[0];
+    assert_eq!(acme.account_keys["domain"], "acme.com");
+    assert_eq!(acme.fields["events"], 3);
+    assert_eq!(acme.fields["active_users"], 2);
+    assert_eq!(acme.fields["features_used"], 2);
+    assert_eq!(
+        acme.fields["event_counts"],
+        json!({"Login": 2, "Report Run": 1})
+    );
+    assert_eq!(acme.fields["first_event_at"], "2026-11-20T00:01:00+00:00");
+    assert_eq!(
+        d.records[1].fields["events"], 1,
+        "a list-valued group key counts for each account"
+    );
+    let reasons: Vec<String> = d
+        .rejected
+        .iter()
+        .map(|r| format!("{:?}: {}", r.id, r.reason))
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons[0].contains("2026-11-20 line 4") && reasons[0].contains("not a json event"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].contains("1 event(s) on 2026-11-20 carry no `company_domain`"),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        f.requested_dates().await,
+        ["2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23"]
+    );
+}
+
+#[tokio::test]
+async fn the_next_run_re_reads_the_late_days_only() {
+    let f = Fixture::new().await;
+    four_days(&f).await;
+    let first = drain(&f.src, "daily_activity", None).await.unwrap();
+    f.server.reset().await;
+    four_days(&f).await;
+    let second = drain(&f.src, "daily_activity", Some(first.cursor))
+        .await
+        .unwrap();
+    assert_eq!(
+        f.requested_dates().await,
+        ["2026-11-21", "2026-11-22", "2026-11-23"]
+    );
+    assert_eq!(second.ids(), ["beta.io:2026-11-21", "acme.com:2026-11-23"]);
+}
+
+#[tokio::test]
+async fn resumes_at_the_next_day_and_a_future_cursor_asks_nothing() {
+    let f = Fixture::new().await;
+    four_days(&f).await;
+    let p1 = f.src.fetch_page("daily_activity", None).await.unwrap();
+    f.server.reset().await;
+    four_days(&f).await;
+    let rest = drain(&f.src, "daily_activity", Some(p1.cursor))
+        .await
+        .unwrap();
+    assert_eq!(rest.pages, 3);
+    assert_eq!(
+        f.requested_dates().await,
+        ["2026-11-21", "2026-11-22", "2026-11-23"]
+    );
+
+    let g = Fixture::new().await;
+    let future =
+        Cursor(json!({"hwm": {"updated_at": "2099-01-01T00:00:00Z", "id": "x:2099-01-01"}}));
+    let none = drain(&g.src, "daily_activity", Some(future)).await.unwrap();
+    assert_eq!((none.records.len(), none.pages), (0, 1));
+    assert!(g.server.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn quiet_days_still_move_the_next_start() {
+    let f = Fixture::new().await;
+    for d in ["2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23"] {
+        f.day(d, &[]).await;
+    }
+    let d = drain(&f.src, "daily_activity", None).await.unwrap();
+    assert_eq!((d.records.len(), d.pages), (0, 4));
+    let hwm = d.state().hwm.unwrap();
+    assert_eq!(hwm.updated_at.to_rfc3339(), "2026-11-23T00:00:00+00:00");
+}
+
+#[tokio::test]
+async fn a_429_waits_a_minute_and_a_5xx_burst_backs_off() {
+    let f = Fixture::new().await;
+    Mock::given(path("/api/2.0/export"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .set_body_json(json!({"error": "rate limit exceeded", "status": "error"})),
+        )
+        .up_to_n_times(1)
+        .mount(&f.server)
+        .await;
+    Mock::given(path("/api/2.0/export"))
+        .respond_with(ResponseTemplate::new(502))
+        .up_to_n_times(2)
+        .mount(&f.server)
+        .await;
+    f.day(
+        "2026-11-20",
+        &[event("Login", D20 + 1, "u1", json!("acme.com"))],
+    )
+    .await;
+    let p = f.src.fetch_page("daily_activity", None).await.unwrap();
+    assert_eq!(p.records.len(), 1);
+    let sleeps = f.clock.sleeps();
+    assert_eq!(sleeps.len(), 3);
+    assert_eq!(sleeps[0], NO_RETRY_AFTER_WAIT);
+}
+
+#[tokio::test]
+async fn refused_credentials_name_no_secret() {
+    let f = Fixture::new().await;
+    Mock::given(path("/api/2.0/export"))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .set_body_json(json!({"error": "Invalid username or secret", "status": "error"})),
+        )
+        .expect(1)
+        .mount(&f.server)
+        .await;
+    let err = f.src.fetch_page("daily_activity", None).await.unwrap_err();
+    assert!(
+        matches!(err, SourceError::Http(HttpError::Auth { .. })),
+        "{err:?}"
+    );
+    let text = format!("{err} {err:?} {:?}", f.src.http);
+    assert!(
+        text.contains("/api/2.0/export") && !text.contains("mp_secret_test"),
+        "{text}"
+    );
+}
+
+#[test]
+fn params_are_validated() {
+    let t = |s: &str| validate_params(&toml::from_str(s).unwrap());
+    assert!(
+        t("account_property = \"company_id\"\naccount_key = \"crm_id\"\nevents = [\"Login\"]")
+            .is_ok()
+    );
+    assert!(t("backfill_days = 0").unwrap_err().contains("1 to 365"));
+    assert!(t("project_id = \"42\"")
+        .unwrap_err()
+        .contains("positive integer"));
+    assert!(t("window = 1").unwrap_err().contains("unknown key"));
+}
