@@ -41,6 +41,7 @@ async fn one(accounts: usize) {
         stripe_per_sec: 1_000_000,
         usage_per_min: 1_000_000,
         vitally_per_min: 1_000_000,
+        ..SimRateLimits::unlimited()
     };
     let sim = sim::start(SimOptions {
         accounts,

@@ -26,6 +26,7 @@ const SHIPPED_HUBSPOT: &str = include_str!("../connectors/hubspot.toml");
 const SHIPPED_STRIPE: &str = include_str!("../connectors/stripe.toml");
 const SHIPPED_USAGE: &str = include_str!("../connectors/usage.toml");
 const SHIPPED_VITALLY: &str = include_str!("../connectors/vitally.toml");
+const SHIPPED_ZENDESK: &str = include_str!("../connectors/zendesk.toml");
 
 /// The simulated world's "now": the start of today (UTC). Records are generated relative to it and the demo
 /// scores as of it, so two runs of the same seed on the same day give identical scores; and it is never
@@ -47,6 +48,8 @@ fn demo_limits() -> SimRateLimits {
         stripe_per_sec: 500,
         usage_per_min: 30_000,
         vitally_per_min: 60_000,
+        zendesk_per_min: 30_000,
+        zendesk_incremental_per_min: 600,
     }
 }
 
@@ -113,6 +116,14 @@ pub fn write_config(
             "20 * * * * *",
         ),
         (
+            "zendesk",
+            SHIPPED_ZENDESK,
+            Vendor::Zendesk,
+            sim::TOKENS.zendesk,
+            per_min(limits.zendesk_per_min),
+            "30 * * * * *",
+        ),
+        (
             "vitally",
             SHIPPED_VITALLY,
             Vendor::Vitally,
@@ -139,6 +150,22 @@ pub fn write_config(
                     auth.insert(k.into(), format!("file:{}", secret.display()).into());
                 }
             }
+        }
+        if id == "zendesk" {
+            // Basic auth with an API token: `{email}/token` is the user, the token the password.
+            let user = format!("{}/token", sim::ZENDESK_AGENT_EMAIL);
+            let user = write_secret(&secrets, "zendesk_user", &user)?;
+            if let Some(toml::Value::Table(auth)) = table.get_mut("auth") {
+                auth.insert("username".into(), format!("file:{}", user.display()).into());
+                auth.insert(
+                    "password".into(),
+                    format!("file:{}", secret.display()).into(),
+                );
+            }
+            let mut params = toml::Table::new();
+            let per_min = i64::from(limits.zendesk_incremental_per_min);
+            params.insert("incremental_per_min".into(), per_min.into());
+            table.insert("params".into(), params.into());
         }
         let mut rl = toml::Table::new();
         rl.insert("requests".into(), i64::from(requests).into());
@@ -445,6 +472,7 @@ pub async fn serve_sim(
         ("stripe", Vendor::Stripe),
         ("usage", Vendor::Usage),
         ("vitally", Vendor::Vitally),
+        ("zendesk", Vendor::Zendesk),
     ] {
         println!("  {name:<8} {}", sim.base_url(v));
     }

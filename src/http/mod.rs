@@ -270,6 +270,8 @@ pub struct HttpClient {
     policy: RetryPolicy,
     classifier: Option<Classifier>,
     clock: Arc<dyn Clock>,
+    /// Non-secret headers a kind sends on every request (e.g. `Intercom-Version`).
+    extra_headers: HeaderMap,
 }
 
 impl fmt::Debug for HttpClient {
@@ -318,6 +320,7 @@ impl HttpClient {
             policy: RetryPolicy::default(),
             classifier: None,
             clock: Arc::new(SystemClock),
+            extra_headers: HeaderMap::new(),
         })
     }
 
@@ -330,6 +333,15 @@ impl HttpClient {
     /// Replaces the clock used for `Retry-After` dates, backoff and rate-limit waits.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> HttpClient {
         self.clock = clock;
+        self
+    }
+
+    /// Sends a fixed, non-secret header on every request (an API version pin such as `Intercom-Version`).
+    pub fn with_header(mut self, name: &'static str, value: &'static str) -> HttpClient {
+        self.extra_headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
         self
     }
 
@@ -442,7 +454,7 @@ impl HttpClient {
         target: &RequestTarget,
     ) -> Result<JsonResponse, (HttpError, Option<Duration>)> {
         let mut rb = self.client.request(call.method.clone(), url.clone());
-        rb = self.auth.apply(rb);
+        rb = self.auth.apply(rb).headers(self.extra_headers.clone());
         if let Some(body) = call.body {
             rb = rb.json(body);
         }

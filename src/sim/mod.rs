@@ -11,9 +11,11 @@
 
 mod hubspot;
 mod stripe;
+mod support;
 mod usage;
 mod vitally;
 pub mod world;
+mod zendesk;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -31,6 +33,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use world::{AccountTruth, SimAccount, Trajectory, World};
+pub use zendesk::AGENT_EMAIL as ZENDESK_AGENT_EMAIL;
 
 /// What to simulate.
 #[derive(Clone, Debug)]
@@ -60,6 +63,9 @@ pub struct SimRateLimits {
     pub stripe_per_sec: u32,
     pub usage_per_min: u32,
     pub vitally_per_min: u32,
+    pub zendesk_per_min: u32,
+    /// Zendesk's incremental export endpoints have their own budget (10/min unless High Volume).
+    pub zendesk_incremental_per_min: u32,
 }
 
 impl Default for SimRateLimits {
@@ -69,6 +75,8 @@ impl Default for SimRateLimits {
             stripe_per_sec: 100,
             usage_per_min: 600,
             vitally_per_min: 1000,
+            zendesk_per_min: 700,
+            zendesk_incremental_per_min: 10,
         }
     }
 }
@@ -81,6 +89,8 @@ impl SimRateLimits {
             stripe_per_sec: u32::MAX,
             usage_per_min: u32::MAX,
             vitally_per_min: u32::MAX,
+            zendesk_per_min: u32::MAX,
+            zendesk_incremental_per_min: u32::MAX,
         }
     }
 }
@@ -91,6 +101,7 @@ pub enum Vendor {
     Stripe,
     Usage,
     Vitally,
+    Zendesk,
 }
 
 impl Vendor {
@@ -101,6 +112,7 @@ impl Vendor {
             Vendor::Stripe => "/stripe",
             Vendor::Usage => "/usage",
             Vendor::Vitally => "/vitally",
+            Vendor::Zendesk => "/zendesk",
         }
     }
 }
@@ -116,6 +128,8 @@ pub struct SimTokens {
     pub usage: &'static str,
     /// HTTP Basic with this as the username and an empty password.
     pub vitally: &'static str,
+    /// `Authorization: Bearer <zendesk>` (OAuth), or Basic `agent@healthsync.example/token:<zendesk>`.
+    pub zendesk: &'static str,
 }
 
 pub const TOKENS: SimTokens = SimTokens {
@@ -123,6 +137,7 @@ pub const TOKENS: SimTokens = SimTokens {
     stripe: "sk_test_sim",
     usage: "usage-sim",
     vitally: "vitally-sim",
+    zendesk: "zendesk-sim",
 };
 
 /// One write (non-GET) request the Vitally platform accepted for processing.
@@ -146,6 +161,7 @@ pub(crate) struct SimState {
     pub(crate) stripe: stripe::StripeState,
     pub(crate) usage: usage::UsageState,
     pub(crate) vitally: vitally::VitallyState,
+    pub(crate) zendesk: zendesk::ZendeskState,
     pub(crate) received: Mutex<Vec<ReceivedRequest>>,
 }
 
@@ -159,6 +175,11 @@ impl SimState {
             stripe: stripe::StripeState::new(&world, limits.stripe_per_sec),
             usage: usage::UsageState::new(&world, limits.usage_per_min),
             vitally: vitally::VitallyState::new(&world, limits.vitally_per_min),
+            zendesk: zendesk::ZendeskState::new(
+                &world,
+                limits.zendesk_per_min,
+                limits.zendesk_incremental_per_min,
+            ),
             received: Mutex::new(Vec::new()),
             world,
         }
@@ -270,6 +291,7 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         .nest(Vendor::Stripe.prefix(), stripe::router(&state))
         .nest(Vendor::Usage.prefix(), usage::router(&state))
         .nest(Vendor::Vitally.prefix(), vitally::router(&state))
+        .nest(Vendor::Zendesk.prefix(), zendesk::router(&state))
         .route("/_sim/received", get(sim_received))
         .route("/_sim/state", get(sim_state))
         .route("/_sim/truth", get(sim_truth))

@@ -17,6 +17,7 @@ fn limits() -> SimRateLimits {
         stripe_per_sec: 500,
         usage_per_min: 30_000,
         vitally_per_min: 60_000,
+        ..SimRateLimits::default()
     }
 }
 

@@ -150,6 +150,18 @@ pub fn malformed(stream: &str, connector: &str, reason: impl Into<String>) -> So
     }
 }
 
+/// Names the stream in a response that could not be decoded (malformed JSON); other errors pass through.
+pub fn in_stream<T>(
+    result: Result<T, crate::http::HttpError>,
+    stream: &str,
+    connector: &str,
+) -> Result<T, SourceError> {
+    result.map_err(|e| match e {
+        crate::http::HttpError::Decode { .. } => malformed(stream, connector, e.to_string()),
+        other => SourceError::Http(other),
+    })
+}
+
 pub fn rejected(id: Option<&str>, reason: impl Into<String>) -> RejectedRecord {
     RejectedRecord {
         id: id.map(str::to_string),

@@ -7,13 +7,17 @@ use super::KindSpec;
 pub mod common;
 pub mod hubspot;
 pub mod stripe;
+#[cfg(test)]
+pub mod testkit;
 pub mod usage_feed;
 pub mod vitally;
+pub mod zendesk;
 
 /// Every kind healthsync can build, sources first.
 pub static KINDS: &[&KindSpec] = &[
     &hubspot::SPEC,
     &stripe::SPEC,
     &usage_feed::SPEC,
+    &zendesk::SPEC,
     &vitally::SPEC,
 ];
