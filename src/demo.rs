@@ -27,6 +27,7 @@ const SHIPPED_STRIPE: &str = include_str!("../connectors/stripe.toml");
 const SHIPPED_USAGE: &str = include_str!("../connectors/usage.toml");
 const SHIPPED_VITALLY: &str = include_str!("../connectors/vitally.toml");
 const SHIPPED_ZENDESK: &str = include_str!("../connectors/zendesk.toml");
+const SHIPPED_INTERCOM: &str = include_str!("../connectors/intercom.toml");
 
 /// The simulated world's "now": the start of today (UTC). Records are generated relative to it and the demo
 /// scores as of it, so two runs of the same seed on the same day give identical scores; and it is never
@@ -50,6 +51,7 @@ fn demo_limits() -> SimRateLimits {
         vitally_per_min: 60_000,
         zendesk_per_min: 30_000,
         zendesk_incremental_per_min: 600,
+        intercom_per_10s: 5000,
     }
 }
 
@@ -122,6 +124,14 @@ pub fn write_config(
             sim::TOKENS.zendesk,
             per_min(limits.zendesk_per_min),
             "30 * * * * *",
+        ),
+        (
+            "intercom",
+            SHIPPED_INTERCOM,
+            Vendor::Intercom,
+            sim::TOKENS.intercom,
+            (limits.intercom_per_10s, 10),
+            "40 * * * * *",
         ),
         (
             "vitally",
@@ -473,6 +483,7 @@ pub async fn serve_sim(
         ("usage", Vendor::Usage),
         ("vitally", Vendor::Vitally),
         ("zendesk", Vendor::Zendesk),
+        ("intercom", Vendor::Intercom),
     ] {
         println!("  {name:<8} {}", sim.base_url(v));
     }

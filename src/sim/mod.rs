@@ -10,6 +10,7 @@
 //! so rejected credentials never consume the budget.
 
 mod hubspot;
+mod intercom;
 mod stripe;
 mod support;
 mod usage;
@@ -66,6 +67,8 @@ pub struct SimRateLimits {
     pub zendesk_per_min: u32,
     /// Zendesk's incremental export endpoints have their own budget (10/min unless High Volume).
     pub zendesk_incremental_per_min: u32,
+    /// Intercom enforces its per-minute quota in 10-second slices.
+    pub intercom_per_10s: u32,
 }
 
 impl Default for SimRateLimits {
@@ -77,6 +80,7 @@ impl Default for SimRateLimits {
             vitally_per_min: 1000,
             zendesk_per_min: 700,
             zendesk_incremental_per_min: 10,
+            intercom_per_10s: 1666,
         }
     }
 }
@@ -91,6 +95,7 @@ impl SimRateLimits {
             vitally_per_min: u32::MAX,
             zendesk_per_min: u32::MAX,
             zendesk_incremental_per_min: u32::MAX,
+            intercom_per_10s: u32::MAX,
         }
     }
 }
@@ -102,6 +107,7 @@ pub enum Vendor {
     Usage,
     Vitally,
     Zendesk,
+    Intercom,
 }
 
 impl Vendor {
@@ -113,6 +119,7 @@ impl Vendor {
             Vendor::Usage => "/usage",
             Vendor::Vitally => "/vitally",
             Vendor::Zendesk => "/zendesk",
+            Vendor::Intercom => "/intercom",
         }
     }
 }
@@ -130,6 +137,8 @@ pub struct SimTokens {
     pub vitally: &'static str,
     /// `Authorization: Bearer <zendesk>` (OAuth), or Basic `agent@healthsync.example/token:<zendesk>`.
     pub zendesk: &'static str,
+    /// `Authorization: Bearer <intercom>`.
+    pub intercom: &'static str,
 }
 
 pub const TOKENS: SimTokens = SimTokens {
@@ -138,6 +147,7 @@ pub const TOKENS: SimTokens = SimTokens {
     usage: "usage-sim",
     vitally: "vitally-sim",
     zendesk: "zendesk-sim",
+    intercom: "intercom-sim",
 };
 
 /// One write (non-GET) request the Vitally platform accepted for processing.
@@ -162,6 +172,7 @@ pub(crate) struct SimState {
     pub(crate) usage: usage::UsageState,
     pub(crate) vitally: vitally::VitallyState,
     pub(crate) zendesk: zendesk::ZendeskState,
+    pub(crate) intercom: intercom::IntercomState,
     pub(crate) received: Mutex<Vec<ReceivedRequest>>,
 }
 
@@ -175,6 +186,7 @@ impl SimState {
             stripe: stripe::StripeState::new(&world, limits.stripe_per_sec),
             usage: usage::UsageState::new(&world, limits.usage_per_min),
             vitally: vitally::VitallyState::new(&world, limits.vitally_per_min),
+            intercom: intercom::IntercomState::new(&world, limits.intercom_per_10s),
             zendesk: zendesk::ZendeskState::new(
                 &world,
                 limits.zendesk_per_min,
@@ -292,6 +304,7 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         .nest(Vendor::Usage.prefix(), usage::router(&state))
         .nest(Vendor::Vitally.prefix(), vitally::router(&state))
         .nest(Vendor::Zendesk.prefix(), zendesk::router(&state))
+        .nest(Vendor::Intercom.prefix(), intercom::router(&state))
         .route("/_sim/received", get(sim_received))
         .route("/_sim/state", get(sim_state))
         .route("/_sim/truth", get(sim_truth))

@@ -6,6 +6,7 @@ use super::KindSpec;
 
 pub mod common;
 pub mod hubspot;
+pub mod intercom;
 pub mod stripe;
 #[cfg(test)]
 pub mod testkit;
@@ -19,5 +20,6 @@ pub static KINDS: &[&KindSpec] = &[
     &stripe::SPEC,
     &usage_feed::SPEC,
     &zendesk::SPEC,
+    &intercom::SPEC,
     &vitally::SPEC,
 ];
