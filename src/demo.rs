@@ -28,6 +28,7 @@ const SHIPPED_USAGE: &str = include_str!("../connectors/usage.toml");
 const SHIPPED_VITALLY: &str = include_str!("../connectors/vitally.toml");
 const SHIPPED_ZENDESK: &str = include_str!("../connectors/zendesk.toml");
 const SHIPPED_INTERCOM: &str = include_str!("../connectors/intercom.toml");
+const SHIPPED_FRESHDESK: &str = include_str!("../connectors/freshdesk.toml");
 
 /// The simulated world's "now": the start of today (UTC). Records are generated relative to it and the demo
 /// scores as of it, so two runs of the same seed on the same day give identical scores; and it is never
@@ -52,6 +53,7 @@ fn demo_limits() -> SimRateLimits {
         zendesk_per_min: 30_000,
         zendesk_incremental_per_min: 600,
         intercom_per_10s: 5000,
+        freshdesk_per_min: 30_000,
     }
 }
 
@@ -132,6 +134,14 @@ pub fn write_config(
             sim::TOKENS.intercom,
             (limits.intercom_per_10s, 10),
             "40 * * * * *",
+        ),
+        (
+            "freshdesk",
+            SHIPPED_FRESHDESK,
+            Vendor::Freshdesk,
+            sim::TOKENS.freshdesk,
+            per_min(limits.freshdesk_per_min),
+            "50 * * * * *",
         ),
         (
             "vitally",
@@ -484,6 +494,7 @@ pub async fn serve_sim(
         ("vitally", Vendor::Vitally),
         ("zendesk", Vendor::Zendesk),
         ("intercom", Vendor::Intercom),
+        ("freshdesk", Vendor::Freshdesk),
     ] {
         println!("  {name:<8} {}", sim.base_url(v));
     }

@@ -9,6 +9,7 @@
 //! Rate limits use real-time windows. Every vendor authenticates before it counts a request,
 //! so rejected credentials never consume the budget.
 
+mod freshdesk;
 mod hubspot;
 mod intercom;
 mod stripe;
@@ -69,6 +70,7 @@ pub struct SimRateLimits {
     pub zendesk_incremental_per_min: u32,
     /// Intercom enforces its per-minute quota in 10-second slices.
     pub intercom_per_10s: u32,
+    pub freshdesk_per_min: u32,
 }
 
 impl Default for SimRateLimits {
@@ -81,6 +83,7 @@ impl Default for SimRateLimits {
             zendesk_per_min: 700,
             zendesk_incremental_per_min: 10,
             intercom_per_10s: 1666,
+            freshdesk_per_min: 100,
         }
     }
 }
@@ -96,6 +99,7 @@ impl SimRateLimits {
             zendesk_per_min: u32::MAX,
             zendesk_incremental_per_min: u32::MAX,
             intercom_per_10s: u32::MAX,
+            freshdesk_per_min: u32::MAX,
         }
     }
 }
@@ -108,6 +112,7 @@ pub enum Vendor {
     Vitally,
     Zendesk,
     Intercom,
+    Freshdesk,
 }
 
 impl Vendor {
@@ -120,6 +125,7 @@ impl Vendor {
             Vendor::Vitally => "/vitally",
             Vendor::Zendesk => "/zendesk",
             Vendor::Intercom => "/intercom",
+            Vendor::Freshdesk => "/freshdesk",
         }
     }
 }
@@ -139,6 +145,8 @@ pub struct SimTokens {
     pub zendesk: &'static str,
     /// `Authorization: Bearer <intercom>`.
     pub intercom: &'static str,
+    /// HTTP Basic with this API key as the username (password `X` by convention).
+    pub freshdesk: &'static str,
 }
 
 pub const TOKENS: SimTokens = SimTokens {
@@ -148,6 +156,7 @@ pub const TOKENS: SimTokens = SimTokens {
     vitally: "vitally-sim",
     zendesk: "zendesk-sim",
     intercom: "intercom-sim",
+    freshdesk: "freshdesk-sim",
 };
 
 /// One write (non-GET) request the Vitally platform accepted for processing.
@@ -173,6 +182,7 @@ pub(crate) struct SimState {
     pub(crate) vitally: vitally::VitallyState,
     pub(crate) zendesk: zendesk::ZendeskState,
     pub(crate) intercom: intercom::IntercomState,
+    pub(crate) freshdesk: freshdesk::FreshdeskState,
     pub(crate) received: Mutex<Vec<ReceivedRequest>>,
 }
 
@@ -187,6 +197,7 @@ impl SimState {
             usage: usage::UsageState::new(&world, limits.usage_per_min),
             vitally: vitally::VitallyState::new(&world, limits.vitally_per_min),
             intercom: intercom::IntercomState::new(&world, limits.intercom_per_10s),
+            freshdesk: freshdesk::FreshdeskState::new(&world, limits.freshdesk_per_min),
             zendesk: zendesk::ZendeskState::new(
                 &world,
                 limits.zendesk_per_min,
@@ -305,6 +316,7 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         .nest(Vendor::Vitally.prefix(), vitally::router(&state))
         .nest(Vendor::Zendesk.prefix(), zendesk::router(&state))
         .nest(Vendor::Intercom.prefix(), intercom::router(&state))
+        .nest(Vendor::Freshdesk.prefix(), freshdesk::router(&state))
         .route("/_sim/received", get(sim_received))
         .route("/_sim/state", get(sim_state))
         .route("/_sim/truth", get(sim_truth))

@@ -5,6 +5,7 @@
 use super::KindSpec;
 
 pub mod common;
+pub mod freshdesk;
 pub mod hubspot;
 pub mod intercom;
 pub mod stripe;
@@ -21,5 +22,6 @@ pub static KINDS: &[&KindSpec] = &[
     &usage_feed::SPEC,
     &zendesk::SPEC,
     &intercom::SPEC,
+    &freshdesk::SPEC,
     &vitally::SPEC,
 ];
