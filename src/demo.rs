@@ -29,6 +29,7 @@ const SHIPPED_VITALLY: &str = include_str!("../connectors/vitally.toml");
 const SHIPPED_ZENDESK: &str = include_str!("../connectors/zendesk.toml");
 const SHIPPED_INTERCOM: &str = include_str!("../connectors/intercom.toml");
 const SHIPPED_FRESHDESK: &str = include_str!("../connectors/freshdesk.toml");
+const SHIPPED_DELIGHTED: &str = include_str!("../connectors/delighted.toml");
 
 /// The simulated world's "now": the start of today (UTC). Records are generated relative to it and the demo
 /// scores as of it, so two runs of the same seed on the same day give identical scores; and it is never
@@ -54,6 +55,7 @@ fn demo_limits() -> SimRateLimits {
         zendesk_incremental_per_min: 600,
         intercom_per_10s: 5000,
         freshdesk_per_min: 30_000,
+        delighted_per_min: 30_000,
     }
 }
 
@@ -142,6 +144,14 @@ pub fn write_config(
             sim::TOKENS.freshdesk,
             per_min(limits.freshdesk_per_min),
             "50 * * * * *",
+        ),
+        (
+            "delighted",
+            SHIPPED_DELIGHTED,
+            Vendor::Delighted,
+            sim::TOKENS.delighted,
+            per_min(limits.delighted_per_min),
+            "55 * * * * *",
         ),
         (
             "vitally",
@@ -495,6 +505,7 @@ pub async fn serve_sim(
         ("zendesk", Vendor::Zendesk),
         ("intercom", Vendor::Intercom),
         ("freshdesk", Vendor::Freshdesk),
+        ("delighted", Vendor::Delighted),
     ] {
         println!("  {name:<8} {}", sim.base_url(v));
     }

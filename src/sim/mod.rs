@@ -9,6 +9,7 @@
 //! Rate limits use real-time windows. Every vendor authenticates before it counts a request,
 //! so rejected credentials never consume the budget.
 
+mod delighted;
 mod freshdesk;
 mod hubspot;
 mod intercom;
@@ -71,6 +72,7 @@ pub struct SimRateLimits {
     /// Intercom enforces its per-minute quota in 10-second slices.
     pub intercom_per_10s: u32,
     pub freshdesk_per_min: u32,
+    pub delighted_per_min: u32,
 }
 
 impl Default for SimRateLimits {
@@ -84,6 +86,7 @@ impl Default for SimRateLimits {
             zendesk_incremental_per_min: 10,
             intercom_per_10s: 1666,
             freshdesk_per_min: 100,
+            delighted_per_min: 200,
         }
     }
 }
@@ -100,6 +103,7 @@ impl SimRateLimits {
             zendesk_incremental_per_min: u32::MAX,
             intercom_per_10s: u32::MAX,
             freshdesk_per_min: u32::MAX,
+            delighted_per_min: u32::MAX,
         }
     }
 }
@@ -113,6 +117,7 @@ pub enum Vendor {
     Zendesk,
     Intercom,
     Freshdesk,
+    Delighted,
 }
 
 impl Vendor {
@@ -126,6 +131,7 @@ impl Vendor {
             Vendor::Zendesk => "/zendesk",
             Vendor::Intercom => "/intercom",
             Vendor::Freshdesk => "/freshdesk",
+            Vendor::Delighted => "/delighted",
         }
     }
 }
@@ -147,6 +153,8 @@ pub struct SimTokens {
     pub intercom: &'static str,
     /// HTTP Basic with this API key as the username (password `X` by convention).
     pub freshdesk: &'static str,
+    /// HTTP Basic with this API key as the username and an empty password.
+    pub delighted: &'static str,
 }
 
 pub const TOKENS: SimTokens = SimTokens {
@@ -157,6 +165,7 @@ pub const TOKENS: SimTokens = SimTokens {
     zendesk: "zendesk-sim",
     intercom: "intercom-sim",
     freshdesk: "freshdesk-sim",
+    delighted: "delighted-sim",
 };
 
 /// One write (non-GET) request the Vitally platform accepted for processing.
@@ -183,6 +192,7 @@ pub(crate) struct SimState {
     pub(crate) zendesk: zendesk::ZendeskState,
     pub(crate) intercom: intercom::IntercomState,
     pub(crate) freshdesk: freshdesk::FreshdeskState,
+    pub(crate) delighted: delighted::DelightedState,
     pub(crate) received: Mutex<Vec<ReceivedRequest>>,
 }
 
@@ -198,6 +208,7 @@ impl SimState {
             vitally: vitally::VitallyState::new(&world, limits.vitally_per_min),
             intercom: intercom::IntercomState::new(&world, limits.intercom_per_10s),
             freshdesk: freshdesk::FreshdeskState::new(&world, limits.freshdesk_per_min),
+            delighted: delighted::DelightedState::new(&world, limits.delighted_per_min),
             zendesk: zendesk::ZendeskState::new(
                 &world,
                 limits.zendesk_per_min,
@@ -317,6 +328,7 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         .nest(Vendor::Zendesk.prefix(), zendesk::router(&state))
         .nest(Vendor::Intercom.prefix(), intercom::router(&state))
         .nest(Vendor::Freshdesk.prefix(), freshdesk::router(&state))
+        .nest(Vendor::Delighted.prefix(), delighted::router(&state))
         .route("/_sim/received", get(sim_received))
         .route("/_sim/state", get(sim_state))
         .route("/_sim/truth", get(sim_truth))

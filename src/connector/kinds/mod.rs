@@ -5,6 +5,7 @@
 use super::KindSpec;
 
 pub mod common;
+pub mod delighted;
 pub mod freshdesk;
 pub mod hubspot;
 pub mod intercom;
@@ -23,5 +24,6 @@ pub static KINDS: &[&KindSpec] = &[
     &zendesk::SPEC,
     &intercom::SPEC,
     &freshdesk::SPEC,
+    &delighted::SPEC,
     &vitally::SPEC,
 ];
