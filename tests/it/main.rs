@@ -7,5 +7,6 @@ mod support;
 
 mod crash;
 mod pipeline;
+mod support_sources;
 mod tidy;
 mod validate;
