@@ -5,7 +5,8 @@
 //!   No "updated since" filter exists, so every run re-lists. Intercom stops this list at 10,000 companies
 //!   (beyond that only the one-at-a-time scroll API works, which cannot resume after a crash); a workspace
 //!   reporting more than 10,000 fails the stream with that reason rather than silently missing companies.
-//!   Companies with no users are not listed by Intercom.
+//!   Companies with no users are not listed by Intercom. The list is sorted by `last_request_at`, so a
+//!   company active while a run pages may move between pages; the next run's re-list picks it up.
 //! - `conversations`: the first run lists `GET /conversations?per_page=150&starting_after=…` following
 //!   `pages.next.starting_after`; later runs search `POST /conversations/search` with
 //!   `{"query":{"field":"updated_at","operator":">","value":<mark − lookback − 1>},"pagination":{"per_page":150,

@@ -8,6 +8,8 @@
 //!   `start_time` is the high-water mark minus the lookback (0 on the first run). Zendesk excludes items
 //!   changed in the last minute and refuses a `start_time` that recent, so a stored mark in the future (or
 //!   within that minute) ends the run with zero records and no request.
+//!   Zendesk compares `start_time` with a ticket's `generated_timestamp` (never earlier than `updated_at`),
+//!   so starting from an `updated_at` mark can re-read a ticket but never skip one.
 //!   The incremental endpoints have their own limit, 10 requests/min (`params.incremental_per_min`, 30 with
 //!   the High Volume add-on), so they go through a second HTTP client with that quota.
 //! - `satisfaction_ratings`: `GET /api/v2/satisfaction_ratings?page[size]=100&start_time=<unix>` with the

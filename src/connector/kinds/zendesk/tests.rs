@@ -424,3 +424,23 @@ fn build_gives_the_export_its_own_quota() {
         RateLimit::per_secs(30, 60)
     );
 }
+
+#[tokio::test]
+async fn refused_credentials_are_not_retried() {
+    let server = MockServer::start().await;
+    Mock::given(path(EXPORT))
+        .respond_with(
+            ResponseTemplate::new(401).set_body_json(json!({"error": "Couldn't authenticate you"})),
+        )
+        .mount(&server)
+        .await;
+    let (src, clock) = source(&server);
+    let err = run(&src, "tickets", None).await.unwrap_err();
+    assert!(
+        matches!(err, SourceError::Http(crate::http::HttpError::Auth { .. })),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("tok_zd"), "{err}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    assert!(clock.sleeps().is_empty());
+}
