@@ -6,6 +6,9 @@
 //! the `/_sim/*` introspection routes. It does not own any vendor's routes or wire shapes
 //! (see `hubspot`, `stripe`, `usage`, `vitally`) nor the population itself (see `world`).
 //!
+//! The support and survey vendors (`/zendesk`, `/intercom`, `/freshdesk`, `/delighted`) follow the same
+//! pattern; their shared help-desk history is `support`.
+//!
 //! Rate limits use real-time windows. Every vendor authenticates before it counts a request,
 //! so rejected credentials never consume the budget.
 

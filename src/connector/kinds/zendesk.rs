@@ -25,7 +25,8 @@
 //! Verified against Zendesk's docs (search tool): the export path, `start_time`/`cursor` params,
 //! `after_cursor`/`end_of_stream`, the 10/min limit and Retry-After advice, the last-minute exclusion,
 //! the ratings' fields, `start_time` filter and cursor pagination (`meta.has_more`, `meta.after_cursor`).
-//! Assumed: `per_page` (≤ 1000) is accepted by the cursor export; a too-recent `start_time` is a 400.
+//! Assumed: `per_page` (≤ 1000) on the cursor export, sent only when `page_size` is configured; a
+//! too-recent `start_time` is a 400.
 
 use std::collections::BTreeMap;
 
@@ -126,13 +127,12 @@ impl Zendesk {
         let mut run = state.current_run();
         let (body, items_key, next) = match stream {
             "tickets" => {
-                let mut query = vec![(
-                    "per_page",
-                    self.page_size
-                        .unwrap_or(EXPORT_PAGE)
-                        .clamp(1, 1000)
-                        .to_string(),
-                )];
+                // Zendesk's default (and largest) export page is 1000; `per_page` only when configured.
+                let mut query: Vec<(&str, String)> = self
+                    .page_size
+                    .map(|n| ("per_page", n.clamp(1, EXPORT_PAGE).to_string()))
+                    .into_iter()
+                    .collect();
                 match &run.token {
                     Some(token) => query.push(("cursor", token.clone())),
                     None => {

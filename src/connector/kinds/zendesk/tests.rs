@@ -50,7 +50,11 @@ fn source(server: &MockServer) -> (Zendesk, std::sync::Arc<ManualClock>) {
 
 /// Three export pages: 1 → `c1` → `c2` → end; the second page holds a ticket without `updated_at`.
 async fn mount_three_export_pages(server: &MockServer) {
-    let export = || Mock::given(method("GET")).and(path(EXPORT));
+    let export = || {
+        Mock::given(method("GET"))
+            .and(path(EXPORT))
+            .and(query_param_is_missing("per_page"))
+    };
     export()
         .and(query_param("start_time", "0"))
         .and(query_param_is_missing("cursor"))
