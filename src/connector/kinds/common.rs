@@ -154,10 +154,13 @@ pub fn malformed(stream: &str, connector: &str, reason: impl Into<String>) -> So
 pub fn in_stream<T>(
     result: Result<T, crate::http::HttpError>,
     stream: &str,
-    connector: &str,
 ) -> Result<T, SourceError> {
     result.map_err(|e| match e {
-        crate::http::HttpError::Decode { .. } => malformed(stream, connector, e.to_string()),
+        // The engine's message already names the connector and the request path.
+        crate::http::HttpError::Decode { .. } => SourceError::Malformed {
+            stream: stream.to_string(),
+            reason: e.to_string(),
+        },
         other => SourceError::Http(other),
     })
 }

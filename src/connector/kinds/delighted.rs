@@ -108,7 +108,6 @@ impl Delighted {
                 .get_json("/v1/survey_responses.json", &query)
                 .await,
             stream,
-            connector,
         )?;
         let items = body
             .as_array()

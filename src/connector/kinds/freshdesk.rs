@@ -115,7 +115,6 @@ impl Freshdesk {
         let resp = common::in_stream(
             self.http.execute(Call::new(&Method::GET, &target)).await,
             stream,
-            connector,
         )?;
         if let Some(left) = resp.headers.get("x-ratelimit-remaining") {
             tracing::debug!(connector, stream, remaining = ?left, "freshdesk rate limit");

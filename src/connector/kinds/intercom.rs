@@ -121,7 +121,7 @@ impl Intercom {
         let connector = self.http.connector();
         let state = StreamCursor::load(cursor, stream, connector)?;
         let mut run = state.current_run();
-        let in_stream = |r| common::in_stream(r, stream, connector);
+        let in_stream = |r| common::in_stream(r, stream);
         let (items, next) = match stream {
             "companies" => {
                 run.since = None;

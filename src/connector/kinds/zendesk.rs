@@ -153,8 +153,7 @@ impl Zendesk {
                     }
                 }
                 let path = "/api/v2/incremental/tickets/cursor.json";
-                let body =
-                    common::in_stream(self.export.get_json(path, &query).await, stream, connector)?;
+                let body = common::in_stream(self.export.get_json(path, &query).await, stream)?;
                 let end = body
                     .get("end_of_stream")
                     .and_then(Value::as_bool)
@@ -186,8 +185,7 @@ impl Zendesk {
                     query.push(("page[after]", after.clone()));
                 }
                 let path = format!("/api/v2/{stream}");
-                let body =
-                    common::in_stream(self.http.get_json(&path, &query).await, stream, connector)?;
+                let body = common::in_stream(self.http.get_json(&path, &query).await, stream)?;
                 let has_more = body
                     .pointer("/meta/has_more")
                     .and_then(Value::as_bool)
