@@ -2,12 +2,12 @@
 //! the shipped connector files: every record they sync must join a simulated account through its keys
 //! (directly by domain, or through a key learned from a joined record, e.g. a CSAT rating's ticket).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{TimeZone, Utc};
 use healthsync::config::{self, AccountsSpec, StreamRef};
 use healthsync::pipeline::Runtime;
-use healthsync::sim::{self, SimOptions, SimRateLimits};
+use healthsync::sim::{self, SimOptions, SimRateLimits, Trajectory};
 use healthsync::store::Store;
 use healthsync::sync::SyncOptions;
 use tokio::sync::watch;
@@ -95,5 +95,43 @@ async fn support_and_survey_records_all_join_a_simulated_account() {
         .map(|(_, rs)| rs.len())
         .sum();
     assert_eq!(joined, synced);
+
+    // The joined records carry the signal scoring needs: NPS from accounts the simulator knows to be
+    // churning is clearly lower than from healthy ones, and their CSAT ratings are more often bad.
+    let truth = sim.world().truth();
+    let mut nps: HashMap<Trajectory, Vec<f64>> = HashMap::new();
+    let mut csat: HashMap<Trajectory, (usize, usize)> = HashMap::new();
+    for a in &resolved.accounts {
+        let t = truth[&a.account.id].trajectory;
+        for (s, rs) in &a.records {
+            for r in rs {
+                match (s.connector.as_str(), s.stream.as_str()) {
+                    ("delighted", _) => nps
+                        .entry(t)
+                        .or_default()
+                        .push(r.fields["score"].as_f64().unwrap()),
+                    ("zendesk", "satisfaction_ratings") => {
+                        let e = csat.entry(t).or_default();
+                        e.0 += usize::from(r.fields["score"] == "bad");
+                        e.1 += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mean = |t| {
+        let v = &nps[&t];
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    assert!(
+        mean(Trajectory::Healthy) > mean(Trajectory::Churning) + 2.0,
+        "{nps:?}"
+    );
+    let bad = |t| csat[&t].0 as f64 / csat[&t].1 as f64;
+    assert!(
+        bad(Trajectory::Churning) > bad(Trajectory::Healthy),
+        "{csat:?}"
+    );
     sim.shutdown().await;
 }
