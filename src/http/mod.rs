@@ -454,10 +454,11 @@ impl HttpClient {
         target: &RequestTarget,
     ) -> Result<JsonResponse, (HttpError, Option<Duration>)> {
         let mut rb = self.client.request(call.method.clone(), url.clone());
-        rb = self.auth.apply(rb).headers(self.extra_headers.clone());
+        rb = self.auth.apply(rb);
         if let Some(body) = call.body {
             rb = rb.json(body);
         }
+        rb = rb.headers(self.extra_headers.clone());
         let resp = rb
             .send()
             .await

@@ -240,7 +240,7 @@ mod tests {
     use super::*;
     use crate::config::AuthScheme;
     use crate::connector::kinds::delighted::Delighted;
-    use crate::connector::kinds::testkit::{client, run_ok};
+    use crate::connector::kinds::support_testkit::{client, run_ok};
     use crate::sim::test_support::{call, now, start_sim, Auth};
     use crate::sim::world::Trajectory;
     use crate::sim::{SimRateLimits, Vendor};

@@ -253,7 +253,7 @@ mod tests {
     use super::*;
     use crate::config::AuthScheme;
     use crate::connector::kinds::freshdesk::Freshdesk;
-    use crate::connector::kinds::testkit::{client, run_ok};
+    use crate::connector::kinds::support_testkit::{client, run_ok};
     use crate::sim::test_support::{call, start_sim, Auth};
     use crate::sim::{SimRateLimits, Vendor};
 

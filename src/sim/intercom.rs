@@ -300,7 +300,7 @@ mod tests {
     use super::*;
     use crate::config::AuthScheme;
     use crate::connector::kinds::intercom::Intercom;
-    use crate::connector::kinds::testkit::{client, run_ok};
+    use crate::connector::kinds::support_testkit::{client, run_ok};
     use crate::sim::test_support::{call, start_sim, Auth};
     use crate::sim::{SimRateLimits, Vendor};
 

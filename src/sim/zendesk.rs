@@ -328,7 +328,7 @@ async fn ratings(State(st): State<Arc<SimState>>, uri: Uri) -> Response {
 mod tests {
     use super::*;
     use crate::config::AuthScheme;
-    use crate::connector::kinds::testkit::{client, run_ok};
+    use crate::connector::kinds::support_testkit::{client, run_ok};
     use crate::connector::kinds::zendesk::Zendesk;
     use crate::sim::test_support::{call, start_sim, Auth};
     use crate::sim::{SimRateLimits, Vendor};

@@ -11,7 +11,7 @@ pub mod hubspot;
 pub mod intercom;
 pub mod stripe;
 #[cfg(test)]
-pub mod testkit;
+pub mod support_testkit;
 pub mod usage_feed;
 pub mod vitally;
 pub mod zendesk;

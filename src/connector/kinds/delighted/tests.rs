@@ -8,7 +8,9 @@ use wiremock::matchers::{method, path, query_param, query_param_is_missing};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::*;
-use crate::connector::kinds::testkit::{self, assert_auth_on_every_request, hwm, run, run_ok};
+use crate::connector::kinds::support_testkit::{
+    self, assert_auth_on_every_request, hwm, run, run_ok,
+};
 use crate::http::ManualClock;
 
 const PATH: &str = "/v1/survey_responses.json";
@@ -33,7 +35,7 @@ fn listing(items: Vec<Value>) -> ResponseTemplate {
 /// Two records per page, so a page of two is full and a shorter page ends the run.
 fn source(server: &MockServer) -> (Delighted, std::sync::Arc<ManualClock>) {
     let (http, clock) =
-        testkit::client(&server.uri(), AuthScheme::Basic, &[("username", "dl_key")]);
+        support_testkit::client(&server.uri(), AuthScheme::Basic, &[("username", "dl_key")]);
     (
         Delighted::new(http, vec!["survey_responses".into()], Some(2)),
         clock,
@@ -199,7 +201,7 @@ async fn throttling_and_unavailability_honour_retry_after() {
     Mock::given(path(PATH))
         .respond_with(
             ResponseTemplate::new(429)
-                .insert_header("retry-after", testkit::http_date_after(13).as_str()),
+                .insert_header("retry-after", support_testkit::http_date_after(13).as_str()),
         )
         .up_to_n_times(1)
         .mount(&server)

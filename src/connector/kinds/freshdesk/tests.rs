@@ -8,7 +8,9 @@ use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::*;
-use crate::connector::kinds::testkit::{self, assert_auth_on_every_request, hwm, run, run_ok};
+use crate::connector::kinds::support_testkit::{
+    self, assert_auth_on_every_request, hwm, run, run_ok,
+};
 use crate::http::ManualClock;
 
 /// `fd_key:X` in base64.
@@ -38,7 +40,7 @@ fn page(items: Vec<Value>, next: Option<&str>) -> ResponseTemplate {
 }
 
 fn source(server: &MockServer) -> (Freshdesk, std::sync::Arc<ManualClock>) {
-    let (http, clock) = testkit::client(
+    let (http, clock) = support_testkit::client(
         &server.uri(),
         AuthScheme::Basic,
         &[("username", "fd_key"), ("password", "X")],
@@ -237,7 +239,7 @@ async fn throttling_honours_retry_after_and_server_errors_are_retried() {
         .mount(&server)
         .await;
     Mock::given(path("/api/v2/companies"))
-        .respond_with(limited(&testkit::http_date_after(45)))
+        .respond_with(limited(&support_testkit::http_date_after(45)))
         .up_to_n_times(1)
         .mount(&server)
         .await;

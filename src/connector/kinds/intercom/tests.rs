@@ -10,7 +10,9 @@ use wiremock::matchers::{
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::*;
-use crate::connector::kinds::testkit::{self, assert_auth_on_every_request, hwm, run, run_ok};
+use crate::connector::kinds::support_testkit::{
+    self, assert_auth_on_every_request, hwm, run, run_ok,
+};
 use crate::http::ManualClock;
 
 /// 2026-11-23T12:00:00Z, the manual clock's start.
@@ -48,7 +50,8 @@ fn conversation_list(items: Vec<Value>, next: Option<&str>) -> ResponseTemplate 
 }
 
 fn source(server: &MockServer) -> (Intercom, std::sync::Arc<ManualClock>) {
-    let (http, clock) = testkit::client(&server.uri(), AuthScheme::Bearer, &[("token", "tok_ic")]);
+    let (http, clock) =
+        support_testkit::client(&server.uri(), AuthScheme::Bearer, &[("token", "tok_ic")]);
     let streams = SPEC.streams.iter().map(|s| s.to_string()).collect();
     (Intercom::new(http, streams, None), clock)
 }

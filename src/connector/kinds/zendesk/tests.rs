@@ -8,7 +8,9 @@ use wiremock::matchers::{method, path, query_param, query_param_is_missing};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::*;
-use crate::connector::kinds::testkit::{self, assert_auth_on_every_request, hwm, run, run_ok};
+use crate::connector::kinds::support_testkit::{
+    self, assert_auth_on_every_request, hwm, run, run_ok,
+};
 use crate::http::ManualClock;
 
 const EXPORT: &str = "/api/v2/incremental/tickets/cursor.json";
@@ -41,8 +43,8 @@ fn source(server: &MockServer) -> (Zendesk, std::sync::Arc<ManualClock>) {
         ("username", "agent@example.com/token"),
         ("password", "tok_zd"),
     ];
-    let (http, clock) = testkit::client(&server.uri(), AuthScheme::Basic, &secrets);
-    let (export, _) = testkit::client(&server.uri(), AuthScheme::Basic, &secrets);
+    let (http, clock) = support_testkit::client(&server.uri(), AuthScheme::Basic, &secrets);
+    let (export, _) = support_testkit::client(&server.uri(), AuthScheme::Basic, &secrets);
     let export = export.with_clock(clock.clone());
     let streams = SPEC.streams.iter().map(|s| s.to_string()).collect();
     (Zendesk::new(http, export, streams, None), clock)
@@ -213,7 +215,7 @@ async fn throttled_export_honours_retry_after_seconds_and_http_date() {
     Mock::given(path(EXPORT))
         .respond_with(
             ResponseTemplate::new(429)
-                .insert_header("retry-after", testkit::http_date_after(37).as_str()),
+                .insert_header("retry-after", support_testkit::http_date_after(37).as_str()),
         )
         .up_to_n_times(1)
         .mount(&server)
@@ -379,8 +381,10 @@ async fn oauth_bearer_is_sent_on_every_request() {
         .respond_with(list_page("organizations", vec![org(1, "a.com")], None))
         .mount(&server)
         .await;
-    let (http, _) = testkit::client(&server.uri(), AuthScheme::Bearer, &[("token", "oauth_zd")]);
-    let (export, _) = testkit::client(&server.uri(), AuthScheme::Bearer, &[("token", "oauth_zd")]);
+    let (http, _) =
+        support_testkit::client(&server.uri(), AuthScheme::Bearer, &[("token", "oauth_zd")]);
+    let (export, _) =
+        support_testkit::client(&server.uri(), AuthScheme::Bearer, &[("token", "oauth_zd")]);
     let src = Zendesk::new(http, export, vec!["organizations".into()], None);
     run_ok(&src, "organizations", None).await;
     run_ok(&src, "organizations", None).await;
