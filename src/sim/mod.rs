@@ -511,6 +511,14 @@ impl RollingWindow {
     pub(crate) fn limit(&self) -> u32 {
         self.limit
     }
+
+    /// Time until the oldest counted hit leaves the window (zero when the window is empty).
+    pub(crate) fn until_free(&self, now: Instant) -> Duration {
+        self.hits
+            .front()
+            .map(|first| self.window.saturating_sub(now.duration_since(*first)))
+            .unwrap_or(Duration::ZERO)
+    }
 }
 
 /// Seconds to wait, rounded up so a client that honours it never arrives early.

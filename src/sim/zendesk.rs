@@ -4,7 +4,8 @@
 //!
 //! Wire behaviour: Basic auth `{email}/token:{token}` or `Bearer {token}` (else 401
 //! `{"error":"Couldn't authenticate you"}`); an account-wide per-minute budget with `X-Rate-Limit` and
-//! `X-Rate-Limit-Remaining` on every authenticated response; the incremental export has its own per-minute
+//! `X-Rate-Limit-Remaining` (and `ratelimit-limit`, `ratelimit-remaining`, `ratelimit-reset` seconds) on
+//! every authenticated response; the incremental export has its own per-minute
 //! budget (10 by default, as Zendesk documents); over a budget → 429 with `Retry-After` seconds.
 //! Export: `start_time` (unix, required on the first call, refused with 400 when within the last minute)
 //! or `cursor`, `per_page` ≤ 1000 → `tickets`, `after_cursor`, `after_url`, `before_*`, `end_of_stream`,
@@ -98,9 +99,10 @@ async fn gate(State(st): State<Arc<SimState>>, req: Request, next: Next) -> Resp
     } else {
         Ok(None)
     };
-    let (remaining, limit) = {
+    let (remaining, limit, reset) = {
         let l = lock(&st.zendesk.limiter);
-        (general.unwrap_or(0), l.limit())
+        let reset = ceil_secs(l.until_free(now)).max(1);
+        (general.unwrap_or(0), l.limit(), reset)
     };
     let mut resp = match (general, export) {
         (Err(wait), _) | (_, Err(wait)) => {
@@ -120,6 +122,9 @@ async fn gate(State(st): State<Arc<SimState>>, req: Request, next: Next) -> Resp
     let h = resp.headers_mut();
     h.insert("x-rate-limit", HeaderValue::from(limit));
     h.insert("x-rate-limit-remaining", HeaderValue::from(remaining));
+    h.insert("ratelimit-limit", HeaderValue::from(limit));
+    h.insert("ratelimit-remaining", HeaderValue::from(remaining));
+    h.insert("ratelimit-reset", HeaderValue::from(reset));
     resp
 }
 

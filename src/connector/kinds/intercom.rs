@@ -17,7 +17,8 @@
 //! author is a user or lead (a conversation an admin started carries only the contact key). Fields are the
 //! vendor objects as is (`state`, `open`, `priority`, `created_at`, `conversation_rating`, `statistics`…).
 //! Throttling: 429 with `X-RateLimit-Reset` (a unix time), mapped onto the engine's wait; `Retry-After` is
-//! honoured too if present. Auth: bearer access token.
+//! honoured too if present. A response reporting `X-RateLimit-Remaining: 0` pauses the next request until
+//! its `X-RateLimit-Reset` (pre-throttling, `quota_pause`). Auth: bearer access token.
 //!
 //! Verified in the 2.14 spec: paths, methods, `per_page` ≤ 150 for conversations, `pages.next.starting_after`,
 //! search operators and `updated_at` as a unix timestamp, company fields, the 10,000 cap. From Intercom's
@@ -27,12 +28,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::common::{self, Mark, StreamCursor};
+use super::quota_pause::{header_u64, QuotaPause};
 use crate::config::{AuthScheme, RateLimit};
 use crate::connector::{
     BoxFuture, BuildContext, BuildError, Built, Cursor, KindSpec, Page, Record, RejectedRecord,
@@ -103,6 +105,7 @@ pub struct Intercom {
     http: HttpClient,
     streams: Vec<String>,
     page_size: Option<u32>,
+    pause: QuotaPause,
 }
 
 impl Intercom {
@@ -114,14 +117,25 @@ impl Intercom {
                 .with_classifier(classify),
             streams,
             page_size,
+            pause: QuotaPause::default(),
         }
+    }
+
+    /// Sends `call` after any pause the last response asked for, and notes the quota it reports.
+    async fn send(&self, call: Call<'_>, stream: &str) -> Result<Value, SourceError> {
+        self.pause.wait(self.http.clock().as_ref()).await;
+        let resp = common::in_stream(self.http.execute(call).await, stream)?;
+        let reset = header_u64(&resp.headers, "x-ratelimit-reset")
+            .and_then(|t| Utc.timestamp_opt(i64::try_from(t).ok()?, 0).single());
+        self.pause
+            .observe(header_u64(&resp.headers, "x-ratelimit-remaining"), reset);
+        Ok(resp.body)
     }
 
     async fn fetch(&self, stream: &str, cursor: Option<&Cursor>) -> Result<Page, SourceError> {
         let connector = self.http.connector();
         let state = StreamCursor::load(cursor, stream, connector)?;
         let mut run = state.current_run();
-        let in_stream = |r| common::in_stream(r, stream);
         let (items, next) = match stream {
             "companies" => {
                 run.since = None;
@@ -141,7 +155,7 @@ impl Intercom {
                     query: &query,
                     ..Call::new(&Method::POST, "/companies/list")
                 };
-                let body = in_stream(self.http.execute(call).await.map(|r| r.body))?;
+                let body = self.send(call, stream).await?;
                 let total = body.get("total_count").and_then(Value::as_u64).unwrap_or(0);
                 if total > COMPANY_LIST_CAP {
                     return Err(common::malformed(
@@ -168,7 +182,11 @@ impl Intercom {
                         if let Some(after) = &run.token {
                             query.push(("starting_after", after.clone()));
                         }
-                        in_stream(self.http.get_json("/conversations", &query).await)?
+                        let call = Call {
+                            query: &query,
+                            ..Call::new(&Method::GET, "/conversations")
+                        };
+                        self.send(call, stream).await?
                     }
                     Some(since) => {
                         let mut pagination = json!({ "per_page": per_page });
@@ -183,7 +201,7 @@ impl Intercom {
                             body: Some(&body),
                             ..Call::new(&Method::POST, "/conversations/search")
                         };
-                        in_stream(self.http.execute(call).await.map(|r| r.body))?
+                        self.send(call, stream).await?
                     }
                 };
                 let next = body

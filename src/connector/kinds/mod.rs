@@ -9,6 +9,7 @@ pub mod delighted;
 pub mod freshdesk;
 pub mod hubspot;
 pub mod intercom;
+pub mod quota_pause;
 pub mod stripe;
 #[cfg(test)]
 pub mod support_testkit;

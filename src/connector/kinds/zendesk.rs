@@ -20,7 +20,8 @@
 //! `zendesk_ticket` (id) and `zendesk_org` (`organization_id`); ratings → `zendesk_ticket` (`ticket_id`),
 //! which identity joins through the ticket. Fields are the vendor object as is (status, priority,
 //! created_at, score, comment…). Auth: Basic `{email}/token:{api_token}` (username `email/token`, password
-//! the token) or an OAuth bearer token. Throttling: 429 with `Retry-After` seconds, handled by the engine.
+//! the token) or an OAuth bearer token. Throttling: 429 with `Retry-After` seconds, handled by the engine;
+//! a response with `ratelimit-remaining: 0` pauses that client's next request for `ratelimit-reset` seconds.
 //!
 //! Verified against Zendesk's docs (search tool): the export path, `start_time`/`cursor` params,
 //! `after_cursor`/`end_of_stream`, the 10/min limit and Retry-After advice, the last-minute exclusion,
@@ -31,15 +32,17 @@
 use std::collections::BTreeMap;
 
 use chrono::Duration;
+use reqwest::Method;
 use serde_json::Value;
 
 use super::common::{self, Mark, StreamCursor};
+use super::quota_pause::{header_u64, QuotaPause};
 use crate::config::{AuthScheme, RateLimit};
 use crate::connector::{
     BoxFuture, BuildContext, BuildError, Built, Cursor, KindSpec, Page, Record, RejectedRecord,
     Role, Source, SourceError,
 };
-use crate::http::HttpClient;
+use crate::http::{Call, HttpClient};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "zendesk",
@@ -104,6 +107,8 @@ pub struct Zendesk {
     export: HttpClient,
     streams: Vec<String>,
     page_size: Option<u32>,
+    /// Pre-throttling per client from `ratelimit-remaining`/`ratelimit-reset`.
+    pauses: [QuotaPause; 2],
 }
 
 impl Zendesk {
@@ -118,7 +123,35 @@ impl Zendesk {
             export,
             streams,
             page_size,
+            pauses: Default::default(),
         }
+    }
+
+    /// `GET path?query` on the list (`export` false) or export client, after any pause its last response
+    /// asked for; notes the quota this response reports.
+    async fn get(
+        &self,
+        export: bool,
+        path: &str,
+        query: &[(&str, String)],
+        stream: &str,
+    ) -> Result<Value, SourceError> {
+        let (client, pause) = if export {
+            (&self.export, &self.pauses[1])
+        } else {
+            (&self.http, &self.pauses[0])
+        };
+        pause.wait(client.clock().as_ref()).await;
+        let call = Call {
+            query,
+            ..Call::new(&Method::GET, path)
+        };
+        let resp = common::in_stream(client.execute(call).await, stream)?;
+        let refill = header_u64(&resp.headers, "ratelimit-reset")
+            .and_then(|s| i64::try_from(s).ok())
+            .map(|s| client.clock().now() + Duration::seconds(s));
+        pause.observe(header_u64(&resp.headers, "ratelimit-remaining"), refill);
+        Ok(resp.body)
     }
 
     async fn fetch(&self, stream: &str, cursor: Option<&Cursor>) -> Result<Page, SourceError> {
@@ -153,7 +186,7 @@ impl Zendesk {
                     }
                 }
                 let path = "/api/v2/incremental/tickets/cursor.json";
-                let body = common::in_stream(self.export.get_json(path, &query).await, stream)?;
+                let body = self.get(true, path, &query, stream).await?;
                 let end = body
                     .get("end_of_stream")
                     .and_then(Value::as_bool)
@@ -185,7 +218,7 @@ impl Zendesk {
                     query.push(("page[after]", after.clone()));
                 }
                 let path = format!("/api/v2/{stream}");
-                let body = common::in_stream(self.http.get_json(&path, &query).await, stream)?;
+                let body = self.get(false, &path, &query, stream).await?;
                 let has_more = body
                     .pointer("/meta/has_more")
                     .and_then(Value::as_bool)

@@ -339,3 +339,31 @@ fn params_are_validated() {
         .unwrap_err()
         .contains("takes no params"));
 }
+
+#[tokio::test]
+async fn a_spent_quota_pauses_the_next_request_until_the_unix_reset() {
+    let server = MockServer::start().await;
+    Mock::given(path("/conversations"))
+        .and(query_param_is_missing("starting_after"))
+        .respond_with(
+            conversation_list(vec![conversation("1", 5, None)], Some("c1"))
+                .insert_header("x-ratelimit-limit", "166")
+                .insert_header("x-ratelimit-remaining", "0")
+                .insert_header("x-ratelimit-reset", (NOW + 6).to_string().as_str()),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(path("/conversations"))
+        .and(query_param("starting_after", "c1"))
+        .respond_with(
+            conversation_list(vec![conversation("2", 6, None)], None)
+                .insert_header("x-ratelimit-remaining", "165")
+                .insert_header("x-ratelimit-reset", (NOW + 16).to_string().as_str()),
+        )
+        .mount(&server)
+        .await;
+    let (src, clock) = source(&server);
+    let r = run_ok(&src, "conversations", None).await;
+    assert_eq!(r.ids(), ["1", "2"]);
+    assert_eq!(clock.sleeps(), [Duration::from_secs(6)]);
+}

@@ -452,3 +452,33 @@ async fn refused_credentials_are_not_retried() {
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
     assert!(clock.sleeps().is_empty());
 }
+
+#[tokio::test]
+async fn a_spent_quota_pauses_the_next_request_until_the_reset() {
+    let server = MockServer::start().await;
+    let spent = |items: Vec<Value>, after: Option<&str>| {
+        list_page("organizations", items, after)
+            .insert_header("ratelimit-limit", "200")
+            .insert_header("ratelimit-remaining", "0")
+            .insert_header("ratelimit-reset", "41")
+    };
+    Mock::given(path("/api/v2/organizations"))
+        .and(query_param_is_missing("page[after]"))
+        .respond_with(spent(vec![org(1, "a.com")], Some("o1")))
+        .mount(&server)
+        .await;
+    Mock::given(path("/api/v2/organizations"))
+        .and(query_param("page[after]", "o1"))
+        .respond_with(list_page("organizations", vec![org(2, "b.com")], None))
+        .mount(&server)
+        .await;
+    let (src, clock) = source(&server);
+    let r = run_ok(&src, "organizations", None).await;
+    assert_eq!(r.ids(), ["1", "2"]);
+    assert_eq!(clock.sleeps(), [Duration::from_secs(41)]);
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        2,
+        "no 429 spent"
+    );
+}
