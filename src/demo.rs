@@ -29,6 +29,10 @@ const SHIPPED_VITALLY: &str = include_str!("../connectors/vitally.toml");
 const SHIPPED_SALESFORCE: &str = include_str!("../connectors/salesforce.toml");
 const SHIPPED_CHARGEBEE: &str = include_str!("../connectors/chargebee.toml");
 const SHIPPED_MIXPANEL: &str = include_str!("../connectors/mixpanel.toml");
+const SHIPPED_ZENDESK: &str = include_str!("../connectors/zendesk.toml");
+const SHIPPED_INTERCOM: &str = include_str!("../connectors/intercom.toml");
+const SHIPPED_FRESHDESK: &str = include_str!("../connectors/freshdesk.toml");
+const SHIPPED_DELIGHTED: &str = include_str!("../connectors/delighted.toml");
 
 /// The simulated world's "now": the start of today (UTC). Records are generated relative to it and the demo
 /// scores as of it, so two runs of the same seed on the same day give identical scores; and it is never
@@ -53,6 +57,11 @@ fn demo_limits() -> SimRateLimits {
         salesforce_per_day: 100_000,
         chargebee_per_min: 30_000,
         mixpanel_per_hour: 36_000,
+        zendesk_per_min: 30_000,
+        zendesk_incremental_per_min: 600,
+        intercom_per_10s: 5000,
+        freshdesk_per_min: 30_000,
+        delighted_per_min: 30_000,
     }
 }
 
@@ -117,6 +126,38 @@ pub fn write_config(
             sim::TOKENS.usage,
             per_min(limits.usage_per_min),
             "20 * * * * *",
+        ),
+        (
+            "zendesk",
+            SHIPPED_ZENDESK,
+            Vendor::Zendesk,
+            sim::TOKENS.zendesk,
+            per_min(limits.zendesk_per_min),
+            "30 * * * * *",
+        ),
+        (
+            "intercom",
+            SHIPPED_INTERCOM,
+            Vendor::Intercom,
+            sim::TOKENS.intercom,
+            (limits.intercom_per_10s, 10),
+            "40 * * * * *",
+        ),
+        (
+            "freshdesk",
+            SHIPPED_FRESHDESK,
+            Vendor::Freshdesk,
+            sim::TOKENS.freshdesk,
+            per_min(limits.freshdesk_per_min),
+            "50 * * * * *",
+        ),
+        (
+            "delighted",
+            SHIPPED_DELIGHTED,
+            Vendor::Delighted,
+            sim::TOKENS.delighted,
+            per_min(limits.delighted_per_min),
+            "55 * * * * *",
         ),
         (
             "vitally",
@@ -185,6 +226,22 @@ pub fn write_config(
                     }
                 }
             }
+        }
+        if id == "zendesk" {
+            // Basic auth with an API token: `{email}/token` is the user, the token the password.
+            let user = format!("{}/token", sim::ZENDESK_AGENT_EMAIL);
+            let user = write_secret(&secrets, "zendesk_user", &user)?;
+            if let Some(toml::Value::Table(auth)) = table.get_mut("auth") {
+                auth.insert("username".into(), format!("file:{}", user.display()).into());
+                auth.insert(
+                    "password".into(),
+                    format!("file:{}", secret.display()).into(),
+                );
+            }
+            let mut params = toml::Table::new();
+            let per_min = i64::from(limits.zendesk_incremental_per_min);
+            params.insert("incremental_per_min".into(), per_min.into());
+            table.insert("params".into(), params.into());
         }
         let mut rl = toml::Table::new();
         rl.insert("requests".into(), i64::from(requests).into());
@@ -498,6 +555,10 @@ pub async fn serve_sim(
         ("stripe", Vendor::Stripe),
         ("usage", Vendor::Usage),
         ("vitally", Vendor::Vitally),
+        ("zendesk", Vendor::Zendesk),
+        ("intercom", Vendor::Intercom),
+        ("freshdesk", Vendor::Freshdesk),
+        ("delighted", Vendor::Delighted),
     ] {
         println!("  {name:<8} {}", sim.base_url(v));
     }

@@ -13,8 +13,8 @@
 //! anything. Time comes from an injectable [`Clock`] so retry waits are tested without sleeping.
 
 pub mod clock;
-pub mod local;
 mod lines;
+pub mod local;
 mod oauth2;
 mod retry;
 #[cfg(test)]
@@ -286,6 +286,8 @@ pub struct HttpClient {
     policy: RetryPolicy,
     classifier: Option<Classifier>,
     clock: Arc<dyn Clock>,
+    /// Non-secret headers a kind sends on every request (e.g. `Intercom-Version`).
+    extra_headers: HeaderMap,
 }
 
 impl fmt::Debug for HttpClient {
@@ -334,6 +336,7 @@ impl HttpClient {
             policy: RetryPolicy::default(),
             classifier: None,
             clock: Arc::new(SystemClock),
+            extra_headers: HeaderMap::new(),
         })
     }
 
@@ -346,6 +349,15 @@ impl HttpClient {
     /// Replaces the clock used for `Retry-After` dates, backoff and rate-limit waits.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> HttpClient {
         self.clock = clock;
+        self
+    }
+
+    /// Sends a fixed, non-secret header on every request (an API version pin such as `Intercom-Version`).
+    pub fn with_header(mut self, name: &'static str, value: &'static str) -> HttpClient {
+        self.extra_headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
         self
     }
 
@@ -531,6 +543,7 @@ impl HttpClient {
         if let Some(body) = call.body {
             rb = rb.json(body);
         }
+        rb = rb.headers(self.extra_headers.clone());
         let resp = rb.send().await.map_err(|e| {
             crate::observe::http_request(&self.connector, None);
             (network_error(target, &e), None)

@@ -6,17 +6,25 @@
 //! the `/_sim/*` introspection routes. It does not own any vendor's routes or wire shapes
 //! (see `hubspot`, `stripe`, `usage`, `vitally`) nor the population itself (see `world`).
 //!
+//! The support and survey vendors (`/zendesk`, `/intercom`, `/freshdesk`, `/delighted`) follow the same
+//! pattern; their shared help-desk history is `support`.
+//!
 //! Rate limits use real-time windows. Every vendor authenticates before it counts a request,
 //! so rejected credentials never consume the budget.
 
 pub mod chargebee;
+mod delighted;
+mod freshdesk;
 mod hubspot;
+mod intercom;
 pub mod mixpanel;
 pub mod salesforce;
 mod stripe;
+mod support;
 mod usage;
 mod vitally;
 pub mod world;
+mod zendesk;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -34,6 +42,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use world::{AccountTruth, SimAccount, Trajectory, World};
+pub use zendesk::AGENT_EMAIL as ZENDESK_AGENT_EMAIL;
 
 /// What to simulate.
 #[derive(Clone, Debug)]
@@ -69,6 +78,13 @@ pub struct SimRateLimits {
     pub chargebee_per_min: u32,
     /// Mixpanel's raw export budget: 60 queries per hour.
     pub mixpanel_per_hour: u32,
+    pub zendesk_per_min: u32,
+    /// Zendesk's incremental export endpoints have their own budget (10/min unless High Volume).
+    pub zendesk_incremental_per_min: u32,
+    /// Intercom enforces its per-minute quota in 10-second slices.
+    pub intercom_per_10s: u32,
+    pub freshdesk_per_min: u32,
+    pub delighted_per_min: u32,
 }
 
 impl Default for SimRateLimits {
@@ -81,6 +97,11 @@ impl Default for SimRateLimits {
             salesforce_per_day: 100_000,
             chargebee_per_min: 1000,
             mixpanel_per_hour: 60,
+            zendesk_per_min: 700,
+            zendesk_incremental_per_min: 10,
+            intercom_per_10s: 1666,
+            freshdesk_per_min: 100,
+            delighted_per_min: 200,
         }
     }
 }
@@ -96,6 +117,11 @@ impl SimRateLimits {
             salesforce_per_day: u32::MAX,
             chargebee_per_min: u32::MAX,
             mixpanel_per_hour: u32::MAX,
+            zendesk_per_min: u32::MAX,
+            zendesk_incremental_per_min: u32::MAX,
+            intercom_per_10s: u32::MAX,
+            freshdesk_per_min: u32::MAX,
+            delighted_per_min: u32::MAX,
         }
     }
 }
@@ -109,6 +135,10 @@ pub enum Vendor {
     Salesforce,
     Chargebee,
     Mixpanel,
+    Zendesk,
+    Intercom,
+    Freshdesk,
+    Delighted,
 }
 
 impl Vendor {
@@ -123,6 +153,10 @@ impl Vendor {
             Vendor::Chargebee => "/chargebee",
             // Mixpanel's base URL carries the API version (`https://data.mixpanel.com/api/2.0`).
             Vendor::Mixpanel => "/mixpanel/api/2.0",
+            Vendor::Zendesk => "/zendesk",
+            Vendor::Intercom => "/intercom",
+            Vendor::Freshdesk => "/freshdesk",
+            Vendor::Delighted => "/delighted",
         }
     }
 }
@@ -138,6 +172,14 @@ pub struct SimTokens {
     pub usage: &'static str,
     /// HTTP Basic with this as the username and an empty password.
     pub vitally: &'static str,
+    /// `Authorization: Bearer <zendesk>` (OAuth), or Basic `agent@healthsync.example/token:<zendesk>`.
+    pub zendesk: &'static str,
+    /// `Authorization: Bearer <intercom>`.
+    pub intercom: &'static str,
+    /// HTTP Basic with this API key as the username (password `X` by convention).
+    pub freshdesk: &'static str,
+    /// HTTP Basic with this API key as the username and an empty password.
+    pub delighted: &'static str,
 }
 
 pub const TOKENS: SimTokens = SimTokens {
@@ -145,6 +187,10 @@ pub const TOKENS: SimTokens = SimTokens {
     stripe: "sk_test_sim",
     usage: "usage-sim",
     vitally: "vitally-sim",
+    zendesk: "zendesk-sim",
+    intercom: "intercom-sim",
+    freshdesk: "freshdesk-sim",
+    delighted: "delighted-sim",
 };
 
 /// One write (non-GET) request the Vitally platform accepted for processing.
@@ -171,6 +217,10 @@ pub(crate) struct SimState {
     pub(crate) salesforce: salesforce::SalesforceState,
     pub(crate) chargebee: chargebee::ChargebeeState,
     pub(crate) mixpanel: mixpanel::MixpanelState,
+    pub(crate) zendesk: zendesk::ZendeskState,
+    pub(crate) intercom: intercom::IntercomState,
+    pub(crate) freshdesk: freshdesk::FreshdeskState,
+    pub(crate) delighted: delighted::DelightedState,
     pub(crate) received: Mutex<Vec<ReceivedRequest>>,
 }
 
@@ -187,6 +237,14 @@ impl SimState {
             salesforce: salesforce::SalesforceState::new(&world, limits.salesforce_per_day),
             chargebee: chargebee::ChargebeeState::new(&world, limits.chargebee_per_min),
             mixpanel: mixpanel::MixpanelState::new(limits.mixpanel_per_hour),
+            intercom: intercom::IntercomState::new(&world, limits.intercom_per_10s),
+            freshdesk: freshdesk::FreshdeskState::new(&world, limits.freshdesk_per_min),
+            delighted: delighted::DelightedState::new(&world, limits.delighted_per_min),
+            zendesk: zendesk::ZendeskState::new(
+                &world,
+                limits.zendesk_per_min,
+                limits.zendesk_incremental_per_min,
+            ),
             received: Mutex::new(Vec::new()),
             world,
         }
@@ -301,6 +359,10 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         .nest(Vendor::Salesforce.prefix(), salesforce::router(&state))
         .nest(Vendor::Chargebee.prefix(), chargebee::router(&state))
         .nest(Vendor::Mixpanel.prefix(), mixpanel::router(&state))
+        .nest(Vendor::Zendesk.prefix(), zendesk::router(&state))
+        .nest(Vendor::Intercom.prefix(), intercom::router(&state))
+        .nest(Vendor::Freshdesk.prefix(), freshdesk::router(&state))
+        .nest(Vendor::Delighted.prefix(), delighted::router(&state))
         .route("/_sim/received", get(sim_received))
         .route("/_sim/state", get(sim_state))
         .route("/_sim/truth", get(sim_truth))
@@ -479,6 +541,14 @@ impl RollingWindow {
 
     pub(crate) fn limit(&self) -> u32 {
         self.limit
+    }
+
+    /// Time until the oldest counted hit leaves the window (zero when the window is empty).
+    pub(crate) fn until_free(&self, now: Instant) -> Duration {
+        self.hits
+            .front()
+            .map(|first| self.window.saturating_sub(now.duration_since(*first)))
+            .unwrap_or(Duration::ZERO)
     }
 }
 

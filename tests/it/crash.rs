@@ -194,7 +194,11 @@ async fn secrets_never_reach_logs_output_or_store() {
         "expected real log output to search"
     );
     let t = healthsync::sim::TOKENS;
-    for secret in [t.hubspot, t.stripe, t.usage, t.vitally] {
+    let support = [t.zendesk, t.intercom, t.freshdesk, t.delighted];
+    for secret in [t.hubspot, t.stripe, t.usage, t.vitally]
+        .into_iter()
+        .chain(support)
+    {
         assert!(!haystack.contains(secret), "a credential leaked: {secret}");
     }
     use healthsync::sim::{chargebee, mixpanel, salesforce};

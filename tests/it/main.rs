@@ -8,5 +8,6 @@ mod support;
 mod crash;
 mod daemon;
 mod pipeline;
+mod support_sources;
 mod tidy;
 mod validate;

@@ -150,6 +150,21 @@ pub fn malformed(stream: &str, connector: &str, reason: impl Into<String>) -> So
     }
 }
 
+/// Names the stream in a response that could not be decoded (malformed JSON); other errors pass through.
+pub fn in_stream<T>(
+    result: Result<T, crate::http::HttpError>,
+    stream: &str,
+) -> Result<T, SourceError> {
+    result.map_err(|e| match e {
+        // The engine's message already names the connector and the request path.
+        crate::http::HttpError::Decode { .. } => SourceError::Malformed {
+            stream: stream.to_string(),
+            reason: e.to_string(),
+        },
+        other => SourceError::Http(other),
+    })
+}
+
 pub fn rejected(id: Option<&str>, reason: impl Into<String>) -> RejectedRecord {
     RejectedRecord {
         id: id.map(str::to_string),

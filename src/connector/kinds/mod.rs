@@ -6,14 +6,21 @@ use super::KindSpec;
 
 pub mod chargebee;
 pub mod common;
+pub mod delighted;
+pub mod freshdesk;
 pub mod hubspot;
+pub mod intercom;
 pub mod mixpanel;
+pub mod quota_pause;
 pub mod salesforce;
 pub mod stripe;
+#[cfg(test)]
+pub mod support_testkit;
 #[cfg(test)]
 pub mod testkit;
 pub mod usage_feed;
 pub mod vitally;
+pub mod zendesk;
 
 /// Every kind healthsync can build, sources first.
 pub static KINDS: &[&KindSpec] = &[
@@ -23,5 +30,9 @@ pub static KINDS: &[&KindSpec] = &[
     &mixpanel::SPEC,
     &stripe::SPEC,
     &usage_feed::SPEC,
+    &zendesk::SPEC,
+    &intercom::SPEC,
+    &freshdesk::SPEC,
+    &delighted::SPEC,
     &vitally::SPEC,
 ];
