@@ -71,6 +71,13 @@ impl Plan {
             .filter(|w| matches!(w.op, WriteOp::CreateProject { .. }))
             .count()
     }
+
+    pub fn closures(&self) -> usize {
+        self.writes
+            .iter()
+            .filter(|w| matches!(w.op, WriteOp::CloseProject { .. }))
+            .count()
+    }
 }
 
 fn round1(x: f64) -> f64 {
@@ -200,6 +207,28 @@ fn plan_playbook(
                 account_id: s.account.id.clone(),
                 playbook: pb.id.clone(),
                 project: p.name.clone(),
+            });
+            let note = format!(
+                "{} recovered: {target_label} is {} ({}), out of the {} band that opened \"{}\" on {}. Closed by healthsync.",
+                s.account.name,
+                score.round(),
+                band.name(),
+                pb.enters.name(),
+                p.name,
+                p.opened_at.format("%Y-%m-%d")
+            );
+            plan.writes.push(PlannedWrite {
+                sink: sink.id.clone(),
+                key: format!("{}/close", p.key),
+                op: WriteOp::CloseProject {
+                    account: account_ref(s),
+                    key: p.key.clone(),
+                    playbook: pb.id.clone(),
+                    name: p.name.clone(),
+                    note,
+                },
+                changes: Vec::new(),
+                project: None,
             });
             return Ok(());
         }

@@ -434,6 +434,8 @@ impl Store {
             } => {
                 project_key = Some(key(&[&entry.sink, &account.account_id, playbook]));
             }
+            // The project was marked resolved when the recovery was planned; nothing more to record.
+            WriteOp::CloseProject { .. } => {}
         }
         unwrap_tx(
             (

@@ -314,10 +314,19 @@ pub fn plan(plan: &Plan, json: bool) {
                     println!("    - {} (due in {} days)", t.name, t.due_days);
                 }
             }
+            crate::connector::WriteOp::CloseProject {
+                account,
+                name,
+                note,
+                ..
+            } => {
+                println!(
+                    "{}: close project \"{name}\" for {} (recovered)",
+                    w.sink, account.name
+                );
+                println!("    note: {note}");
+            }
         }
-    }
-    for r in &plan.recoveries {
-        println!("{}: {} recovered; project \"{}\" is marked resolved (closing it on the platform is not built yet)", r.sink, r.account_id, r.project);
     }
     for e in &plan.errors {
         println!("error: {e}");

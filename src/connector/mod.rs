@@ -165,12 +165,33 @@ pub enum WriteOp {
         description: String,
         tasks: Vec<TaskSpec>,
     },
+    /// The account recovered: resolve the project opened under `key`. A platform whose API cannot close a
+    /// project adds `note` as a closing note or task instead (its kind's docs say which); closing a project
+    /// that is already closed, or that the platform no longer has, is `AlreadyPresent`.
+    CloseProject {
+        account: AccountRef,
+        key: String,
+        playbook: String,
+        name: String,
+        note: String,
+    },
 }
 
 impl WriteOp {
     pub fn account(&self) -> &AccountRef {
         match self {
-            WriteOp::SetFields { account, .. } | WriteOp::CreateProject { account, .. } => account,
+            WriteOp::SetFields { account, .. }
+            | WriteOp::CreateProject { account, .. }
+            | WriteOp::CloseProject { account, .. } => account,
+        }
+    }
+
+    /// What kind of write this is, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WriteOp::SetFields { .. } => "set_fields",
+            WriteOp::CreateProject { .. } => "create_project",
+            WriteOp::CloseProject { .. } => "close_project",
         }
     }
 }
@@ -190,7 +211,11 @@ pub enum DeliveryError {
     /// Worth retrying later: throttled, 5xx, timeout, connection reset.
     #[error("transient: {0}")]
     Transient(String),
-    /// The platform refused this write for good (unknown account, invalid field); goes to dead letters.
+    /// The write itself is wrong for this platform (a field it does not have, a value of the wrong type):
+    /// resending cannot help until the config changes; goes to dead letters.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The platform refused this write for good (unknown account, no permission); goes to dead letters.
     #[error("rejected: {0}")]
     Rejected(String),
 }
@@ -207,7 +232,31 @@ impl From<HttpError> for DeliveryError {
 
 /// A sink kind, built for one connector instance.
 pub trait Sink: Send + Sync {
+    /// Delivers one write. Must be idempotent per write: a resend after a crash finds what the first
+    /// attempt created (by the write's key) instead of creating it again.
     fn deliver<'a>(&'a self, op: &'a WriteOp) -> BoxFuture<'a, Result<Delivered, DeliveryError>>;
+
+    /// How many `SetFields` writes one call of [`Sink::deliver_batch`] takes: the vendor's batch size, or
+    /// 1 where it has no batch endpoint.
+    fn batch_size(&self) -> usize {
+        1
+    }
+
+    /// Delivers several `SetFields` writes (at most `batch_size`) in as few calls as the vendor allows,
+    /// with one result per write, in order, so a batch with per-item errors lands its good items. The
+    /// default sends them one by one.
+    fn deliver_batch<'a>(
+        &'a self,
+        ops: &'a [WriteOp],
+    ) -> BoxFuture<'a, Vec<Result<Delivered, DeliveryError>>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(ops.len());
+            for op in ops {
+                out.push(self.deliver(op).await);
+            }
+            out
+        })
+    }
 }
 
 /// Everything a kind needs to build an instance, already validated.

@@ -97,6 +97,7 @@ struct Store {
     by_key: HashMap<String, usize>,
     projects: Vec<Value>,
     tasks: Vec<Value>,
+    notes: Vec<Value>,
 }
 
 impl Store {
@@ -143,7 +144,7 @@ impl VitallyState {
         }
     }
 
-    /// `/_sim/state`: every account's current traits plus created projects and tasks.
+    /// `/_sim/state`: every account's current traits plus created projects, tasks and notes.
     pub(crate) fn snapshot(&self) -> Value {
         let s = lock(&self.store);
         let accounts: Vec<Value> = s
@@ -151,7 +152,7 @@ impl VitallyState {
             .iter()
             .map(|a| json!({"id": a.id, "externalId": a.external_id, "name": a.name, "traits": a.traits, "updatedAt": iso_ms(a.updated_at)}))
             .collect();
-        json!({"accounts": accounts, "projects": s.projects, "tasks": s.tasks})
+        json!({"accounts": accounts, "projects": s.projects, "tasks": s.tasks, "notes": s.notes})
     }
 }
 
@@ -167,6 +168,7 @@ pub(crate) fn router(state: &Arc<SimState>) -> Router<Arc<SimState>> {
             get(list_projects).post(create_project),
         )
         .route("/resources/tasks", get(list_tasks).post(create_task))
+        .route("/resources/notes", get(list_notes).post(create_note))
         .layer(middleware::from_fn_with_state(Arc::clone(state), gate))
 }
 
@@ -376,12 +378,14 @@ fn str_field<'a>(m: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
 enum Kind {
     Project,
     Task,
+    Note,
 }
 
 fn collection(s: &mut Store, kind: Kind) -> &mut Vec<Value> {
     match kind {
         Kind::Project => &mut s.projects,
         Kind::Task => &mut s.tasks,
+        Kind::Note => &mut s.notes,
     }
 }
 
@@ -390,11 +394,13 @@ fn create(st: &SimState, kind: Kind, body: &Bytes) -> Response {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let (Some(account_ref), Some(name)) = (str_field(&b, "accountId"), str_field(&b, "name"))
+    // Notes carry `note` (and an optional subject); projects and tasks carry `name`.
+    let required = if kind == Kind::Note { "note" } else { "name" };
+    let (Some(account_ref), Some(name)) = (str_field(&b, "accountId"), str_field(&b, required))
     else {
         return err(
             StatusCode::BAD_REQUEST,
-            "accountId and name are required strings",
+            &format!("accountId and {required} are required strings"),
         );
     };
     let now = iso_ms(st.clock());
@@ -425,6 +431,11 @@ fn create(st: &SimState, kind: Kind, body: &Bytes) -> Response {
         "archivedAt": null, "traits": b.get("traits").cloned().unwrap_or_else(|| json!({})),
     });
     match kind {
+        Kind::Note => {
+            obj["note"] = Value::String(name.to_string());
+            obj["name"] = b.get("subject").cloned().unwrap_or(Value::Null);
+            obj["noteDate"] = b.get("noteDate").cloned().unwrap_or(Value::Null);
+        }
         Kind::Project => obj["templateId"] = b.get("templateId").cloned().unwrap_or(Value::Null),
         Kind::Task => {
             let projects = match str_field(&b, "projectId") {
@@ -489,6 +500,14 @@ async fn create_project(State(st): State<Arc<SimState>>, body: Bytes) -> Respons
 
 async fn create_task(State(st): State<Arc<SimState>>, body: Bytes) -> Response {
     create(&st, Kind::Task, &body)
+}
+
+async fn create_note(State(st): State<Arc<SimState>>, body: Bytes) -> Response {
+    create(&st, Kind::Note, &body)
+}
+
+async fn list_notes(State(st): State<Arc<SimState>>, uri: Uri) -> Response {
+    list(&st, Kind::Note, &uri)
 }
 
 async fn list_projects(State(st): State<Arc<SimState>>, uri: Uri) -> Response {

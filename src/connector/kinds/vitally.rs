@@ -14,6 +14,11 @@
 //!   templates); the task body follows the unofficial spec's `TaskWrite`. `accountId` carries the externalId
 //!   under the same assumption as above. Due dates are today (from an injectable clock) plus `due_days`.
 //!
+//! - `CloseProject` → `POST /resources/notes` `{"accountId","externalId":"<key>/closed","subject","note",
+//!   "noteDate"}`: the API documents no way to complete or archive a project, so the nearest honest thing
+//!   is a closing note on the account; 409 (the note exists) is `AlreadyPresent`. The project itself stays
+//!   open in Vitally until a CSM completes it.
+//!
 //! Throttling: 429 with `RateLimit-Reset` (seconds until a unit refills) is waited out by the engine; what
 //! survives the retries becomes `DeliveryError::Transient`. This kind does not decide what to write
 //! (the planner) nor when to retry a failed write (the outbox).
@@ -251,6 +256,40 @@ impl Vitally {
     }
 }
 
+impl Vitally {
+    /// Vitally's REST API has no documented way to complete or archive a project, so recovery is recorded
+    /// as a note on the account (`POST /resources/notes`), keyed `<project key>/closed`: a resend gets 409
+    /// (the note exists), which is `AlreadyPresent`.
+    async fn close_project(
+        &self,
+        account: &AccountRef,
+        key: &str,
+        name: &str,
+        note: &str,
+    ) -> Result<Delivered, DeliveryError> {
+        let body = json!({
+            "accountId": account.external_id,
+            "externalId": format!("{key}/closed"),
+            "subject": format!("Resolved: {name}"),
+            "note": note,
+            "noteDate": self.clock.now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        });
+        let call = Call {
+            body: Some(&body),
+            accept: &[StatusCode::CONFLICT, StatusCode::NOT_FOUND],
+            ..Call::new(&Method::POST, "/resources/notes")
+        };
+        let r = self.http.execute(call).await?;
+        match r.status {
+            StatusCode::CONFLICT => Ok(Delivered::AlreadyPresent),
+            StatusCode::NOT_FOUND => {
+                Err(self.rejected(account, "account not found in vitally", &r.body))
+            }
+            _ => Ok(Delivered::Applied),
+        }
+    }
+}
+
 fn task_key(project_key: &str, index: usize) -> String {
     format!("{project_key}/task-{}", index + 1)
 }
@@ -283,6 +322,13 @@ impl Sink for Vitally {
                     self.create_project(account, key, name, description, tasks)
                         .await
                 }
+                WriteOp::CloseProject {
+                    account,
+                    key,
+                    name,
+                    note,
+                    ..
+                } => self.close_project(account, key, name, note).await,
             }
         })
     }
@@ -345,6 +391,48 @@ mod tests {
                 },
             ],
         }
+    }
+
+    #[tokio::test]
+    async fn close_project_adds_a_keyed_note_and_a_resend_is_already_present() {
+        let server = MockServer::start().await;
+        let close = WriteOp::CloseProject {
+            account: account(),
+            key: "101:poor-health:2026-11-23".into(),
+            playbook: "poor-health".into(),
+            name: "Poor Health: usage".into(),
+            note: "Acme recovered".into(),
+        };
+        let expected = json!({
+            "accountId": "101",
+            "externalId": "101:poor-health:2026-11-23/closed",
+            "subject": "Resolved: Poor Health: usage",
+            "note": "Acme recovered",
+        });
+        Mock::given(method("POST"))
+            .and(path("/vitally/resources/notes"))
+            .and(header("authorization", AUTH))
+            .and(body_partial_json(expected.clone()))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "n-1"})))
+            .up_to_n_times(1)
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/vitally/resources/notes"))
+            .and(body_partial_json(expected))
+            .respond_with(
+                ResponseTemplate::new(409).set_body_json(json!({"error": "externalId exists"})),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let (sink, _) = sink(&server);
+        assert_eq!(sink.deliver(&close).await.unwrap(), Delivered::Applied);
+        assert_eq!(
+            sink.deliver(&close).await.unwrap(),
+            Delivered::AlreadyPresent
+        );
     }
 
     #[tokio::test]
