@@ -17,7 +17,7 @@ use crate::connector::{Cursor, FieldValue, Record};
 
 mod outbox;
 
-pub use outbox::{DeadLetter, OutboxEntry, ProjectRecord, ProjectState};
+pub use outbox::{DeadLetter, OutboxEntry, ProjectRecord, ProjectState, ReplayReport};
 
 /// Bumped when the layout of a tree changes incompatibly; `open` refuses a store it cannot read.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -77,7 +77,6 @@ fn records_tree_name(connector: &str, stream: &str) -> String {
 }
 
 type TxResult<T> = Result<T, TransactionError<StoreError>>;
-
 
 fn unwrap_tx<T>(r: TxResult<T>) -> Result<T, StoreError> {
     r.map_err(|e| match e {

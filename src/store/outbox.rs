@@ -10,7 +10,6 @@ use sled::Transactional;
 use super::{from_json, key, to_json, unwrap_tx, Store, StoreError};
 use crate::connector::WriteOp;
 
-
 /// A write waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutboxEntry {
@@ -23,6 +22,21 @@ pub struct OutboxEntry {
     pub attempts: u32,
     pub last_error: Option<String>,
     pub enqueued_at: chrono::DateTime<chrono::Utc>,
+    /// After a transient failure: not sent again before this time (backoff between delivery cycles).
+    /// Skipped when unset so entries written before the field existed compare equal byte for byte.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// What `Store::replay_dead_letters` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayReport {
+    /// Dead letters put back in the outbox as new entries.
+    pub requeued: usize,
+    /// Dead field writes folded into a newer queued write for the same account (the newer values win).
+    pub merged: usize,
+    /// Dead project writes dropped because a newer project for the same playbook exists.
+    pub superseded: usize,
 }
 
 /// A write the platform refused for good, kept with its reason for `healthsync status` and replay.
@@ -72,6 +86,12 @@ fn take_entry(
     Ok(())
 }
 
+enum Replayed {
+    Requeued,
+    Merged,
+    Superseded,
+}
+
 impl Store {
     // --- outbox --------------------------------------------------------------------------------------
 
@@ -118,6 +138,7 @@ impl Store {
                         attempts: 0,
                         last_error: None,
                         enqueued_at: now,
+                        not_before: None,
                     };
                     ob.insert(&seq.to_be_bytes(), to_json(&entry))?;
                     keys.insert(index_key.as_slice(), &seq.to_be_bytes())?;
@@ -195,11 +216,17 @@ impl Store {
         )
     }
 
-    /// Records a failed attempt that will be retried.
-    pub fn record_attempt(&self, entry: &OutboxEntry, error: &str) -> Result<(), StoreError> {
+    /// Records a failed attempt that will be retried, not before `retry_at`.
+    pub fn record_attempt(
+        &self,
+        entry: &OutboxEntry,
+        error: &str,
+        retry_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
         let mut e = entry.clone();
         e.attempts += 1;
         e.last_error = Some(error.to_string());
+        e.not_before = Some(retry_at);
         // Only rewrite the entry if it is still there: a newer write may have coalesced it away meanwhile.
         let seq = entry.seq.to_be_bytes();
         let _ = self
@@ -224,13 +251,131 @@ impl Store {
             reason: reason.to_string(),
             failed_at: now,
         });
+        // A project that will not be created must not block its playbook: release the pending marker, so
+        // the planner can open it again (or a replay restores it).
+        let pending = match &entry.op {
+            WriteOp::CreateProject {
+                account, playbook, ..
+            } => Some(key(&[&entry.sink, &account.account_id, playbook])),
+            _ => None,
+        };
         unwrap_tx(
-            (&self.outbox, &self.outbox_keys, &self.dead).transaction(|(ob, keys, dead)| {
-                take_entry(ob, keys, &seq, &index_key)?;
-                dead.insert(&seq, dl.as_slice())?;
-                Ok(())
-            }),
+            (&self.outbox, &self.outbox_keys, &self.dead, &self.projects).transaction(
+                |(ob, keys, dead, projects)| {
+                    take_entry(ob, keys, &seq, &index_key)?;
+                    dead.insert(&seq, dl.as_slice())?;
+                    if let Some(pk) = &pending {
+                        if let Some(p) = projects.get(pk.as_slice())? {
+                            let p: ProjectRecord = from_json("projects", &p)
+                                .map_err(ConflictableTransactionError::Abort)?;
+                            if p.state == ProjectState::Pending && p.key == entry.key {
+                                projects.remove(pk.as_slice())?;
+                            }
+                        }
+                    }
+                    Ok(())
+                },
+            ),
         )
+    }
+
+    /// Puts dead letters (all, or one sink's) back in the outbox to be sent again, each in one
+    /// transaction with its removal from the dead letters. Sinks look writes up by their key before
+    /// creating anything, so a replay is idempotent. A dead field write whose account already has a newer
+    /// queued write is folded into it (fields the newer one sets keep the newer values); a dead project
+    /// whose playbook has opened a newer project since is dropped.
+    pub fn replay_dead_letters(
+        &self,
+        sink: Option<&str>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<ReplayReport, StoreError> {
+        let mut report = ReplayReport::default();
+        for (dead_key, dl) in self.dead_letters_with_keys()? {
+            if sink.is_some_and(|s| s != dl.entry.sink) {
+                continue;
+            }
+            let seq = self.db.generate_id()?;
+            let e = &dl.entry;
+            let index_key = key(&[&e.sink, &e.key]);
+            let project = match &e.op {
+                WriteOp::CreateProject {
+                    account,
+                    playbook,
+                    name,
+                    ..
+                } => Some((
+                    key(&[&e.sink, &account.account_id, playbook]),
+                    ProjectRecord {
+                        sink: e.sink.clone(),
+                        account_id: account.account_id.clone(),
+                        playbook: playbook.clone(),
+                        key: e.key.clone(),
+                        name: name.clone(),
+                        opened_at: now,
+                        state: ProjectState::Pending,
+                    },
+                )),
+                _ => None,
+            };
+            let outcome = (&self.outbox, &self.outbox_keys, &self.dead, &self.projects)
+                .transaction(|(ob, keys, dead, projects)| {
+                    dead.remove(dead_key.as_slice())?;
+                    if let Some((pk, record)) = &project {
+                        if let Some(p) = projects.get(pk.as_slice())? {
+                            let p: ProjectRecord = from_json("projects", &p)
+                                .map_err(ConflictableTransactionError::Abort)?;
+                            if p.key != record.key {
+                                return Ok(Replayed::Superseded);
+                            }
+                        }
+                        projects.insert(pk.as_slice(), to_json(record))?;
+                    }
+                    if let Some(queued_seq) = keys.get(index_key.as_slice())? {
+                        if let Some(queued) = ob.get(queued_seq.as_ref())? {
+                            let mut queued: OutboxEntry = from_json("outbox", &queued)
+                                .map_err(ConflictableTransactionError::Abort)?;
+                            if let (
+                                WriteOp::SetFields { fields, .. },
+                                WriteOp::SetFields { fields: dead, .. },
+                            ) = (&mut queued.op, &e.op)
+                            {
+                                for (k, v) in dead {
+                                    fields.entry(k.clone()).or_insert_with(|| v.clone());
+                                }
+                            }
+                            ob.insert(queued_seq.as_ref(), to_json(&queued))?;
+                            return Ok(Replayed::Merged);
+                        }
+                    }
+                    let entry = OutboxEntry {
+                        seq,
+                        attempts: 0,
+                        last_error: None,
+                        enqueued_at: now,
+                        not_before: None,
+                        ..e.clone()
+                    };
+                    ob.insert(&seq.to_be_bytes(), to_json(&entry))?;
+                    keys.insert(index_key.as_slice(), &seq.to_be_bytes())?;
+                    Ok(Replayed::Requeued)
+                });
+            match unwrap_tx(outcome)? {
+                Replayed::Requeued => report.requeued += 1,
+                Replayed::Merged => report.merged += 1,
+                Replayed::Superseded => report.superseded += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    fn dead_letters_with_keys(&self) -> Result<Vec<(Vec<u8>, DeadLetter)>, StoreError> {
+        self.dead
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((k.to_vec(), from_json("dead_letters", &v)?))
+            })
+            .collect()
     }
 
     pub fn dead_letter_len(&self) -> usize {
@@ -272,5 +417,4 @@ impl Store {
             .map(|v| from_json("projects", &v?))
             .collect()
     }
-
 }
