@@ -2,7 +2,9 @@
 //!
 //! Pure and deterministic: the same records and `as_of` give the same values. Windows count back from
 //! `as_of` over each record's `updated_at`; a value whose newest input is older than the metric's TTL is
-//! reported as stale (missing), so scoring redistributes its weight. This module computes values only;
+//! reported as stale (missing), so scoring redistributes its weight. Record filters and derived values are
+//! CEL expressions compiled at validate time (`config::Expr`); this module evaluates them. Text inputs
+//! (CSM sentiment `green`) become numbers through the metric's `map`. This module computes values only;
 //! turning them into 1–100 scores is `crate::scoring`'s job.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,7 +13,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::{Aggregate, Metric, MetricInput, Model};
+use crate::config::{Aggregate, Expr, Filter, Metric, MetricInput, Model};
 use crate::connector::Record;
 use crate::identity::AccountData;
 
@@ -92,6 +94,79 @@ fn unix(n: i64) -> Option<DateTime<Utc>> {
     }
 }
 
+/// A JSON value as a CEL value (objects become maps, integers stay integers).
+pub fn to_cel(v: &Value) -> cel_interpreter::Value {
+    use cel_interpreter::Value as C;
+    match v {
+        Value::Null => C::Null,
+        Value::Bool(b) => C::Bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => C::Int(i),
+            (None, Some(u)) => C::UInt(u),
+            _ => C::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => C::String(std::sync::Arc::new(s.clone())),
+        Value::Array(a) => C::List(std::sync::Arc::new(a.iter().map(to_cel).collect())),
+        Value::Object(m) => fields_to_cel(m),
+    }
+}
+
+fn fields_to_cel(m: &serde_json::Map<String, Value>) -> cel_interpreter::Value {
+    let map: std::collections::HashMap<String, cel_interpreter::Value> =
+        m.iter().map(|(k, v)| (k.clone(), to_cel(v))).collect();
+    map.into()
+}
+
+/// Evaluates a boolean CEL expression; an error or a non-boolean result is `None`.
+pub fn eval_bool(e: &Expr, ctx: &cel_interpreter::Context<'_>) -> Result<bool, String> {
+    match e.program.execute(ctx) {
+        Ok(cel_interpreter::Value::Bool(b)) => Ok(b),
+        Ok(other) => Err(format!("`{}` gave {other:?}, not true or false", e.source)),
+        Err(err) => Err(format!("`{}`: {err}", e.source)),
+    }
+}
+
+/// Evaluates a numeric CEL expression.
+pub fn eval_number(e: &Expr, ctx: &cel_interpreter::Context<'_>) -> Result<f64, String> {
+    use cel_interpreter::Value as C;
+    match e.program.execute(ctx) {
+        Ok(C::Float(x)) => Ok(x),
+        Ok(C::Int(i)) => Ok(i as f64),
+        Ok(C::UInt(u)) => Ok(u as f64),
+        Ok(other) => Err(format!("`{}` gave {other:?}, not a number", e.source)),
+        Err(err) => Err(format!("`{}`: {err}", e.source)),
+    }
+}
+
+/// The `m` (present metric values) and `account` variables that rules and derived metrics see.
+pub fn rule_context(
+    account: &crate::identity::Account,
+    values: &BTreeMap<String, MetricValue>,
+) -> cel_interpreter::Context<'static> {
+    use cel_interpreter::Value as C;
+    let mut ctx = cel_interpreter::Context::default();
+    let m: std::collections::HashMap<String, C> = values
+        .iter()
+        .filter_map(|(k, v)| v.value.map(|x| (k.clone(), C::Float(x))))
+        .collect();
+    ctx.add_variable_from_value("m", m);
+    let text = |s: &Option<String>| match s {
+        Some(s) => C::String(std::sync::Arc::new(s.clone())),
+        None => C::Null,
+    };
+    let a: std::collections::HashMap<String, C> = [
+        ("id".to_string(), C::String(std::sync::Arc::new(account.id.clone()))),
+        ("name".to_string(), C::String(std::sync::Arc::new(account.name.clone()))),
+        ("stage".to_string(), text(&account.stage)),
+        ("segment".to_string(), text(&account.segment)),
+        ("owner".to_string(), text(&account.owner)),
+    ]
+    .into_iter()
+    .collect();
+    ctx.add_variable_from_value("account", a);
+    ctx
+}
+
 fn matches(r: &Record, filter: &[(String, Value)]) -> bool {
     filter.iter().all(|(k, want)| match lookup(&r.fields, k) {
         Some(have) if have == want => true,
@@ -139,6 +214,30 @@ pub fn compute(
             out.insert(m.id.clone(), v);
         }
     }
+    let derived: Vec<&Metric> = model
+        .metrics
+        .iter()
+        .filter(|m| matches!(m.input, MetricInput::Derived { .. }))
+        .collect();
+    if !derived.is_empty() {
+        let ctx = rule_context(&data.account, &out);
+        for m in derived {
+            let MetricInput::Derived { expr, uses } = &m.input else {
+                continue;
+            };
+            let v = match uses
+                .iter()
+                .find(|u| out.get(*u).is_none_or(|v| v.value.is_none()))
+            {
+                Some(u) => MetricValue::missing(format!("{u} is missing")),
+                None => match eval_number(expr, &ctx) {
+                    Ok(x) => MetricValue::present(x),
+                    Err(e) => MetricValue::missing(e),
+                },
+            };
+            out.insert(m.id.clone(), v);
+        }
+    }
     out
 }
 
@@ -148,6 +247,7 @@ fn compute_records(m: &Metric, data: &AccountData, as_of: DateTime<Utc>) -> Metr
         aggregate,
         filter,
         window_days,
+        map,
     } = &m.input
     else {
         return MetricValue::missing("not a records metric");
@@ -155,10 +255,25 @@ fn compute_records(m: &Metric, data: &AccountData, as_of: DateTime<Utc>) -> Metr
     let empty = Vec::new();
     let all = data.records.get(stream).unwrap_or(&empty);
     // Records from the future (relative to as_of) never count: that is what lets a backtest score the past.
-    let records: Vec<&Record> = all
-        .iter()
-        .filter(|r| r.updated_at <= as_of && matches(r, filter))
-        .collect();
+    let current = all.iter().filter(|r| r.updated_at <= as_of);
+    let records: Vec<&Record> = match filter {
+        Filter::Equals(eq) => current.filter(|r| matches(r, eq)).collect(),
+        Filter::Cel(expr) => {
+            let mut root = cel_interpreter::Context::default();
+            root.add_variable_from_value("now", as_of.timestamp() as f64);
+            let mut kept = Vec::new();
+            for r in current {
+                let mut ctx = root.new_inner_scope();
+                ctx.add_variable_from_value("r", fields_to_cel(&r.fields));
+                // A record the expression cannot evaluate (a field it lacks) is one it does not select;
+                // `has(r.field)` makes that explicit in the model.
+                if eval_bool(expr, &ctx).unwrap_or(false) {
+                    kept.push(r);
+                }
+            }
+            kept
+        }
+    };
     if let (Some(ttl), Some(newest)) = (m.ttl_days, records.iter().map(|r| r.updated_at).max()) {
         if as_of - newest > Duration::days(i64::from(ttl)) {
             return MetricValue::missing(format!("stale: newest input is older than {ttl} days"));
@@ -195,14 +310,26 @@ fn compute_records(m: &Metric, data: &AccountData, as_of: DateTime<Utc>) -> Metr
                 MetricValue::present(xs.iter().sum::<f64>() / xs.len() as f64)
             }
         }
-        Aggregate::Latest(f) => match in_window
-            .iter()
-            .rev()
-            .find_map(|r| lookup(&r.fields, f).and_then(as_number))
-        {
-            Some(v) => MetricValue::present(v),
-            None => MetricValue::missing(format!("no numeric {f}")),
-        },
+        Aggregate::Latest(f) => {
+            let mapped = |v: &Value| -> Option<f64> {
+                match map {
+                    Some(map) => match v {
+                        Value::String(s) => map.get(&s.trim().to_lowercase()).copied(),
+                        _ => None,
+                    },
+                    None => as_number(v),
+                }
+            };
+            match in_window
+                .iter()
+                .rev()
+                .find_map(|r| lookup(&r.fields, f).and_then(mapped))
+            {
+                Some(v) => MetricValue::present(v),
+                None if map.is_some() => MetricValue::missing(format!("no {f} value the map knows")),
+                None => MetricValue::missing(format!("no numeric {f}")),
+            }
+        }
         Aggregate::Distinct(f) => {
             let set: BTreeSet<String> = in_window
                 .iter()
@@ -294,10 +421,12 @@ mod tests {
                     stream: "s".into(),
                 },
                 aggregate,
-                filter,
+                filter: Filter::Equals(filter),
                 window_days,
+                map: None,
             },
             score: None,
+            bands: None,
             ttl_days: None,
             advice: None,
         }

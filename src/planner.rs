@@ -102,8 +102,10 @@ pub fn desired_fields(map: &FieldMap, s: &AccountScore) -> BTreeMap<String, Fiel
     if let Some(f) = &map.top_risk {
         out.insert(
             f.clone(),
-            s.top_drag()
-                .map(|m| FieldValue::Text(m.label.clone()))
+            // An active hard or soft risk event outranks the input that costs the most points.
+            s.top_risk()
+                .map(|r| FieldValue::Text(r.label.clone()))
+                .or_else(|| s.top_drag().map(|m| FieldValue::Text(m.label.clone())))
                 .unwrap_or(FieldValue::Null),
         );
     }
