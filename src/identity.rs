@@ -182,6 +182,8 @@ mod tests {
             stage_field: Some("stage".into()),
             segment_field: None,
             owner_field: None,
+            stages: vec![],
+            segments: vec![],
         };
         let mut streams = BTreeMap::new();
         streams.insert(
