@@ -155,8 +155,14 @@ pub fn rule_context(
         None => C::Null,
     };
     let a: std::collections::HashMap<String, C> = [
-        ("id".to_string(), C::String(std::sync::Arc::new(account.id.clone()))),
-        ("name".to_string(), C::String(std::sync::Arc::new(account.name.clone()))),
+        (
+            "id".to_string(),
+            C::String(std::sync::Arc::new(account.id.clone())),
+        ),
+        (
+            "name".to_string(),
+            C::String(std::sync::Arc::new(account.name.clone())),
+        ),
         ("stage".to_string(), text(&account.stage)),
         ("segment".to_string(), text(&account.segment)),
         ("owner".to_string(), text(&account.owner)),
@@ -326,7 +332,9 @@ fn compute_records(m: &Metric, data: &AccountData, as_of: DateTime<Utc>) -> Metr
                 .find_map(|r| lookup(&r.fields, f).and_then(mapped))
             {
                 Some(v) => MetricValue::present(v),
-                None if map.is_some() => MetricValue::missing(format!("no {f} value the map knows")),
+                None if map.is_some() => {
+                    MetricValue::missing(format!("no {f} value the map knows"))
+                }
                 None => MetricValue::missing(format!("no numeric {f}")),
             }
         }

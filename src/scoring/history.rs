@@ -88,7 +88,15 @@ pub fn changes(previous: &AccountScore, current: &AccountScore) -> Change {
     Change::Inputs {
         overall_delta: current.overall.zip(previous.overall).map(|(a, b)| a - b),
         inputs,
-        risks_started: after.iter().filter(|r| !before.contains(r)).cloned().collect(),
-        risks_ended: before.iter().filter(|r| !after.contains(r)).cloned().collect(),
+        risks_started: after
+            .iter()
+            .filter(|r| !before.contains(r))
+            .cloned()
+            .collect(),
+        risks_ended: before
+            .iter()
+            .filter(|r| !after.contains(r))
+            .cloned()
+            .collect(),
     }
 }

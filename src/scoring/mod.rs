@@ -231,7 +231,12 @@ impl Variant {
         let root_ws = renormalize(
             root_ids
                 .iter()
-                .map(|i| (model.categories[*i].id.as_str(), model.categories[*i].weight))
+                .map(|i| {
+                    (
+                        model.categories[*i].id.as_str(),
+                        model.categories[*i].weight,
+                    )
+                })
                 .collect(),
         );
         for (i, w) in root_ids.iter().zip(root_ws) {
@@ -303,9 +308,10 @@ impl<'m> Scorer<'m> {
             .iter()
             .filter(|m| {
                 matches!(m.score, Some(ScoreFn::Percentile { .. }))
-                    || model.overrides.iter().any(|o| {
-                        matches!(o.scores.get(&m.id), Some(ScoreFn::Percentile { .. }))
-                    })
+                    || model
+                        .overrides
+                        .iter()
+                        .any(|o| matches!(o.scores.get(&m.id), Some(ScoreFn::Percentile { .. })))
             })
             .map(|m| m.id.as_str())
             .collect();
@@ -481,9 +487,8 @@ impl<'m> Scorer<'m> {
             categories.push(CategoryScore {
                 id: c.id.clone(),
                 label: c.label.clone(),
-                band: score.map(|s| {
-                    band_with_hysteresis(s, pc.and_then(|p| p.band), &v.cat_bands[ci])
-                }),
+                band: score
+                    .map(|s| band_with_hysteresis(s, pc.and_then(|p| p.band), &v.cat_bands[ci])),
                 score,
                 weight: v.cat_weight[ci],
                 coverage: cat_cov[ci],

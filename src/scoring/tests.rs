@@ -225,7 +225,10 @@ fn nested_categories_roll_up_through_every_level() {
     assert_eq!(s.category("adoption").unwrap().score, Some(40.0));
     assert_eq!(s.category("product").unwrap().score, Some(60.0));
     assert_eq!(s.overall, Some(0.6 * 60.0 + 0.4 * 50.0));
-    assert_eq!(s.category("adoption").unwrap().parent.as_deref(), Some("product"));
+    assert_eq!(
+        s.category("adoption").unwrap().parent.as_deref(),
+        Some("product")
+    );
     // f1's effective weight is 0.6 × 0.5 × 0.5 = 0.15: it costs 0.15 × 80 = 12 points.
     assert!((s.metric("f1").unwrap().points_lost - 12.0).abs() < 1e-9);
 
@@ -233,7 +236,12 @@ fn nested_categories_roll_up_through_every_level() {
     let s = score_account(
         &m,
         &a,
-        &values(&[("mau", Some(80.0)), ("f1", None), ("f2", None), ("t", Some(50.0))]),
+        &values(&[
+            ("mau", Some(80.0)),
+            ("f1", None),
+            ("f2", None),
+            ("t", Some(50.0)),
+        ]),
         None,
         t0(),
     );
@@ -253,9 +261,12 @@ fn onboard_override() -> Override {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
-        scores: [("c".to_string(), ScoreFn::Steps(vec![(0.0, 10.0), (10.0, 90.0)]))]
-            .into_iter()
-            .collect(),
+        scores: [(
+            "c".to_string(),
+            ScoreFn::Steps(vec![(0.0, 10.0), (10.0, 90.0)]),
+        )]
+        .into_iter()
+        .collect(),
         bands: Some(Bands {
             red_below: 30.0,
             green_from: 60.0,
@@ -285,8 +296,22 @@ fn stage_and_segment_overrides_change_weights_thresholds_and_benchmarks() {
     let cases: &[(Option<&str>, Option<&str>, f64, Band, Option<f64>, &[&str])] = &[
         (None, None, 50.0, Band::Amber, None, &[]),
         // Onboard: x = 0.25·80 + 0.75·40 = 50, c scores 90 on the steps; 0.25·50 + 0.75·90 = 80.
-        (Some("Onboard"), None, 80.0, Band::Green, Some(75.0), &["onboard"]),
-        (Some("adopt"), Some("Enterprise"), 50.0, Band::Amber, Some(80.0), &["enterprise"]),
+        (
+            Some("Onboard"),
+            None,
+            80.0,
+            Band::Green,
+            Some(75.0),
+            &["onboard"],
+        ),
+        (
+            Some("adopt"),
+            Some("Enterprise"),
+            50.0,
+            Band::Amber,
+            Some(80.0),
+            &["enterprise"],
+        ),
         // Both match: the later override's benchmark wins, weights come from onboard.
         (
             Some("onboard"),
@@ -384,10 +409,20 @@ fn rule(id: &str, kind: RiskKind, when: &str, clear: Option<&str>) -> RiskRule {
 fn risks_fire_stay_until_their_exit_condition_and_rank_hard_first() {
     let mut m = flat_model();
     m.risks = vec![
-        rule("usage_drop", RiskKind::Soft, "m.a < 30.0", Some("m.a >= 50.0")),
+        rule(
+            "usage_drop",
+            RiskKind::Soft,
+            "m.a < 30.0",
+            Some("m.a >= 50.0"),
+        ),
         rule("overdue", RiskKind::Hard, "m.c > 0.0 && m.c >= 10.0", None),
         rule("promoter", RiskKind::Advocacy, "m.b >= 90.0", None),
-        rule("enterprise_only", RiskKind::Soft, "account.segment == 'enterprise'", None),
+        rule(
+            "enterprise_only",
+            RiskKind::Soft,
+            "account.segment == 'enterprise'",
+            None,
+        ),
     ];
     let a = account(None, Some("smb"));
     let v = |x: f64, c: Option<f64>| values(&[("a", Some(x)), ("b", Some(95.0)), ("c", c)]);
@@ -402,7 +437,13 @@ fn risks_fire_stay_until_their_exit_condition_and_rank_hard_first() {
     assert_eq!(ids(&d1), ["usage_drop", "overdue", "promoter"]);
     assert_eq!(d1.risks[0].since, t0());
     // a reaches 50 and c is back at 0: both clear.
-    let d2 = score_account(&m, &a, &v(50.0, Some(0.0)), Some(&d1), t0() + Duration::days(2));
+    let d2 = score_account(
+        &m,
+        &a,
+        &v(50.0, Some(0.0)),
+        Some(&d1),
+        t0() + Duration::days(2),
+    );
     assert_eq!(ids(&d2), ["promoter"]);
     assert_eq!(d2.top_risk(), None);
     match changes(&d1, &d2) {
@@ -442,7 +483,10 @@ fn trends_compare_against_the_newest_point_old_enough() {
     let mut other = now.clone();
     other.model_hash = "new".into();
     assert_eq!(trend(&history, &other, 7), None);
-    assert!(matches!(changes(&history[3].1, &other), Change::ModelChanged { .. }));
+    assert!(matches!(
+        changes(&history[3].1, &other),
+        Change::ModelChanged { .. }
+    ));
 }
 
 #[test]

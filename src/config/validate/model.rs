@@ -153,8 +153,7 @@ pub(super) fn check_model(
     let metric_ids: BTreeSet<&str> = raw.metrics.keys().map(String::as_str).collect();
     let mut metrics = Vec::new();
     for (id, m) in &raw.metrics {
-        if let Some(metric) = check_metric(f, id, m, &metric_ids, &raw.metrics, refs, margin, out)
-        {
+        if let Some(metric) = check_metric(f, id, m, &metric_ids, &raw.metrics, refs, margin, out) {
             metrics.push(metric);
         }
     }
@@ -335,9 +334,9 @@ fn check_metric(
                     ),
                 );
             } else if target == id
-                || all
-                    .get(target)
-                    .is_some_and(|t| matches!(t.get_ref().aggregate.get_ref().as_str(), "ratio" | "expr"))
+                || all.get(target).is_some_and(|t| {
+                    matches!(t.get_ref().aggregate.get_ref().as_str(), "ratio" | "expr")
+                })
             {
                 f.err(
                     out,
@@ -411,7 +410,11 @@ fn check_metric(
         };
         let map = r.map.as_ref().map(|mp| {
             if mp.get_ref().values().any(|v| !v.is_finite()) {
-                f.err(out, mp.span(), format!("metric {id}: map values must be numbers"));
+                f.err(
+                    out,
+                    mp.span(),
+                    format!("metric {id}: map values must be numbers"),
+                );
             }
             mp.get_ref()
                 .iter()
@@ -489,7 +492,9 @@ fn check_score(
             f.err(
                 out,
                 s.span(),
-                format!("metric {id}: score needs exactly one of `linear`, `steps` or `percentile`"),
+                format!(
+                    "metric {id}: score needs exactly one of `linear`, `steps` or `percentile`"
+                ),
             );
             return None;
         }
@@ -695,7 +700,11 @@ fn check_bands(
         f.err(out, b.span(), format!("{what} need 1 < red_below < green_from <= 100 (got red_below = {red}, green_from = {green})"));
         ok = false;
     }
-    let margin = r.margin.as_ref().map(|m| *m.get_ref()).unwrap_or(default_margin);
+    let margin = r
+        .margin
+        .as_ref()
+        .map(|m| *m.get_ref())
+        .unwrap_or(default_margin);
     if !(0.0..=20.0).contains(&margin) {
         f.err(
             out,
@@ -764,7 +773,11 @@ fn check_categories(
         .map(|c| c.span())
         .unwrap_or_else(|| raw.name.span());
     if cats.is_empty() {
-        f.err(out, cats_span.clone(), "the model needs at least one category");
+        f.err(
+            out,
+            cats_span.clone(),
+            "the model needs at least one category",
+        );
         return Vec::new();
     }
     let metric_ids: BTreeSet<&str> = raw.metrics.keys().map(String::as_str).collect();
@@ -811,7 +824,12 @@ fn check_categories(
     }
     let reached: BTreeSet<&str> = order.iter().map(|(id, _)| *id).collect();
     for (id, c) in cats {
-        if !reached.contains(id.as_str()) && c.get_ref().parent.as_ref().is_some_and(|p| cats.contains_key(p.get_ref()) && p.get_ref() != id) {
+        if !reached.contains(id.as_str())
+            && c.get_ref()
+                .parent
+                .as_ref()
+                .is_some_and(|p| cats.contains_key(p.get_ref()) && p.get_ref() != id)
+        {
             f.err(
                 out,
                 c.span(),
@@ -835,7 +853,11 @@ fn check_categories(
         let c = &cats[id];
         let c_ref = c.get_ref();
         let empty = BTreeMap::new();
-        let metrics = c_ref.metrics.as_ref().map(|m| m.get_ref()).unwrap_or(&empty);
+        let metrics = c_ref
+            .metrics
+            .as_ref()
+            .map(|m| m.get_ref())
+            .unwrap_or(&empty);
         let kids = children.get(id).cloned().unwrap_or_default();
         let mut members: Vec<(Node, f64)> = Vec::new();
         for (mid, w) in metrics {
@@ -865,7 +887,10 @@ fn check_categories(
             members.push((Node::Metric(mid.clone()), *w.get_ref()));
         }
         for k in &kids {
-            members.push((Node::Category(k.to_string()), *cats[*k].get_ref().weight.get_ref()));
+            members.push((
+                Node::Category(k.to_string()),
+                *cats[*k].get_ref().weight.get_ref(),
+            ));
         }
         let sum: f64 = members.iter().map(|(_, w)| w).sum();
         let span = c_ref.metrics.as_ref().map(|m| m.span()).unwrap_or(c.span());
@@ -879,7 +904,10 @@ fn check_categories(
             let what = if kids.is_empty() {
                 "metric weights".to_string()
             } else {
-                format!("weights of metrics and sub-categories ({})", kids.join(", "))
+                format!(
+                    "weights of metrics and sub-categories ({})",
+                    kids.join(", ")
+                )
             };
             f.err(
                 out,
@@ -890,7 +918,11 @@ fn check_categories(
         for m in &mut members {
             m.1 /= sum.max(f64::MIN_POSITIVE);
         }
-        let parent_total = if c_ref.parent.is_none() { root_total } else { 100.0 };
+        let parent_total = if c_ref.parent.is_none() {
+            root_total
+        } else {
+            100.0
+        };
         result.push(Category {
             id: id.to_string(),
             label: c_ref.label.clone().unwrap_or_else(|| id.to_string()),
