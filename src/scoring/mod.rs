@@ -285,9 +285,6 @@ pub struct Scorer<'m> {
     variants: BTreeMap<Vec<usize>, Variant>,
 }
 
-/// Metric values by model metric index: the value, or why it is missing.
-pub type Inputs<'a> = &'a [(Option<f64>, Option<&'a str>)];
-
 impl<'m> Scorer<'m> {
     pub fn new(model: &'m Model, population: Population) -> Scorer<'m> {
         Scorer {
@@ -343,7 +340,7 @@ impl<'m> Scorer<'m> {
         previous: Option<&AccountScore>,
         as_of: DateTime<Utc>,
     ) -> AccountScore {
-        let inputs: Vec<(Option<f64>, Option<&str>)> = self
+        let (inputs, missing): (Vec<Option<f64>>, Vec<Option<&str>>) = self
             .model
             .metrics
             .iter()
@@ -351,20 +348,22 @@ impl<'m> Scorer<'m> {
                 Some(v) => (v.value, v.missing.as_deref()),
                 None => (None, None),
             })
-            .collect();
-        let mut s = self.score_inputs(account, &inputs, previous, as_of);
+            .unzip();
+        let mut s = self.score_inputs(account, &inputs, &missing, previous, as_of);
         if !self.model.risks.is_empty() {
             s.risks = risks::evaluate(self.model, account, values, previous, as_of);
         }
         s
     }
 
-    /// Scores one account from values by model metric index; risk rules are not evaluated here (they
-    /// need the values by id: use `score`). This is the path the throughput benchmark measures.
+    /// Scores one account from values by model metric index, with why each missing one is missing
+    /// (`missing` may be shorter, even empty). Risk rules are not evaluated here (they need the values by
+    /// id: use `score`). This is the path the throughput benchmark measures.
     pub fn score_inputs(
         &mut self,
         account: &Account,
-        inputs: Inputs<'_>,
+        inputs: &[Option<f64>],
+        missing: &[Option<&str>],
         previous: Option<&AccountScore>,
         as_of: DateTime<Utc>,
     ) -> AccountScore {
@@ -386,12 +385,12 @@ impl<'m> Scorer<'m> {
             .metrics
             .iter()
             .zip(&v.score_fns)
-            .zip(inputs)
-            .map(|((m, f), (value, _))| match (f, value) {
+            .enumerate()
+            .map(|(i, (m, f))| match (f, inputs.get(i).copied().flatten()) {
                 (Some(ScoreFn::Percentile { higher_is_better }), Some(x)) => {
-                    population.rank(&m.id, account.segment.as_deref(), *x, *higher_is_better)
+                    population.rank(&m.id, account.segment.as_deref(), x, *higher_is_better)
                 }
-                (Some(f), Some(x)) => apply(f, *x),
+                (Some(f), Some(x)) => apply(f, x),
                 _ => None,
             })
             .collect();
@@ -459,7 +458,8 @@ impl<'m> Scorer<'m> {
             for (slot, w) in &v.children[ci] {
                 let Slot::Metric(mi) = slot else { continue };
                 let m = &model.metrics[*mi];
-                let (value, why) = inputs[*mi];
+                let value = inputs.get(*mi).copied().flatten();
+                let why = missing.get(*mi).copied().flatten();
                 let score = metric_scores[*mi];
                 let prev_band = pc
                     .and_then(|pc| pc.metrics.iter().find(|pm| pm.id == m.id))
