@@ -497,7 +497,8 @@ pub fn explain(s: &AccountScore, history: &[(String, AccountScore)], model: &Mod
         .map(|(d, t)| {
             format!(
                 "{d}d {}",
-                t.map(|x| format!("{x:+.0}")).unwrap_or_else(|| "n/a".into())
+                t.map(|x| format!("{x:+.0}"))
+                    .unwrap_or_else(|| "n/a".into())
             )
         })
         .collect();

@@ -538,9 +538,9 @@ pub fn score_account(
 
 /// Scores a whole book of business: builds the percentile population from every account's values first.
 /// `previous` looks up an account's last stored score.
-pub fn score_all<'a>(
+pub fn score_all(
     model: &Model,
-    accounts: &'a [(Account, BTreeMap<String, MetricValue>)],
+    accounts: &[(Account, BTreeMap<String, MetricValue>)],
     previous: impl Fn(&str) -> Option<AccountScore>,
     as_of: DateTime<Utc>,
 ) -> Vec<AccountScore> {

@@ -143,7 +143,8 @@ fn weighted_roll_up_and_redistribution() {
     let m = flat_model();
     let a = account(None, None);
     // (values a, b, c) → (overall, coverage, x score)
-    let cases: &[([Option<f64>; 3], Option<f64>, f64, Option<f64>)] = &[
+    type Case = ([Option<f64>; 3], Option<f64>, f64, Option<f64>);
+    let cases: &[Case] = &[
         (
             [Some(80.0), Some(40.0), Some(20.0)],
             Some(0.75 * 60.0 + 0.25 * 20.0),
@@ -293,7 +294,15 @@ fn stage_and_segment_overrides_change_weights_thresholds_and_benchmarks() {
     ];
     let v = values(&[("a", Some(80.0)), ("b", Some(40.0)), ("c", Some(20.0))]);
     // (stage, segment) → (overall, band, benchmark, overrides applied)
-    let cases: &[(Option<&str>, Option<&str>, f64, Band, Option<f64>, &[&str])] = &[
+    type Case<'a> = (
+        Option<&'a str>,
+        Option<&'a str>,
+        f64,
+        Band,
+        Option<f64>,
+        &'a [&'a str],
+    );
+    let cases: &[Case] = &[
         (None, None, 50.0, Band::Amber, None, &[]),
         // Onboard: x = 0.25·80 + 0.75·40 = 50, c scores 90 on the steps; 0.25·50 + 0.75·90 = 80.
         (

@@ -205,6 +205,7 @@ pub(super) fn check_model(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn check_metric(
     f: &SourceFile,
     id: &str,
