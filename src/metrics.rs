@@ -491,6 +491,102 @@ mod tests {
     }
 
     #[test]
+    fn cel_filters_maps_and_derived_values() {
+        let d = data(vec![
+            rec(
+                "1",
+                0,
+                json!({"status": "open", "due": 1_700_000_000, "mood": "Green"}),
+            ),
+            rec(
+                "2",
+                5,
+                json!({"status": "open", "due": 1_700_000_000 + 40 * 86_400}),
+            ),
+            rec(
+                "3",
+                6,
+                json!({"status": "paid", "due": 1_700_000_000, "mood": "red"}),
+            ),
+        ]);
+        let now = at(45);
+        let cel = |src: &str| {
+            let mut m = metric(Aggregate::Count, None, vec![]);
+            if let MetricInput::Records { filter, .. } = &mut m.input {
+                *filter = Filter::Cel(Expr::compile(src).unwrap());
+            }
+            compute_records(&m, &d, now).value
+        };
+        // Overdue by more than 30 days at day 45: only record 1 (due on day 0); record 2 is due on day 40.
+        assert_eq!(
+            cel("r.status == 'open' && double(r.due) < now - 2592000.0"),
+            Some(1.0)
+        );
+        // A record without the field is not selected rather than failing the metric.
+        assert_eq!(cel("r.mood == 'red'"), Some(1.0));
+        assert_eq!(cel("has(r.mood)"), Some(2.0));
+
+        let mut mood = metric(Aggregate::Latest("mood".into()), None, vec![]);
+        if let MetricInput::Records { map, .. } = &mut mood.input {
+            *map = Some([("green".to_string(), 100.0), ("red".to_string(), 1.0)].into());
+        }
+        assert_eq!(compute_records(&mood, &d, now).value, Some(1.0));
+        assert_eq!(compute_records(&mood, &d, at(3)).value, Some(100.0));
+
+        // Derived: count × 10 / open count, evaluated after the metrics it uses; missing propagates.
+        let model_with = |expr: &str| {
+            let mut all = metric(Aggregate::Count, None, vec![]);
+            all.id = "all".into();
+            let mut open = metric(
+                Aggregate::Count,
+                None,
+                vec![("status".into(), json!("open"))],
+            );
+            open.id = "open".into();
+            let mut ratio = metric(Aggregate::Count, None, vec![]);
+            ratio.id = "derived".into();
+            let e = Expr::compile(expr).unwrap();
+            ratio.input = MetricInput::Derived {
+                uses: e.members_of("m"),
+                expr: e,
+            };
+            crate::config::Model {
+                name: "t".into(),
+                description: String::new(),
+                hash: "h".into(),
+                accounts: crate::config::AccountsSpec {
+                    stream: StreamRef {
+                        connector: "u".into(),
+                        stream: "s".into(),
+                    },
+                    key: "k".into(),
+                    name_field: "n".into(),
+                    stage_field: None,
+                    segment_field: None,
+                    owner_field: None,
+                    stages: vec![],
+                    segments: vec![],
+                },
+                bands: crate::config::Bands {
+                    red_below: 40.0,
+                    green_from: 70.0,
+                    margin: 5.0,
+                },
+                min_coverage: 0.5,
+                metrics: vec![all, open, ratio],
+                categories: vec![],
+                overrides: vec![],
+                risks: vec![],
+                playbooks: vec![],
+            }
+        };
+        let v = compute(&model_with("m.all * 10.0 / m.open"), &d, now);
+        assert_eq!(v["derived"].value, Some(15.0));
+        let v = compute(&model_with("m.all + m.nothing"), &d, now);
+        assert_eq!(v["derived"].missing.as_deref(), Some("nothing is missing"));
+    }
+
+    #[test]
     fn parses_vendor_times() {
         assert_eq!(as_time(&json!("2023-11-14T22:13:20Z")), Some(at(0)));
         assert_eq!(as_time(&json!(1_700_000_000)), Some(at(0)));

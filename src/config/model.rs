@@ -424,3 +424,21 @@ pub enum ForEach {
 
 /// Variables a playbook template may use; `validate` rejects any other.
 pub const TEMPLATE_VARIABLES: &[&str] = &["account", "target", "score", "band", "metric"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expressions_compile_and_name_what_they_use() {
+        let e =
+            Expr::compile("m.usage > 1.0 && account.stage == 'm.not_a_metric' || xm.y > m.seats")
+                .unwrap();
+        assert_eq!(e.members_of("m"), ["usage", "seats"]);
+        let mut vars = e.variables();
+        vars.sort();
+        assert_eq!(vars, ["account", "m", "xm"]);
+        let err = Expr::compile("m.usage >").unwrap_err();
+        assert!(err.starts_with("CEL does not parse at column 10"), "{err}");
+    }
+}
