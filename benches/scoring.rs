@@ -74,6 +74,7 @@ fn model() -> Model {
             owner_field: None,
             stages: vec![],
             segments: vec![],
+            links: vec![],
         },
         bands: Bands {
             red_below: 40.0,

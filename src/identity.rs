@@ -4,8 +4,9 @@
 //! known by. Every other record joins an account through any account key it shares with it (`crm_id`,
 //! `domain`, …), and keys learned from a joined record join further records: an invoice carries only its
 //! Stripe customer id, the Stripe customer carries the CRM id, so the invoice reaches the account in a second
-//! pass. Records that join nothing are counted and kept as examples, never silently dropped. Pure: records
-//! in, accounts out.
+//! pass. An explicit mapping in the model (`accounts.links`) joins records whose keys reach no account on
+//! their own. Records that join nothing are counted and kept as examples, never silently dropped (and
+//! links to unknown accounts likewise). Pure: records in, accounts out.
 
 use std::collections::BTreeMap;
 
@@ -56,6 +57,14 @@ fn field_text(r: &Record, field: &str) -> Option<String> {
     })
 }
 
+/// Where links to unknown accounts are reported in `Resolved::unmatched`.
+pub fn links_stream() -> StreamRef {
+    StreamRef {
+        connector: "model".into(),
+        stream: "accounts.links".into(),
+    }
+}
+
 /// Joins `streams` onto the accounts defined by `spec.stream`'s records.
 pub fn resolve(spec: &AccountsSpec, streams: BTreeMap<StreamRef, Vec<Record>>) -> Resolved {
     let mut streams = streams;
@@ -93,6 +102,23 @@ pub fn resolve(spec: &AccountsSpec, streams: BTreeMap<StreamRef, Vec<Record>>) -
         let mut records = BTreeMap::new();
         records.insert(spec.stream.clone(), vec![r]);
         accounts.push(AccountData { account, records });
+    }
+
+    // Explicit links: (key, value) → account, for records whose own keys reach no account. A link to an
+    // account that does not exist is reported under the pseudo-stream `model.accounts.links`.
+    for (k, v, to) in &spec.links {
+        match index.get(&(spec.key.clone(), to.clone())).copied() {
+            Some(n) => {
+                index.insert((k.clone(), v.clone()), n);
+            }
+            None => {
+                let u = unmatched.entry(links_stream()).or_default();
+                u.count += 1;
+                if u.examples.len() < EXAMPLES {
+                    u.examples.push(format!("{k}:{v} → {to}"));
+                }
+            }
+        }
     }
 
     // Join passes: each pass may learn keys that let the next one join more. Bounded by the number of
@@ -184,6 +210,10 @@ mod tests {
             owner_field: None,
             stages: vec![],
             segments: vec![],
+            links: vec![
+                ("domain".into(), "acme.co.uk".into(), "1".into()),
+                ("domain".into(), "gone.io".into(), "404".into()),
+            ],
         };
         let mut streams = BTreeMap::new();
         streams.insert(
@@ -216,6 +246,8 @@ mod tests {
             vec![
                 rec("u1", &[("domain", "acme.io")], serde_json::json!({})),
                 rec("u2", &[("domain", "nobody.io")], serde_json::json!({})),
+                // Reaches the account only through the explicit link.
+                rec("u3", &[("domain", "acme.co.uk")], serde_json::json!({})),
             ],
         );
         let r = resolve(&spec, streams);
@@ -224,13 +256,17 @@ mod tests {
         assert_eq!(a.account.name, "Acme");
         assert_eq!(a.account.stage.as_deref(), Some("adopt"));
         assert_eq!(a.records[&sref("billing", "invoices")].len(), 1);
-        assert_eq!(a.records[&sref("usage", "daily")].len(), 1);
+        assert_eq!(a.records[&sref("usage", "daily")].len(), 2);
         assert_eq!(
             r.unmatched[&sref("usage", "daily")],
             Unmatched {
                 count: 1,
                 examples: vec!["u2".into()]
             }
+        );
+        assert_eq!(
+            r.unmatched[&links_stream()].examples,
+            ["domain:gone.io → 404"]
         );
     }
 }

@@ -566,6 +566,7 @@ mod tests {
                     owner_field: None,
                     stages: vec![],
                     segments: vec![],
+                    links: vec![],
                 },
                 bands: crate::config::Bands {
                     red_below: 40.0,

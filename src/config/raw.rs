@@ -141,6 +141,10 @@ pub struct RawAccounts {
     pub stages: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     pub segments: Option<Spanned<Vec<String>>>,
+    /// Explicit external-id mapping, `"key:value" = "account id"` (`"domain:acme.co.uk" = "123"`), for
+    /// records whose keys match no account on their own.
+    #[serde(default)]
+    pub links: Option<Spanned<BTreeMap<String, String>>>,
 }
 
 #[derive(Debug, Deserialize)]

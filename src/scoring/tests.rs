@@ -83,6 +83,7 @@ fn base_model(metrics: Vec<Metric>, categories: Vec<Category>) -> Model {
             owner_field: None,
             stages: vec![],
             segments: vec![],
+            links: vec![],
         },
         bands: BANDS,
         min_coverage: 0.5,

@@ -120,6 +120,21 @@ pub(super) fn check_model(
         .as_ref()
         .map(|s| s.get_ref().clone())
         .unwrap_or_default();
+    let mut links = Vec::new();
+    if let Some(l) = &acc.links {
+        for (from, to) in l.get_ref() {
+            match from.split_once(':') {
+                Some((k, v)) if !k.is_empty() && !v.is_empty() && !to.is_empty() => {
+                    links.push((k.to_string(), v.to_string(), to.clone()))
+                }
+                _ => f.err(
+                    out,
+                    l.span(),
+                    format!("accounts.links: `{from}` = `{to}` must be \"key:value\" = \"account id\", e.g. \"domain:acme.co.uk\" = \"123\""),
+                ),
+            }
+        }
+    }
     if !stages.is_empty() && acc.stage_field.is_none() {
         f.err(
             out,
@@ -194,6 +209,7 @@ pub(super) fn check_model(
             owner_field: acc.owner_field.as_ref().map(|s| s.get_ref().clone()),
             stages,
             segments,
+            links,
         },
         bands: bands?,
         min_coverage,
