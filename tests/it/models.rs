@@ -402,3 +402,98 @@ fn four_relationships_fires_the_overdue_invoice_risk_and_clears_it() {
         next.risks
     );
 }
+
+/// The binary end to end on a shipped model: sync, score a week ago and today, then `explain --json` tells
+/// what changed (same model, so inputs), the 7-day trend, the benchmark and active risks; a changed model
+/// file is reported as a model change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_tells_input_moves_from_model_changes() {
+    use crate::support::run;
+    let now = Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap();
+    let sim = sim::start(SimOptions {
+        accounts: 60,
+        seed: 5,
+        now,
+        rate_limits: limits(),
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = healthsync::demo::write_config(dir.path(), &sim, &limits()).unwrap();
+    let model_path = dir.path().join("models/starter.toml");
+    let shipped = std::fs::read_to_string(
+        crate::support::repo().join("config/models/four-relationships.toml"),
+    )
+    .unwrap();
+    std::fs::write(&model_path, &shipped).unwrap();
+    let vitally = dir.path().join("connectors/vitally.toml");
+    let cut = std::fs::read_to_string(&vitally)
+        .unwrap()
+        .split("[fields.categories]")
+        .next()
+        .unwrap()
+        .to_string();
+    std::fs::write(&vitally, cut).unwrap();
+    let c = cfg.to_str().unwrap();
+    let ok = |args: &[&str]| {
+        let out = tokio::task::block_in_place(|| run(args));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    ok(&["sync", "--config", c]);
+    let week_ago = (now - Duration::days(7)).to_rfc3339();
+    ok(&["score", "--config", c, "--now", &week_ago]);
+    let scored: Value = serde_json::from_str(&ok(&[
+        "score",
+        "--config",
+        c,
+        "--now",
+        &now.to_rfc3339(),
+        "--json",
+    ]))
+    .unwrap();
+    // The account with the most active risks is the interesting one to explain.
+    let scores = scored["scores"].as_array().unwrap();
+    let pick = scores
+        .iter()
+        .max_by_key(|s| s["risks"].as_array().map(|r| r.len()).unwrap_or(0))
+        .unwrap();
+    let id = pick["account"]["id"].as_str().unwrap();
+    let explained: Value =
+        serde_json::from_str(&ok(&["explain", id, "--config", c, "--json"])).unwrap();
+    assert_eq!(explained["changes"]["kind"], "inputs", "{explained}");
+    let delta = explained["changes"]["overall_delta"].as_f64().unwrap();
+    let trend = explained["trend"]["7d"].as_f64().unwrap();
+    assert!((delta - trend).abs() < 1e-9, "{delta} vs {trend}");
+    assert!(!explained["score"]["risks"].as_array().unwrap().is_empty());
+    assert!(explained["drags"].as_array().is_some_and(|d| !d.is_empty()));
+    let text_out = ok(&["explain", id, "--config", c]);
+    assert!(
+        text_out.contains("active risk events and signals:"),
+        "{text_out}"
+    );
+    assert!(text_out.contains("(same model)"), "{text_out}");
+
+    // Edit the model (a band threshold) and score again a day later: explain says the model changed.
+    std::fs::write(
+        &model_path,
+        shipped.replace("red_below = 55", "red_below = 50"),
+    )
+    .unwrap();
+    ok(&[
+        "score",
+        "--config",
+        c,
+        "--now",
+        &(now + Duration::days(1)).to_rfc3339(),
+    ]);
+    let explained: Value =
+        serde_json::from_str(&ok(&["explain", id, "--config", c, "--json"])).unwrap();
+    assert_eq!(explained["changes"]["kind"], "model_changed", "{explained}");
+    sim.shutdown().await;
+}
