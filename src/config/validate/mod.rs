@@ -12,7 +12,9 @@ use std::time::Duration;
 use croner::parser::{CronParser, Seconds};
 use toml::Spanned;
 
+mod categories;
 mod model;
+mod rules;
 
 use super::raw::*;
 use super::*;
