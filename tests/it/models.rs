@@ -238,6 +238,14 @@ async fn every_shipped_model_scores_the_simulator() {
             mean("churning"),
             mean("healthy")
         );
+        // The manual input (a CRM property the CSM sets, simulated) is read, mapped and scored.
+        if model.metric("csm_sentiment").is_some() {
+            let present = scores
+                .iter()
+                .filter(|s| s.metric("csm_sentiment").is_some_and(|m| m.score.is_some()))
+                .count();
+            assert!(present >= 140, "{name}: sentiment on {present} of 150");
+        }
         let d = scoring::Distribution::of(&scores);
         assert!(
             [d.red, d.amber, d.green].iter().filter(|n| **n > 0).count() >= 2,
