@@ -174,6 +174,12 @@ fn watched(pb: &Playbook, s: &AccountScore) -> (Option<f64>, Option<Band>, Strin
             Some(c) => (c.score, c.band, c.label.clone()),
             None => (None, None, id.clone()),
         },
+        // A risk event reads as red while active and green once it has cleared (its exit condition is
+        // the hysteresis), with the overall score for the templates.
+        Target::Risk(id) => match s.risks.iter().find(|r| &r.id == id) {
+            Some(r) => (s.overall.or(Some(0.0)), Some(Band::Red), r.label.clone()),
+            None => (s.overall.or(Some(0.0)), Some(Band::Green), id.clone()),
+        },
     }
 }
 
@@ -222,7 +228,7 @@ fn plan_playbook(
         id => s.account.id, name => s.account.name, stage => s.account.stage,
         segment => s.account.segment, owner => s.account.owner,
     };
-    let target = context! { id => match &pb.when { Target::Overall => "overall".to_string(), Target::Category(c) => c.clone() }, label => target_label };
+    let target = context! { id => match &pb.when { Target::Overall => "overall".to_string(), Target::Category(c) | Target::Risk(c) => c.clone() }, label => target_label };
     let base = context! { account => account.clone(), target => target.clone(), score => score.round(), band => band.name() };
     let render = |src: &str, ctx: &minijinja::Value| {
         env.render_str(src, ctx.clone()).map_err(|e| e.to_string())
@@ -301,7 +307,7 @@ fn failing_metrics<'a>(pb: &Playbook, s: &'a AccountScore) -> Vec<&'a crate::sco
         .drags()
         .into_iter()
         .filter(|m| match &pb.when {
-            Target::Overall => true,
+            Target::Overall | Target::Risk(_) => true,
             Target::Category(c) => s
                 .category(c)
                 .is_some_and(|cat| cat.metrics.iter().any(|x| x.id == m.id)),

@@ -396,6 +396,8 @@ impl std::fmt::Display for Band {
 pub enum Target {
     Overall,
     Category(String),
+    /// A risk event or signal: the playbook opens while it is active (`when = "risk:<id>"`).
+    Risk(String),
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -267,7 +267,7 @@ pub struct RawRisk {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPlaybook {
-    /// `overall` or a category id.
+    /// `overall`, a category id, or `risk:<risk id>`.
     pub when: Spanned<String>,
     /// The band that triggers the playbook (`red` by default).
     #[serde(default)]

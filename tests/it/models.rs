@@ -246,6 +246,30 @@ async fn every_shipped_model_scores_the_simulator() {
                 .count();
             assert!(present >= 140, "{name}: sentiment on {present} of 150");
         }
+        // Risk playbooks open a project for exactly the accounts whose event is active.
+        if name == "four-relationships" {
+            let sinks: Vec<_> = rt.config.sinks().collect();
+            let plan = healthsync::planner::plan(&rt.store, &model, &sinks, &scores, now).unwrap();
+            let mut opened: Vec<&str> = plan
+                .writes
+                .iter()
+                .filter_map(|w| match &w.op {
+                    healthsync::connector::WriteOp::CreateProject {
+                        playbook, account, ..
+                    } if playbook == "overdue_invoice_call" => Some(account.account_id.as_str()),
+                    _ => None,
+                })
+                .collect();
+            let mut at_risk: Vec<&str> = scores
+                .iter()
+                .filter(|s| s.risks.iter().any(|r| r.id == "invoice_overdue"))
+                .map(|s| s.account.id.as_str())
+                .collect();
+            opened.sort();
+            at_risk.sort();
+            assert!(!at_risk.is_empty(), "no overdue invoices in the simulation");
+            assert_eq!(opened, at_risk);
+        }
         let d = scoring::Distribution::of(&scores);
         assert!(
             [d.red, d.amber, d.green].iter().filter(|n| **n > 0).count() >= 2,

@@ -192,7 +192,7 @@ pub(super) fn check_model(
 
     let mut playbooks = Vec::new();
     for (id, p) in &raw.playbooks {
-        if let Some(pb) = check_playbook(f, id, p, cats, out) {
+        if let Some(pb) = check_playbook(f, id, p, cats, &raw.risks, out) {
             playbooks.push(pb);
         }
     }

@@ -44,6 +44,7 @@ pub(super) fn check_playbook(
     id: &str,
     p: &Spanned<RawPlaybook>,
     cats: &BTreeMap<String, Spanned<RawCategory>>,
+    risks: &BTreeMap<String, Spanned<RawRisk>>,
     out: &mut Diagnostics,
 ) -> Option<Playbook> {
     let before = out.errors.len();
@@ -51,12 +52,28 @@ pub(super) fn check_playbook(
     let when = match r.when.get_ref().as_str() {
         "overall" => Some(Target::Overall),
         c if cats.contains_key(c) => Some(Target::Category(c.to_string())),
+        c if c.starts_with("risk:") => {
+            let rid = &c["risk:".len()..];
+            if risks.contains_key(rid) {
+                Some(Target::Risk(rid.to_string()))
+            } else {
+                f.err(
+                    out,
+                    r.when.span(),
+                    format!(
+                        "playbook {id}: when = `{c}` names no risk rule; risks: {}",
+                        join(risks.keys().map(String::as_str))
+                    ),
+                );
+                None
+            }
+        }
         c => {
             f.err(
                 out,
                 r.when.span(),
                 format!(
-                    "playbook {id}: when = `{c}` is neither overall nor a category; categories: {}",
+                    "playbook {id}: when = `{c}` is neither overall, a category nor risk:<id>; categories: {}",
                     join(cats.keys().map(String::as_str))
                 ),
             );
