@@ -370,15 +370,11 @@ impl<'m> Scorer<'m> {
         let model = self.model;
         // Previous bands only count when the model is the same: a new model starts from fresh bands.
         let previous = previous.filter(|p| p.model_hash == model.hash);
-        let key = applied_overrides(model, account);
-        if !self.variants.contains_key(&key) {
-            let v = Variant::resolve(model, &key);
-            self.variants.insert(key.clone(), v);
-        }
+        let v: &Variant = self
+            .variants
+            .entry(applied_overrides(model, account))
+            .or_insert_with_key(|k| Variant::resolve(model, k));
         let population = &self.population;
-        let Some(v) = self.variants.get(&key) else {
-            unreachable!("inserted above")
-        };
 
         // Metric scores.
         let metric_scores: Vec<Option<f64>> = model
