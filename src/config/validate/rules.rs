@@ -60,10 +60,14 @@ pub(super) fn check_playbook(
                 f.err(
                     out,
                     r.when.span(),
-                    format!(
-                        "playbook {id}: when = `{c}` names no risk rule; risks: {}",
-                        join(risks.keys().map(String::as_str))
-                    ),
+                    if risks.is_empty() {
+                        format!("playbook {id}: when = `{c}`, but the model has no [risks]")
+                    } else {
+                        format!(
+                            "playbook {id}: when = `{c}` names no risk rule; risks: {}",
+                            join(risks.keys().map(String::as_str))
+                        )
+                    },
                 );
                 None
             }
