@@ -110,6 +110,70 @@ fn bad_model_keys_are_reported_with_file_and_line_all_at_once() {
     }
 }
 
+#[test]
+fn more_bad_model_keys_each_with_their_line() {
+    let copy = copy_with("simple-seven");
+    let file = "config/models/simple-seven.toml";
+    let edits = [
+        ("m.active_users_30d / m.seats", "m.active_users_30d / m.seatz"),
+        (
+            "map = { green = 100, amber = 50, red = 1 }",
+            "map = { green = 100, amber = 50, red = 1 }\nbands = { red_below = 90, green_from = 80 }",
+        ),
+        (
+            "score = { linear = [[-40, 1], [-10, 50], [0, 70], [15, 100]] }",
+            "score = { percentile = \"up\" }",
+        ),
+        (
+            "segments = [\"enterprise\", \"mid_market\", \"smb\"]",
+            "segments = [\"enterprise\", \"mid_market\", \"smb\"]\nlinks = { \"acme.io\" = \"1\" }",
+        ),
+        ("stage = \"adopt\"", "stage = \"adpot\""),
+        ("when = \"product\"", "when = \"risk:nope\""),
+        (
+            "field = \"support_tickets_90d\"",
+            "field = \"support_tickets_90d\"\nfilter = \"r.x ===\"",
+        ),
+    ];
+    for (from, to) in edits {
+        copy.edit(file, from, to);
+    }
+    let out = copy.validate();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let model = std::fs::read_to_string(copy.path(file)).unwrap();
+    let path = copy.path(file).display().to_string();
+    for (needle, what) in [
+        ("m.seatz", "expr uses unknown metric `m.seatz`"),
+        (
+            "red_below = 90",
+            "metric csm_sentiment: bands need 1 < red_below < green_from",
+        ),
+        (
+            "percentile = \"up\"",
+            "percentile = `up`; use higher or lower",
+        ),
+        (
+            "\"acme.io\" = \"1\"",
+            "must be \"key:value\" = \"account id\"",
+        ),
+        (
+            "stage = \"adpot\"",
+            "stage `adpot` is not one of accounts.stages",
+        ),
+        ("risk:nope", "but the model has no [risks]"),
+        ("r.x ===", "filter: CEL does not parse"),
+    ] {
+        let line = model.lines().position(|l| l.contains(needle)).unwrap() + 1;
+        let at = format!("{path}:{line}:");
+        assert!(
+            err.lines().any(|l| l.contains(&at) && l.contains(what)),
+            "expected {at} with {what:?} in:\n{err}"
+        );
+    }
+    assert!(err.contains("7 problem(s) found"), "{err}");
+}
+
 fn limits() -> SimRateLimits {
     SimRateLimits {
         hubspot_per_10s: 1000,
