@@ -74,6 +74,7 @@ fn model() -> Model {
             owner_field: None,
             stages: vec![],
             segments: vec![],
+            segment_bands: vec![],
             links: vec![],
         },
         bands: Bands {

@@ -57,6 +57,20 @@ fn field_text(r: &Record, field: &str) -> Option<String> {
     })
 }
 
+/// The band label for a numeric segment value (ARR 250000 → `mid`), when the model bands the segment;
+/// otherwise, or for a value below every threshold or not a number, the value itself.
+pub fn segment_band(bands: &[(f64, String)], value: String) -> String {
+    let Ok(x) = value.trim().parse::<f64>() else {
+        return value;
+    };
+    bands
+        .iter()
+        .rev()
+        .find(|(t, _)| x >= *t)
+        .map(|(_, label)| label.clone())
+        .unwrap_or(value)
+}
+
 /// Where links to unknown accounts are reported in `Resolved::unmatched`.
 pub fn links_stream() -> StreamRef {
     StreamRef {
@@ -95,7 +109,8 @@ pub fn resolve(spec: &AccountsSpec, streams: BTreeMap<StreamRef, Vec<Record>>) -
             segment: spec
                 .segment_field
                 .as_deref()
-                .and_then(|f| field_text(&r, f)),
+                .and_then(|f| field_text(&r, f))
+                .map(|v| segment_band(&spec.segment_bands, v)),
             owner: spec.owner_field.as_deref().and_then(|f| field_text(&r, f)),
             id,
         };
@@ -200,6 +215,22 @@ mod tests {
     }
 
     #[test]
+    fn numeric_segments_fall_into_bands() {
+        let bands = vec![(0.0, "small".to_string()), (100_000.0, "mid".to_string())];
+        for (value, want) in [
+            ("0", "small"),
+            ("99999.5", "small"),
+            ("100000", "mid"),
+            ("2500000", "mid"),
+            ("-5", "-5"),
+            ("enterprise", "enterprise"),
+        ] {
+            assert_eq!(segment_band(&bands, value.to_string()), want, "{value}");
+        }
+        assert_eq!(segment_band(&[], "7".into()), "7");
+    }
+
+    #[test]
     fn joins_transitively_and_counts_unmatched() {
         let spec = AccountsSpec {
             stream: sref("crm", "companies"),
@@ -210,6 +241,7 @@ mod tests {
             owner_field: None,
             stages: vec![],
             segments: vec![],
+            segment_bands: vec![],
             links: vec![
                 ("domain".into(), "acme.co.uk".into(), "1".into()),
                 ("domain".into(), "gone.io".into(), "404".into()),

@@ -566,6 +566,7 @@ mod tests {
                     owner_field: None,
                     stages: vec![],
                     segments: vec![],
+                    segment_bands: vec![],
                     links: vec![],
                 },
                 bands: crate::config::Bands {

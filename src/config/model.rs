@@ -160,6 +160,8 @@ pub struct AccountsSpec {
     /// Known lifecycle stages and segments, if the model lists them (overrides are checked against them).
     pub stages: Vec<String>,
     pub segments: Vec<String>,
+    /// Thresholds (ascending) and labels that turn a numeric segment field into a band, if given.
+    pub segment_bands: Vec<(f64, String)>,
     /// Explicit mapping: (account key, value) → account id, e.g. (`domain`, `acme.co.uk`) → `123`.
     pub links: Vec<(String, String, String)>,
 }

@@ -141,6 +141,10 @@ pub struct RawAccounts {
     pub stages: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     pub segments: Option<Spanned<Vec<String>>>,
+    /// Turns a numeric segment field (ARR, employees) into named bands: `[[0, "small"], [100000, "mid"]]`,
+    /// each label from its threshold up.
+    #[serde(default)]
+    pub segment_bands: Option<Spanned<Vec<(f64, String)>>>,
     /// Explicit external-id mapping, `"key:value" = "account id"` (`"domain:acme.co.uk" = "123"`), for
     /// records whose keys match no account on their own.
     #[serde(default)]

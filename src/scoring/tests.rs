@@ -83,6 +83,7 @@ fn base_model(metrics: Vec<Metric>, categories: Vec<Category>) -> Model {
             owner_field: None,
             stages: vec![],
             segments: vec![],
+            segment_bands: vec![],
             links: vec![],
         },
         bands: BANDS,

@@ -310,6 +310,17 @@ async fn every_shipped_model_scores_the_simulator() {
                 .count();
             assert!(present >= 140, "{name}: sentiment on {present} of 150");
         }
+        // Employee counts are banded into segments, and the large ones get their override.
+        if name == "five-dimensions" {
+            for s in &scores {
+                let seg = s.account.segment.as_deref().unwrap_or("");
+                assert!(["small", "mid", "large"].contains(&seg), "segment {seg}");
+                assert_eq!(s.overrides == ["large"], seg == "large");
+            }
+            assert!(scores
+                .iter()
+                .any(|s| s.account.segment.as_deref() == Some("large")));
+        }
         // Risk playbooks open a project for exactly the accounts whose event is active.
         if name == "four-relationships" {
             let sinks: Vec<_> = rt.config.sinks().collect();

@@ -124,6 +124,32 @@ pub(super) fn check_model(
         .as_ref()
         .map(|s| s.get_ref().clone())
         .unwrap_or_default();
+    let segment_bands = acc
+        .segment_bands
+        .as_ref()
+        .map(|b| {
+            let bands = b.get_ref().clone();
+            let ascending = bands.windows(2).all(|w| w[1].0 > w[0].0);
+            if bands.is_empty()
+                || !ascending
+                || bands.iter().any(|(t, l)| !t.is_finite() || l.is_empty())
+            {
+                f.err(
+                    out,
+                    b.span(),
+                    "accounts.segment_bands must be [[threshold, \"label\"], …] with thresholds ascending and labels not empty",
+                );
+            }
+            if acc.segment_field.is_none() {
+                f.err(
+                    out,
+                    b.span(),
+                    "accounts.segment_bands needs accounts.segment_field, the numeric field it bands",
+                );
+            }
+            bands
+        })
+        .unwrap_or_default();
     let mut links = Vec::new();
     if let Some(l) = &acc.links {
         for (from, to) in l.get_ref() {
@@ -213,6 +239,7 @@ pub(super) fn check_model(
             owner_field: acc.owner_field.as_ref().map(|s| s.get_ref().clone()),
             stages,
             segments,
+            segment_bands,
             links,
         },
         bands: bands?,
