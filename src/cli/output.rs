@@ -208,7 +208,8 @@ pub fn scores(run: &ScoreRun, model: &Model, limit: usize, json: bool) {
         print_json(&run);
         return;
     }
-    let cats: Vec<&str> = model.categories.iter().map(|c| c.label.as_str()).collect();
+    // Top-level categories only: sub-categories are in `explain`.
+    let cats: Vec<&str> = model.roots().map(|c| c.label.as_str()).collect();
     print!(
         "{:<30} {:>7} {:<6} {:>5}",
         "account", "overall", "band", "cov%"
@@ -225,7 +226,7 @@ pub fn scores(run: &ScoreRun, model: &Model, limit: usize, json: bool) {
             fmt_band(s.band),
             s.coverage * 100.0
         );
-        for c in &s.categories {
+        for c in s.categories.iter().filter(|c| c.parent.is_none()) {
             print!(
                 " {:>12}",
                 format!(
