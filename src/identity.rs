@@ -4,8 +4,8 @@
 //! known by. Every other record joins an account through any account key it shares with it (`crm_id`,
 //! `domain`, …), and keys learned from a joined record join further records: an invoice carries only its
 //! Stripe customer id, the Stripe customer carries the CRM id, so the invoice reaches the account in a second
-//! pass. An explicit mapping in the model (`accounts.links`) joins records whose keys reach no account on
-//! their own. Records that join nothing are counted and kept as examples, never silently dropped (and
+//! pass. An explicit mapping in the model (`accounts.links`) joins records by a key value to a named
+//! account, ahead of the keys' own joins. A numeric segment field can be banded (`segment_bands`). Records that join nothing are counted and kept as examples, never silently dropped (and
 //! links to unknown accounts likewise). Pure: records in, accounts out.
 
 use std::collections::BTreeMap;
@@ -119,8 +119,8 @@ pub fn resolve(spec: &AccountsSpec, streams: BTreeMap<StreamRef, Vec<Record>>) -
         accounts.push(AccountData { account, records });
     }
 
-    // Explicit links: (key, value) → account, for records whose own keys reach no account. A link to an
-    // account that does not exist is reported under the pseudo-stream `model.accounts.links`.
+    // Explicit links: (key, value) → account. A link wins over what the keys would join on their own; a
+    // link to an account that does not exist is reported under the pseudo-stream `model.accounts.links`.
     for (k, v, to) in &spec.links {
         match index.get(&(spec.key.clone(), to.clone())).copied() {
             Some(n) => {

@@ -145,8 +145,8 @@ pub struct RawAccounts {
     /// each label from its threshold up.
     #[serde(default)]
     pub segment_bands: Option<Spanned<Vec<(f64, String)>>>,
-    /// Explicit external-id mapping, `"key:value" = "account id"` (`"domain:acme.co.uk" = "123"`), for
-    /// records whose keys match no account on their own.
+    /// Explicit external-id mapping, `"key:value" = "account id"` (`"domain:acme.co.uk" = "123"`); a link
+    /// wins over what the record's keys would join on their own.
     #[serde(default)]
     pub links: Option<Spanned<BTreeMap<String, String>>>,
 }
