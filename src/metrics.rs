@@ -117,12 +117,28 @@ fn fields_to_cel(m: &serde_json::Map<String, Value>) -> cel_interpreter::Value {
     map.into()
 }
 
-/// Evaluates a boolean CEL expression; an error or a non-boolean result is `None`.
-pub fn eval_bool(e: &Expr, ctx: &cel_interpreter::Context<'_>) -> Result<bool, String> {
+/// Why a CEL expression gave no usable result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EvalError {
+    /// It reads a key the data does not have (a missing metric, a record without the field): an input
+    /// is missing, not a mistake in the model.
+    Missing(String),
+    /// Anything else (a type mismatch, a non-boolean condition): the expression itself is wrong.
+    Invalid(String),
+}
+
+/// Evaluates a boolean CEL expression.
+pub fn eval_bool(e: &Expr, ctx: &cel_interpreter::Context<'_>) -> Result<bool, EvalError> {
     match e.program.execute(ctx) {
         Ok(cel_interpreter::Value::Bool(b)) => Ok(b),
-        Ok(other) => Err(format!("`{}` gave {other:?}, not true or false", e.source)),
-        Err(err) => Err(format!("`{}`: {err}", e.source)),
+        Ok(other) => Err(EvalError::Invalid(format!(
+            "`{}` gave {other:?}, not true or false",
+            e.source
+        ))),
+        Err(cel_interpreter::ExecutionError::NoSuchKey(k)) => {
+            Err(EvalError::Missing(k.to_string()))
+        }
+        Err(err) => Err(EvalError::Invalid(format!("`{}`: {err}", e.source))),
     }
 }
 

@@ -270,6 +270,14 @@ fn distribution_line(run: &ScoreRun) {
     if let Some((band, share)) = d.lopsided() {
         println!("warning: {:.0}% of scored accounts are {band}; a score is most actionable when the bands are roughly even, so consider adjusting thresholds", share * 100.0);
     }
+    // A rule that fails for a reason other than a missing input is a mistake in the model: say so once.
+    let mut rule_errors: std::collections::BTreeMap<&str, usize> = Default::default();
+    for e in run.scores.iter().flat_map(|s| &s.rule_errors) {
+        *rule_errors.entry(e.as_str()).or_default() += 1;
+    }
+    for (e, n) in rule_errors.iter().take(5) {
+        println!("warning: {e} ({n} account(s))");
+    }
     for (stream, u) in &run.unmatched {
         println!(
             "warning: {} records in {stream} match no account (e.g. {})",
@@ -492,6 +500,9 @@ pub fn explain(s: &AccountScore, history: &[(String, AccountScore)], model: &Mod
                     .unwrap_or_default()
             );
         }
+    }
+    for e in &s.rule_errors {
+        println!("warning: {e}");
     }
     let trend_text: Vec<String> = trends
         .iter()

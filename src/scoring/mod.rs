@@ -87,6 +87,9 @@ pub struct AccountScore {
     /// Active risk events and positive signals.
     #[serde(default)]
     pub risks: Vec<RiskState>,
+    /// Rules that could not be evaluated for a reason other than a missing input.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rule_errors: Vec<String>,
 }
 
 impl AccountScore {
@@ -351,7 +354,8 @@ impl<'m> Scorer<'m> {
             .unzip();
         let mut s = self.score_inputs(account, &inputs, &missing, previous, as_of);
         if !self.model.risks.is_empty() {
-            s.risks = risks::evaluate(self.model, account, values, previous, as_of);
+            (s.risks, s.rule_errors) =
+                risks::evaluate(self.model, account, values, previous, as_of);
         }
         s
     }
@@ -505,6 +509,7 @@ impl<'m> Scorer<'m> {
             overrides: v.overrides.clone(),
             benchmark: v.benchmark,
             risks: Vec::new(),
+            rule_errors: Vec::new(),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! their exit condition holds.
 //!
 //! Pure: the previous score carries which events were active and since when; nothing else is read. A rule
-//! whose expression cannot be evaluated (a metric it reads is missing) neither fires nor clears.
+//! whose expression cannot be evaluated (a metric it reads is missing) neither fires nor clears; one that
+//! fails for another reason is also reported, so a broken rule is not silently quiet.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::AccountScore;
 use crate::config::{Model, RiskKind};
 use crate::identity::Account;
-use crate::metrics::{eval_bool, rule_context, MetricValue};
+use crate::metrics::{eval_bool, rule_context, EvalError, MetricValue};
 
 /// An active risk event or positive signal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,25 +28,37 @@ pub struct RiskState {
     pub advice: Option<String>,
 }
 
-/// The risk events active after this run, in model order.
+/// The risk events active after this run, in model order, and the rules that could not be evaluated for
+/// a reason other than a missing input (a mistake in the rule, such as comparing text with a number).
 pub fn evaluate(
     model: &Model,
     account: &Account,
     values: &BTreeMap<String, MetricValue>,
     previous: Option<&AccountScore>,
     as_of: DateTime<Utc>,
-) -> Vec<RiskState> {
+) -> (Vec<RiskState>, Vec<String>) {
     let ctx = rule_context(account, values);
     let mut out = Vec::new();
+    let mut errors = Vec::new();
+    let mut eval = |what: &str, e: &crate::config::Expr, id: &str| -> Option<bool> {
+        match eval_bool(e, &ctx) {
+            Ok(b) => Some(b),
+            Err(EvalError::Missing(_)) => None,
+            Err(EvalError::Invalid(msg)) => {
+                errors.push(format!("risk {id}: {what}: {msg}"));
+                None
+            }
+        }
+    };
     for rule in &model.risks {
         let was = previous.and_then(|p| p.risks.iter().find(|r| r.id == rule.id));
         let active = match was {
-            None => eval_bool(&rule.when, &ctx).unwrap_or(false),
+            None => eval("when", &rule.when, &rule.id).unwrap_or(false),
             Some(_) => {
                 let clears = match &rule.clear_when {
-                    Some(c) => eval_bool(c, &ctx).unwrap_or(false),
+                    Some(c) => eval("clear_when", c, &rule.id).unwrap_or(false),
                     // Without an exit condition it clears when `when` is evaluably false.
-                    None => eval_bool(&rule.when, &ctx).is_ok_and(|fires| !fires),
+                    None => eval("when", &rule.when, &rule.id).is_some_and(|fires| !fires),
                 };
                 !clears
             }
@@ -65,5 +78,5 @@ pub fn evaluate(
             });
         }
     }
-    out
+    (out, errors)
 }

@@ -434,6 +434,8 @@ fn risks_fire_stay_until_their_exit_condition_and_rank_hard_first() {
             "account.segment == 'enterprise'",
             None,
         ),
+        // A mistake in the rule (text compared with a number) is reported, not silently false.
+        rule("broken", RiskKind::Soft, "account.segment > 3.0", None),
     ];
     let a = account(None, Some("smb"));
     let v = |x: f64, c: Option<f64>| values(&[("a", Some(x)), ("b", Some(95.0)), ("c", c)]);
@@ -442,10 +444,14 @@ fn risks_fire_stay_until_their_exit_condition_and_rank_hard_first() {
     let d0 = score_account(&m, &a, &v(20.0, Some(12.0)), None, t0());
     assert_eq!(ids(&d0), ["usage_drop", "overdue", "promoter"]);
     assert_eq!(d0.top_risk().unwrap().id, "overdue");
+    assert_eq!(d0.rule_errors.len(), 1, "{:?}", d0.rule_errors);
+    assert!(d0.rule_errors[0].starts_with("risk broken: when:"));
     // a recovers to 40: above the firing line, below the exit line, so usage_drop stays, since day 0.
     // c goes missing: `overdue` cannot be evaluated, so it neither clears nor fires.
     let d1 = score_account(&m, &a, &v(40.0, None), Some(&d0), t0() + Duration::days(1));
     assert_eq!(ids(&d1), ["usage_drop", "overdue", "promoter"]);
+    // c missing is a missing input, not a rule error: only the broken rule is reported.
+    assert_eq!(d1.rule_errors.len(), 1, "{:?}", d1.rule_errors);
     assert_eq!(d1.risks[0].since, t0());
     // a reaches 50 and c is back at 0: both clear.
     let d2 = score_account(
