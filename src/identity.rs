@@ -4,8 +4,9 @@
 //! known by. Every other record joins an account through any account key it shares with it (`crm_id`,
 //! `domain`, …), and keys learned from a joined record join further records: an invoice carries only its
 //! Stripe customer id, the Stripe customer carries the CRM id, so the invoice reaches the account in a second
-//! pass. Records that join nothing are counted and kept as examples, never silently dropped. Pure: records
-//! in, accounts out.
+//! pass. An explicit mapping in the model (`accounts.links`) joins records by a key value to a named
+//! account, ahead of the keys' own joins. A numeric segment field can be banded (`segment_bands`). Records that join nothing are counted and kept as examples, never silently dropped (and
+//! links to unknown accounts likewise). Pure: records in, accounts out.
 
 use std::collections::BTreeMap;
 
@@ -56,6 +57,28 @@ fn field_text(r: &Record, field: &str) -> Option<String> {
     })
 }
 
+/// The band label for a numeric segment value (ARR 250000 → `mid`), when the model bands the segment;
+/// otherwise, or for a value below every threshold or not a number, the value itself.
+pub fn segment_band(bands: &[(f64, String)], value: String) -> String {
+    let Ok(x) = value.trim().parse::<f64>() else {
+        return value;
+    };
+    bands
+        .iter()
+        .rev()
+        .find(|(t, _)| x >= *t)
+        .map(|(_, label)| label.clone())
+        .unwrap_or(value)
+}
+
+/// Where links to unknown accounts are reported in `Resolved::unmatched`.
+pub fn links_stream() -> StreamRef {
+    StreamRef {
+        connector: "model".into(),
+        stream: "accounts.links".into(),
+    }
+}
+
 /// Joins `streams` onto the accounts defined by `spec.stream`'s records.
 pub fn resolve(spec: &AccountsSpec, streams: BTreeMap<StreamRef, Vec<Record>>) -> Resolved {
     let mut streams = streams;
@@ -86,13 +109,31 @@ pub fn resolve(spec: &AccountsSpec, streams: BTreeMap<StreamRef, Vec<Record>>) -
             segment: spec
                 .segment_field
                 .as_deref()
-                .and_then(|f| field_text(&r, f)),
+                .and_then(|f| field_text(&r, f))
+                .map(|v| segment_band(&spec.segment_bands, v)),
             owner: spec.owner_field.as_deref().and_then(|f| field_text(&r, f)),
             id,
         };
         let mut records = BTreeMap::new();
         records.insert(spec.stream.clone(), vec![r]);
         accounts.push(AccountData { account, records });
+    }
+
+    // Explicit links: (key, value) → account. A link wins over what the keys would join on their own; a
+    // link to an account that does not exist is reported under the pseudo-stream `model.accounts.links`.
+    for (k, v, to) in &spec.links {
+        match index.get(&(spec.key.clone(), to.clone())).copied() {
+            Some(n) => {
+                index.insert((k.clone(), v.clone()), n);
+            }
+            None => {
+                let u = unmatched.entry(links_stream()).or_default();
+                u.count += 1;
+                if u.examples.len() < EXAMPLES {
+                    u.examples.push(format!("{k}:{v} → {to}"));
+                }
+            }
+        }
     }
 
     // Join passes: each pass may learn keys that let the next one join more. Bounded by the number of
@@ -174,6 +215,22 @@ mod tests {
     }
 
     #[test]
+    fn numeric_segments_fall_into_bands() {
+        let bands = vec![(0.0, "small".to_string()), (100_000.0, "mid".to_string())];
+        for (value, want) in [
+            ("0", "small"),
+            ("99999.5", "small"),
+            ("100000", "mid"),
+            ("2500000", "mid"),
+            ("-5", "-5"),
+            ("enterprise", "enterprise"),
+        ] {
+            assert_eq!(segment_band(&bands, value.to_string()), want, "{value}");
+        }
+        assert_eq!(segment_band(&[], "7".into()), "7");
+    }
+
+    #[test]
     fn joins_transitively_and_counts_unmatched() {
         let spec = AccountsSpec {
             stream: sref("crm", "companies"),
@@ -182,6 +239,13 @@ mod tests {
             stage_field: Some("stage".into()),
             segment_field: None,
             owner_field: None,
+            stages: vec![],
+            segments: vec![],
+            segment_bands: vec![],
+            links: vec![
+                ("domain".into(), "acme.co.uk".into(), "1".into()),
+                ("domain".into(), "gone.io".into(), "404".into()),
+            ],
         };
         let mut streams = BTreeMap::new();
         streams.insert(
@@ -214,6 +278,8 @@ mod tests {
             vec![
                 rec("u1", &[("domain", "acme.io")], serde_json::json!({})),
                 rec("u2", &[("domain", "nobody.io")], serde_json::json!({})),
+                // Reaches the account only through the explicit link.
+                rec("u3", &[("domain", "acme.co.uk")], serde_json::json!({})),
             ],
         );
         let r = resolve(&spec, streams);
@@ -222,13 +288,17 @@ mod tests {
         assert_eq!(a.account.name, "Acme");
         assert_eq!(a.account.stage.as_deref(), Some("adopt"));
         assert_eq!(a.records[&sref("billing", "invoices")].len(), 1);
-        assert_eq!(a.records[&sref("usage", "daily")].len(), 1);
+        assert_eq!(a.records[&sref("usage", "daily")].len(), 2);
         assert_eq!(
             r.unmatched[&sref("usage", "daily")],
             Unmatched {
                 count: 1,
                 examples: vec!["u2".into()]
             }
+        );
+        assert_eq!(
+            r.unmatched[&links_stream()].examples,
+            ["domain:gone.io → 404"]
         );
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Pure and deterministic: the same records and `as_of` give the same values. Windows count back from
 //! `as_of` over each record's `updated_at`; a value whose newest input is older than the metric's TTL is
-//! reported as stale (missing), so scoring redistributes its weight. This module computes values only;
+//! reported as stale (missing), so scoring redistributes its weight. Record filters and derived values are
+//! CEL expressions compiled at validate time (`config::Expr`); this module evaluates them. Text inputs
+//! (CSM sentiment `green`) become numbers through the metric's `map`. This module computes values only;
 //! turning them into 1–100 scores is `crate::scoring`'s job.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,7 +13,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::{Aggregate, Metric, MetricInput, Model};
+use crate::config::{Aggregate, Expr, Filter, Metric, MetricInput, Model};
 use crate::connector::Record;
 use crate::identity::AccountData;
 
@@ -92,6 +94,101 @@ fn unix(n: i64) -> Option<DateTime<Utc>> {
     }
 }
 
+/// A JSON value as a CEL value (objects become maps, integers stay integers).
+pub fn to_cel(v: &Value) -> cel_interpreter::Value {
+    use cel_interpreter::Value as C;
+    match v {
+        Value::Null => C::Null,
+        Value::Bool(b) => C::Bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => C::Int(i),
+            (None, Some(u)) => C::UInt(u),
+            _ => C::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => C::String(std::sync::Arc::new(s.clone())),
+        Value::Array(a) => C::List(std::sync::Arc::new(a.iter().map(to_cel).collect())),
+        Value::Object(m) => fields_to_cel(m),
+    }
+}
+
+fn fields_to_cel(m: &serde_json::Map<String, Value>) -> cel_interpreter::Value {
+    let map: std::collections::HashMap<String, cel_interpreter::Value> =
+        m.iter().map(|(k, v)| (k.clone(), to_cel(v))).collect();
+    map.into()
+}
+
+/// Why a CEL expression gave no usable result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EvalError {
+    /// It reads a key the data does not have (a missing metric, a record without the field): an input
+    /// is missing, not a mistake in the model.
+    Missing(String),
+    /// Anything else (a type mismatch, a non-boolean condition): the expression itself is wrong.
+    Invalid(String),
+}
+
+/// Evaluates a boolean CEL expression.
+pub fn eval_bool(e: &Expr, ctx: &cel_interpreter::Context<'_>) -> Result<bool, EvalError> {
+    match e.program.execute(ctx) {
+        Ok(cel_interpreter::Value::Bool(b)) => Ok(b),
+        Ok(other) => Err(EvalError::Invalid(format!(
+            "`{}` gave {other:?}, not true or false",
+            e.source
+        ))),
+        Err(cel_interpreter::ExecutionError::NoSuchKey(k)) => {
+            Err(EvalError::Missing(k.to_string()))
+        }
+        Err(err) => Err(EvalError::Invalid(format!("`{}`: {err}", e.source))),
+    }
+}
+
+/// Evaluates a numeric CEL expression.
+pub fn eval_number(e: &Expr, ctx: &cel_interpreter::Context<'_>) -> Result<f64, String> {
+    use cel_interpreter::Value as C;
+    match e.program.execute(ctx) {
+        Ok(C::Float(x)) => Ok(x),
+        Ok(C::Int(i)) => Ok(i as f64),
+        Ok(C::UInt(u)) => Ok(u as f64),
+        Ok(other) => Err(format!("`{}` gave {other:?}, not a number", e.source)),
+        Err(err) => Err(format!("`{}`: {err}", e.source)),
+    }
+}
+
+/// The `m` (present metric values) and `account` variables that rules and derived metrics see.
+pub fn rule_context(
+    account: &crate::identity::Account,
+    values: &BTreeMap<String, MetricValue>,
+) -> cel_interpreter::Context<'static> {
+    use cel_interpreter::Value as C;
+    let mut ctx = cel_interpreter::Context::default();
+    let m: std::collections::HashMap<String, C> = values
+        .iter()
+        .filter_map(|(k, v)| v.value.map(|x| (k.clone(), C::Float(x))))
+        .collect();
+    ctx.add_variable_from_value("m", m);
+    let text = |s: &Option<String>| match s {
+        Some(s) => C::String(std::sync::Arc::new(s.clone())),
+        None => C::Null,
+    };
+    let a: std::collections::HashMap<String, C> = [
+        (
+            "id".to_string(),
+            C::String(std::sync::Arc::new(account.id.clone())),
+        ),
+        (
+            "name".to_string(),
+            C::String(std::sync::Arc::new(account.name.clone())),
+        ),
+        ("stage".to_string(), text(&account.stage)),
+        ("segment".to_string(), text(&account.segment)),
+        ("owner".to_string(), text(&account.owner)),
+    ]
+    .into_iter()
+    .collect();
+    ctx.add_variable_from_value("account", a);
+    ctx
+}
+
 fn matches(r: &Record, filter: &[(String, Value)]) -> bool {
     filter.iter().all(|(k, want)| match lookup(&r.fields, k) {
         Some(have) if have == want => true,
@@ -139,6 +236,30 @@ pub fn compute(
             out.insert(m.id.clone(), v);
         }
     }
+    let derived: Vec<&Metric> = model
+        .metrics
+        .iter()
+        .filter(|m| matches!(m.input, MetricInput::Derived { .. }))
+        .collect();
+    if !derived.is_empty() {
+        let ctx = rule_context(&data.account, &out);
+        for m in derived {
+            let MetricInput::Derived { expr, uses } = &m.input else {
+                continue;
+            };
+            let v = match uses
+                .iter()
+                .find(|u| out.get(*u).is_none_or(|v| v.value.is_none()))
+            {
+                Some(u) => MetricValue::missing(format!("{u} is missing")),
+                None => match eval_number(expr, &ctx) {
+                    Ok(x) => MetricValue::present(x),
+                    Err(e) => MetricValue::missing(e),
+                },
+            };
+            out.insert(m.id.clone(), v);
+        }
+    }
     out
 }
 
@@ -148,6 +269,7 @@ fn compute_records(m: &Metric, data: &AccountData, as_of: DateTime<Utc>) -> Metr
         aggregate,
         filter,
         window_days,
+        map,
     } = &m.input
     else {
         return MetricValue::missing("not a records metric");
@@ -155,10 +277,25 @@ fn compute_records(m: &Metric, data: &AccountData, as_of: DateTime<Utc>) -> Metr
     let empty = Vec::new();
     let all = data.records.get(stream).unwrap_or(&empty);
     // Records from the future (relative to as_of) never count: that is what lets a backtest score the past.
-    let records: Vec<&Record> = all
-        .iter()
-        .filter(|r| r.updated_at <= as_of && matches(r, filter))
-        .collect();
+    let current = all.iter().filter(|r| r.updated_at <= as_of);
+    let records: Vec<&Record> = match filter {
+        Filter::Equals(eq) => current.filter(|r| matches(r, eq)).collect(),
+        Filter::Cel(expr) => {
+            let mut root = cel_interpreter::Context::default();
+            root.add_variable_from_value("now", as_of.timestamp() as f64);
+            let mut kept = Vec::new();
+            for r in current {
+                let mut ctx = root.new_inner_scope();
+                ctx.add_variable_from_value("r", fields_to_cel(&r.fields));
+                // A record the expression cannot evaluate (a field it lacks) is one it does not select;
+                // `has(r.field)` makes that explicit in the model.
+                if eval_bool(expr, &ctx).unwrap_or(false) {
+                    kept.push(r);
+                }
+            }
+            kept
+        }
+    };
     if let (Some(ttl), Some(newest)) = (m.ttl_days, records.iter().map(|r| r.updated_at).max()) {
         if as_of - newest > Duration::days(i64::from(ttl)) {
             return MetricValue::missing(format!("stale: newest input is older than {ttl} days"));
@@ -195,14 +332,28 @@ fn compute_records(m: &Metric, data: &AccountData, as_of: DateTime<Utc>) -> Metr
                 MetricValue::present(xs.iter().sum::<f64>() / xs.len() as f64)
             }
         }
-        Aggregate::Latest(f) => match in_window
-            .iter()
-            .rev()
-            .find_map(|r| lookup(&r.fields, f).and_then(as_number))
-        {
-            Some(v) => MetricValue::present(v),
-            None => MetricValue::missing(format!("no numeric {f}")),
-        },
+        Aggregate::Latest(f) => {
+            let mapped = |v: &Value| -> Option<f64> {
+                match map {
+                    Some(map) => match v {
+                        Value::String(s) => map.get(&s.trim().to_lowercase()).copied(),
+                        _ => None,
+                    },
+                    None => as_number(v),
+                }
+            };
+            match in_window
+                .iter()
+                .rev()
+                .find_map(|r| lookup(&r.fields, f).and_then(mapped))
+            {
+                Some(v) => MetricValue::present(v),
+                None if map.is_some() => {
+                    MetricValue::missing(format!("no {f} value the map knows"))
+                }
+                None => MetricValue::missing(format!("no numeric {f}")),
+            }
+        }
         Aggregate::Distinct(f) => {
             let set: BTreeSet<String> = in_window
                 .iter()
@@ -294,10 +445,12 @@ mod tests {
                     stream: "s".into(),
                 },
                 aggregate,
-                filter,
+                filter: Filter::Equals(filter),
                 window_days,
+                map: None,
             },
             score: None,
+            bands: None,
             ttl_days: None,
             advice: None,
         }
@@ -351,6 +504,104 @@ mod tests {
             .starts_with("stale"));
         stale.ttl_days = None;
         assert_eq!(compute_records(&stale, &d, at(10)).value, Some(10.0));
+    }
+
+    #[test]
+    fn cel_filters_maps_and_derived_values() {
+        let d = data(vec![
+            rec(
+                "1",
+                0,
+                json!({"status": "open", "due": 1_700_000_000, "mood": "Green"}),
+            ),
+            rec(
+                "2",
+                5,
+                json!({"status": "open", "due": 1_700_000_000 + 40 * 86_400}),
+            ),
+            rec(
+                "3",
+                6,
+                json!({"status": "paid", "due": 1_700_000_000, "mood": "red"}),
+            ),
+        ]);
+        let now = at(45);
+        let cel = |src: &str| {
+            let mut m = metric(Aggregate::Count, None, vec![]);
+            if let MetricInput::Records { filter, .. } = &mut m.input {
+                *filter = Filter::Cel(Expr::compile(src).unwrap());
+            }
+            compute_records(&m, &d, now).value
+        };
+        // Overdue by more than 30 days at day 45: only record 1 (due on day 0); record 2 is due on day 40.
+        assert_eq!(
+            cel("r.status == 'open' && double(r.due) < now - 2592000.0"),
+            Some(1.0)
+        );
+        // A record without the field is not selected rather than failing the metric.
+        assert_eq!(cel("r.mood == 'red'"), Some(1.0));
+        assert_eq!(cel("has(r.mood)"), Some(2.0));
+
+        let mut mood = metric(Aggregate::Latest("mood".into()), None, vec![]);
+        if let MetricInput::Records { map, .. } = &mut mood.input {
+            *map = Some([("green".to_string(), 100.0), ("red".to_string(), 1.0)].into());
+        }
+        assert_eq!(compute_records(&mood, &d, now).value, Some(1.0));
+        assert_eq!(compute_records(&mood, &d, at(3)).value, Some(100.0));
+
+        // Derived: count × 10 / open count, evaluated after the metrics it uses; missing propagates.
+        let model_with = |expr: &str| {
+            let mut all = metric(Aggregate::Count, None, vec![]);
+            all.id = "all".into();
+            let mut open = metric(
+                Aggregate::Count,
+                None,
+                vec![("status".into(), json!("open"))],
+            );
+            open.id = "open".into();
+            let mut ratio = metric(Aggregate::Count, None, vec![]);
+            ratio.id = "derived".into();
+            let e = Expr::compile(expr).unwrap();
+            ratio.input = MetricInput::Derived {
+                uses: e.members_of("m"),
+                expr: e,
+            };
+            crate::config::Model {
+                name: "t".into(),
+                description: String::new(),
+                hash: "h".into(),
+                accounts: crate::config::AccountsSpec {
+                    stream: StreamRef {
+                        connector: "u".into(),
+                        stream: "s".into(),
+                    },
+                    key: "k".into(),
+                    name_field: "n".into(),
+                    stage_field: None,
+                    segment_field: None,
+                    owner_field: None,
+                    stages: vec![],
+                    segments: vec![],
+                    segment_bands: vec![],
+                    links: vec![],
+                },
+                bands: crate::config::Bands {
+                    red_below: 40.0,
+                    green_from: 70.0,
+                    margin: 5.0,
+                },
+                min_coverage: 0.5,
+                metrics: vec![all, open, ratio],
+                categories: vec![],
+                overrides: vec![],
+                risks: vec![],
+                playbooks: vec![],
+            }
+        };
+        let v = compute(&model_with("m.all * 10.0 / m.open"), &d, now);
+        assert_eq!(v["derived"].value, Some(15.0));
+        let v = compute(&model_with("m.all + m.nothing"), &d, now);
+        assert_eq!(v["derived"].missing.as_deref(), Some("nothing is missing"));
     }
 
     #[test]

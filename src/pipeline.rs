@@ -236,18 +236,17 @@ impl Runtime {
             streams.insert(s, records);
         }
         let resolved = identity::resolve(&model.accounts, streams);
-        let mut scores = Vec::with_capacity(resolved.accounts.len());
+        // Values first, so percentile metrics rank each account against the whole book of business.
+        let mut inputs = Vec::with_capacity(resolved.accounts.len());
+        let mut previous = BTreeMap::new();
         for data in &resolved.accounts {
-            let previous: Option<AccountScore> = self.store.score(&data.account.id)?;
+            if let Some(p) = self.store.score::<AccountScore>(&data.account.id)? {
+                previous.insert(data.account.id.clone(), p);
+            }
             let values = crate::metrics::compute(model, data, as_of);
-            scores.push(scoring::score_account(
-                model,
-                &data.account,
-                &values,
-                previous.as_ref(),
-                as_of,
-            ));
+            inputs.push((data.account.clone(), values));
         }
+        let scores = scoring::score_all(model, &inputs, |id| previous.get(id).cloned(), as_of);
         let pairs: Vec<(String, &AccountScore)> =
             scores.iter().map(|s| (s.account.id.clone(), s)).collect();
         self.store.put_scores(as_of.date_naive(), &pairs)?;

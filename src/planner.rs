@@ -109,8 +109,10 @@ pub fn desired_fields(map: &FieldMap, s: &AccountScore) -> BTreeMap<String, Fiel
     if let Some(f) = &map.top_risk {
         out.insert(
             f.clone(),
-            s.top_drag()
-                .map(|m| FieldValue::Text(m.label.clone()))
+            // An active hard or soft risk event outranks the input that costs the most points.
+            s.top_risk()
+                .map(|r| FieldValue::Text(r.label.clone()))
+                .or_else(|| s.top_drag().map(|m| FieldValue::Text(m.label.clone())))
                 .unwrap_or(FieldValue::Null),
         );
     }
@@ -178,6 +180,12 @@ fn watched(pb: &Playbook, s: &AccountScore) -> (Option<f64>, Option<Band>, Strin
         Target::Category(id) => match s.category(id) {
             Some(c) => (c.score, c.band, c.label.clone()),
             None => (None, None, id.clone()),
+        },
+        // A risk event reads as red while active and green once it has cleared (its exit condition is
+        // the hysteresis), with the overall score for the templates.
+        Target::Risk(id) => match s.risks.iter().find(|r| &r.id == id) {
+            Some(r) => (s.overall.or(Some(0.0)), Some(Band::Red), r.label.clone()),
+            None => (s.overall.or(Some(0.0)), Some(Band::Green), id.clone()),
         },
     }
 }
@@ -249,7 +257,7 @@ fn plan_playbook(
         id => s.account.id, name => s.account.name, stage => s.account.stage,
         segment => s.account.segment, owner => s.account.owner,
     };
-    let target = context! { id => match &pb.when { Target::Overall => "overall".to_string(), Target::Category(c) => c.clone() }, label => target_label };
+    let target = context! { id => match &pb.when { Target::Overall => "overall".to_string(), Target::Category(c) | Target::Risk(c) => c.clone() }, label => target_label };
     let base = context! { account => account.clone(), target => target.clone(), score => score.round(), band => band.name() };
     let render = |src: &str, ctx: &minijinja::Value| {
         env.render_str(src, ctx.clone()).map_err(|e| e.to_string())
@@ -328,7 +336,7 @@ fn failing_metrics<'a>(pb: &Playbook, s: &'a AccountScore) -> Vec<&'a crate::sco
         .drags()
         .into_iter()
         .filter(|m| match &pb.when {
-            Target::Overall => true,
+            Target::Overall | Target::Risk(_) => true,
             Target::Category(c) => s
                 .category(c)
                 .is_some_and(|cat| cat.metrics.iter().any(|x| x.id == m.id)),

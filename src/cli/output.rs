@@ -207,7 +207,8 @@ pub fn scores(run: &ScoreRun, model: &Model, limit: usize, json: bool) {
         print_json(&run);
         return;
     }
-    let cats: Vec<&str> = model.categories.iter().map(|c| c.label.as_str()).collect();
+    // Top-level categories only: sub-categories are in `explain`.
+    let cats: Vec<&str> = model.roots().map(|c| c.label.as_str()).collect();
     print!(
         "{:<30} {:>7} {:<6} {:>5}",
         "account", "overall", "band", "cov%"
@@ -215,7 +216,7 @@ pub fn scores(run: &ScoreRun, model: &Model, limit: usize, json: bool) {
     for c in &cats {
         print!(" {:>12}", truncate(c, 12));
     }
-    println!("  most costly input");
+    println!("  top risk or most costly input");
     for s in score_rows(&run.scores, limit) {
         print!(
             "{:<30} {:>7} {:<6} {:>5.0}",
@@ -224,7 +225,7 @@ pub fn scores(run: &ScoreRun, model: &Model, limit: usize, json: bool) {
             fmt_band(s.band),
             s.coverage * 100.0
         );
-        for c in &s.categories {
+        for c in s.categories.iter().filter(|c| c.parent.is_none()) {
             print!(
                 " {:>12}",
                 format!(
@@ -236,8 +237,11 @@ pub fn scores(run: &ScoreRun, model: &Model, limit: usize, json: bool) {
         }
         println!(
             "  {}",
-            s.top_drag()
-                .map(|m| format!("{} (-{:.0})", m.label, m.points_lost))
+            s.top_risk()
+                .map(|r| format!("risk: {}", r.label))
+                .or_else(|| s
+                    .top_drag()
+                    .map(|m| format!("{} (-{:.0})", m.label, m.points_lost)))
                 .unwrap_or_default()
         );
     }
@@ -264,6 +268,14 @@ fn distribution_line(run: &ScoreRun) {
     );
     if let Some((band, share)) = d.lopsided() {
         println!("warning: {:.0}% of scored accounts are {band}; a score is most actionable when the bands are roughly even, so consider adjusting thresholds", share * 100.0);
+    }
+    // A rule that fails for a reason other than a missing input is a mistake in the model: say so once.
+    let mut rule_errors: std::collections::BTreeMap<&str, usize> = Default::default();
+    for e in run.scores.iter().flat_map(|s| &s.rule_errors) {
+        *rule_errors.entry(e.as_str()).or_default() += 1;
+    }
+    for (e, n) in rule_errors.iter().take(5) {
+        println!("warning: {e} ({n} account(s))");
     }
     for (stream, u) in &run.unmatched {
         println!(
@@ -380,8 +392,21 @@ pub fn explain(s: &AccountScore, history: &[(String, AccountScore)], model: &Mod
         .rev()
         .find(|(_, h)| h.as_of < s.as_of)
         .map(|(_, h)| h);
+    let change = previous.map(|p| crate::scoring::changes(p, s));
+    let trends: Vec<(i64, Option<f64>)> = [7, 30, 90]
+        .into_iter()
+        .map(|d| (d, crate::scoring::trend(history, s, d)))
+        .collect();
     if json {
-        print_json(&json!({"score": s, "previous": previous, "model": model.name}));
+        let trend_json: serde_json::Map<String, serde_json::Value> = trends
+            .iter()
+            .map(|(d, t)| (format!("{d}d"), json!(t)))
+            .collect();
+        print_json(&json!({
+            "score": s, "previous": previous, "model": model.name, "model_hash": model.hash,
+            "drags": s.drags().into_iter().take(5).collect::<Vec<_>>(),
+            "changes": change, "trend": trend_json,
+        }));
         return;
     }
     let a = &s.account;
@@ -393,45 +418,61 @@ pub fn explain(s: &AccountScore, history: &[(String, AccountScore)], model: &Mod
         a.owner.as_deref().unwrap_or("-")
     );
     println!(
-        "overall {} ({}), coverage {:.0}%, as of {}, model \"{}\"\n",
+        "overall {} ({}), coverage {:.0}%, as of {}, model \"{}\" ({})",
         fmt_score(s.overall),
         fmt_band(s.band),
         s.coverage * 100.0,
         s.as_of.format("%Y-%m-%d %H:%M UTC"),
-        model.name
+        model.name,
+        s.model_hash
     );
+    if let Some(b) = s.benchmark {
+        let gap = s
+            .overall
+            .map(|o| format!(" ({:+.0} against it)", o - b))
+            .unwrap_or_default();
+        println!(
+            "benchmark for this stage/segment: {b:.0}{gap}; overrides applied: {}",
+            s.overrides.join(", ")
+        );
+    } else if !s.overrides.is_empty() {
+        println!("overrides applied: {}", s.overrides.join(", "));
+    }
     println!(
-        "{:<34} {:>10} {:>6} {:<6} {:>7} {:>8}",
-        "category / metric", "value", "score", "band", "weight", "cost"
+        "\n{:<34} {:>10} {:>6} {:<6} {:>7} {:>8}",
+        "category / metric", "value", "score", "band", "weight", "points"
     );
     for c in &s.categories {
+        let indent = "  ".repeat(c.depth);
         println!(
             "{:<34} {:>10} {:>6} {:<6} {:>6.0}% {:>8}",
-            c.label,
+            truncate(&format!("{indent}{}", c.label), 34),
             "",
             fmt_score(c.score),
             fmt_band(c.band),
             c.weight * 100.0,
-            ""
+            c.score
+                .map(|_| format!("+{:.1}", c.contribution))
+                .unwrap_or_else(|| format!("cov {:.0}%", c.coverage * 100.0))
         );
         for m in &c.metrics {
             let value = m
                 .value
                 .map(|v| format!("{v:.1}"))
                 .unwrap_or_else(|| "-".into());
-            let cost = if m.score.is_some() {
-                format!("-{:.1}", m.points_lost)
+            let points = if m.score.is_some() {
+                format!("+{:.1}", m.contribution)
             } else {
                 m.missing.clone().unwrap_or_default()
             };
             println!(
-                "  {:<32} {:>10} {:>6} {:<6} {:>6.0}% {:>8}",
-                truncate(&m.label, 32),
+                "{:<34} {:>10} {:>6} {:<6} {:>6.0}% {:>8}",
+                truncate(&format!("{indent}  {}", m.label), 34),
                 value,
                 fmt_score(m.score),
                 fmt_band(m.band),
                 m.weight * 100.0,
-                cost
+                points
             );
         }
     }
@@ -452,36 +493,85 @@ pub fn explain(s: &AccountScore, history: &[(String, AccountScore)], model: &Mod
             println!("  {:<32} -{:.1} points{advice}", m.label, m.points_lost);
         }
     }
-    match previous {
-        Some(p) if p.model_hash != s.model_hash => println!(
-            "\nsince {}: the health model changed, so scores are not comparable",
+    if !s.risks.is_empty() {
+        println!("\nactive risk events and signals:");
+        for r in &s.risks {
+            println!(
+                "  [{}] {} since {}; comes off when {}{}",
+                r.kind.name(),
+                r.label,
+                r.since.format("%Y-%m-%d"),
+                r.clears_when,
+                r.advice
+                    .as_ref()
+                    .map(|a| format!(" — {a}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    for e in &s.rule_errors {
+        println!("warning: {e}");
+    }
+    let trend_text: Vec<String> = trends
+        .iter()
+        .map(|(d, t)| {
+            format!(
+                "{d}d {}",
+                t.map(|x| format!("{x:+.0}"))
+                    .unwrap_or_else(|| "n/a".into())
+            )
+        })
+        .collect();
+    println!("\ntrend: {}", trend_text.join(", "));
+    match (previous, change) {
+        (Some(p), Some(crate::scoring::Change::ModelChanged { old_hash, new_hash })) => println!(
+            "since {}: the health model changed ({old_hash} → {new_hash}), so the score moved for that reason, not because of the account",
             p.as_of.format("%Y-%m-%d")
         ),
-        Some(p) => {
+        (
+            Some(p),
+            Some(crate::scoring::Change::Inputs {
+                inputs,
+                risks_started,
+                risks_ended,
+                ..
+            }),
+        ) => {
             println!(
-                "\nsince {}: overall {} → {}",
+                "since {} (same model): overall {} → {}",
                 p.as_of.format("%Y-%m-%d"),
                 fmt_score(p.overall),
                 fmt_score(s.overall)
             );
-            for c in &s.categories {
-                for m in &c.metrics {
-                    let old = p
-                        .category(&c.id)
-                        .and_then(|pc| pc.metrics.iter().find(|pm| pm.id == m.id));
-                    if let Some(old) = old {
-                        if old.score.map(f64::round) != m.score.map(f64::round) {
-                            println!(
-                                "  {:<32} {} → {}",
-                                m.label,
-                                fmt_score(old.score),
-                                fmt_score(m.score)
-                            );
-                        }
-                    }
-                }
+            // Points are each input's change in contribution, so an input that appears or goes missing
+            // also moves the others (its weight is redistributed).
+            for i in inputs.iter().take(8) {
+                let v = |x: Option<f64>| x.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into());
+                let note = match (i.old_value, i.new_value) {
+                    (None, Some(_)) => ", now present: weight taken back from the others",
+                    (Some(_), None) => ", now missing: weight spread over the others",
+                    _ => "",
+                };
+                println!(
+                    "  {:<32} value {} → {}, score {} → {} ({:+.1} points{note})",
+                    truncate(&i.label, 32),
+                    v(i.old_value),
+                    v(i.new_value),
+                    fmt_score(i.old_score),
+                    fmt_score(i.new_score),
+                    i.points
+                );
+            }
+            if inputs.is_empty() {
+                println!("  no input moved");
+            }
+            for r in risks_started {
+                println!("  risk started: {r}");
+            }
+            for r in risks_ended {
+                println!("  risk ended: {r}");
             }
         }
-        None => println!("\nno earlier score to compare with"),
+        _ => println!("no earlier score to compare with"),
     }
 }

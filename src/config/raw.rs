@@ -130,6 +130,12 @@ pub struct RawModel {
     /// Not `Spanned`: the table is implicit (`[metrics.x]` headers), which toml cannot span.
     pub metrics: BTreeMap<String, Spanned<RawMetric>>,
     pub categories: BTreeMap<String, Spanned<RawCategory>>,
+    /// Per-stage / per-segment weights, thresholds, bands and benchmarks.
+    #[serde(default)]
+    pub overrides: BTreeMap<String, Spanned<RawOverride>>,
+    /// Risk events and positive signals.
+    #[serde(default)]
+    pub risks: BTreeMap<String, Spanned<RawRisk>>,
     #[serde(default)]
     pub playbooks: BTreeMap<String, Spanned<RawPlaybook>>,
 }
@@ -148,6 +154,19 @@ pub struct RawAccounts {
     pub segment_field: Option<Spanned<String>>,
     #[serde(default)]
     pub owner_field: Option<Spanned<String>>,
+    /// Lifecycle stages the CRM uses; when given, overrides must name one of them.
+    #[serde(default)]
+    pub stages: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub segments: Option<Spanned<Vec<String>>>,
+    /// Turns a numeric segment field (ARR, employees) into named bands: `[[0, "small"], [100000, "mid"]]`,
+    /// each label from its threshold up.
+    #[serde(default)]
+    pub segment_bands: Option<Spanned<Vec<(f64, String)>>>,
+    /// Explicit external-id mapping, `"key:value" = "account id"` (`"domain:acme.co.uk" = "123"`); a link
+    /// wins over what the record's keys would join on their own.
+    #[serde(default)]
+    pub links: Option<Spanned<BTreeMap<String, String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,8 +191,17 @@ pub struct RawMetric {
     pub field: Option<Spanned<String>>,
     #[serde(default)]
     pub window_days: Option<Spanned<i64>>,
+    /// Either `{ field = value, … }` (equality) or a CEL expression over `r` and `now`.
     #[serde(default)]
-    pub filter: Option<Spanned<BTreeMap<String, toml::Value>>>,
+    pub filter: Option<Spanned<RawFilter>>,
+    /// Text value → number, for manual inputs such as CSM sentiment (`{ green = 100, red = 1 }`).
+    #[serde(default)]
+    pub map: Option<Spanned<BTreeMap<String, f64>>>,
+    /// For `aggregate = "expr"`: CEL over `m` (other metrics' values) and `account`.
+    #[serde(default)]
+    pub expr: Option<Spanned<String>>,
+    #[serde(default)]
+    pub bands: Option<Spanned<RawBands>>,
     #[serde(default)]
     pub numerator: Option<Spanned<String>>,
     #[serde(default)]
@@ -197,6 +225,16 @@ pub struct RawScore {
     /// `[[at_least, score], …]`: the score of the highest threshold the value reaches.
     #[serde(default)]
     pub steps: Option<Vec<[f64; 2]>>,
+    /// `"higher"` or `"lower"` (is better): percentile rank within the account's segment.
+    #[serde(default)]
+    pub percentile: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawFilter {
+    Cel(String),
+    Equals(BTreeMap<String, toml::Value>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,13 +243,53 @@ pub struct RawCategory {
     #[serde(default)]
     pub label: Option<String>,
     pub weight: Spanned<f64>,
-    pub metrics: Spanned<BTreeMap<String, Spanned<f64>>>,
+    /// Nests this category inside another; its weight is then a share of the parent.
+    #[serde(default)]
+    pub parent: Option<Spanned<String>>,
+    /// Metrics and their weights; with sub-categories, the weights of both add up to 100.
+    #[serde(default)]
+    pub metrics: Option<Spanned<BTreeMap<String, Spanned<f64>>>>,
+    #[serde(default)]
+    pub bands: Option<Spanned<RawBands>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOverride {
+    #[serde(default)]
+    pub stage: Option<Spanned<String>>,
+    #[serde(default)]
+    pub segment: Option<Spanned<String>>,
+    /// Category or metric id → weight within its parent.
+    #[serde(default)]
+    pub weights: Option<Spanned<BTreeMap<String, Spanned<f64>>>>,
+    /// Metric id → scoring function for accounts this override matches.
+    #[serde(default)]
+    pub scores: BTreeMap<String, Spanned<RawScore>>,
+    #[serde(default)]
+    pub bands: Option<Spanned<RawBands>>,
+    #[serde(default)]
+    pub benchmark: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRisk {
+    /// `hard`, `soft` or `advocacy`.
+    pub kind: Spanned<String>,
+    #[serde(default)]
+    pub label: Option<String>,
+    pub when: Spanned<String>,
+    #[serde(default)]
+    pub clear_when: Option<Spanned<String>>,
+    #[serde(default)]
+    pub advice: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPlaybook {
-    /// `overall` or a category id.
+    /// `overall`, a category id, or `risk:<risk id>`.
     pub when: Spanned<String>,
     /// The band that triggers the playbook (`red` by default).
     #[serde(default)]

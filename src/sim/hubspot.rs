@@ -181,8 +181,31 @@ fn property(a: &SimAccount, name: &str) -> Option<String> {
         "hs_last_sales_activity_timestamp" => iso_ms(a.last_sales_activity),
         "createdate" => iso_ms(a.created_at),
         "hs_lastmodifieddate" => iso_ms(a.hs_lastmodified),
+        // Manual inputs a CS team keeps on the company (custom properties, like cs_stage).
+        "csm_sentiment" => manual_inputs(a).0.to_string(),
+        "nps_score" => manual_inputs(a).1.to_string(),
         _ => return None,
     })
+}
+
+/// The CSM's red/amber/green call and the latest NPS answer: they follow the hidden trajectory, except
+/// that one account in five is misjudged by one step (derived from the id, so no random draw changes).
+fn manual_inputs(a: &SimAccount) -> (&'static str, u8) {
+    use crate::sim::world::Trajectory;
+    let step = match a.trajectory {
+        Trajectory::Healthy => 2,
+        Trajectory::Declining => 1,
+        Trajectory::Churning => 0,
+    };
+    let digits: u64 = a.hubspot_id.bytes().map(u64::from).sum();
+    let step: usize = match (digits % 10, step) {
+        (0 | 1, 2) => 1,
+        (0, s) => s + 1,
+        (1, 0) => 1,
+        (1, s) => s - 1,
+        (_, s) => s,
+    };
+    [("red", 3), ("amber", 7), ("green", 9)][step]
 }
 
 /// Comparable value of a property: datetimes as epoch ms, numbers as numbers, else lowercase text.

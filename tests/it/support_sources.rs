@@ -80,6 +80,10 @@ async fn support_and_survey_records_all_join_a_simulated_account() {
         stage_field: None,
         segment_field: None,
         owner_field: None,
+        stages: vec![],
+        segments: vec![],
+        segment_bands: vec![],
+        links: vec![],
     };
     let resolved = healthsync::identity::resolve(&spec, streams);
     assert!(

@@ -12,8 +12,10 @@ use std::time::Duration;
 use croner::parser::{CronParser, Seconds};
 use toml::Spanned;
 
+mod categories;
 mod model;
 mod oauth2;
+mod rules;
 
 use super::raw::*;
 use super::*;

@@ -1,11 +1,15 @@
-//! Validation of the health model file: stream references, metrics and their scoring functions,
-//! category weights, bands and playbook templates. Pure: it reads nothing but the parsed file and the
-//! already-validated connectors, and reports into the same `Diagnostics` as the rest of `validate`.
+//! Validation of the health model file: accounts, bands, metrics with their filters (equality or CEL),
+//! maps and scoring functions, and the shared helpers for bands and CEL expressions. Categories and
+//! overrides are checked in `categories.rs`, risk rules and playbooks in `rules.rs`. Pure: it reads
+//! nothing but the parsed file and the already-validated connectors, and reports into the same
+//! `Diagnostics` as the rest of `validate`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use toml::Spanned;
 
+use super::categories::{check_categories, check_override};
+use super::rules::{check_playbook, check_risk};
 use super::{join, Diagnostics, SourceFile};
 use crate::config::raw::*;
 use crate::config::*;
@@ -84,7 +88,7 @@ fn fingerprint(text: &str) -> String {
     format!("{h:016x}")
 }
 
-const WEIGHT_TOLERANCE: f64 = 0.01;
+pub(super) const WEIGHT_TOLERANCE: f64 = 0.01;
 
 pub(super) fn check_model(
     f: &SourceFile,
@@ -108,20 +112,71 @@ pub(super) fn check_model(
     let acc = raw.accounts.get_ref();
     let accounts_stream = check_stream_ref(f, &acc.stream, refs, out);
 
-    let b = raw.bands.get_ref();
-    let (red, green) = (*b.red_below.get_ref(), *b.green_from.get_ref());
-    if !(1.0 < red && red < green && green <= 100.0) {
-        f.err(out, raw.bands.span(), format!("bands need 1 < red_below < green_from <= 100 (got red_below = {red}, green_from = {green})"));
+    let bands = check_bands(f, &raw.bands, 3.0, "bands", out);
+    let margin = bands.map(|b| b.margin).unwrap_or(3.0);
+    let stages = acc
+        .stages
+        .as_ref()
+        .map(|s| s.get_ref().clone())
+        .unwrap_or_default();
+    let segments = acc
+        .segments
+        .as_ref()
+        .map(|s| s.get_ref().clone())
+        .unwrap_or_default();
+    let segment_bands = acc
+        .segment_bands
+        .as_ref()
+        .map(|b| {
+            let bands = b.get_ref().clone();
+            let ascending = bands.windows(2).all(|w| w[1].0 > w[0].0);
+            if bands.is_empty()
+                || !ascending
+                || bands.iter().any(|(t, l)| !t.is_finite() || l.is_empty())
+            {
+                f.err(
+                    out,
+                    b.span(),
+                    "accounts.segment_bands must be [[threshold, \"label\"], …] with thresholds ascending and labels not empty",
+                );
+            }
+            if acc.segment_field.is_none() {
+                f.err(
+                    out,
+                    b.span(),
+                    "accounts.segment_bands needs accounts.segment_field, the numeric field it bands",
+                );
+            }
+            bands
+        })
+        .unwrap_or_default();
+    let mut links = Vec::new();
+    if let Some(l) = &acc.links {
+        for (from, to) in l.get_ref() {
+            match from.split_once(':') {
+                Some((k, v)) if !k.is_empty() && !v.is_empty() && !to.is_empty() => {
+                    links.push((k.to_string(), v.to_string(), to.clone()))
+                }
+                _ => f.err(
+                    out,
+                    l.span(),
+                    format!("accounts.links: `{from}` = `{to}` must be \"key:value\" = \"account id\", e.g. \"domain:acme.co.uk\" = \"123\""),
+                ),
+            }
+        }
     }
-    let margin = b.margin.as_ref().map(|m| *m.get_ref()).unwrap_or(3.0);
-    if !(0.0..=20.0).contains(&margin) {
+    if !stages.is_empty() && acc.stage_field.is_none() {
         f.err(
             out,
-            b.margin
-                .as_ref()
-                .map(|m| m.span())
-                .unwrap_or(raw.bands.span()),
-            "bands.margin must be between 0 and 20 points",
+            acc.stages.as_ref().map(|s| s.span()).unwrap_or_default(),
+            "accounts.stages needs accounts.stage_field, the account field that holds the stage",
+        );
+    }
+    if !segments.is_empty() && acc.segment_field.is_none() {
+        f.err(
+            out,
+            acc.segments.as_ref().map(|s| s.span()).unwrap_or_default(),
+            "accounts.segments needs accounts.segment_field, the account field that holds the segment",
         );
     }
     let min_coverage = raw
@@ -143,95 +198,27 @@ pub(super) fn check_model(
     let metric_ids: BTreeSet<&str> = raw.metrics.keys().map(String::as_str).collect();
     let mut metrics = Vec::new();
     for (id, m) in &raw.metrics {
-        if let Some(metric) = check_metric(f, id, m, &metric_ids, &raw.metrics, refs, out) {
+        if let Some(metric) = check_metric(f, id, m, &metric_ids, &raw.metrics, refs, margin, out) {
             metrics.push(metric);
         }
     }
 
-    let mut categories = Vec::new();
     let cats = &raw.categories;
-    // Whole-table problems point at the first category (the implicit [categories] table has no span).
-    let cats_span = cats
-        .values()
-        .next()
-        .map(|c| c.span())
-        .unwrap_or_else(|| raw.name.span());
-    if cats.is_empty() {
-        f.err(
-            out,
-            cats_span.clone(),
-            "the model needs at least one category",
-        );
-    }
-    let total: f64 = cats.values().map(|c| *c.get_ref().weight.get_ref()).sum();
-    if (total - 100.0).abs() > WEIGHT_TOLERANCE && !cats.is_empty() {
-        f.err(
-            out,
-            cats_span.clone(),
-            format!("category weights add up to {total}, they must add up to 100"),
-        );
-    }
-    for (id, c) in cats {
-        let c_ref = c.get_ref();
-        if *c_ref.weight.get_ref() <= 0.0 {
-            f.err(
-                out,
-                c_ref.weight.span(),
-                format!("category {id}: weight must be above 0"),
-            );
-        }
-        let mut members = Vec::new();
-        let sum: f64 = c_ref.metrics.get_ref().values().map(|w| *w.get_ref()).sum();
-        if c_ref.metrics.get_ref().is_empty() {
-            f.err(
-                out,
-                c_ref.metrics.span(),
-                format!("category {id} has no metrics"),
-            );
-        } else if (sum - 100.0).abs() > WEIGHT_TOLERANCE {
-            f.err(
-                out,
-                c_ref.metrics.span(),
-                format!("metric weights in category {id} add up to {sum}, they must add up to 100"),
-            );
-        }
-        for (mid, w) in c_ref.metrics.get_ref() {
-            match raw.metrics.get(mid) {
-                None => f.err(
-                    out,
-                    w.span(),
-                    format!(
-                        "category {id} uses unknown metric `{mid}`; known metrics: {}",
-                        join(metric_ids.iter().copied())
-                    ),
-                ),
-                Some(m) if m.get_ref().score.is_none() => f.err(
-                    out,
-                    w.span(),
-                    format!("metric {mid} has no [score], so category {id} cannot weigh it"),
-                ),
-                Some(_) => {}
-            }
-            if *w.get_ref() <= 0.0 {
-                f.err(
-                    out,
-                    w.span(),
-                    format!("weight of {mid} in category {id} must be above 0"),
-                );
-            }
-            members.push((mid.clone(), *w.get_ref() / sum.max(f64::MIN_POSITIVE)));
-        }
-        categories.push(Category {
-            id: id.clone(),
-            label: c_ref.label.clone().unwrap_or_else(|| id.clone()),
-            weight: *c_ref.weight.get_ref() / total.max(f64::MIN_POSITIVE),
-            metrics: members,
-        });
-    }
+    let categories = check_categories(f, &raw, margin, out);
+    let overrides = raw
+        .overrides
+        .iter()
+        .filter_map(|(id, o)| check_override(f, id, o, &raw, &stages, &segments, margin, out))
+        .collect();
+    let risks = raw
+        .risks
+        .iter()
+        .filter_map(|(id, r)| check_risk(f, id, r, &metric_ids, out))
+        .collect();
 
     let mut playbooks = Vec::new();
     for (id, p) in &raw.playbooks {
-        if let Some(pb) = check_playbook(f, id, p, cats, out) {
+        if let Some(pb) = check_playbook(f, id, p, cats, &raw.risks, out) {
             playbooks.push(pb);
         }
     }
@@ -250,19 +237,22 @@ pub(super) fn check_model(
             stage_field: acc.stage_field.as_ref().map(|s| s.get_ref().clone()),
             segment_field: acc.segment_field.as_ref().map(|s| s.get_ref().clone()),
             owner_field: acc.owner_field.as_ref().map(|s| s.get_ref().clone()),
+            stages,
+            segments,
+            segment_bands,
+            links,
         },
-        bands: Bands {
-            red_below: red,
-            green_from: green,
-            margin,
-        },
+        bands: bands?,
         min_coverage,
         metrics,
         categories,
+        overrides,
+        risks,
         playbooks,
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn check_metric(
     f: &SourceFile,
     id: &str,
@@ -270,6 +260,7 @@ fn check_metric(
     ids: &BTreeSet<&str>,
     all: &BTreeMap<String, Spanned<RawMetric>>,
     refs: Refs<'_>,
+    margin: f64,
     out: &mut Diagnostics,
 ) -> Option<Metric> {
     let before = out.errors.len();
@@ -310,7 +301,67 @@ fn check_metric(
             None
         }
     });
-    let input = if agg == "ratio" {
+    let not_here = |out: &mut Diagnostics, key: &str, span: std::ops::Range<usize>| {
+        f.err(
+            out,
+            span,
+            format!("metric {id}: `{key}` does not apply to aggregate {agg}"),
+        )
+    };
+    if agg != "expr" {
+        if let Some(e) = &r.expr {
+            not_here(out, "expr", e.span());
+        }
+    }
+    if matches!(agg, "ratio" | "expr") {
+        if let Some(x) = &r.filter {
+            not_here(out, "filter", x.span());
+        }
+        if let Some(x) = &r.map {
+            not_here(out, "map", x.span());
+        }
+        if let Some(x) = &r.stream {
+            not_here(out, "stream", x.span());
+        }
+    } else if let (Some(x), false) = (&r.map, agg == "latest") {
+        not_here(out, "map", x.span());
+    }
+    let input = if agg == "expr" {
+        let Some(src) = &r.expr else {
+            f.err(
+                out,
+                m.span(),
+                format!("metric {id}: aggregate expr needs `expr`, CEL over other metrics such as \"m.active_users / m.seats\""),
+            );
+            return None;
+        };
+        let expr = check_cel(f, out, &format!("metric {id}: expr"), src, RULE_VARIABLES)?;
+        let mut uses = Vec::new();
+        for used in expr.members_of("m") {
+            let derived = all
+                .get(&used)
+                .is_some_and(|t| t.get_ref().aggregate.get_ref() == "expr");
+            if !ids.contains(used.as_str()) {
+                f.err(
+                    out,
+                    src.span(),
+                    format!(
+                        "metric {id}: expr uses unknown metric `m.{used}`; known metrics: {}",
+                        join(ids.iter().copied())
+                    ),
+                );
+            } else if derived {
+                f.err(
+                    out,
+                    src.span(),
+                    format!("metric {id}: expr may use metrics over records and ratios, not another expr (`m.{used}`)"),
+                );
+            } else if !uses.contains(&used) {
+                uses.push(used);
+            }
+        }
+        MetricInput::Derived { expr, uses }
+    } else if agg == "ratio" {
         let mut side = |name: &str, v: &Option<Spanned<String>>| -> Option<String> {
             let Some(v) = v else {
                 f.err(
@@ -331,9 +382,9 @@ fn check_metric(
                     ),
                 );
             } else if target == id
-                || all
-                    .get(target)
-                    .is_some_and(|t| t.get_ref().aggregate.get_ref() == "ratio")
+                || all.get(target).is_some_and(|t| {
+                    matches!(t.get_ref().aggregate.get_ref().as_str(), "ratio" | "expr")
+                })
             {
                 f.err(
                     out,
@@ -377,26 +428,60 @@ fn check_metric(
                 format!("metric {id}: a trend compares two windows, so it needs window_days"),
             );
         }
-        let filter = r.filter.as_ref().map(|fl| {
-            fl.get_ref()
+        let filter = match r.filter.as_ref() {
+            None => Filter::Equals(Vec::new()),
+            Some(fl) => match fl.get_ref() {
+                RawFilter::Cel(src) => {
+                    let spanned = Spanned::new(fl.span(), src.clone());
+                    check_cel(
+                        f,
+                        out,
+                        &format!("metric {id}: filter"),
+                        &spanned,
+                        FILTER_VARIABLES,
+                    )
+                    .map(Filter::Cel)
+                    .unwrap_or(Filter::Equals(Vec::new()))
+                }
+                RawFilter::Equals(map) => Filter::Equals(
+                    map.iter()
+                        .filter_map(|(k, v)| match serde_json::to_value(v) {
+                            Ok(v) => Some((k.clone(), v)),
+                            Err(_) => {
+                                f.err(out, fl.span(), format!("metric {id}: filter value for `{k}` must be a string, number or boolean"));
+                                None
+                            }
+                        })
+                        .collect(),
+                ),
+            },
+        };
+        let map = r.map.as_ref().map(|mp| {
+            if mp.get_ref().values().any(|v| !v.is_finite()) {
+                f.err(
+                    out,
+                    mp.span(),
+                    format!("metric {id}: map values must be numbers"),
+                );
+            }
+            mp.get_ref()
                 .iter()
-                .filter_map(|(k, v)| match serde_json::to_value(v) {
-                    Ok(v) => Some((k.clone(), v)),
-                    Err(_) => {
-                        f.err(out, fl.span(), format!("metric {id}: filter value for `{k}` must be a string, number or boolean"));
-                        None
-                    }
-                })
+                .map(|(k, v)| (k.to_lowercase(), *v))
                 .collect()
-        }).unwrap_or_default();
+        });
         MetricInput::Records {
             stream: stream?,
             aggregate: aggregate?,
             filter,
             window_days,
+            map,
         }
     };
     let score = r.score.as_ref().and_then(|s| check_score(f, id, s, out));
+    let bands = r
+        .bands
+        .as_ref()
+        .and_then(|b| check_bands(f, b, margin, &format!("metric {id}: bands"), out));
     let ttl_days = r.ttl_days.as_ref().and_then(|t| {
         if (1..=3650).contains(t.get_ref()) {
             Some(*t.get_ref() as u32)
@@ -417,26 +502,47 @@ fn check_metric(
         label: r.label.clone().unwrap_or_else(|| id.to_string()),
         input,
         score,
+        bands,
         ttl_days,
         advice: r.advice.clone(),
     })
 }
 
-fn check_score(
+pub(super) fn check_score(
     f: &SourceFile,
     id: &str,
     s: &Spanned<RawScore>,
     out: &mut Diagnostics,
 ) -> Option<ScoreFn> {
     let r = s.get_ref();
-    let (points, linear) = match (&r.linear, &r.steps) {
-        (Some(p), None) => (p, true),
-        (None, Some(p)) => (p, false),
+    let (points, linear) = match (&r.linear, &r.steps, &r.percentile) {
+        (Some(p), None, None) => (p, true),
+        (None, Some(p), None) => (p, false),
+        (None, None, Some(p)) => {
+            return match p.get_ref().as_str() {
+                "higher" => Some(ScoreFn::Percentile {
+                    higher_is_better: true,
+                }),
+                "lower" => Some(ScoreFn::Percentile {
+                    higher_is_better: false,
+                }),
+                other => {
+                    f.err(
+                        out,
+                        p.span(),
+                        format!("metric {id}: percentile = `{other}`; use higher or lower (which values are better)"),
+                    );
+                    None
+                }
+            };
+        }
         _ => {
             f.err(
                 out,
                 s.span(),
-                format!("metric {id}: [score] needs exactly one of `linear` or `steps`"),
+                format!(
+                    "metric {id}: score needs exactly one of `linear`, `steps` or `percentile`"
+                ),
             );
             return None;
         }
@@ -485,144 +591,74 @@ fn check_score(
     })
 }
 
-fn check_template(f: &SourceFile, out: &mut Diagnostics, what: &str, src: &Spanned<String>) {
-    let env = minijinja::Environment::new();
-    match env.template_from_str(src.get_ref()) {
-        Ok(t) => {
-            let unknown: BTreeSet<String> = t
-                .undeclared_variables(false)
+/// `{ red_below, green_from, margin }`; the margin defaults to `default_margin` (the model's).
+pub(super) fn check_bands(
+    f: &SourceFile,
+    b: &Spanned<RawBands>,
+    default_margin: f64,
+    what: &str,
+    out: &mut Diagnostics,
+) -> Option<Bands> {
+    let r = b.get_ref();
+    let (red, green) = (*r.red_below.get_ref(), *r.green_from.get_ref());
+    let mut ok = true;
+    if !(1.0 < red && red < green && green <= 100.0) {
+        f.err(out, b.span(), format!("{what} need 1 < red_below < green_from <= 100 (got red_below = {red}, green_from = {green})"));
+        ok = false;
+    }
+    let margin = r
+        .margin
+        .as_ref()
+        .map(|m| *m.get_ref())
+        .unwrap_or(default_margin);
+    if !(0.0..=20.0).contains(&margin) {
+        f.err(
+            out,
+            r.margin.as_ref().map(|m| m.span()).unwrap_or(b.span()),
+            format!("{what}: margin must be between 0 and 20 points"),
+        );
+        ok = false;
+    }
+    ok.then_some(Bands {
+        red_below: red,
+        green_from: green,
+        margin,
+    })
+}
+
+/// Compiles a CEL expression and checks it only uses the given top-level variables.
+pub(super) fn check_cel(
+    f: &SourceFile,
+    out: &mut Diagnostics,
+    what: &str,
+    src: &Spanned<String>,
+    allowed: &[&str],
+) -> Option<Expr> {
+    match Expr::compile(src.get_ref()) {
+        Err(e) => {
+            f.err(out, src.span(), format!("{what}: {e}"));
+            None
+        }
+        Ok(expr) => {
+            let unknown: Vec<String> = expr
+                .variables()
                 .into_iter()
-                .filter(|v| !TEMPLATE_VARIABLES.contains(&v.as_str()))
+                .filter(|v| !allowed.contains(&v.as_str()))
                 .collect();
-            if !unknown.is_empty() {
+            if unknown.is_empty() {
+                Some(expr)
+            } else {
                 f.err(
                     out,
                     src.span(),
                     format!(
-                        "{what}: unknown template variable(s) {}; templates can use {}",
+                        "{what}: unknown variable(s) {}; this expression can use {}",
                         join(unknown.iter().map(String::as_str)),
-                        join(TEMPLATE_VARIABLES.iter().copied())
+                        join(allowed.iter().copied())
                     ),
                 );
+                None
             }
         }
-        Err(e) => f.err(
-            out,
-            src.span(),
-            format!("{what}: template does not compile: {e}"),
-        ),
     }
-}
-
-fn check_playbook(
-    f: &SourceFile,
-    id: &str,
-    p: &Spanned<RawPlaybook>,
-    cats: &BTreeMap<String, Spanned<RawCategory>>,
-    out: &mut Diagnostics,
-) -> Option<Playbook> {
-    let before = out.errors.len();
-    let r = p.get_ref();
-    let when = match r.when.get_ref().as_str() {
-        "overall" => Some(Target::Overall),
-        c if cats.contains_key(c) => Some(Target::Category(c.to_string())),
-        c => {
-            f.err(
-                out,
-                r.when.span(),
-                format!(
-                    "playbook {id}: when = `{c}` is neither overall nor a category; categories: {}",
-                    join(cats.keys().map(String::as_str))
-                ),
-            );
-            None
-        }
-    };
-    let enters = match r.enters.as_ref().map(|e| e.get_ref().as_str()) {
-        None | Some("red") => Some(Band::Red),
-        Some("amber") => Some(Band::Amber),
-        Some(other) => {
-            f.err(
-                out,
-                r.enters.as_ref().map(|e| e.span()).unwrap_or_default(),
-                format!("playbook {id}: enters = `{other}`; use red or amber"),
-            );
-            None
-        }
-    };
-    let cooldown_days = match &r.cooldown_days {
-        Some(c) if !(0..=3650).contains(c.get_ref()) => {
-            f.err(
-                out,
-                c.span(),
-                format!("playbook {id}: cooldown_days must be between 0 and 3650"),
-            );
-            0
-        }
-        Some(c) => *c.get_ref() as u32,
-        None => 30,
-    };
-    check_template(f, out, &format!("playbook {id} project"), &r.project);
-    if let Some(d) = &r.description {
-        check_template(f, out, &format!("playbook {id} description"), d);
-    }
-    let mut tasks = Vec::new();
-    for (i, t) in r.tasks.iter().enumerate() {
-        let t = t.get_ref();
-        let what = format!("playbook {id} task {}", i + 1);
-        check_template(f, out, &what, &t.name);
-        if let Some(d) = &t.description {
-            check_template(f, out, &what, d);
-        }
-        let for_each = match t.for_each.as_ref().map(|s| s.get_ref().as_str()) {
-            None | Some("once") => ForEach::Once,
-            Some("failing_metric") => ForEach::FailingMetric,
-            Some(other) => {
-                f.err(
-                    out,
-                    t.for_each.as_ref().map(|s| s.span()).unwrap_or_default(),
-                    format!("{what}: for_each = `{other}`; use once or failing_metric"),
-                );
-                ForEach::Once
-            }
-        };
-        let due_days = match &t.due_days {
-            Some(d) if !(0..=365).contains(d.get_ref()) => {
-                f.err(
-                    out,
-                    d.span(),
-                    format!("{what}: due_days must be between 0 and 365"),
-                );
-                0
-            }
-            Some(d) => *d.get_ref() as u32,
-            None => 7,
-        };
-        tasks.push(TaskTemplate {
-            name: t.name.get_ref().clone(),
-            description: t
-                .description
-                .as_ref()
-                .map(|d| d.get_ref().clone())
-                .unwrap_or_default(),
-            for_each,
-            due_days,
-        });
-    }
-    if out.errors.len() > before {
-        return None;
-    }
-    Some(Playbook {
-        id: id.to_string(),
-        when: when?,
-        enters: enters?,
-        cooldown_days,
-        project: r.project.get_ref().clone(),
-        description: r
-            .description
-            .as_ref()
-            .map(|d| d.get_ref().clone())
-            .unwrap_or_default(),
-        tasks,
-    })
 }
