@@ -225,6 +225,31 @@ impl Runtime {
 
     /// Scores every account from cached records as of `as_of`, and stores the scores and their history.
     pub fn score(&self, as_of: DateTime<Utc>) -> Result<ScoreRun, StoreError> {
+        let run = self.compute_scores(as_of)?;
+        let pairs: Vec<(String, &AccountScore)> = run
+            .scores
+            .iter()
+            .map(|s| (s.account.id.clone(), s))
+            .collect();
+        self.store.put_scores(as_of.date_naive(), &pairs)?;
+        self.store.put_meta(
+            "last_score_run",
+            &ScoreSummary {
+                as_of,
+                model: run.model.clone(),
+                model_hash: run.model_hash.clone(),
+                accounts: run.scores.len(),
+                distribution: run.distribution.clone(),
+                unmatched: run.unmatched.clone(),
+                duration_ms: run.duration_ms,
+            },
+        )?;
+        Ok(run)
+    }
+
+    /// Scores every account from cached records as of `as_of` and stores nothing: what `score` persists,
+    /// and what a shadow (candidate) model is judged by. Hysteresis compares with the stored scores.
+    pub fn compute_scores(&self, as_of: DateTime<Utc>) -> Result<ScoreRun, StoreError> {
         let clock = Instant::now();
         let model = &self.config.model;
         let mut streams = BTreeMap::new();
@@ -247,10 +272,7 @@ impl Runtime {
             inputs.push((data.account.clone(), values));
         }
         let scores = scoring::score_all(model, &inputs, |id| previous.get(id).cloned(), as_of);
-        let pairs: Vec<(String, &AccountScore)> =
-            scores.iter().map(|s| (s.account.id.clone(), s)).collect();
-        self.store.put_scores(as_of.date_naive(), &pairs)?;
-        let run = ScoreRun {
+        Ok(ScoreRun {
             as_of,
             model: model.name.clone(),
             model_hash: model.hash.clone(),
@@ -262,20 +284,7 @@ impl Runtime {
                 .collect(),
             scores,
             duration_ms: clock.elapsed().as_millis() as u64,
-        };
-        self.store.put_meta(
-            "last_score_run",
-            &ScoreSummary {
-                as_of,
-                model: run.model.clone(),
-                model_hash: run.model_hash.clone(),
-                accounts: run.scores.len(),
-                distribution: run.distribution.clone(),
-                unmatched: run.unmatched.clone(),
-                duration_ms: run.duration_ms,
-            },
-        )?;
-        Ok(run)
+        })
     }
 
     /// The current stored scores (from the last scoring run).

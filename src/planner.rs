@@ -252,6 +252,23 @@ fn plan_playbook(
         (_, false) => return Ok(()),
         (None, true) => {}
     }
+    // Every earlier opening, this one's predecessor included, counts toward the playbook's limit.
+    let mut earlier_openings: Vec<DateTime<Utc>> = existing
+        .iter()
+        .flat_map(|p| p.earlier_openings.iter().copied().chain([p.opened_at]))
+        .filter(|t| {
+            pb.limit
+                .is_none_or(|l| now - *t < Duration::days(i64::from(l.days)))
+        })
+        .collect();
+    if let Some(l) = pb.limit {
+        if earlier_openings.len() >= l.times as usize {
+            return Ok(());
+        }
+    }
+    // Without a limit the list only serves reports; keep it short.
+    let excess = earlier_openings.len().saturating_sub(50);
+    earlier_openings.drain(..excess);
 
     let account = context! {
         id => s.account.id, name => s.account.name, stage => s.account.stage,
@@ -325,6 +342,7 @@ fn plan_playbook(
             name,
             opened_at: now,
             state: ProjectState::Pending,
+            earlier_openings,
         }),
     });
     Ok(())
@@ -346,3 +364,6 @@ fn failing_metrics<'a>(pb: &Playbook, s: &'a AccountScore) -> Vec<&'a crate::sco
     out.truncate(10);
     out
 }
+
+#[cfg(test)]
+mod tests;

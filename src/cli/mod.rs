@@ -7,6 +7,7 @@
 
 mod output;
 mod status;
+mod writeback;
 
 use std::path::PathBuf;
 
@@ -88,7 +89,14 @@ pub enum Command {
         as_of: Option<DateTime<Utc>>,
     },
     /// Show the writes that would be made to the CS platform (dry run: nothing is sent or stored).
-    Plan(JsonFlag),
+    Plan {
+        #[arg(long)]
+        json: bool,
+        /// Shadow mode: score with this candidate model (validated against the same connectors) and show
+        /// what it would write. Nothing is sent or stored.
+        #[arg(long, value_name = "PATH")]
+        model: Option<PathBuf>,
+    },
     /// Plan, queue and send the writes to the CS platform, once.
     Push(JsonFlag),
     /// Sync, score and push, once.
@@ -102,6 +110,17 @@ pub enum Command {
     },
     /// Connectors' last runs, outbox and dead letters, the last scoring run.
     Status(JsonFlag),
+    /// Writes the platforms refused for good, with the reason and attempt count; `--replay` resends them.
+    Deadletters {
+        #[arg(long)]
+        json: bool,
+        /// Put them back in the outbox and deliver once (idempotent: sinks find what already landed).
+        #[arg(long)]
+        replay: bool,
+        /// Only this sink's dead letters.
+        #[arg(long, value_name = "CONNECTOR")]
+        sink: Option<String>,
+    },
     /// Serve the simulated vendor APIs on loopback and write a config that points at them.
     Sim {
         #[arg(long, default_value_t = 500)]
@@ -280,7 +299,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             output::scores(&run, &rt.config.model, table.limit, table.json);
             Ok(())
         }
-        Command::Plan(JsonFlag { json }) => {
+        Command::Plan { json, model: None } => {
             let rt = open_runtime(g)?;
             let scores = rt.stored_scores()?;
             if scores.is_empty() {
@@ -289,7 +308,55 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 ));
             }
             let plan = rt.plan(&scores, g.now())?;
-            output::plan(&plan, json);
+            writeback::plan(&plan, json);
+            Ok(())
+        }
+        Command::Plan {
+            json,
+            model: Some(candidate),
+        } => {
+            let mut config =
+                config::load_with_model(&g.config, Some(&candidate)).map_err(CliError::Config)?;
+            if let Some(dir) = &g.state_dir {
+                config.daemon.state_dir = dir.clone();
+            }
+            let store = Store::open(&config.daemon.state_dir)?;
+            let rt = Runtime::build(config, store);
+            let now = g.now();
+            let run = rt.compute_scores(now)?;
+            let plan = rt.plan(&run.scores, now)?;
+            writeback::shadow_plan(&run, &plan, json);
+            Ok(())
+        }
+        Command::Deadletters { json, replay, sink } => {
+            let rt = open_runtime(g)?;
+            if let Some(s) = &sink {
+                if rt
+                    .config
+                    .connector(s)
+                    .is_none_or(|c| c.role != crate::connector::Role::Sink)
+                {
+                    return Err(CliError::Usage(format!(
+                        "--sink {s}: no sink connector with that id"
+                    )));
+                }
+            }
+            if !replay {
+                let mut dead = rt.store.dead_letters()?;
+                dead.retain(|d| sink.as_ref().is_none_or(|s| *s == d.entry.sink));
+                writeback::dead_letters(&dead, json);
+                return Ok(());
+            }
+            let now = g.now();
+            let replayed = rt.store.replay_dead_letters(sink.as_deref(), now)?;
+            let progress = Progress::new(json);
+            let report = rt
+                .push(&shutdown_on_signal(), now, &|i, n| {
+                    progress.deliveries(i, n)
+                })
+                .await?;
+            progress.finish();
+            writeback::replayed(&replayed, &report, json);
             Ok(())
         }
         Command::Push(JsonFlag { json }) => {
@@ -304,7 +371,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 })
                 .await?;
             progress.finish();
-            output::pushed(&plan, &report, json);
+            writeback::pushed(&plan, &report, json);
             Ok(())
         }
         Command::Once(JsonFlag { json }) => {

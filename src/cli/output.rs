@@ -254,7 +254,7 @@ pub fn scores(run: &ScoreRun, model: &Model, limit: usize, json: bool) {
     distribution_line(run);
 }
 
-fn distribution_line(run: &ScoreRun) {
+pub(super) fn distribution_line(run: &ScoreRun) {
     let d = &run.distribution;
     println!(
         "\n{} accounts scored as of {} with model \"{}\": {} red, {} amber, {} green, {} not scored",
@@ -286,88 +286,6 @@ fn distribution_line(run: &ScoreRun) {
     }
 }
 
-pub fn plan(plan: &Plan, json: bool) {
-    if json {
-        print_json(&plan);
-        return;
-    }
-    if plan.writes.is_empty() && plan.recoveries.is_empty() {
-        println!("nothing to write: every sink already has the current values");
-    }
-    for w in &plan.writes {
-        match &w.op {
-            crate::connector::WriteOp::SetFields { account, .. } => {
-                println!(
-                    "{}: update {} ({})",
-                    w.sink, account.name, account.external_id
-                );
-                for c in &w.changes {
-                    let old = c
-                        .old
-                        .as_ref()
-                        .map(|v| v.to_string())
-                        .unwrap_or_else(|| "(unset)".into());
-                    println!("    {:<24} {old} → {}", c.field, c.new);
-                }
-            }
-            crate::connector::WriteOp::CreateProject {
-                account,
-                name,
-                tasks,
-                ..
-            } => {
-                println!(
-                    "{}: create project \"{name}\" for {} with {} task(s)",
-                    w.sink,
-                    account.name,
-                    tasks.len()
-                );
-                for t in tasks {
-                    println!("    - {} (due in {} days)", t.name, t.due_days);
-                }
-            }
-            crate::connector::WriteOp::CloseProject {
-                account,
-                name,
-                note,
-                ..
-            } => {
-                println!(
-                    "{}: close project \"{name}\" for {} (recovered)",
-                    w.sink, account.name
-                );
-                println!("    note: {note}");
-            }
-        }
-    }
-    for e in &plan.errors {
-        println!("error: {e}");
-    }
-    println!(
-        "\n{} field update(s), {} project(s), {} recovery(ies); nothing was sent (dry run)",
-        plan.field_writes(),
-        plan.projects(),
-        plan.recoveries.len()
-    );
-}
-
-pub fn pushed(plan: &Plan, report: &DeliveryReport, json: bool) {
-    if json {
-        print_json(&json!({"planned": plan.writes.len(), "delivery": report}));
-        return;
-    }
-    println!(
-        "planned {} write(s); delivered {} ({} projects created, {} already present), {} to retry, {} dead-lettered, {} still queued",
-        plan.writes.len(),
-        report.applied + report.already_present,
-        report.projects_created,
-        report.already_present,
-        report.transient_failures,
-        report.dead_lettered,
-        report.remaining
-    );
-}
-
 pub fn once(
     statuses: &[SyncStatus],
     run: &ScoreRun,
@@ -383,7 +301,7 @@ pub fn once(
     }
     synced(statuses, false);
     distribution_line(run);
-    pushed(p, report, false);
+    super::writeback::pushed(p, report, false);
 }
 
 pub fn explain(s: &AccountScore, history: &[(String, AccountScore)], model: &Model, json: bool) {

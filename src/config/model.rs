@@ -408,10 +408,18 @@ pub struct Playbook {
     pub when: Target,
     pub enters: Band,
     pub cooldown_days: u32,
+    /// At most this many openings per account in a rolling window.
+    pub limit: Option<OpenLimit>,
     /// minijinja sources, checked to compile and to use only known variables.
     pub project: String,
     pub description: String,
     pub tasks: Vec<TaskTemplate>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct OpenLimit {
+    pub times: u32,
+    pub days: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -296,11 +296,21 @@ pub struct RawPlaybook {
     pub enters: Option<Spanned<String>>,
     #[serde(default)]
     pub cooldown_days: Option<Spanned<i64>>,
+    /// At most `times` openings in any `days`-day window, e.g. `limit = { times = 2, days = 90 }`.
+    #[serde(default)]
+    pub limit: Option<Spanned<RawOpenLimit>>,
     pub project: Spanned<String>,
     #[serde(default)]
     pub description: Option<Spanned<String>>,
     #[serde(default)]
     pub tasks: Vec<Spanned<RawTask>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOpenLimit {
+    pub times: i64,
+    pub days: i64,
 }
 
 #[derive(Debug, Deserialize)]

@@ -56,6 +56,7 @@ fn project(id: &str, key: &str) -> (WriteOp, ProjectRecord) {
         name: "Poor Health".into(),
         opened_at: t0(),
         state: ProjectState::Pending,
+        earlier_openings: Vec::new(),
     };
     (op, record)
 }

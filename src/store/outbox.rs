@@ -57,6 +57,10 @@ pub struct ProjectRecord {
     pub name: String,
     pub opened_at: chrono::DateTime<chrono::Utc>,
     pub state: ProjectState,
+    /// When earlier projects of this playbook were opened for this account (newest last), for the
+    /// playbook's "at most N times in D days" limit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_openings: Vec<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -313,6 +317,7 @@ impl Store {
                         name: name.clone(),
                         opened_at: now,
                         state: ProjectState::Pending,
+                        earlier_openings: Vec::new(),
                     },
                 )),
                 _ => None,

@@ -24,10 +24,19 @@ use crate::secrets::SecretRef;
 
 /// Loads and validates everything reachable from the daemon config at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with_model(path, None)
+}
+
+/// Like [`load`], with the health model read from `model` instead of the file the config names: a
+/// candidate (shadow) model is validated against the same connectors and field maps.
+pub fn load_with_model(path: &Path, model: Option<&Path>) -> Result<Config, ConfigErrors> {
     let mut out = Diagnostics::default();
     let daemon_file = SourceFile::read(path).map_err(|d| ConfigErrors(vec![d]))?;
     let raw: RawDaemon = daemon_file.parse().map_err(|d| ConfigErrors(vec![d]))?;
-    let daemon = check_daemon(&daemon_file, raw, &mut out);
+    let mut daemon = check_daemon(&daemon_file, raw, &mut out);
+    if let Some(m) = model {
+        daemon.model_path = m.to_path_buf();
+    }
 
     let mut connectors = Vec::new();
     let mut field_refs = Vec::new();

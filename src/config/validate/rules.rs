@@ -108,6 +108,21 @@ pub(super) fn check_playbook(
         Some(c) => *c.get_ref() as u32,
         None => 30,
     };
+    let limit = r.limit.as_ref().and_then(|l| {
+        let (times, days) = (l.get_ref().times, l.get_ref().days);
+        if !(1..=100).contains(&times) || !(1..=3650).contains(&days) {
+            f.err(
+                out,
+                l.span(),
+                format!("playbook {id}: limit needs times between 1 and 100 and days between 1 and 3650"),
+            );
+            return None;
+        }
+        Some(OpenLimit {
+            times: times as u32,
+            days: days as u32,
+        })
+    });
     check_template(f, out, &format!("playbook {id} project"), &r.project);
     if let Some(d) = &r.description {
         check_template(f, out, &format!("playbook {id} description"), d);
@@ -163,6 +178,7 @@ pub(super) fn check_playbook(
         when: when?,
         enters: enters?,
         cooldown_days,
+        limit,
         project: r.project.get_ref().clone(),
         description: r
             .description
