@@ -13,3 +13,4 @@ mod pipeline;
 mod support_sources;
 mod tidy;
 mod validate;
+mod writeback;
