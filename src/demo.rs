@@ -559,6 +559,7 @@ pub async fn serve_sim(
         ("intercom", Vendor::Intercom),
         ("freshdesk", Vendor::Freshdesk),
         ("delighted", Vendor::Delighted),
+        ("planhat", Vendor::Planhat),
     ] {
         println!("  {name:<8} {}", sim.base_url(v));
     }

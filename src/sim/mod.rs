@@ -18,7 +18,9 @@ mod freshdesk;
 mod hubspot;
 mod intercom;
 pub mod mixpanel;
+pub mod planhat;
 pub mod salesforce;
+mod sink_log;
 mod stripe;
 mod support;
 mod usage;
@@ -139,6 +141,7 @@ pub enum Vendor {
     Intercom,
     Freshdesk,
     Delighted,
+    Planhat,
 }
 
 impl Vendor {
@@ -157,6 +160,7 @@ impl Vendor {
             Vendor::Intercom => "/intercom",
             Vendor::Freshdesk => "/freshdesk",
             Vendor::Delighted => "/delighted",
+            Vendor::Planhat => "/planhat",
         }
     }
 }
@@ -221,6 +225,7 @@ pub(crate) struct SimState {
     pub(crate) intercom: intercom::IntercomState,
     pub(crate) freshdesk: freshdesk::FreshdeskState,
     pub(crate) delighted: delighted::DelightedState,
+    pub(crate) planhat: planhat::PlanhatState,
     pub(crate) received: Mutex<Vec<ReceivedRequest>>,
 }
 
@@ -240,6 +245,7 @@ impl SimState {
             intercom: intercom::IntercomState::new(&world, limits.intercom_per_10s),
             freshdesk: freshdesk::FreshdeskState::new(&world, limits.freshdesk_per_min),
             delighted: delighted::DelightedState::new(&world, limits.delighted_per_min),
+            planhat: planhat::PlanhatState::new(&world),
             zendesk: zendesk::ZendeskState::new(
                 &world,
                 limits.zendesk_per_min,
@@ -363,8 +369,10 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         .nest(Vendor::Intercom.prefix(), intercom::router(&state))
         .nest(Vendor::Freshdesk.prefix(), freshdesk::router(&state))
         .nest(Vendor::Delighted.prefix(), delighted::router(&state))
+        .nest(Vendor::Planhat.prefix(), planhat::router(&state))
         .route("/_sim/received", get(sim_received))
         .route("/_sim/state", get(sim_state))
+        .route("/_sim/state/planhat", get(planhat::sim_state))
         .route("/_sim/truth", get(sim_truth))
         .with_state(Arc::clone(&state));
     let (stop, stopped) = oneshot::channel::<()>();

@@ -11,8 +11,11 @@ pub mod freshdesk;
 pub mod hubspot;
 pub mod intercom;
 pub mod mixpanel;
+pub mod planhat;
 pub mod quota_pause;
 pub mod salesforce;
+#[cfg(test)]
+pub mod sink_testkit;
 pub mod stripe;
 #[cfg(test)]
 pub mod support_testkit;
@@ -35,4 +38,5 @@ pub static KINDS: &[&KindSpec] = &[
     &freshdesk::SPEC,
     &delighted::SPEC,
     &vitally::SPEC,
+    &planhat::SPEC,
 ];
