@@ -560,6 +560,7 @@ pub async fn serve_sim(
         ("freshdesk", Vendor::Freshdesk),
         ("delighted", Vendor::Delighted),
         ("planhat", Vendor::Planhat),
+        ("gainsight", Vendor::Gainsight),
     ] {
         println!("  {name:<8} {}", sim.base_url(v));
     }

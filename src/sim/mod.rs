@@ -15,6 +15,7 @@
 pub mod chargebee;
 mod delighted;
 mod freshdesk;
+pub mod gainsight;
 mod hubspot;
 mod intercom;
 pub mod mixpanel;
@@ -142,6 +143,7 @@ pub enum Vendor {
     Freshdesk,
     Delighted,
     Planhat,
+    Gainsight,
 }
 
 impl Vendor {
@@ -161,6 +163,7 @@ impl Vendor {
             Vendor::Freshdesk => "/freshdesk",
             Vendor::Delighted => "/delighted",
             Vendor::Planhat => "/planhat",
+            Vendor::Gainsight => "/gainsight",
         }
     }
 }
@@ -226,6 +229,7 @@ pub(crate) struct SimState {
     pub(crate) freshdesk: freshdesk::FreshdeskState,
     pub(crate) delighted: delighted::DelightedState,
     pub(crate) planhat: planhat::PlanhatState,
+    pub(crate) gainsight: gainsight::GainsightState,
     pub(crate) received: Mutex<Vec<ReceivedRequest>>,
 }
 
@@ -246,6 +250,7 @@ impl SimState {
             freshdesk: freshdesk::FreshdeskState::new(&world, limits.freshdesk_per_min),
             delighted: delighted::DelightedState::new(&world, limits.delighted_per_min),
             planhat: planhat::PlanhatState::new(&world),
+            gainsight: gainsight::GainsightState::new(&world),
             zendesk: zendesk::ZendeskState::new(
                 &world,
                 limits.zendesk_per_min,
@@ -370,9 +375,11 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         .nest(Vendor::Freshdesk.prefix(), freshdesk::router(&state))
         .nest(Vendor::Delighted.prefix(), delighted::router(&state))
         .nest(Vendor::Planhat.prefix(), planhat::router(&state))
+        .nest(Vendor::Gainsight.prefix(), gainsight::router(&state))
         .route("/_sim/received", get(sim_received))
         .route("/_sim/state", get(sim_state))
         .route("/_sim/state/planhat", get(planhat::sim_state))
+        .route("/_sim/state/gainsight", get(gainsight::sim_state))
         .route("/_sim/truth", get(sim_truth))
         .with_state(Arc::clone(&state));
     let (stop, stopped) = oneshot::channel::<()>();

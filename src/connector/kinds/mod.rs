@@ -8,6 +8,7 @@ pub mod chargebee;
 pub mod common;
 pub mod delighted;
 pub mod freshdesk;
+pub mod gainsight;
 pub mod hubspot;
 pub mod intercom;
 pub mod mixpanel;
@@ -39,4 +40,5 @@ pub static KINDS: &[&KindSpec] = &[
     &delighted::SPEC,
     &vitally::SPEC,
     &planhat::SPEC,
+    &gainsight::SPEC,
 ];
