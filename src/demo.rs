@@ -561,6 +561,7 @@ pub async fn serve_sim(
         ("delighted", Vendor::Delighted),
         ("planhat", Vendor::Planhat),
         ("gainsight", Vendor::Gainsight),
+        ("totango", Vendor::Totango),
     ] {
         println!("  {name:<8} {}", sim.base_url(v));
     }

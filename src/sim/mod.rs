@@ -24,6 +24,7 @@ pub mod salesforce;
 mod sink_log;
 mod stripe;
 mod support;
+pub mod totango;
 mod usage;
 mod vitally;
 pub mod world;
@@ -144,6 +145,7 @@ pub enum Vendor {
     Delighted,
     Planhat,
     Gainsight,
+    Totango,
 }
 
 impl Vendor {
@@ -164,6 +166,8 @@ impl Vendor {
             Vendor::Delighted => "/delighted",
             Vendor::Planhat => "/planhat",
             Vendor::Gainsight => "/gainsight",
+            // The REST API and the collection gateway (`/pixel.gif/`) share the prefix.
+            Vendor::Totango => "/totango",
         }
     }
 }
@@ -230,6 +234,7 @@ pub(crate) struct SimState {
     pub(crate) delighted: delighted::DelightedState,
     pub(crate) planhat: planhat::PlanhatState,
     pub(crate) gainsight: gainsight::GainsightState,
+    pub(crate) totango: totango::TotangoState,
     pub(crate) received: Mutex<Vec<ReceivedRequest>>,
 }
 
@@ -251,6 +256,7 @@ impl SimState {
             delighted: delighted::DelightedState::new(&world, limits.delighted_per_min),
             planhat: planhat::PlanhatState::new(&world),
             gainsight: gainsight::GainsightState::new(&world),
+            totango: totango::TotangoState::new(&world),
             zendesk: zendesk::ZendeskState::new(
                 &world,
                 limits.zendesk_per_min,
@@ -376,10 +382,12 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         .nest(Vendor::Delighted.prefix(), delighted::router(&state))
         .nest(Vendor::Planhat.prefix(), planhat::router(&state))
         .nest(Vendor::Gainsight.prefix(), gainsight::router(&state))
+        .nest(Vendor::Totango.prefix(), totango::router(&state))
         .route("/_sim/received", get(sim_received))
         .route("/_sim/state", get(sim_state))
         .route("/_sim/state/planhat", get(planhat::sim_state))
         .route("/_sim/state/gainsight", get(gainsight::sim_state))
+        .route("/_sim/state/totango", get(totango::sim_state))
         .route("/_sim/truth", get(sim_truth))
         .with_state(Arc::clone(&state));
     let (stop, stopped) = oneshot::channel::<()>();

@@ -22,6 +22,7 @@ pub mod stripe;
 pub mod support_testkit;
 #[cfg(test)]
 pub mod testkit;
+pub mod totango;
 pub mod usage_feed;
 pub mod vitally;
 pub mod zendesk;
@@ -41,4 +42,5 @@ pub static KINDS: &[&KindSpec] = &[
     &vitally::SPEC,
     &planhat::SPEC,
     &gainsight::SPEC,
+    &totango::SPEC,
 ];
