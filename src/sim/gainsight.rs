@@ -47,7 +47,6 @@ pub const NUMBER_FIELDS: &[&str] = &[
 /// Custom String fields on Company.
 pub const TEXT_FIELDS: &[&str] = &["Healthsync_Band__gc", "Healthsync_Top_Risk__gc", "Name"];
 const MAX_RECORDS: usize = 50;
-const PER_MIN: u32 = 100;
 const CTA_TYPES: &[&str] = &["Risk", "Expansion", "Lifecycle", "Activity", "Objective"];
 const CLOSED: &[&str] = &["Closed Success", "Closed Lost", "Closed Won"];
 
@@ -71,7 +70,7 @@ impl Store {
 }
 
 impl GainsightState {
-    pub(crate) fn new(w: &World) -> GainsightState {
+    pub(crate) fn new(w: &World, per_min: u32) -> GainsightState {
         let mut store = Store::default();
         for a in &w.accounts {
             let gsid = store.gsid();
@@ -82,7 +81,7 @@ impl GainsightState {
             store.companies.push(c);
         }
         GainsightState {
-            budget: MinuteBudget::new(PER_MIN),
+            budget: MinuteBudget::new(per_min),
             store: Mutex::new(store),
         }
     }

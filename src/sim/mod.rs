@@ -89,6 +89,12 @@ pub struct SimRateLimits {
     pub intercom_per_10s: u32,
     pub freshdesk_per_min: u32,
     pub delighted_per_min: u32,
+    /// Planhat's quota (soft limit): 200 calls per minute.
+    pub planhat_per_min: u32,
+    /// Gainsight's recommended synchronous limit: 100 calls per minute.
+    pub gainsight_per_min: u32,
+    /// Totango's REST API: 100 calls per minute per token (the collection gateway is not metered).
+    pub totango_per_min: u32,
 }
 
 impl Default for SimRateLimits {
@@ -106,6 +112,9 @@ impl Default for SimRateLimits {
             intercom_per_10s: 1666,
             freshdesk_per_min: 100,
             delighted_per_min: 200,
+            planhat_per_min: 200,
+            gainsight_per_min: 100,
+            totango_per_min: 100,
         }
     }
 }
@@ -126,6 +135,9 @@ impl SimRateLimits {
             intercom_per_10s: u32::MAX,
             freshdesk_per_min: u32::MAX,
             delighted_per_min: u32::MAX,
+            planhat_per_min: u32::MAX,
+            gainsight_per_min: u32::MAX,
+            totango_per_min: u32::MAX,
         }
     }
 }
@@ -254,9 +266,9 @@ impl SimState {
             intercom: intercom::IntercomState::new(&world, limits.intercom_per_10s),
             freshdesk: freshdesk::FreshdeskState::new(&world, limits.freshdesk_per_min),
             delighted: delighted::DelightedState::new(&world, limits.delighted_per_min),
-            planhat: planhat::PlanhatState::new(&world),
-            gainsight: gainsight::GainsightState::new(&world),
-            totango: totango::TotangoState::new(&world),
+            planhat: planhat::PlanhatState::new(&world, limits.planhat_per_min),
+            gainsight: gainsight::GainsightState::new(&world, limits.gainsight_per_min),
+            totango: totango::TotangoState::new(&world, limits.totango_per_min),
             zendesk: zendesk::ZendeskState::new(
                 &world,
                 limits.zendesk_per_min,

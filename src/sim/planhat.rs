@@ -37,8 +37,6 @@ use crate::sim::{bearer, ceil_secs, iso_ms, json_response, lock, query_pairs, Si
 pub const API_TOKEN: &str = "planhat-sim";
 /// Items per bulk upsert.
 const MAX_BULK: usize = 5000;
-/// Planhat's default quota (soft limit) per minute.
-const PER_MIN: u32 = 200;
 
 pub(crate) struct PlanhatState {
     pub(crate) budget: MinuteBudget,
@@ -62,7 +60,7 @@ impl Store {
 }
 
 impl PlanhatState {
-    pub(crate) fn new(w: &World) -> PlanhatState {
+    pub(crate) fn new(w: &World, per_min: u32) -> PlanhatState {
         let mut store = Store::default();
         for a in &w.accounts {
             let id = store.next_id();
@@ -74,7 +72,7 @@ impl PlanhatState {
             }));
         }
         PlanhatState {
-            budget: MinuteBudget::new(PER_MIN),
+            budget: MinuteBudget::new(per_min),
             store: Mutex::new(store),
         }
     }

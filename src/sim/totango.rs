@@ -37,7 +37,6 @@ pub const APP_TOKEN: &str = "totango-sim";
 pub const SERVICE_ID: &str = "SP-0000-01";
 /// Flow ids tasks and touchpoints may be filed under.
 pub const FLOWS: &[&str] = &["health_risk", "onboarding", "escalation"];
-const PER_MIN: u32 = 100;
 /// A 1×1 transparent gif.
 const GIF: &[u8] = &[
     0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 1, 0, 1, 0, 0x80, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0x21,
@@ -59,7 +58,7 @@ struct Store {
 }
 
 impl TotangoState {
-    pub(crate) fn new(w: &World) -> TotangoState {
+    pub(crate) fn new(w: &World, per_min: u32) -> TotangoState {
         let mut store = Store::default();
         for a in &w.accounts {
             let mut attrs = Map::new();
@@ -67,7 +66,7 @@ impl TotangoState {
             store.accounts.insert(a.hubspot_id.clone(), attrs);
         }
         TotangoState {
-            budget: MinuteBudget::new(PER_MIN),
+            budget: MinuteBudget::new(per_min),
             store: Mutex::new(store),
         }
     }

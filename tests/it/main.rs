@@ -8,6 +8,7 @@ mod support;
 mod crash;
 mod daemon;
 mod pipeline;
+mod sinks;
 mod support_sources;
 mod tidy;
 mod validate;
