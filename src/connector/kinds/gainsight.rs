@@ -10,7 +10,8 @@
 //!   custom `HubSpot_Id__gc`) is the Company field that holds the account's CRM id. Gainsight validates the
 //!   whole call and refuses it all when one record is bad (400, `GSOBJ_…` code, the column and value in
 //!   `errorDesc`), so a refused batch is split in halves and resent until the bad records stand alone:
-//!   the good ones land, each bad one is `Invalid` with Gainsight's `errorDesc`.
+//!   the good ones land, each bad one is `Invalid` with Gainsight's `errorDesc`. That costs one extra call
+//!   per halving (at most 2n−1 calls for n records when every one is bad), counted by the rate limiter.
 //! - `CreateProject` → a CTA. The company's `Gsid` comes from `POST /v1/data/objects/query/Company`
 //!   (`where` on `match_field`); the CTA is looked up first with `POST /v2/cockpit/cta/list` on the
 //!   `cta_key_field` (a CTA field holding our idempotency key); if found it is `AlreadyPresent`, else

@@ -96,6 +96,13 @@ impl Planhat {
         )
     }
 
+    fn not_batchable(&self) -> DeliveryError {
+        DeliveryError::Invalid(format!(
+            "connector {}: only set_fields writes can be batched",
+            self.http.connector()
+        ))
+    }
+
     fn transient(&self, account: &AccountRef, what: &str) -> DeliveryError {
         DeliveryError::Transient(format!(
             "connector {}: account {}: {what}",
@@ -138,6 +145,9 @@ impl Planhat {
                 _ => slots.push(None),
             }
         }
+        if items.is_empty() {
+            return slots.iter().map(|_| Err(self.not_batchable())).collect();
+        }
         let body = Value::Array(items);
         let call = Call {
             body: Some(&body),
@@ -152,10 +162,7 @@ impl Planhat {
             .into_iter()
             .map(|slot| {
                 let Some(account) = slot else {
-                    return Err(DeliveryError::Invalid(format!(
-                        "connector {}: only set_fields writes can be batched",
-                        self.http.connector()
-                    )));
+                    return Err(self.not_batchable());
                 };
                 match &outcome {
                     Ok(o) => o.result_for(account).map_err(|e| match e {

@@ -21,7 +21,8 @@
 //!   `POST /api/v3/tasks` `{"title","description","due_date","priority":1,"status":"open","account_id",
 //!   "activity_type_id","assignee"?}`. The Tasks API documents no lookup, so the touchpoint is the
 //!   project's findable record and is written first: a crash after it and before the tasks leaves tasks
-//!   missing (at most once), never duplicated.
+//!   missing (at most once), never duplicated. The search reads one page of 1,000 touchpoints, so on an
+//!   account with more the key can be missed (a second touchpoint and tasks would follow).
 //! - `CloseProject` → the Tasks API answers a create with `Success` and no id, so our tasks cannot be
 //!   found to close; recovery is a closing touchpoint keyed `<key>/closed` (looked up first, so a resend is
 //!   `AlreadyPresent`), and the tasks stay open for the CSM.
