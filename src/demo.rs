@@ -62,6 +62,9 @@ fn demo_limits() -> SimRateLimits {
         intercom_per_10s: 5000,
         freshdesk_per_min: 30_000,
         delighted_per_min: 30_000,
+        planhat_per_min: 30_000,
+        gainsight_per_min: 30_000,
+        totango_per_min: 30_000,
     }
 }
 
@@ -559,6 +562,9 @@ pub async fn serve_sim(
         ("intercom", Vendor::Intercom),
         ("freshdesk", Vendor::Freshdesk),
         ("delighted", Vendor::Delighted),
+        ("planhat", Vendor::Planhat),
+        ("gainsight", Vendor::Gainsight),
+        ("totango", Vendor::Totango),
     ] {
         println!("  {name:<8} {}", sim.base_url(v));
     }

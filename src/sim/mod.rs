@@ -15,12 +15,16 @@
 pub mod chargebee;
 mod delighted;
 mod freshdesk;
+pub mod gainsight;
 mod hubspot;
 mod intercom;
 pub mod mixpanel;
+pub mod planhat;
 pub mod salesforce;
+mod sink_log;
 mod stripe;
 mod support;
+pub mod totango;
 mod usage;
 mod vitally;
 pub mod world;
@@ -85,6 +89,12 @@ pub struct SimRateLimits {
     pub intercom_per_10s: u32,
     pub freshdesk_per_min: u32,
     pub delighted_per_min: u32,
+    /// Planhat's quota (soft limit): 200 calls per minute.
+    pub planhat_per_min: u32,
+    /// Gainsight's recommended synchronous limit: 100 calls per minute.
+    pub gainsight_per_min: u32,
+    /// Totango's REST API: 100 calls per minute per token (the collection gateway is not metered).
+    pub totango_per_min: u32,
 }
 
 impl Default for SimRateLimits {
@@ -102,6 +112,9 @@ impl Default for SimRateLimits {
             intercom_per_10s: 1666,
             freshdesk_per_min: 100,
             delighted_per_min: 200,
+            planhat_per_min: 200,
+            gainsight_per_min: 100,
+            totango_per_min: 100,
         }
     }
 }
@@ -122,6 +135,9 @@ impl SimRateLimits {
             intercom_per_10s: u32::MAX,
             freshdesk_per_min: u32::MAX,
             delighted_per_min: u32::MAX,
+            planhat_per_min: u32::MAX,
+            gainsight_per_min: u32::MAX,
+            totango_per_min: u32::MAX,
         }
     }
 }
@@ -139,6 +155,9 @@ pub enum Vendor {
     Intercom,
     Freshdesk,
     Delighted,
+    Planhat,
+    Gainsight,
+    Totango,
 }
 
 impl Vendor {
@@ -157,6 +176,10 @@ impl Vendor {
             Vendor::Intercom => "/intercom",
             Vendor::Freshdesk => "/freshdesk",
             Vendor::Delighted => "/delighted",
+            Vendor::Planhat => "/planhat",
+            Vendor::Gainsight => "/gainsight",
+            // The REST API and the collection gateway (`/pixel.gif/`) share the prefix.
+            Vendor::Totango => "/totango",
         }
     }
 }
@@ -221,6 +244,9 @@ pub(crate) struct SimState {
     pub(crate) intercom: intercom::IntercomState,
     pub(crate) freshdesk: freshdesk::FreshdeskState,
     pub(crate) delighted: delighted::DelightedState,
+    pub(crate) planhat: planhat::PlanhatState,
+    pub(crate) gainsight: gainsight::GainsightState,
+    pub(crate) totango: totango::TotangoState,
     pub(crate) received: Mutex<Vec<ReceivedRequest>>,
 }
 
@@ -240,6 +266,9 @@ impl SimState {
             intercom: intercom::IntercomState::new(&world, limits.intercom_per_10s),
             freshdesk: freshdesk::FreshdeskState::new(&world, limits.freshdesk_per_min),
             delighted: delighted::DelightedState::new(&world, limits.delighted_per_min),
+            planhat: planhat::PlanhatState::new(&world, limits.planhat_per_min),
+            gainsight: gainsight::GainsightState::new(&world, limits.gainsight_per_min),
+            totango: totango::TotangoState::new(&world, limits.totango_per_min),
             zendesk: zendesk::ZendeskState::new(
                 &world,
                 limits.zendesk_per_min,
@@ -363,8 +392,14 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         .nest(Vendor::Intercom.prefix(), intercom::router(&state))
         .nest(Vendor::Freshdesk.prefix(), freshdesk::router(&state))
         .nest(Vendor::Delighted.prefix(), delighted::router(&state))
+        .nest(Vendor::Planhat.prefix(), planhat::router(&state))
+        .nest(Vendor::Gainsight.prefix(), gainsight::router(&state))
+        .nest(Vendor::Totango.prefix(), totango::router(&state))
         .route("/_sim/received", get(sim_received))
         .route("/_sim/state", get(sim_state))
+        .route("/_sim/state/planhat", get(planhat::sim_state))
+        .route("/_sim/state/gainsight", get(gainsight::sim_state))
+        .route("/_sim/state/totango", get(totango::sim_state))
         .route("/_sim/truth", get(sim_truth))
         .with_state(Arc::clone(&state));
     let (stop, stopped) = oneshot::channel::<()>();

@@ -10,6 +10,7 @@ mod crash;
 mod daemon;
 mod models;
 mod pipeline;
+mod sinks;
 mod support_sources;
 mod tidy;
 mod validate;

@@ -8,16 +8,21 @@ pub mod chargebee;
 pub mod common;
 pub mod delighted;
 pub mod freshdesk;
+pub mod gainsight;
 pub mod hubspot;
 pub mod intercom;
 pub mod mixpanel;
+pub mod planhat;
 pub mod quota_pause;
 pub mod salesforce;
+#[cfg(test)]
+pub mod sink_testkit;
 pub mod stripe;
 #[cfg(test)]
 pub mod support_testkit;
 #[cfg(test)]
 pub mod testkit;
+pub mod totango;
 pub mod usage_feed;
 pub mod vitally;
 pub mod zendesk;
@@ -35,4 +40,7 @@ pub static KINDS: &[&KindSpec] = &[
     &freshdesk::SPEC,
     &delighted::SPEC,
     &vitally::SPEC,
+    &planhat::SPEC,
+    &gainsight::SPEC,
+    &totango::SPEC,
 ];

@@ -1,0 +1,139 @@
+//! Test helpers shared by the CS-platform sink kinds' tests (Planhat, Gainsight, Totango): the writes they
+//! deliver, a config pointing at a mock server or the simulator, and checks every sink test repeats.
+//! Test-only; it owns no vendor knowledge (each kind's tests mount their own vendor responses).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::config::{AuthScheme, ConnectorConfig};
+use crate::connector::{AccountRef, FieldValue, Role, TaskSpec, WriteOp};
+use crate::http::testing::{config, manual_clock, secrets};
+use crate::http::{HttpClient, ManualClock};
+use crate::secrets::ResolvedSecrets;
+
+/// The playbook key every project test uses.
+pub const KEY: &str = "101:poor-health:2026-11-23";
+
+pub fn account(external_id: &str) -> AccountRef {
+    AccountRef {
+        account_id: format!("acct-{external_id}"),
+        external_id: external_id.to_string(),
+        name: format!("Company {external_id}"),
+    }
+}
+
+/// A `SetFields` write of `pairs` (numbers and texts) on account `external_id`.
+pub fn set_fields(external_id: &str, pairs: &[(&str, FieldValue)]) -> WriteOp {
+    let fields: BTreeMap<String, FieldValue> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    WriteOp::SetFields {
+        account: account(external_id),
+        fields,
+    }
+}
+
+pub fn num(n: f64) -> FieldValue {
+    FieldValue::Number(n)
+}
+
+pub fn text(s: &str) -> FieldValue {
+    FieldValue::Text(s.to_string())
+}
+
+/// A two-task "Poor Health: usage" project for account `external_id` under `key`.
+pub fn project_op(external_id: &str, key: &str) -> WriteOp {
+    WriteOp::CreateProject {
+        account: account(external_id),
+        key: key.to_string(),
+        playbook: "poor-health".into(),
+        name: "Poor Health: usage".into(),
+        description: "Usage dropped".into(),
+        tasks: vec![
+            TaskSpec {
+                name: "Call champion".into(),
+                description: "Ask why".into(),
+                due_days: 7,
+            },
+            TaskSpec {
+                name: "Exec sponsor".into(),
+                description: "Escalate".into(),
+                due_days: 0,
+            },
+        ],
+    }
+}
+
+pub fn close_op(external_id: &str, key: &str) -> WriteOp {
+    WriteOp::CloseProject {
+        account: account(external_id),
+        key: key.to_string(),
+        playbook: "poor-health".into(),
+        name: "Poor Health: usage".into(),
+        note: format!("Company {external_id} recovered"),
+    }
+}
+
+/// A sink config for `kind` at `base_url` with `scheme` auth whose secret (role `token`, or `username`
+/// for Basic) is `secret`; `header` names the vendor header for `api_key_header`.
+pub fn sink_config(
+    kind: &str,
+    base_url: &str,
+    scheme: AuthScheme,
+    header: Option<&str>,
+    secret: &str,
+) -> (ConnectorConfig, ResolvedSecrets) {
+    let mut cfg = config(kind, Role::Sink, base_url, scheme);
+    cfg.auth.header = header.map(str::to_string);
+    let role = if scheme == AuthScheme::Basic {
+        "username"
+    } else {
+        "token"
+    };
+    let s = secrets(&mut cfg, &[(role, secret)]);
+    (cfg, s)
+}
+
+/// An HTTP client for `cfg` with the kind's `classifier` (if any) and a manual clock
+/// (2026-11-23T12:00:00Z).
+pub fn client(
+    cfg: &ConnectorConfig,
+    s: &ResolvedSecrets,
+    classifier: Option<crate::http::Classifier>,
+) -> (HttpClient, Arc<ManualClock>) {
+    let clock = manual_clock();
+    let mut http = HttpClient::new(cfg, s)
+        .expect("client")
+        .with_clock(clock.clone());
+    if let Some(c) = classifier {
+        http = http.with_classifier(c);
+    }
+    (http, clock)
+}
+
+/// Every request wiremock received carried `header: value`, and none carried the secret anywhere else
+/// (path, query or body).
+pub async fn assert_auth_on_every_request(
+    server: &wiremock::MockServer,
+    header: &str,
+    value: &str,
+    secret: &str,
+) {
+    let requests = server.received_requests().await.expect("recording on");
+    assert!(!requests.is_empty(), "no request reached the mock");
+    for r in &requests {
+        let got = r.headers.get(header).and_then(|v| v.to_str().ok());
+        assert_eq!(got, Some(value), "{} {} lacks {header}", r.method, r.url);
+        assert!(!r.url.as_str().contains(secret), "secret in url {}", r.url);
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains(secret),
+            "secret in body"
+        );
+    }
+}
+
+/// An error message never repeats the secret.
+pub fn assert_no_secret(message: &str, secret: &str) {
+    assert!(!message.contains(secret), "secret leaked in: {message}");
+}
