@@ -16,6 +16,7 @@ pub mod chargebee;
 mod delighted;
 mod freshdesk;
 mod hubspot;
+mod hubspot_write;
 mod intercom;
 pub mod mixpanel;
 pub mod salesforce;

@@ -9,10 +9,14 @@ pub mod common;
 pub mod delighted;
 pub mod freshdesk;
 pub mod hubspot;
+pub mod hubspot_sink;
 pub mod intercom;
 pub mod mixpanel;
 pub mod quota_pause;
 pub mod salesforce;
+pub mod sink_support;
+#[cfg(test)]
+pub mod sink_testkit;
 pub mod stripe;
 #[cfg(test)]
 pub mod support_testkit;
@@ -35,4 +39,5 @@ pub static KINDS: &[&KindSpec] = &[
     &freshdesk::SPEC,
     &delighted::SPEC,
     &vitally::SPEC,
+    &hubspot_sink::SPEC,
 ];
