@@ -227,7 +227,10 @@ impl HubSpotSink {
             Ok(r) => r,
             Err(e) => {
                 let e = DeliveryError::from(e);
-                return items.iter().map(|_| Err(same(&e))).collect();
+                return items
+                    .iter()
+                    .map(|_| Err(sink_support::same_error(&e)))
+                    .collect();
             }
         };
         if r.status == StatusCode::BAD_REQUEST || r.status == StatusCode::NOT_FOUND {
@@ -481,15 +484,6 @@ impl HubSpotSink {
     }
 }
 
-/// The same classified error again, for every item of a batch that failed as a whole.
-fn same(e: &DeliveryError) -> DeliveryError {
-    match e {
-        DeliveryError::Transient(m) => DeliveryError::Transient(m.clone()),
-        DeliveryError::Invalid(m) => DeliveryError::Invalid(m.clone()),
-        DeliveryError::Rejected(m) => DeliveryError::Rejected(m.clone()),
-    }
-}
-
 impl Sink for HubSpotSink {
     fn deliver<'a>(&'a self, op: &'a WriteOp) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
         Box::pin(async move {
@@ -521,27 +515,12 @@ impl Sink for HubSpotSink {
         &'a self,
         ops: &'a [WriteOp],
     ) -> BoxFuture<'a, Vec<Result<Delivered, DeliveryError>>> {
-        Box::pin(async move {
-            let mut out: Vec<Option<Result<Delivered, DeliveryError>>> =
-                ops.iter().map(|_| None).collect();
-            let mut batch = Vec::new();
-            for (i, op) in ops.iter().enumerate() {
-                match op {
-                    WriteOp::SetFields { account, fields } => batch.push((i, (account, fields))),
-                    other => out[i] = Some(self.deliver(other).await),
-                }
-            }
-            for chunk in batch.chunks(BATCH_MAX) {
-                let items: Vec<_> = chunk.iter().map(|(_, item)| *item).collect();
-                let results = self.set_fields_batch(&items).await;
-                for ((i, _), r) in chunk.iter().zip(results) {
-                    out[*i] = Some(r);
-                }
-            }
-            out.into_iter()
-                .map(|r| r.unwrap_or_else(|| Err(DeliveryError::Transient("not sent".into()))))
-                .collect()
-        })
+        Box::pin(sink_support::deliver_grouped(
+            self,
+            ops,
+            BATCH_MAX,
+            move |items| async move { self.set_fields_batch(&items).await },
+        ))
     }
 }
 

@@ -14,6 +14,7 @@ pub mod intercom;
 pub mod mixpanel;
 pub mod quota_pause;
 pub mod salesforce;
+pub mod salesforce_sink;
 pub mod sink_support;
 #[cfg(test)]
 pub mod sink_testkit;
@@ -40,4 +41,5 @@ pub static KINDS: &[&KindSpec] = &[
     &delighted::SPEC,
     &vitally::SPEC,
     &hubspot_sink::SPEC,
+    &salesforce_sink::SPEC,
 ];

@@ -3,10 +3,63 @@
 //! idempotency key, a project's task list (a project without tasks still becomes one task), and the
 //! error constructors that name connector and account. It owns no vendor's wire format.
 
+use std::collections::BTreeMap;
+use std::future::Future;
+
 use chrono::{DateTime, Days, NaiveDate, Utc};
 
-use crate::connector::{AccountRef, DeliveryError, FieldValue, TaskSpec};
+use crate::connector::{AccountRef, Delivered, DeliveryError, FieldValue, Sink, TaskSpec, WriteOp};
 use crate::http::Clock;
+
+/// One `SetFields` write, borrowed: the account and its mapped fields.
+pub type FieldWrite<'a> = (&'a AccountRef, &'a BTreeMap<String, FieldValue>);
+
+/// The same classified error again, for every item of a batch that failed as a whole.
+pub fn same_error(e: &DeliveryError) -> DeliveryError {
+    match e {
+        DeliveryError::Transient(m) => DeliveryError::Transient(m.clone()),
+        DeliveryError::Invalid(m) => DeliveryError::Invalid(m.clone()),
+        DeliveryError::Rejected(m) => DeliveryError::Rejected(m.clone()),
+    }
+}
+
+/// `Sink::deliver_batch` for a vendor batch endpoint: `SetFields` writes go to `batch` in chunks of
+/// `max` (which must answer one result per item, in order); any other write goes through `deliver`.
+/// Results come back one per op, in order.
+pub async fn deliver_grouped<'a, S, F, Fut>(
+    sink: &'a S,
+    ops: &'a [WriteOp],
+    max: usize,
+    batch: F,
+) -> Vec<Result<Delivered, DeliveryError>>
+where
+    S: Sink + ?Sized,
+    F: Fn(Vec<FieldWrite<'a>>) -> Fut,
+    Fut: Future<Output = Vec<Result<Delivered, DeliveryError>>>,
+{
+    let mut out: Vec<Option<Result<Delivered, DeliveryError>>> = ops.iter().map(|_| None).collect();
+    let mut writes = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            WriteOp::SetFields { account, fields } => writes.push((i, (account, fields))),
+            other => out[i] = Some(sink.deliver(other).await),
+        }
+    }
+    for chunk in writes.chunks(max.max(1)) {
+        let items: Vec<FieldWrite<'a>> = chunk.iter().map(|(_, w)| *w).collect();
+        let mut results = batch(items).await.into_iter();
+        for (i, _) in chunk {
+            out[*i] = Some(results.next().unwrap_or_else(|| {
+                Err(DeliveryError::Transient(
+                    "the batch returned fewer results than items".into(),
+                ))
+            }));
+        }
+    }
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(DeliveryError::Transient("not sent".into()))))
+        .collect()
+}
 
 /// A field value as text: numbers without a trailing `.0`, `Null` as the empty string (which clears a
 /// HubSpot property or a ChurnZero attribute).
