@@ -7,12 +7,14 @@
 //! (see `hubspot`, `stripe`, `usage`, `vitally`) nor the population itself (see `world`).
 //!
 //! The support and survey vendors (`/zendesk`, `/intercom`, `/freshdesk`, `/delighted`) follow the same
-//! pattern; their shared help-desk history is `support`.
+//! pattern; their shared help-desk history is `support`. The write side of HubSpot and Salesforce (for
+//! their sink kinds) lives in `hubspot_write` and `salesforce_write.rs`; `/churnzero` is a sink only.
 //!
 //! Rate limits use real-time windows. Every vendor authenticates before it counts a request,
 //! so rejected credentials never consume the budget.
 
 pub mod chargebee;
+pub mod churnzero;
 mod delighted;
 mod freshdesk;
 mod hubspot;
@@ -140,6 +142,7 @@ pub enum Vendor {
     Intercom,
     Freshdesk,
     Delighted,
+    ChurnZero,
 }
 
 impl Vendor {
@@ -158,6 +161,7 @@ impl Vendor {
             Vendor::Intercom => "/intercom",
             Vendor::Freshdesk => "/freshdesk",
             Vendor::Delighted => "/delighted",
+            Vendor::ChurnZero => "/churnzero",
         }
     }
 }
@@ -222,6 +226,7 @@ pub(crate) struct SimState {
     pub(crate) intercom: intercom::IntercomState,
     pub(crate) freshdesk: freshdesk::FreshdeskState,
     pub(crate) delighted: delighted::DelightedState,
+    pub(crate) churnzero: churnzero::ChurnZeroState,
     pub(crate) received: Mutex<Vec<ReceivedRequest>>,
 }
 
@@ -241,6 +246,7 @@ impl SimState {
             intercom: intercom::IntercomState::new(&world, limits.intercom_per_10s),
             freshdesk: freshdesk::FreshdeskState::new(&world, limits.freshdesk_per_min),
             delighted: delighted::DelightedState::new(&world, limits.delighted_per_min),
+            churnzero: churnzero::ChurnZeroState::new(),
             zendesk: zendesk::ZendeskState::new(
                 &world,
                 limits.zendesk_per_min,
@@ -364,6 +370,7 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         .nest(Vendor::Intercom.prefix(), intercom::router(&state))
         .nest(Vendor::Freshdesk.prefix(), freshdesk::router(&state))
         .nest(Vendor::Delighted.prefix(), delighted::router(&state))
+        .nest(Vendor::ChurnZero.prefix(), churnzero::router())
         .route("/_sim/received", get(sim_received))
         .route("/_sim/state", get(sim_state))
         .route("/_sim/truth", get(sim_truth))

@@ -5,6 +5,7 @@
 use super::KindSpec;
 
 pub mod chargebee;
+pub mod churnzero;
 pub mod common;
 pub mod delighted;
 pub mod freshdesk;
@@ -42,4 +43,5 @@ pub static KINDS: &[&KindSpec] = &[
     &vitally::SPEC,
     &hubspot_sink::SPEC,
     &salesforce_sink::SPEC,
+    &churnzero::SPEC,
 ];
