@@ -29,7 +29,8 @@
 //! update request/response shapes (200/207, `objectWriteTraceId`, `StandardError`), the task properties
 //! and their values, the association body, the search request. From ../shared/api [C], not re-verified:
 //! association type ids 192 (task→company). Assumed, not verified: that 207 errors carry the input's
-//! `objectWriteTraceId` (or `ids`) in `context`; that search can filter tasks by `associations.company`;
+//! `objectWriteTraceId` (or `ids`) in `context`. Seen in public client code [C], not in the spec: the
+//! `associations.company EQ <id>` search filter. Assumed:
 //! that a task is searchable by the time the outbox retries (HubSpot's search index lags a few seconds
 //! behind writes, so a resend within seconds of a crash could miss the first attempt's task). The task
 //! owner is not set (the write carries none). This kind does not decide what to write (the planner)

@@ -394,3 +394,42 @@ fn markers_parse_back_to_their_task() {
     assert_eq!(marked_index("no marker", KEY), None);
     assert!(validate_params(&toml::Table::new()).is_ok());
 }
+
+#[tokio::test]
+async fn the_task_search_follows_paging_to_find_an_earlier_task() {
+    let server = MockServer::start().await;
+    let others: Vec<Value> = (0..3)
+        .map(|i| search_hit(&format!("o-{i}"), "Unrelated call", "NOT_STARTED"))
+        .collect();
+    Mock::given(method("POST"))
+        .and(path("/hubspot/crm/v3/objects/tasks/search"))
+        .and(body_partial_json(json!({"after": "3"})))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"total": 4, "results": [
+                search_hit("t-1", &format!("Call champion [{KEY}/task-1]"), "NOT_STARTED"),
+            ]})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/hubspot/crm/v3/objects/tasks/search"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "total": 4, "results": others, "paging": {"next": {"after": "3"}}})))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/hubspot/crm/v3/objects/tasks/batch/update"))
+        .and(body_json(json!({"inputs": [
+            {"id": "t-1", "properties": {"hs_task_status": "COMPLETED"}}]})))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"status": "COMPLETE", "results": []})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (sink, _) = sink(&server);
+    assert_eq!(sink.deliver(&close_op()).await.unwrap(), Delivered::Applied);
+}

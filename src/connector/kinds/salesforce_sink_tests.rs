@@ -416,3 +416,38 @@ fn params_and_soql_escaping() {
     assert_eq!(soql_escape("a'b\\c_d%", false), "a\\'b\\\\c_d%");
     assert_eq!(soql_escape("a_b%", true), "a\\_b\\%");
 }
+
+#[tokio::test]
+async fn the_task_query_follows_next_records_url() {
+    let f = Fixture::new("").await;
+    Mock::given(method("GET"))
+        .and(path(format!("{V}/query")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "totalSize": 2, "done": false, "nextRecordsUrl": format!("{V}/query/01gSIM-1"),
+            "records": [task_row("00T1", 1, "Completed")]})))
+        .expect(1)
+        .mount(&f.server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("{V}/query/01gSIM-1")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "totalSize": 2, "done": true, "records": [task_row("00T2", 2, "Not Started")]})))
+        .expect(1)
+        .mount(&f.server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path(format!("{V}/composite/sobjects")))
+        .and(body_json(json!({"allOrNone": false, "records": [
+            {"attributes": {"type": "Task"}, "id": "00T2", "Status": "Completed"}]})))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!([{"id": "00T2", "success": true, "errors": []}])),
+        )
+        .expect(1)
+        .mount(&f.server)
+        .await;
+    assert_eq!(
+        f.sink.deliver(&close_op()).await.unwrap(),
+        Delivered::Applied
+    );
+}
