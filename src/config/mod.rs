@@ -111,6 +111,9 @@ pub enum AuthScheme {
     Basic,
     /// The key in a vendor-named header (`header`), e.g. Gainsight's `accessKey`.
     ApiKeyHeader,
+    /// The key in a vendor-named query parameter (`param`), e.g. ChurnZero's `appKey`. Engine errors and
+    /// logs never show query strings, so the key stays out of them.
+    ApiKeyQuery,
     /// OAuth 2.0 client-credentials grant (RFC 6749 §4.4) at `token_url`; the access token is cached and
     /// sent as a bearer token (Salesforce connected apps, HubSpot/Zendesk apps).
     OAuth2ClientCredentials,
@@ -123,6 +126,7 @@ impl AuthScheme {
         ("bearer", AuthScheme::Bearer),
         ("basic", AuthScheme::Basic),
         ("api_key_header", AuthScheme::ApiKeyHeader),
+        ("api_key_query", AuthScheme::ApiKeyQuery),
         (
             "oauth2_client_credentials",
             AuthScheme::OAuth2ClientCredentials,
@@ -147,6 +151,8 @@ pub struct AuthConfig {
     pub username: Option<SecretRef>,
     pub password: Option<SecretRef>,
     pub header: Option<String>,
+    /// For `api_key_query`: the query parameter that carries the key.
+    pub param: Option<String>,
     /// Set for the `oauth2_*` schemes.
     pub oauth2: Option<OAuth2Settings>,
 }

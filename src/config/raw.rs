@@ -87,6 +87,8 @@ pub struct RawAuth {
     pub password: Option<Spanned<String>>,
     /// For `api_key_header`: the header that carries the key.
     pub header: Option<Spanned<String>>,
+    /// For `api_key_query`: the query parameter that carries the key.
+    pub param: Option<Spanned<String>>,
     /// For the `oauth2_*` schemes: the token endpoint (a plain URL, not a secret).
     pub token_url: Option<Spanned<String>>,
     pub client_id: Option<Spanned<String>>,

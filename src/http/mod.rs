@@ -1,7 +1,7 @@
 //! The HTTP engine: the only builder of reqwest clients and the only place a secret becomes a header.
 //!
 //! One [`HttpClient`] per connector: rustls, the connector's timeout, user agent `healthsync/<version>`,
-//! auth injected per request from the resolved secrets (bearer, basic, vendor header, OAuth 2.0
+//! auth injected per request from the resolved secrets (bearer, basic, vendor header or query parameter, OAuth 2.0
 //! client-credentials or refresh-token grants with a cached access token, `oauth2.rs`), a governor rate
 //! limiter awaited before every attempt, and retries with full-jitter exponential backoff that honour
 //! `Retry-After`. With OAuth 2.0, a 401 drops the cached token and the call is retried once with a fresh
@@ -160,6 +160,11 @@ enum Auth {
         name: HeaderName,
         value: SecretString,
     },
+    /// A query parameter (`?appKey=…`); never part of an error or log line (they name the path only).
+    Query {
+        name: String,
+        value: SecretString,
+    },
     OAuth2(Box<oauth2::OAuth2>),
 }
 
@@ -169,6 +174,7 @@ impl fmt::Debug for Auth {
             Auth::Bearer(_) => "bearer",
             Auth::Basic { .. } => "basic",
             Auth::Header { .. } => "api_key_header",
+            Auth::Query { .. } => "api_key_query",
             Auth::OAuth2(o) => o.scheme_name(),
         })
     }
@@ -212,6 +218,13 @@ impl Auth {
                 })?;
                 Auth::Header { name, value }
             }
+            AuthScheme::ApiKeyQuery => Auth::Query {
+                name: config.auth.param.clone().ok_or_else(|| HttpError::Config {
+                    connector: config.id.clone(),
+                    reason: "auth scheme api_key_query needs `param`".into(),
+                })?,
+                value: get("token")?,
+            },
             AuthScheme::OAuth2ClientCredentials | AuthScheme::OAuth2RefreshToken => {
                 Auth::OAuth2(Box::new(oauth2::OAuth2::from_config(config, secrets)?))
             }
@@ -233,6 +246,7 @@ impl Auth {
                 // Unreachable: checked when the client was built.
                 Err(_) => rb,
             },
+            Auth::Query { name, value } => rb.query(&[(name.as_str(), value.expose_secret())]),
             // The access token is fetched asynchronously; `HttpClient::execute` sets it.
             Auth::OAuth2(_) => rb,
         }

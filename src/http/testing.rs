@@ -28,6 +28,7 @@ pub fn config(kind: &str, role: Role, base_url: &str, scheme: AuthScheme) -> Con
             username: None,
             password: None,
             header: None,
+            param: None,
             oauth2: None,
         },
         rate_limit: RateLimit::per_secs(10_000, 1),

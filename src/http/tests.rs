@@ -82,6 +82,29 @@ async fn auth_header_on_every_request_for_each_scheme() {
 }
 
 #[tokio::test]
+async fn api_key_query_sends_the_key_as_a_parameter_and_never_in_errors() {
+    let server = MockServer::start().await;
+    Mock::given(path("/i"))
+        .and(wiremock::matchers::query_param("appKey", "ak_query_secret"))
+        .and(wiremock::matchers::query_param("action", "setAttribute"))
+        .respond_with(ResponseTemplate::new(400).set_body_string("bad"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut c = config("t", Role::Sink, &server.uri(), AuthScheme::ApiKeyQuery);
+    c.auth.param = Some("appKey".into());
+    let s = secrets(&mut c, &[("token", "ak_query_secret")]);
+    let client = HttpClient::new(&c, &s).unwrap();
+    let err = client
+        .get_json("/i", &[("action", "setAttribute".to_string())])
+        .await
+        .unwrap_err();
+    let shown = format!("{err} {err:?} {client:?}");
+    assert!(shown.contains("http 400"), "{shown}");
+    assert!(!shown.contains("ak_query_secret"), "{shown}");
+}
+
+#[tokio::test]
 async fn missing_secret_fails_the_build_without_values() {
     let mut c = config("t", Role::Source, "http://127.0.0.1:9", AuthScheme::Bearer);
     let s = secrets(&mut c, &[]);

@@ -3,8 +3,8 @@
 //! Owns, under the `/hubspot` prefix: `GET /crm/v3/objects/companies` (list, `after` cursor),
 //! `POST /crm/v3/objects/companies/search` (offset `after`, 10,000-result window), Bearer auth
 //! with HubSpot's 401 body, and the ten-secondly rolling limit with HubSpot's 429 body and
-//! `X-HubSpot-RateLimit-*` headers on every authenticated response. It does not own writes to
-//! HubSpot (not simulated) nor the company data (see `world`).
+//! `X-HubSpot-RateLimit-*` headers on every authenticated response. The write side (company updates,
+//! tasks) is `hubspot_write`, mounted behind the same gate; the company data is `world`.
 //!
 //! Assumptions not verifiable from the spec: the 401/429/400 message texts and the
 //! `TEN_SECONDLY_ROLLING` policy name are from secondary sources; search counts against the
@@ -50,6 +50,8 @@ const ALWAYS_PROPS: [&str; 3] = ["hs_object_id", "createdate", "hs_lastmodifiedd
 
 pub(crate) struct HubState {
     limiter: Mutex<Limiter>,
+    /// The write side (`hubspot_write`): company properties and tasks written through the API.
+    pub(crate) write: super::hubspot_write::WriteState,
 }
 
 struct Limiter {
@@ -73,6 +75,7 @@ impl HubState {
                 ten: RollingWindow::new(per_10s, Duration::from_secs(10)),
                 daily_used: 0,
             }),
+            write: Default::default(),
         }
     }
 
@@ -113,7 +116,9 @@ pub(crate) fn router(state: &Arc<SimState>) -> Router<Arc<SimState>> {
     Router::new()
         .route("/crm/v3/objects/companies", get(list))
         .route("/crm/v3/objects/companies/search", post(search))
+        .merge(super::hubspot_write::routes())
         .layer(middleware::from_fn_with_state(Arc::clone(state), gate))
+        .merge(super::hubspot_write::introspection())
 }
 
 fn error(st: &SimState, status: StatusCode, category: &str, message: &str) -> Response {

@@ -7,16 +7,19 @@
 //! (see `hubspot`, `stripe`, `usage`, `vitally`) nor the population itself (see `world`).
 //!
 //! The support and survey vendors (`/zendesk`, `/intercom`, `/freshdesk`, `/delighted`) follow the same
-//! pattern; their shared help-desk history is `support`.
+//! pattern; their shared help-desk history is `support`. The write side of HubSpot and Salesforce (for
+//! their sink kinds) lives in `hubspot_write` and `salesforce_write.rs`; `/churnzero` is a sink only.
 //!
 //! Rate limits use real-time windows. Every vendor authenticates before it counts a request,
 //! so rejected credentials never consume the budget.
 
 pub mod chargebee;
+pub mod churnzero;
 mod delighted;
 mod freshdesk;
 pub mod gainsight;
 mod hubspot;
+mod hubspot_write;
 mod intercom;
 pub mod mixpanel;
 pub mod planhat;
@@ -158,6 +161,7 @@ pub enum Vendor {
     Planhat,
     Gainsight,
     Totango,
+    ChurnZero,
 }
 
 impl Vendor {
@@ -180,6 +184,7 @@ impl Vendor {
             Vendor::Gainsight => "/gainsight",
             // The REST API and the collection gateway (`/pixel.gif/`) share the prefix.
             Vendor::Totango => "/totango",
+            Vendor::ChurnZero => "/churnzero",
         }
     }
 }
@@ -247,6 +252,7 @@ pub(crate) struct SimState {
     pub(crate) planhat: planhat::PlanhatState,
     pub(crate) gainsight: gainsight::GainsightState,
     pub(crate) totango: totango::TotangoState,
+    pub(crate) churnzero: churnzero::ChurnZeroState,
     pub(crate) received: Mutex<Vec<ReceivedRequest>>,
 }
 
@@ -269,6 +275,7 @@ impl SimState {
             planhat: planhat::PlanhatState::new(&world, limits.planhat_per_min),
             gainsight: gainsight::GainsightState::new(&world, limits.gainsight_per_min),
             totango: totango::TotangoState::new(&world, limits.totango_per_min),
+            churnzero: churnzero::ChurnZeroState::new(),
             zendesk: zendesk::ZendeskState::new(
                 &world,
                 limits.zendesk_per_min,
@@ -395,6 +402,7 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         .nest(Vendor::Planhat.prefix(), planhat::router(&state))
         .nest(Vendor::Gainsight.prefix(), gainsight::router(&state))
         .nest(Vendor::Totango.prefix(), totango::router(&state))
+        .nest(Vendor::ChurnZero.prefix(), churnzero::router())
         .route("/_sim/received", get(sim_received))
         .route("/_sim/state", get(sim_state))
         .route("/_sim/state/planhat", get(planhat::sim_state))

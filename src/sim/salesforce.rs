@@ -15,7 +15,8 @@
 //! through `HubSpot_Company_Id__c` and `Website`. Some rows share a `SystemModstamp` (bulk updates), so
 //! ties at page boundaries happen. The SOQL subset understood: `SELECT <fields> FROM <object> [WHERE
 //! SystemModstamp <op> <datetime>] [ORDER BY SystemModstamp [ASC][, Id [ASC]]] [LIMIT n]`; anything else is
-//! a `MALFORMED_QUERY` (a deviation: the real API accepts far more). It does not own the accounts (`world`).
+//! a `MALFORMED_QUERY` (a deviation: the real API accepts far more). It does not own the accounts (`world`)
+//! nor the write side (`salesforce_write.rs`, mounted behind the same gate).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,6 +62,8 @@ pub(crate) struct SalesforceState {
     used: AtomicU64,
     daily_limit: u64,
     seq: AtomicU64,
+    /// The write side (`salesforce_write.rs`): Account fields and Tasks written through the API.
+    pub(crate) write: write::WriteState,
 }
 
 struct Locator {
@@ -91,6 +94,7 @@ impl SalesforceState {
             used: AtomicU64::new(0),
             daily_limit: u64::from(daily_limit),
             seq: AtomicU64::new(1),
+            write: Default::default(),
         }
     }
 
@@ -104,10 +108,12 @@ pub(crate) fn router(state: &Arc<SimState>) -> Router<Arc<SimState>> {
     let api = Router::new()
         .route("/services/data/{version}/query", get(query))
         .route("/services/data/{version}/query/{locator}", get(query_more))
+        .merge(write::routes())
         .layer(middleware::from_fn_with_state(Arc::clone(state), gate));
     Router::new()
         .route("/services/oauth2/token", post(token))
         .merge(api)
+        .merge(write::introspection())
 }
 
 fn errors(status: StatusCode, code: &str, message: &str) -> Response {
@@ -353,6 +359,9 @@ async fn query(
             "A query string has to be specified",
         );
     };
+    if let Some(answer) = write::query(&st, &version, q) {
+        return answer;
+    }
     let sf = &st.salesforce;
     let soql = match parse_soql(q, &sf.tables) {
         Ok(s) => s,
@@ -439,6 +448,9 @@ fn render(
 
 #[path = "salesforce_data.rs"]
 mod data;
+
+#[path = "salesforce_write.rs"]
+mod write;
 
 #[cfg(test)]
 #[path = "salesforce_tests.rs"]

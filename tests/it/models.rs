@@ -24,8 +24,8 @@ const MODELS: [&str; 4] = [
     "simple-seven",
 ];
 
-/// The shipped config with `model` as the health model. The Vitally field map names the starter model's
-/// categories, so it is cut down to the overall fields, as an admin switching models would.
+/// The shipped config with `model` as the health model. The sinks' field maps name the starter model's
+/// categories, so they are cut down to the overall fields, as an admin switching models would.
 fn copy_with(model: &str) -> ConfigCopy {
     let copy = ConfigCopy::new();
     copy.edit(
@@ -33,13 +33,18 @@ fn copy_with(model: &str) -> ConfigCopy {
         "models/starter.toml",
         &format!("models/{model}.toml"),
     );
-    let vitally = std::fs::read_to_string(copy.path("connectors/vitally.toml")).unwrap();
-    let cut = vitally
-        .split("[fields.categories]")
-        .next()
-        .unwrap()
-        .to_string();
-    copy.write("connectors/vitally.toml", &cut);
+    for entry in std::fs::read_dir(copy.path("connectors")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut file: toml::Table =
+            toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let cut = file
+            .get_mut("fields")
+            .and_then(|f| f.as_table_mut())
+            .and_then(|f| f.remove("categories"));
+        if cut.is_some() {
+            std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();
+        }
+    }
     copy
 }
 

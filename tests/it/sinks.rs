@@ -25,6 +25,8 @@ fn swap_sink(dir: &Path, sim: &SimHandle, kind: &str, vendor: Vendor, token: &st
         toml::from_str(&std::fs::read_to_string(shipped).unwrap()).unwrap();
     let base = sim.base_url(vendor);
     table.insert("base_url".into(), base.clone().into());
+    // Shipped disabled (the shipped config writes to Vitally); this test turns it on.
+    table.insert("enabled".into(), true.into());
     let secret = dir.join(format!("secrets/{kind}"));
     std::fs::write(&secret, token).unwrap();
     let auth = table

@@ -411,3 +411,23 @@ fn new_source_kinds_check_their_params() {
         "{text}"
     );
 }
+
+#[test]
+fn api_key_query_needs_its_param_and_sink_params_are_checked() {
+    let c = ConfigCopy::new();
+    c.edit("connectors/churnzero.toml", "param = \"appKey\"", "");
+    c.edit(
+        "connectors/salesforce_sink.toml",
+        "key_field = \"Healthsync_Key__c\"",
+        "key_field = \"Healthsync Key\"",
+    );
+    let text = assert_invalid(
+        &c,
+        "connectors/churnzero.toml:10",
+        "auth scheme api_key_query needs `param`",
+    );
+    assert!(
+        text.contains("`key_field` `Healthsync Key` is not a Salesforce field name"),
+        "{text}"
+    );
+}

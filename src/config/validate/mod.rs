@@ -717,6 +717,12 @@ fn check_auth(
                 f.err(out, span.clone(), "auth scheme api_key_header needs `header`, the header name that carries the key");
             }
         }
+        Some(AuthScheme::ApiKeyQuery) => {
+            needs(raw.token.is_some(), "token", "env:API_KEY", out);
+            if raw.param.is_none() {
+                f.err(out, span.clone(), "auth scheme api_key_query needs `param`, the query parameter that carries the key");
+            }
+        }
         Some(AuthScheme::OAuth2ClientCredentials | AuthScheme::OAuth2RefreshToken) => {}
         None => {}
     }
@@ -730,6 +736,7 @@ fn check_auth(
         username,
         password,
         header: raw.header.map(Spanned::into_inner),
+        param: raw.param.map(Spanned::into_inner),
         oauth2,
     })
 }

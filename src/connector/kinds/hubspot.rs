@@ -70,8 +70,8 @@ fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     ))))
 }
 
-/// HubSpot's daily quota: retrying within the run cannot help.
-fn classify(
+/// HubSpot's daily quota: retrying within the run cannot help. Shared with the `hubspot_sink` kind.
+pub(crate) fn classify(
     status: StatusCode,
     _: &HeaderMap,
     body: &[u8],

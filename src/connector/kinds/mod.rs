@@ -5,16 +5,20 @@
 use super::KindSpec;
 
 pub mod chargebee;
+pub mod churnzero;
 pub mod common;
 pub mod delighted;
 pub mod freshdesk;
 pub mod gainsight;
 pub mod hubspot;
+pub mod hubspot_sink;
 pub mod intercom;
 pub mod mixpanel;
 pub mod planhat;
 pub mod quota_pause;
 pub mod salesforce;
+pub mod salesforce_sink;
+pub mod sink_support;
 #[cfg(test)]
 pub mod sink_testkit;
 pub mod stripe;
@@ -43,4 +47,7 @@ pub static KINDS: &[&KindSpec] = &[
     &planhat::SPEC,
     &gainsight::SPEC,
     &totango::SPEC,
+    &hubspot_sink::SPEC,
+    &salesforce_sink::SPEC,
+    &churnzero::SPEC,
 ];

@@ -78,7 +78,7 @@ const PARAM_KEYS: &[&str] = &[
     "extra_fields",
     "max_api_usage_percent",
 ];
-const DEFAULT_API_VERSION: &str = "v62.0";
+pub(crate) const DEFAULT_API_VERSION: &str = "v62.0";
 /// Salesforce's batch-size bounds for `Sforce-Query-Options`.
 const MIN_BATCH: u32 = 200;
 const MAX_BATCH: u32 = 2000;
@@ -186,11 +186,22 @@ fn object(stream: &str) -> Option<(&'static str, &'static [&'static str])> {
 }
 
 /// A SOQL field name: letters, digits, underscores and relationship dots (`Owner.Email`, `Health__c`).
-fn is_field_name(s: &str) -> bool {
+pub(crate) fn is_field_name(s: &str) -> bool {
     !s.is_empty()
         && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+}
+
+/// `v62.0`-shaped: a `v`, digits, a dot, digits. Shared with the `salesforce_sink` kind.
+pub(crate) fn is_api_version(s: &str) -> bool {
+    s.strip_prefix('v')
+        .and_then(|v| v.split_once('.'))
+        .is_some_and(|(a, b)| {
+            !a.is_empty()
+                && !b.is_empty()
+                && (a.to_string() + b).chars().all(|c| c.is_ascii_digit())
+        })
 }
 
 struct Params {
@@ -204,15 +215,7 @@ fn parse_params(params: &toml::Table) -> Result<Params, String> {
     common::check_keys(params, PARAM_KEYS)?;
     let api_version =
         common::string_param(params, "api_version")?.unwrap_or_else(|| DEFAULT_API_VERSION.into());
-    let valid_version = api_version
-        .strip_prefix('v')
-        .and_then(|v| v.split_once('.'))
-        .is_some_and(|(a, b)| {
-            !a.is_empty()
-                && !b.is_empty()
-                && (a.to_string() + b).chars().all(|c| c.is_ascii_digit())
-        });
-    if !valid_version {
+    if !is_api_version(&api_version) {
         return Err(format!(
             "`api_version` must look like v62.0, not `{api_version}`"
         ));
@@ -299,8 +302,8 @@ pub(crate) fn classify(
     })
 }
 
-/// `api-usage=N/M` from `Sforce-Limit-Info`.
-fn api_usage(headers: &HeaderMap) -> Option<(u64, u64)> {
+/// `api-usage=N/M` from `Sforce-Limit-Info`. Shared with the `salesforce_sink` kind.
+pub(crate) fn api_usage(headers: &HeaderMap) -> Option<(u64, u64)> {
     let v = headers.get("sforce-limit-info")?.to_str().ok()?;
     let usage = v
         .split(',')

@@ -1,9 +1,11 @@
-//! Test helpers shared by the CS-platform sink kinds' tests (Planhat, Gainsight, Totango): the writes they
-//! deliver, a config pointing at a mock server or the simulator, and checks every sink test repeats.
+//! Test helpers shared by the CS-platform sink kinds' tests: the writes they deliver, a config pointing at
+//! a mock server or the simulator, a captured log (to show no secret reaches it), and checks every sink
+//! test repeats.
 //! Test-only; it owns no vendor knowledge (each kind's tests mount their own vendor responses).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 
 use crate::config::{AuthScheme, ConnectorConfig};
 use crate::connector::{AccountRef, FieldValue, Role, TaskSpec, WriteOp};
@@ -136,4 +138,65 @@ pub async fn assert_auth_on_every_request(
 /// An error message never repeats the secret.
 pub fn assert_no_secret(message: &str, secret: &str) {
     assert!(!message.contains(secret), "secret leaked in: {message}");
+}
+
+/// Every log line written (at debug and above) while the guard lives, on this thread.
+#[derive(Clone, Default)]
+pub struct CapturedLog(Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLog {
+    /// Installs a debug-level subscriber for the current thread (`#[tokio::test]` runs on one thread).
+    pub fn install() -> (CapturedLog, tracing::subscriber::DefaultGuard) {
+        let log = CapturedLog::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        tracing::callsite::rebuild_interest_cache();
+        (log, guard)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log lock")).into_owned()
+    }
+}
+
+impl Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Asserts that the mock saw at least one request and every one carried `authorization: expected`.
+pub async fn assert_all_authed(server: &wiremock::MockServer, expected: &str) {
+    let requests = server.received_requests().await.expect("recording on");
+    assert!(!requests.is_empty(), "no request reached the mock");
+    for r in &requests {
+        let got = r.headers.get("authorization").and_then(|v| v.to_str().ok());
+        assert_eq!(got, Some(expected), "{} {}", r.method, r.url.path());
+    }
+}
+
+/// The JSON bodies of the requests the mock saw with `method` on `path`, in order.
+pub async fn bodies(
+    server: &wiremock::MockServer,
+    method: &str,
+    path: &str,
+) -> Vec<serde_json::Value> {
+    server
+        .received_requests()
+        .await
+        .expect("recording on")
+        .iter()
+        .filter(|r| r.method.as_str() == method && r.url.path() == path)
+        .map(|r| serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null))
+        .collect()
 }
