@@ -110,6 +110,7 @@ pub fn validated(config: &Config, json: bool) -> Result<(), super::CliError> {
             "connectors": config.connectors.iter().map(|c| json!({"id": c.id, "kind": c.kind, "role": c.role, "enabled": c.enabled, "schedule": c.schedule})).collect::<Vec<_>>(),
             "model": {"name": m.name, "hash": m.hash, "metrics": m.metrics.len(), "categories": m.categories.len(), "playbooks": m.playbooks.len()},
             "warnings": config.warnings,
+            "sink_limitations": config.sinks().map(|c| json!({"connector": c.id, "kind": c.kind, "limitations": crate::connector::kinds::limitations(&c.kind)})).collect::<Vec<_>>(),
         }));
     } else {
         for w in &config.warnings {
@@ -123,6 +124,11 @@ pub fn validated(config: &Config, json: bool) -> Result<(), super::CliError> {
             m.categories.len(),
             m.playbooks.len()
         );
+        for c in config.sinks() {
+            for l in crate::connector::kinds::limitations(&c.kind) {
+                println!("note: sink {} ({}): {l}", c.id, c.kind);
+            }
+        }
     }
     Ok(())
 }

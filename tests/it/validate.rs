@@ -36,6 +36,11 @@ fn shipped_config_is_valid() {
         text(&out.stdout)
     );
     assert!(text(&out.stdout).contains("config is valid"));
+    assert!(
+        text(&out.stdout).contains("note: sink vitally (vitally): projects cannot be completed"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]

@@ -51,3 +51,48 @@ pub static KINDS: &[&KindSpec] = &[
     &salesforce_sink::SPEC,
     &churnzero::SPEC,
 ];
+
+/// What a sink kind's platform cannot do through its API, and the nearest thing healthsync does instead.
+/// `healthsync validate` prints these for every enabled sink, so an admin learns them before a CSM does;
+/// each kind's module doc has the details.
+pub fn limitations(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "vitally" => &["projects cannot be completed through the API: recovery adds a closing note to the account"],
+        "planhat" => &["recovery ends the project (end date); its tasks stay open for the CSM"],
+        "gainsight" => &["Cockpit tasks are not created through the API: a CTA's tasks are a checklist in its comments"],
+        "totango" => &[
+            "attributes are not confirmed and unknown accounts are created, not refused",
+            "tasks return no id, so recovery adds a closing touchpoint instead of closing them",
+        ],
+        "hubspot_sink" => &[
+            "HubSpot has no projects: each playbook task is a task on the company, found again by a key in its subject",
+            "recovery completes the tasks; no closing note is written",
+        ],
+        "salesforce_sink" => &["duplicate-free task creation needs a unique External ID field on Task (`key_field`)"],
+        "churnzero" => &[
+            "the push API cannot create tasks: a playbook sets account attributes a ChurnZero Play can act on",
+            "it answers 200 to everything: unknown accounts and attribute names are not reported back",
+        ],
+        _ => &[],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connector::Role;
+
+    #[test]
+    fn every_sink_kind_states_what_its_platform_cannot_do() {
+        for k in KINDS {
+            match k.role {
+                Role::Sink => assert!(
+                    !limitations(k.name).is_empty(),
+                    "{} lists no limitation",
+                    k.name
+                ),
+                Role::Source => assert!(limitations(k.name).is_empty(), "{} is a source", k.name),
+            }
+        }
+    }
+}
