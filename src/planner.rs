@@ -206,10 +206,29 @@ fn plan_playbook(
         return Ok(());
     };
     let existing = store.project(&sink.id, &s.account.id, &pb.id)?;
-    let triggered = band <= pb.enters;
+    let (triggered, recovered, out_of) = match pb.drop {
+        // The band already applies the hysteresis margin, so leaving the trigger band is a real recovery.
+        None => {
+            let t = band <= pb.enters;
+            (t, !t, format!("out of the {} band", pb.enters.name()))
+        }
+        Some(d) => {
+            let high = recent_high(store, pb, s, d.days, now)?.max(score);
+            let fall = high - score;
+            (
+                fall >= d.points,
+                fall < d.points / 2.0,
+                format!(
+                    "back within {} points of its {}-day high of {}",
+                    d.points / 2.0,
+                    d.days,
+                    high.round()
+                ),
+            )
+        }
+    };
     match (&existing, triggered) {
-        (Some(p), false) if p.state == ProjectState::Open => {
-            // The band already applies the hysteresis margin, so leaving the trigger band is a real recovery.
+        (Some(p), _) if p.state == ProjectState::Open && recovered => {
             plan.recoveries.push(Recovery {
                 sink: sink.id.clone(),
                 account_id: s.account.id.clone(),
@@ -217,11 +236,10 @@ fn plan_playbook(
                 project: p.name.clone(),
             });
             let note = format!(
-                "{} recovered: {target_label} is {} ({}), out of the {} band that opened \"{}\" on {}. Closed by healthsync.",
+                "{} recovered: {target_label} is {} ({}), {out_of}; \"{}\" was opened on {}. Closed by healthsync.",
                 s.account.name,
                 score.round(),
                 band.name(),
-                pb.enters.name(),
                 p.name,
                 p.opened_at.format("%Y-%m-%d")
             );
@@ -346,6 +364,23 @@ fn plan_playbook(
         }),
     });
     Ok(())
+}
+
+/// The highest watched score in the account's stored history over the last `days` days.
+fn recent_high(
+    store: &Store,
+    pb: &Playbook,
+    s: &AccountScore,
+    days: u32,
+    now: DateTime<Utc>,
+) -> Result<f64, StoreError> {
+    let since = now - Duration::days(i64::from(days));
+    let history: Vec<(String, AccountScore)> = store.history(&s.account.id)?;
+    Ok(history
+        .iter()
+        .filter(|(_, h)| h.as_of >= since && h.as_of <= now)
+        .filter_map(|(_, h)| watched(pb, h).0)
+        .fold(f64::MIN, f64::max))
 }
 
 /// Metrics of the watched target that are in the playbook's band or worse, worst first.

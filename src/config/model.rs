@@ -410,10 +410,21 @@ pub struct Playbook {
     pub cooldown_days: u32,
     /// At most this many openings per account in a rolling window.
     pub limit: Option<OpenLimit>,
+    /// Trigger when the watched score falls this far below its high of the window, instead of on a band.
+    pub drop: Option<ScoreDrop>,
     /// minijinja sources, checked to compile and to use only known variables.
     pub project: String,
     pub description: String,
     pub tasks: Vec<TaskTemplate>,
+}
+
+/// "The score dropped by `points` within `days` days": the playbook opens when the watched score is at
+/// least `points` below its highest value in the last `days` days of history, and the account counts as
+/// recovered once it is back within half of that (the hysteresis that keeps it from flapping).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ScoreDrop {
+    pub points: f64,
+    pub days: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -301,11 +301,21 @@ pub struct RawPlaybook {
     /// At most `times` openings in any `days`-day window, e.g. `limit = { times = 2, days = 90 }`.
     #[serde(default)]
     pub limit: Option<Spanned<RawOpenLimit>>,
+    /// Trigger on a fall instead of a band: `drop = { points = 15, days = 30 }`.
+    #[serde(default)]
+    pub drop: Option<Spanned<RawDrop>>,
     pub project: Spanned<String>,
     #[serde(default)]
     pub description: Option<Spanned<String>>,
     #[serde(default)]
     pub tasks: Vec<Spanned<RawTask>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDrop {
+    pub points: f64,
+    pub days: i64,
 }
 
 #[derive(Debug, Deserialize)]

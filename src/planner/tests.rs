@@ -6,7 +6,7 @@ use std::path::Path;
 use chrono::TimeZone as _;
 
 use super::*;
-use crate::config::{Config, OpenLimit, TaskTemplate};
+use crate::config::{Config, OpenLimit, ScoreDrop, TaskTemplate};
 use crate::identity::Account;
 use crate::pipeline::Runtime;
 
@@ -19,6 +19,10 @@ fn t(day: u32) -> DateTime<Utc> {
 
 /// The shipped config (its secrets need not resolve: nothing is sent) with one overall playbook.
 fn config(limit: Option<OpenLimit>) -> Config {
+    config_with(limit, None)
+}
+
+fn config_with(limit: Option<OpenLimit>, drop: Option<ScoreDrop>) -> Config {
     let mut c = crate::config::load(Path::new("config/healthsync.toml")).expect("shipped config");
     c.model.playbooks = vec![Playbook {
         id: "overall_red".into(),
@@ -26,6 +30,7 @@ fn config(limit: Option<OpenLimit>) -> Config {
         enters: Band::Red,
         cooldown_days: 10,
         limit,
+        drop,
         project: "Poor Health: {{ account.name }}".into(),
         description: "Overall score {{ score }}".into(),
         tasks: vec![TaskTemplate {
@@ -177,4 +182,63 @@ fn cooldown_then_limit_hold_back_new_projects() {
         .expect("read")
         .expect("project");
     assert_eq!(p.earlier_openings, vec![t(12)]);
+}
+
+#[test]
+fn a_drop_playbook_opens_on_the_fall_and_closes_once_back_within_half() {
+    let drop = ScoreDrop {
+        points: 15.0,
+        days: 30,
+    };
+    let rt = Runtime::build(
+        config_with(None, Some(drop)),
+        Store::temporary().expect("store"),
+    );
+    let history = |day: u32, overall: f64| {
+        let s = score("a", overall, Band::Green, day);
+        rt.store
+            .put_scores(t(day).date_naive(), &[("a".to_string(), &s)])
+            .expect("history");
+    };
+    history(0, 90.0);
+    // 10 points down: not yet.
+    history(3, 80.0);
+    assert_eq!(
+        plan_and_land(&rt, &[score("a", 80.0, Band::Green, 3)], t(3)).projects(),
+        0
+    );
+    // 16 points below the 30-day high, still green: the drop opens the project, the band does not matter.
+    history(5, 74.0);
+    assert_eq!(
+        plan_and_land(&rt, &[score("a", 74.0, Band::Amber, 5)], t(5)).projects(),
+        1
+    );
+    // Up to 80 (10 below the high): between the thresholds, the project stays open.
+    history(6, 80.0);
+    assert_eq!(
+        plan_and_land(&rt, &[score("a", 80.0, Band::Green, 6)], t(6)).closures(),
+        0
+    );
+    // Within half the drop (7.5 points) of the high: recovered, closed.
+    history(7, 84.0);
+    let plan = plan_and_land(&rt, &[score("a", 84.0, Band::Green, 7)], t(7));
+    assert_eq!(plan.closures(), 1);
+    let note = plan
+        .writes
+        .iter()
+        .find_map(|w| match &w.op {
+            WriteOp::CloseProject { note, .. } => Some(note.clone()),
+            _ => None,
+        })
+        .expect("close");
+    assert!(
+        note.contains("back within 7.5 points of its 30-day high of 90"),
+        "{note}"
+    );
+    // Forty days on, the old high has left the window: the same score triggers nothing.
+    history(47, 70.0);
+    assert_eq!(
+        plan_and_land(&rt, &[score("a", 70.0, Band::Amber, 47)], t(47)).projects(),
+        0
+    );
 }

@@ -129,6 +129,24 @@ fn unknown_log_format_lists_the_known_ones() {
 }
 
 #[test]
+fn playbook_drop_out_of_range_and_with_enters_are_both_reported() {
+    let c = ConfigCopy::new();
+    c.edit(
+        "config/models/starter.toml",
+        "cooldown_days = 30\n",
+        "cooldown_days = 30\ndrop = { points = 200, days = 30 }\n",
+    );
+    let err = assert_invalid(
+        &c,
+        "config/models/starter.toml:127",
+        "playbook poor_usage: drop needs points between 1 and 99",
+    );
+    let enters = c.path("config/models/starter.toml:125").display().to_string();
+    assert!(err.contains(&enters), "{err}");
+    assert!(err.contains("enters and drop exclude each other"), "{err}");
+}
+
+#[test]
 fn missing_model_file() {
     let c = ConfigCopy::new();
     c.edit(

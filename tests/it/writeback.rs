@@ -75,6 +75,7 @@ async fn a_thousand_red_accounts_open_a_thousand_projects_once() {
         enters: Band::Red,
         cooldown_days: 30,
         limit: None,
+        drop: None,
         project: "Poor Health: {{ account.name }}".into(),
         description: "Overall {{ score }}".into(),
         tasks: vec![TaskTemplate {

@@ -96,6 +96,38 @@ pub(super) fn check_playbook(
             None
         }
     };
+    let drop = r.drop.as_ref().and_then(|d| {
+        let (points, days) = (d.get_ref().points, d.get_ref().days);
+        let mut ok = true;
+        if !(1.0..=99.0).contains(&points) || !(1..=365).contains(&days) {
+            f.err(
+                out,
+                d.span(),
+                format!("playbook {id}: drop needs points between 1 and 99 and days between 1 and 365"),
+            );
+            ok = false;
+        }
+        if matches!(when, Some(Target::Risk(_))) {
+            f.err(
+                out,
+                d.span(),
+                format!("playbook {id}: drop watches a score; a risk playbook opens while its risk is active"),
+            );
+            ok = false;
+        }
+        if let Some(e) = &r.enters {
+            f.err(
+                out,
+                e.span(),
+                format!("playbook {id}: enters and drop exclude each other (drop triggers on the fall, whatever the band)"),
+            );
+            ok = false;
+        }
+        ok.then_some(ScoreDrop {
+            points,
+            days: days as u32,
+        })
+    });
     let cooldown_days = match &r.cooldown_days {
         Some(c) if !(0..=3650).contains(c.get_ref()) => {
             f.err(
@@ -179,6 +211,7 @@ pub(super) fn check_playbook(
         enters: enters?,
         cooldown_days,
         limit,
+        drop,
         project: r.project.get_ref().clone(),
         description: r
             .description
