@@ -84,9 +84,14 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-/// The health outputs a sink's field map asks for, as platform field → value. Scores are written as whole
-/// numbers so that noise below a point does not cause a write.
-pub fn desired_fields(map: &FieldMap, s: &AccountScore) -> BTreeMap<String, FieldValue> {
+/// The health outputs a sink's field map asks for, as platform field → value (`computed_at` aside: it
+/// rides along with other changes). Scores and the trend are written as whole numbers so that noise below
+/// a point does not cause a write. `trend` is the overall score's 30-day change, when known.
+pub fn desired_fields(
+    map: &FieldMap,
+    s: &AccountScore,
+    trend: Option<f64>,
+) -> BTreeMap<String, FieldValue> {
     let mut out = BTreeMap::new();
     let num = |v: Option<f64>| {
         v.map(|x| FieldValue::Number(x.round()))
@@ -119,6 +124,18 @@ pub fn desired_fields(map: &FieldMap, s: &AccountScore) -> BTreeMap<String, Fiel
     for (cat, f) in &map.categories {
         out.insert(f.clone(), num(s.category(cat).and_then(|c| c.score)));
     }
+    for (cat, f) in &map.category_bands {
+        out.insert(
+            f.clone(),
+            s.category(cat)
+                .and_then(|c| c.band)
+                .map(|b| FieldValue::Text(b.name().into()))
+                .unwrap_or(FieldValue::Null),
+        );
+    }
+    if let Some(f) = &map.trend {
+        out.insert(f.clone(), num(trend));
+    }
     out
 }
 
@@ -142,13 +159,29 @@ pub fn plan(
     let env = Environment::new();
     for sink in sinks {
         for s in scores {
-            let desired = desired_fields(&sink.fields, s);
+            let trend = match &sink.fields.trend {
+                Some(_) => {
+                    let history: Vec<(String, AccountScore)> = store.history(&s.account.id)?;
+                    crate::scoring::trend(&history, s, 30)
+                }
+                None => None,
+            };
+            let desired = desired_fields(&sink.fields, s, trend);
             let mut changes = Vec::new();
             for (field, new) in desired {
                 let old = store.written(&sink.id, &s.account.id, &field)?;
                 if old.as_ref() != Some(&new) {
                     changes.push(FieldChange { field, old, new });
                 }
+            }
+            if let (Some(field), false) = (&sink.fields.computed_at, changes.is_empty()) {
+                changes.push(FieldChange {
+                    field: field.clone(),
+                    old: store.written(&sink.id, &s.account.id, field)?,
+                    new: FieldValue::Text(
+                        s.as_of.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    ),
+                });
             }
             if !changes.is_empty() {
                 let fields = changes

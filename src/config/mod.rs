@@ -213,8 +213,14 @@ pub struct FieldMap {
     pub band: Option<String>,
     pub coverage: Option<String>,
     pub top_risk: Option<String>,
+    /// The overall score's 30-day change in points.
+    pub trend: Option<String>,
+    /// The scoring time (RFC 3339), sent only along with another change so it never causes a write.
+    pub computed_at: Option<String>,
     /// Category id → platform field.
     pub categories: BTreeMap<String, String>,
+    /// Category id → platform field for the category's band.
+    pub category_bands: BTreeMap<String, String>,
 }
 
 /// One problem found in the configuration.

@@ -113,8 +113,15 @@ pub struct RawFieldMap {
     pub band: Option<Spanned<String>>,
     pub coverage: Option<Spanned<String>>,
     pub top_risk: Option<Spanned<String>>,
+    /// The overall score's change over 30 days, in points.
+    pub trend: Option<Spanned<String>>,
+    /// When the score was computed; written only together with another change.
+    pub computed_at: Option<Spanned<String>>,
     #[serde(default)]
     pub categories: BTreeMap<String, Spanned<String>>,
+    /// Category id → the platform field for that category's band.
+    #[serde(default)]
+    pub category_bands: BTreeMap<String, Spanned<String>>,
 }
 
 /// `config/models/<name>.toml`: the health model.

@@ -105,6 +105,11 @@ fn only_changed_fields_are_planned() {
         })
         .collect();
     assert!(changed.iter().any(|(_, old)| old == "70"), "{changed:?}");
+    // The computation time rides along with the change (it never causes a write by itself: see `again`).
+    assert!(
+        changed.iter().any(|(f, _)| *f == "healthsyncComputedAt"),
+        "{changed:?}"
+    );
     assert!(
         changed.iter().all(|(f, _)| !f.contains("band")),
         "the band did not change: {changed:?}"

@@ -37,11 +37,9 @@ fn copy_with(model: &str) -> ConfigCopy {
         let path = entry.unwrap().path();
         let mut file: toml::Table =
             toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let cut = file
-            .get_mut("fields")
-            .and_then(|f| f.as_table_mut())
-            .and_then(|f| f.remove("categories"));
-        if cut.is_some() {
+        let fields = file.get_mut("fields").and_then(|f| f.as_table_mut());
+        let cut = fields.map(|f| (f.remove("categories"), f.remove("category_bands")));
+        if cut.is_some_and(|(a, b)| a.is_some() || b.is_some()) {
             std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();
         }
     }

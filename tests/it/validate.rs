@@ -141,7 +141,10 @@ fn playbook_drop_out_of_range_and_with_enters_are_both_reported() {
         "config/models/starter.toml:127",
         "playbook poor_usage: drop needs points between 1 and 99",
     );
-    let enters = c.path("config/models/starter.toml:125").display().to_string();
+    let enters = c
+        .path("config/models/starter.toml:125")
+        .display()
+        .to_string();
     assert!(err.contains(&enters), "{err}");
     assert!(err.contains("enters and drop exclude each other"), "{err}");
 }

@@ -87,7 +87,8 @@ pub fn load_with_model(path: &Path, model: Option<&Path>) -> Result<Config, Conf
                     file: r.file,
                     line: Some(r.line),
                     message: format!(
-                        "fields.categories.{} names a category the health model does not have; known: {}",
+                        "fields.{}.{} names a category the health model does not have; known: {}",
+                        r.table,
                         r.category,
                         join(model.categories.iter().map(|c| c.id.as_str()))
                     ),
@@ -379,6 +380,8 @@ fn check_daemon(f: &SourceFile, raw: RawDaemon, out: &mut Diagnostics) -> Daemon
 struct FieldRef {
     file: PathBuf,
     line: usize,
+    /// `categories` or `category_bands`.
+    table: &'static str,
     category: String,
 }
 
@@ -584,20 +587,33 @@ fn check_connector(
                 );
             }
             let fm = fm.into_inner();
-            for (cat, target) in &fm.categories {
-                field_refs.push(FieldRef {
-                    file: f.path.clone(),
-                    line: f.line(target.span().start),
-                    category: cat.clone(),
-                });
+            for (table, map) in [
+                ("categories", &fm.categories),
+                ("category_bands", &fm.category_bands),
+            ] {
+                for (cat, target) in map {
+                    field_refs.push(FieldRef {
+                        file: f.path.clone(),
+                        line: f.line(target.span().start),
+                        table,
+                        category: cat.clone(),
+                    });
+                }
             }
             FieldMap {
                 score: fm.score.map(Spanned::into_inner),
                 band: fm.band.map(Spanned::into_inner),
                 coverage: fm.coverage.map(Spanned::into_inner),
                 top_risk: fm.top_risk.map(Spanned::into_inner),
+                trend: fm.trend.map(Spanned::into_inner),
+                computed_at: fm.computed_at.map(Spanned::into_inner),
                 categories: fm
                     .categories
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_inner()))
+                    .collect(),
+                category_bands: fm
+                    .category_bands
                     .into_iter()
                     .map(|(k, v)| (k, v.into_inner()))
                     .collect(),
