@@ -383,6 +383,7 @@ fn plan_playbook(
             name: name.clone(),
             description,
             tasks,
+            owner: s.account.owner.clone(),
         },
         changes: Vec::new(),
         project: Some(ProjectRecord {

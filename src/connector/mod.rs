@@ -164,6 +164,10 @@ pub enum WriteOp {
         name: String,
         description: String,
         tasks: Vec<TaskSpec>,
+        /// The account's owner as the model reads it (`accounts.owner_field`, e.g. the CRM owner id). A
+        /// sink assigns the tasks only where its `[params.owners]` maps this to a platform user.
+        #[serde(default)]
+        owner: Option<String>,
     },
     /// The account recovered: resolve the project opened under `key`. A platform whose API cannot close a
     /// project adds `note` as a closing note or task instead (its kind's docs say which); closing a project

@@ -47,6 +47,7 @@ fn project(id: &str, key: &str) -> (WriteOp, ProjectRecord) {
             description: "c".into(),
             due_days: 3,
         }],
+        owner: None,
     };
     let record = ProjectRecord {
         sink: "crm".into(),

@@ -39,6 +39,7 @@ fn on(op: WriteOp, id: &str) -> WriteOp {
             name,
             description,
             tasks,
+            owner,
         } => {
             account.external_id = id.into();
             WriteOp::CreateProject {
@@ -48,6 +49,7 @@ fn on(op: WriteOp, id: &str) -> WriteOp {
                 name,
                 description,
                 tasks,
+                owner,
             }
         }
         WriteOp::CloseProject {

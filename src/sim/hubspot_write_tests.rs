@@ -61,6 +61,7 @@ fn project(company: &str) -> WriteOp {
                 due_days: 0,
             },
         ],
+        owner: None,
     }
 }
 

@@ -57,6 +57,7 @@ fn on(op: WriteOp, external_id: &str) -> WriteOp {
             name,
             description,
             tasks,
+            owner,
         } => {
             account.external_id = external_id.into();
             WriteOp::CreateProject {
@@ -66,6 +67,7 @@ fn on(op: WriteOp, external_id: &str) -> WriteOp {
                 name,
                 description,
                 tasks,
+                owner,
             }
         }
         WriteOp::CloseProject {

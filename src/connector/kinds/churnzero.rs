@@ -259,6 +259,7 @@ impl Sink for ChurnZero {
                     name,
                     description,
                     tasks,
+                    ..
                 } => {
                     let tasks = sink_support::project_tasks(name, description, tasks);
                     let text = format!("{description}\n{}", self.tasks_text(&tasks));

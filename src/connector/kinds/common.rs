@@ -7,6 +7,8 @@
 //! cursor re-requests exactly the page after the last one stored. This module owns no vendor knowledge;
 //! which field is the page token and which timestamp is filtered on is each kind's business.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -254,6 +256,26 @@ pub fn domain_key(v: Option<&Value>) -> Option<String> {
         .trim_end_matches('/')
         .to_ascii_lowercase();
     (!d.is_empty()).then_some(d)
+}
+
+/// `[params.owners]`: the model's account owner (e.g. a CRM owner id) → the platform's user id, for sinks
+/// that assign playbook tasks. Absent means tasks stay unassigned.
+pub fn owner_map(params: &toml::Table) -> Result<BTreeMap<String, String>, String> {
+    let Some(v) = params.get("owners") else {
+        return Ok(BTreeMap::new());
+    };
+    let table = v
+        .as_table()
+        .ok_or("`owners` must be a table of owner id = platform user id")?;
+    table
+        .iter()
+        .map(|(k, v)| match v.as_str() {
+            Some(s) if !s.is_empty() => Ok((k.clone(), s.to_string())),
+            _ => Err(format!(
+                "`owners.{k}` must be a non-empty string (the platform's user id)"
+            )),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -64,6 +64,7 @@ pub fn project_op(external_id: &str, key: &str) -> WriteOp {
                 due_days: 0,
             },
         ],
+        owner: None,
     }
 }
 

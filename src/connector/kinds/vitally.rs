@@ -14,6 +14,8 @@
 //!   templates); the task body follows the unofficial spec's `TaskWrite`. `accountId` carries the externalId
 //!   under the same assumption as above. Due dates are today (from an injectable clock) plus `due_days`.
 //!
+//!   A task is assigned (`assignedToId`) when `[params.owners]` maps the account's owner (the model's
+//!   `accounts.owner_field`, e.g. the HubSpot owner id) to a Vitally admin id; otherwise it is unassigned.
 //! - `CloseProject` → `POST /resources/notes` `{"accountId","externalId":"<key>/closed","subject","note",
 //!   "noteDate"}`: the API documents no way to complete or archive a project, so the nearest honest thing
 //!   is a closing note on the account; 409 (the note exists) is `AlreadyPresent`. The project itself stays
@@ -52,15 +54,20 @@ pub static SPEC: KindSpec = KindSpec {
 };
 
 fn validate_params(params: &toml::Table) -> Result<(), String> {
-    common::check_keys(params, &[])
+    common::check_keys(params, &["owners"])?;
+    common::owner_map(params).map(|_| ())
 }
 
 fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let http = HttpClient::new(ctx.connector, ctx.secrets)?.with_classifier(classify);
-    Ok(Built::Sink(Box::new(Vitally::new(
-        http,
-        Arc::new(SystemClock),
-    ))))
+    let owners =
+        common::owner_map(&ctx.connector.params).map_err(|reason| BuildError::Invalid {
+            connector: ctx.connector.id.clone(),
+            reason,
+        })?;
+    Ok(Built::Sink(Box::new(
+        Vitally::new(http, Arc::new(SystemClock)).with_owners(owners),
+    )))
 }
 
 /// 429 waits `Retry-After` if sent, else `RateLimit-Reset` (seconds until the bucket refills a unit).
@@ -86,12 +93,23 @@ fn classify(
 pub struct Vitally {
     http: HttpClient,
     clock: Arc<dyn Clock>,
+    /// The model's account owner → Vitally admin id, for `assignedToId` on playbook tasks.
+    owners: std::collections::BTreeMap<String, String>,
 }
 
 impl Vitally {
     /// `clock` gives "today" for task due dates.
     pub fn new(http: HttpClient, clock: Arc<dyn Clock>) -> Vitally {
-        Vitally { http, clock }
+        Vitally {
+            http,
+            clock,
+            owners: Default::default(),
+        }
+    }
+
+    pub fn with_owners(mut self, owners: std::collections::BTreeMap<String, String>) -> Vitally {
+        self.owners = owners;
+        self
     }
 
     fn rejected(&self, account: &AccountRef, what: &str, body: &Value) -> DeliveryError {
@@ -170,9 +188,12 @@ impl Vitally {
         name: &str,
         description: &str,
         tasks: &[TaskSpec],
+        assignee: Option<&str>,
     ) -> Result<Delivered, DeliveryError> {
         if let Some(project) = self.find("projects", key).await? {
-            return self.complete_existing(account, key, &project, tasks).await;
+            return self
+                .complete_existing(account, key, &project, tasks, assignee)
+                .await;
         }
         let body = json!({
             "accountId": account.external_id,
@@ -190,7 +211,10 @@ impl Vitally {
             // Created between our lookup and our POST: finish it as an existing project. Looked up once
             // only, so a lookup that cannot see it fails the write instead of looping.
             return match self.find("projects", key).await? {
-                Some(project) => self.complete_existing(account, key, &project, tasks).await,
+                Some(project) => {
+                    self.complete_existing(account, key, &project, tasks, assignee)
+                        .await
+                }
                 None => Err(self.transient(
                     account,
                     "vitally reports the project exists but the externalId lookup does not find it",
@@ -201,7 +225,7 @@ impl Vitally {
             self.transient(account, "vitally created the project but returned no `id`")
         })?;
         for (n, task) in tasks.iter().enumerate() {
-            self.create_task(account, &project_id, &task_key(key, n), task)
+            self.create_task(account, &project_id, &task_key(key, n), task, assignee)
                 .await?;
         }
         Ok(Delivered::Applied)
@@ -214,13 +238,15 @@ impl Vitally {
         key: &str,
         project: &Value,
         tasks: &[TaskSpec],
+        assignee: Option<&str>,
     ) -> Result<Delivered, DeliveryError> {
         let project_id = common::id_of(project.get("id"))
             .ok_or_else(|| self.transient(account, "existing vitally project has no `id`"))?;
         for (n, task) in tasks.iter().enumerate() {
             let ext = task_key(key, n);
             if self.find("tasks", &ext).await?.is_none() {
-                self.create_task(account, &project_id, &ext, task).await?;
+                self.create_task(account, &project_id, &ext, task, assignee)
+                    .await?;
             }
         }
         Ok(Delivered::AlreadyPresent)
@@ -232,12 +258,13 @@ impl Vitally {
         project_id: &str,
         external_id: &str,
         task: &TaskSpec,
+        assignee: Option<&str>,
     ) -> Result<(), DeliveryError> {
         let today = self.clock.now().date_naive();
         let due = today
             .checked_add_days(Days::new(u64::from(task.due_days)))
             .unwrap_or(today);
-        let body = json!({
+        let mut body = json!({
             "accountId": account.external_id,
             "projectId": project_id,
             "name": task.name,
@@ -245,6 +272,9 @@ impl Vitally {
             "dueDate": due.format("%Y-%m-%d").to_string(),
             "externalId": external_id,
         });
+        if let Some(admin) = assignee {
+            body["assignedToId"] = Value::String(admin.to_string());
+        }
         let call = Call {
             body: Some(&body),
             accept: &[StatusCode::CONFLICT],
@@ -317,10 +347,19 @@ impl Sink for Vitally {
                     name,
                     description,
                     tasks,
+                    owner,
                     ..
                 } => {
-                    self.create_project(account, key, name, description, tasks)
-                        .await
+                    let assignee = owner.as_ref().and_then(|o| self.owners.get(o));
+                    self.create_project(
+                        account,
+                        key,
+                        name,
+                        description,
+                        tasks,
+                        assignee.map(String::as_str),
+                    )
+                    .await
                 }
                 WriteOp::CloseProject {
                     account,
@@ -390,6 +429,7 @@ mod tests {
                     due_days: 0,
                 },
             ],
+            owner: None,
         }
     }
 
@@ -508,6 +548,67 @@ mod tests {
         assert!(matches!(err, DeliveryError::Transient(_)), "{err:?}");
         assert!(err.to_string().contains("rate limited"), "{err}");
         assert_eq!(clock.sleeps(), vec![Duration::from_secs(5); 5]);
+    }
+
+    #[tokio::test]
+    async fn tasks_are_assigned_to_the_mapped_owner_only() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/vitally/resources/projects"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(json!({"results": [], "next": null})),
+            )
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/vitally/resources/projects"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "proj-9"})))
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/vitally/resources/tasks"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "t-1"})))
+            .mount(&server)
+            .await;
+        let (sink, _) = sink(&server);
+        let sink = sink.with_owners(BTreeMap::from([(
+            "hs-42".to_string(),
+            "admin-7".to_string(),
+        )]));
+        let with_owner = |owner: &str| match project_op() {
+            WriteOp::CreateProject {
+                account,
+                key,
+                playbook,
+                name,
+                description,
+                tasks,
+                ..
+            } => WriteOp::CreateProject {
+                account,
+                key,
+                playbook,
+                name,
+                description,
+                tasks,
+                owner: Some(owner.to_string()),
+            },
+            other => other,
+        };
+        sink.deliver(&with_owner("hs-42")).await.unwrap();
+        sink.deliver(&with_owner("hs-unmapped")).await.unwrap();
+        let assignees: Vec<Value> = server
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.method.as_str() == "POST" && r.url.path().ends_with("/tasks"))
+            .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["assignedToId"].clone())
+            .collect();
+        assert_eq!(
+            assignees,
+            vec![json!("admin-7"), json!("admin-7"), Value::Null, Value::Null]
+        );
     }
 
     #[tokio::test]
@@ -648,9 +749,17 @@ mod tests {
     }
 
     #[test]
-    fn takes_no_params() {
+    fn params_are_only_an_owner_map() {
         assert!(validate_params(&toml::Table::new()).is_ok());
         let t: toml::Table = toml::from_str("subdomain = \"acme\"").unwrap();
-        assert!(validate_params(&t).unwrap_err().contains("takes no params"));
+        assert!(validate_params(&t)
+            .unwrap_err()
+            .contains("unknown key `subdomain`"));
+        let t: toml::Table = toml::from_str("[owners]\n\"hs-42\" = \"admin-7\"").unwrap();
+        assert!(validate_params(&t).is_ok());
+        let t: toml::Table = toml::from_str("[owners]\n\"hs-42\" = 7").unwrap();
+        assert!(validate_params(&t)
+            .unwrap_err()
+            .contains("`owners.hs-42` must be a non-empty string"));
     }
 }
