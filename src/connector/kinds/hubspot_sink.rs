@@ -32,8 +32,9 @@
 //! `objectWriteTraceId` (or `ids`) in `context`. Seen in public client code [C], not in the spec: the
 //! `associations.company EQ <id>` search filter. Assumed:
 //! that a task is searchable by the time the outbox retries (HubSpot's search index lags a few seconds
-//! behind writes, so a resend within seconds of a crash could miss the first attempt's task). The task
-//! owner is not set (the write carries none). This kind does not decide what to write (the planner)
+//! behind writes, so a resend within seconds of a crash could miss the first attempt's task). A task's
+//! `hubspot_owner_id` is set when `[params.owners]` maps the account's owner (the model's
+//! `accounts.owner_field`) to a HubSpot owner id; otherwise it is left unset. This kind does not decide what to write (the planner)
 //! nor when to retry (the outbox).
 
 use std::collections::BTreeMap;
@@ -73,21 +74,28 @@ const SEARCH_CEILING: usize = 10_000;
 const COMPANIES: &str = "/crm/v3/objects/companies";
 
 fn validate_params(params: &toml::Table) -> Result<(), String> {
-    common::check_keys(params, &[])
+    common::check_keys(params, &["owners"])?;
+    common::owner_map(params).map(|_| ())
 }
 
 fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let http =
         HttpClient::new(ctx.connector, ctx.secrets)?.with_classifier(super::hubspot::classify);
-    Ok(Built::Sink(Box::new(HubSpotSink::new(
-        http,
-        Arc::new(SystemClock),
-    ))))
+    let owners =
+        common::owner_map(&ctx.connector.params).map_err(|reason| BuildError::Invalid {
+            connector: ctx.connector.id.clone(),
+            reason,
+        })?;
+    let mut sink = HubSpotSink::new(http, Arc::new(SystemClock));
+    sink.owners = owners;
+    Ok(Built::Sink(Box::new(sink)))
 }
 
 pub struct HubSpotSink {
     http: HttpClient,
     clock: Arc<dyn Clock>,
+    /// The model's account owner → HubSpot owner id (`hubspot_owner_id` on playbook tasks).
+    owners: BTreeMap<String, String>,
 }
 
 /// How a HubSpot error is to be treated.
@@ -153,7 +161,11 @@ fn marked_index(subject: &str, key: &str) -> Option<usize> {
 impl HubSpotSink {
     /// `clock` gives "today" for task due dates.
     pub fn new(http: HttpClient, clock: Arc<dyn Clock>) -> HubSpotSink {
-        HubSpotSink { http, clock }
+        HubSpotSink {
+            http,
+            clock,
+            owners: BTreeMap::new(),
+        }
     }
 
     fn errors(&self) -> Errors<'_> {
@@ -385,6 +397,7 @@ impl HubSpotSink {
         name: &str,
         description: &str,
         tasks: &[TaskSpec],
+        owner: Option<&str>,
     ) -> Result<Delivered, DeliveryError> {
         let existing = self.find_tasks(account, key).await?;
         let tasks = sink_support::project_tasks(name, description, tasks);
@@ -393,7 +406,7 @@ impl HubSpotSink {
             if existing.iter().any(|t| t.index == n) {
                 continue;
             }
-            self.create_task(account, key, n, name, description, task)
+            self.create_task(account, key, n, name, description, task, owner)
                 .await?;
             created += 1;
         }
@@ -404,6 +417,7 @@ impl HubSpotSink {
         })
     }
 
+    #[allow(clippy::too_many_arguments)] // each argument is one distinct part of the task body
     async fn create_task(
         &self,
         account: &AccountRef,
@@ -412,9 +426,10 @@ impl HubSpotSink {
         project: &str,
         description: &str,
         task: &TaskSpec,
+        owner: Option<&str>,
     ) -> Result<(), DeliveryError> {
         let due = sink_support::due_at(self.clock.as_ref(), task.due_days);
-        let body = json!({
+        let mut body = json!({
             "properties": {
                 "hs_timestamp": due.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 "hs_task_subject": format!("{} {}", task.name, marker(key, index)),
@@ -428,6 +443,9 @@ impl HubSpotSink {
                 "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": TASK_TO_COMPANY}],
             }],
         });
+        if let Some(id) = owner.and_then(|o| self.owners.get(o)) {
+            body["properties"]["hubspot_owner_id"] = Value::String(id.clone());
+        }
         let call = Call {
             body: Some(&body),
             accept: &[StatusCode::BAD_REQUEST, StatusCode::NOT_FOUND],
@@ -496,9 +514,11 @@ impl Sink for HubSpotSink {
                     name,
                     description,
                     tasks,
+                    owner,
                     ..
                 } => {
-                    self.create_project(account, key, name, description, tasks)
+                    let owner = owner.as_deref();
+                    self.create_project(account, key, name, description, tasks, owner)
                         .await
                 }
                 WriteOp::CloseProject { account, key, .. } => {

@@ -436,3 +436,43 @@ async fn the_task_search_follows_paging_to_find_an_earlier_task() {
         Delivered::Applied
     );
 }
+
+#[tokio::test]
+async fn a_mapped_owner_becomes_the_task_owner() {
+    let server = MockServer::start().await;
+    mount_search(&server, vec![]).await;
+    Mock::given(method("POST"))
+        .and(path("/hubspot/crm/v3/objects/tasks"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "t-1"})))
+        .mount(&server)
+        .await;
+    let (mut sink, _) = sink(&server);
+    sink.owners = BTreeMap::from([("crm-7".to_string(), "9001".to_string())]);
+    let op = match project_op("101", KEY) {
+        WriteOp::CreateProject {
+            account,
+            key,
+            playbook,
+            name,
+            description,
+            tasks,
+            ..
+        } => WriteOp::CreateProject {
+            account,
+            key,
+            playbook,
+            name,
+            description,
+            tasks,
+            owner: Some("crm-7".into()),
+        },
+        other => other,
+    };
+    sink.deliver(&op).await.unwrap();
+    let owners: Vec<Value> = bodies(&server, "POST", "/hubspot/crm/v3/objects/tasks")
+        .await
+        .iter()
+        .map(|b| b["properties"]["hubspot_owner_id"].clone())
+        .collect();
+    assert_eq!(owners, vec![json!("9001"), json!("9001")]);
+}
