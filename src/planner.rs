@@ -239,13 +239,22 @@ fn plan_playbook(
         return Ok(());
     };
     let existing = store.project(&sink.id, &s.account.id, &pb.id)?;
-    let (triggered, recovered, out_of) = match pb.drop {
+    let (triggered, recovered, out_of) = match (pb.drop, pb.thriving_days) {
+        // Thriving: green every day of the window; the advocacy project ends when the account leaves green.
+        (_, Some(days)) => {
+            let streak = green_for(store, pb, s, days, now)? && band == Band::Green;
+            (
+                streak,
+                band != Band::Green,
+                "no longer green, so no longer an advocate candidate".to_string(),
+            )
+        }
         // The band already applies the hysteresis margin, so leaving the trigger band is a real recovery.
-        None => {
+        (None, None) => {
             let t = band <= pb.enters;
             (t, !t, format!("out of the {} band", pb.enters.name()))
         }
-        Some(d) => {
+        (Some(d), None) => {
             let high = recent_high(store, pb, s, d.days, now)?.max(score);
             let fall = high - score;
             (
@@ -398,6 +407,25 @@ fn plan_playbook(
         }),
     });
     Ok(())
+}
+
+/// Whether the watched score was green at every stored point of the last `days` days, with history
+/// reaching back that far (a new account is not yet an advocate candidate).
+fn green_for(
+    store: &Store,
+    pb: &Playbook,
+    s: &AccountScore,
+    days: u32,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let since = now - Duration::days(i64::from(days));
+    let history: Vec<(String, AccountScore)> = store.history(&s.account.id)?;
+    let covers = history.iter().any(|(_, h)| h.as_of <= since);
+    let all_green = history
+        .iter()
+        .filter(|(_, h)| h.as_of > since && h.as_of <= now)
+        .all(|(_, h)| watched(pb, h).1 == Some(Band::Green));
+    Ok(covers && all_green)
 }
 
 /// The highest watched score in the account's stored history over the last `days` days.

@@ -412,6 +412,9 @@ pub struct Playbook {
     pub limit: Option<OpenLimit>,
     /// Trigger when the watched score falls this far below its high of the window, instead of on a band.
     pub drop: Option<ScoreDrop>,
+    /// Trigger when the watched score has been green for this many days in a row (an advocate
+    /// candidate); the project closes when it leaves green.
+    pub thriving_days: Option<u32>,
     /// minijinja sources, checked to compile and to use only known variables.
     pub project: String,
     pub description: String,

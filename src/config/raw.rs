@@ -311,6 +311,9 @@ pub struct RawPlaybook {
     /// Trigger on a fall instead of a band: `drop = { points = 15, days = 30 }`.
     #[serde(default)]
     pub drop: Option<Spanned<RawDrop>>,
+    /// An advocate candidate: green for this many days in a row (`thriving_days = 60`).
+    #[serde(default)]
+    pub thriving_days: Option<Spanned<i64>>,
     pub project: Spanned<String>,
     #[serde(default)]
     pub description: Option<Spanned<String>>,

@@ -31,6 +31,7 @@ fn config_with(limit: Option<OpenLimit>, drop: Option<ScoreDrop>) -> Config {
         cooldown_days: 10,
         limit,
         drop,
+        thriving_days: None,
         project: "Poor Health: {{ account.name }}".into(),
         description: "Overall score {{ score }}".into(),
         tasks: vec![TaskTemplate {
@@ -244,6 +245,56 @@ fn a_drop_playbook_opens_on_the_fall_and_closes_once_back_within_half() {
     history(47, 70.0);
     assert_eq!(
         plan_and_land(&rt, &[score("a", 70.0, Band::Amber, 47)], t(47)).projects(),
+        0
+    );
+}
+
+#[test]
+fn green_for_the_whole_window_opens_an_advocate_project_and_leaving_green_closes_it() {
+    let mut c = config(None);
+    c.model.playbooks[0].thriving_days = Some(60);
+    let rt = Runtime::build(c, Store::temporary().expect("store"));
+    let history = |day: u32, band: Band| {
+        let s = score(
+            "a",
+            if band == Band::Green { 90.0 } else { 70.0 },
+            band,
+            day,
+        );
+        rt.store
+            .put_scores(t(day).date_naive(), &[("a".to_string(), &s)])
+            .expect("history");
+    };
+    for day in (0..=50).step_by(10) {
+        history(day, Band::Green);
+    }
+    // Fifty days of green: history does not reach back 60 days yet.
+    assert_eq!(
+        plan_and_land(&rt, &[score("a", 90.0, Band::Green, 50)], t(50)).projects(),
+        0
+    );
+    history(60, Band::Green);
+    assert_eq!(
+        plan_and_land(&rt, &[score("a", 90.0, Band::Green, 60)], t(60)).projects(),
+        1
+    );
+    // Still green: nothing more. Amber: the advocacy project closes.
+    history(61, Band::Green);
+    assert_eq!(
+        plan_and_land(&rt, &[score("a", 90.0, Band::Green, 61)], t(61))
+            .writes
+            .len(),
+        0
+    );
+    history(62, Band::Amber);
+    assert_eq!(
+        plan_and_land(&rt, &[score("a", 70.0, Band::Amber, 62)], t(62)).closures(),
+        1
+    );
+    // One amber day inside the window keeps it from opening again on the next green day.
+    history(80, Band::Green);
+    assert_eq!(
+        plan_and_land(&rt, &[score("a", 90.0, Band::Green, 80)], t(80)).projects(),
         0
     );
 }

@@ -150,6 +150,21 @@ fn playbook_drop_out_of_range_and_with_enters_are_both_reported() {
 }
 
 #[test]
+fn thriving_playbook_excludes_enters() {
+    let c = ConfigCopy::new();
+    c.edit(
+        "config/models/starter.toml",
+        "cooldown_days = 30\n",
+        "cooldown_days = 30\nthriving_days = 60\n",
+    );
+    assert_invalid(
+        &c,
+        "config/models/starter.toml:127",
+        "playbook poor_usage: thriving_days watches a score staying green; it excludes enters",
+    );
+}
+
+#[test]
 fn missing_model_file() {
     let c = ConfigCopy::new();
     c.edit(

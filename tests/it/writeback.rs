@@ -76,6 +76,7 @@ async fn a_thousand_red_accounts_open_a_thousand_projects_once() {
         cooldown_days: 30,
         limit: None,
         drop: None,
+        thriving_days: None,
         project: "Poor Health: {{ account.name }}".into(),
         description: "Overall {{ score }}".into(),
         tasks: vec![TaskTemplate {

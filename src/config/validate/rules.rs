@@ -128,6 +128,22 @@ pub(super) fn check_playbook(
             days: days as u32,
         })
     });
+    let thriving_days = r.thriving_days.as_ref().and_then(|t| {
+        let mut ok = true;
+        if !(1..=730).contains(t.get_ref()) {
+            f.err(out, t.span(), format!("playbook {id}: thriving_days must be between 1 and 730"));
+            ok = false;
+        }
+        if r.enters.is_some() || r.drop.is_some() || matches!(when, Some(Target::Risk(_))) {
+            f.err(
+                out,
+                t.span(),
+                format!("playbook {id}: thriving_days watches a score staying green; it excludes enters, drop and risk playbooks"),
+            );
+            ok = false;
+        }
+        ok.then_some(*t.get_ref() as u32)
+    });
     let cooldown_days = match &r.cooldown_days {
         Some(c) if !(0..=3650).contains(c.get_ref()) => {
             f.err(
@@ -212,6 +228,7 @@ pub(super) fn check_playbook(
         cooldown_days,
         limit,
         drop,
+        thriving_days,
         project: r.project.get_ref().clone(),
         description: r
             .description
