@@ -50,6 +50,8 @@ const ALWAYS_PROPS: [&str; 3] = ["hs_object_id", "createdate", "hs_lastmodifiedd
 
 pub(crate) struct HubState {
     limiter: Mutex<Limiter>,
+    /// Every authenticated request's arrival and whether it was throttled, for benchmarks.
+    log: Mutex<Vec<(Instant, bool)>>,
 }
 
 struct Limiter {
@@ -73,7 +75,16 @@ impl HubState {
                 ten: RollingWindow::new(per_10s, Duration::from_secs(10)),
                 daily_used: 0,
             }),
+            log: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Every authenticated request so far: (arrival after `start`, throttled).
+    pub(crate) fn requests(&self, start: Instant) -> Vec<(Duration, bool)> {
+        lock(&self.log)
+            .iter()
+            .map(|(t, throttled)| (t.saturating_duration_since(start), *throttled))
+            .collect()
     }
 
     fn hit(&self, now: Instant) -> Verdict {
@@ -133,7 +144,9 @@ async fn gate(State(st): State<Arc<SimState>>, req: Request, next: Next) -> Resp
         };
         return error(&st, StatusCode::UNAUTHORIZED, "INVALID_AUTHENTICATION", msg);
     }
-    let v = st.hubspot.hit(Instant::now());
+    let arrived = Instant::now();
+    let v = st.hubspot.hit(arrived);
+    lock(&st.hubspot.log).push((arrived, v.policy.is_some()));
     let mut resp = match v.policy {
         None => next.run(req).await,
         Some(policy) => {

@@ -16,6 +16,7 @@
 //! retries or auth (the HTTP engine) nor what happens to records (the sync loop).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use reqwest::header::HeaderMap;
@@ -28,7 +29,7 @@ use crate::connector::{
     BoxFuture, BuildContext, BuildError, Built, Cursor, KindSpec, Page, Record, RejectedRecord,
     Role, Source, SourceError,
 };
-use crate::http::{Call, Classified, HttpClient};
+use crate::http::{Call, Classified, HttpClient, WindowQuota};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "hubspot",
@@ -61,13 +62,26 @@ fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
             reason,
         })?
         .unwrap_or_default();
-    let http = HttpClient::new(ctx.connector, ctx.secrets)?.with_classifier(classify);
+    let http = HttpClient::new(ctx.connector, ctx.secrets)?
+        .with_classifier(classify)
+        .with_quota_reader(quota);
     Ok(Built::Source(Box::new(HubSpot::new(
         http,
         ctx.connector.streams.clone(),
         extra,
         ctx.connector.page_size,
     ))))
+}
+
+/// HubSpot's ten-secondly rolling quota as every response reports it (`X-HubSpot-RateLimit-Max` per
+/// `X-HubSpot-RateLimit-Interval-Milliseconds`): the engine then never sends more in a rolling window, even
+/// when the configured `rate_limit` guessed a higher tier.
+pub fn quota(headers: &HeaderMap) -> Option<WindowQuota> {
+    let num = |name: &str| -> Option<u64> { headers.get(name)?.to_str().ok()?.trim().parse().ok() };
+    Some(WindowQuota {
+        requests: u32::try_from(num("x-hubspot-ratelimit-max")?).ok()?,
+        window: Duration::from_millis(num("x-hubspot-ratelimit-interval-milliseconds")?),
+    })
 }
 
 /// HubSpot's daily quota: retrying within the run cannot help.
