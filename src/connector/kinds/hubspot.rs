@@ -603,6 +603,27 @@ mod tests {
     }
 
     #[test]
+    fn the_ten_secondly_quota_is_read_from_the_rate_limit_headers() {
+        let mut h = HeaderMap::new();
+        assert_eq!(quota(&h), None);
+        h.insert("x-hubspot-ratelimit-max", "190".parse().unwrap());
+        assert_eq!(quota(&h), None, "max without the interval says nothing");
+        h.insert(
+            "x-hubspot-ratelimit-interval-milliseconds",
+            "10000".parse().unwrap(),
+        );
+        assert_eq!(
+            quota(&h),
+            Some(WindowQuota {
+                requests: 190,
+                window: Duration::from_secs(10),
+            })
+        );
+        h.insert("x-hubspot-ratelimit-max", "many".parse().unwrap());
+        assert_eq!(quota(&h), None);
+    }
+
+    #[test]
     fn params_are_validated() {
         let ok: toml::Table =
             toml::from_str("properties = [\"industry\", \"numberofemployees\"]").unwrap();
