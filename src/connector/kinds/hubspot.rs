@@ -23,7 +23,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::common::{self, Mark, RunState, StreamCursor};
+use super::common::{self, RunState, StreamCursor};
 use crate::config::{AuthScheme, RateLimit};
 use crate::connector::{
     BoxFuture, BuildContext, BuildError, Built, Cursor, KindSpec, Page, Record, RejectedRecord,
@@ -209,23 +209,11 @@ impl HubSpot {
             .pointer("/paging/next/after")
             .and_then(|v| common::id_of(Some(v)));
 
-        let mut page = Page::default();
-        let mut marks = Vec::new();
-        for obj in results {
-            match map_object(stream, obj) {
-                Ok(r) => {
-                    marks.push(Mark {
-                        updated_at: r.updated_at,
-                        id: r.id.clone(),
-                    });
-                    page.records.push(r);
-                }
-                Err(rej) => page.rejected.push(rej),
-            }
-        }
+        let (mut page, max) =
+            common::map_page(results, |obj| map_object(stream, obj).map(common::marked));
         let searching = run.since.is_some();
         let (mut new_state, done) = state
-            .advance(run.clone(), common::page_max(&marks), results.len(), next)
+            .advance(run.clone(), max, results.len(), next)
             .map_err(|e| common::malformed(stream, connector, e))?;
         if let (true, false, Some(r)) = (searching, done, new_state.run.as_mut()) {
             if r.fetched + u64::from(self.limit) > SEARCH_CEILING {
@@ -584,7 +572,7 @@ mod tests {
             token: Some("9900".into()),
             prev: Some("9800".into()),
             since: Some(t(100)),
-            max: Some(Mark {
+            max: Some(common::Mark {
                 updated_at: t(500),
                 id: "7".into(),
             }),
