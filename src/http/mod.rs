@@ -468,7 +468,7 @@ impl HttpClient {
         let mut refreshed = false;
         loop {
             attempt += 1;
-            self.acquire().await;
+            self.acquire(&target).await?;
             let result = match self.oauth_token().await {
                 Ok(token) => {
                     self.attempt(&call, &url, &target, token.as_ref(), stream)
@@ -529,8 +529,22 @@ impl HttpClient {
         }
     }
 
-    /// Waits for the rate limiter, then for the rolling-window guard.
-    async fn acquire(&self) {
+    /// Waits for the rate limiter, then for the rolling-window guard. A guard wait longer than the retry
+    /// budget (a quota of 60 per hour, spent) is not slept: it comes back as `RateLimited` at once, like a
+    /// `Retry-After` beyond the budget, so a run ends instead of hanging.
+    async fn acquire(&self, target: &RequestTarget) -> Result<(), HttpError> {
+        let now = self.clock.now();
+        let ahead = self
+            .send_log
+            .lock()
+            .map(|mut log| log.wait_at(now))
+            .unwrap_or(Duration::ZERO);
+        if ahead > self.policy.max_total_wait {
+            return Err(HttpError::RateLimited {
+                target: target.clone(),
+                retry_after: Some(ahead),
+            });
+        }
         while let Err(not_until) = self.limiter.check() {
             let wait = not_until
                 .wait_time_from(self.limiter.clock().now())
@@ -546,7 +560,7 @@ impl HttpClient {
                 Err(_) => Duration::ZERO,
             };
             if wait.is_zero() {
-                return;
+                return Ok(());
             }
             crate::observe::rate_limit_wait(&self.connector, wait);
             self.clock.sleep(wait).await;

@@ -535,3 +535,31 @@ async fn the_vendor_reported_quota_paces_a_client_configured_too_high() {
     }
     assert_eq!(clock.sleeps(), vec![Duration::from_millis(10_200)]);
 }
+
+#[tokio::test]
+async fn a_spent_quota_that_refills_beyond_the_wait_budget_is_rate_limited_at_once() {
+    // 2 requests per hour: the third would wait an hour (plus the margin), far beyond the retry budget, so
+    // it fails at once without a request and without sleeping, instead of hanging the run.
+    let server = MockServer::start().await;
+    Mock::given(path("/x"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let mut c = config("t", Role::Source, &server.uri(), AuthScheme::Bearer);
+    c.rate_limit = RateLimit::per_secs(2, 3600);
+    let s = secrets(&mut c, &[("token", "tok_t")]);
+    let clock = super::testing::manual_clock();
+    let client = HttpClient::new(&c, &s).unwrap().with_clock(clock.clone());
+    client.get_json("/x", &[]).await.unwrap();
+    client.get_json("/x", &[]).await.unwrap();
+    let err = client.get_json("/x", &[]).await.unwrap_err();
+    match err {
+        HttpError::RateLimited {
+            retry_after: Some(wait),
+            ..
+        } => assert!(wait > Duration::from_secs(3600), "{wait:?}"),
+        other => panic!("expected rate limited, got {other:?}"),
+    }
+    assert!(clock.sleeps().is_empty());
+}

@@ -50,6 +50,15 @@ impl SendLog {
 
     /// Records a send at `now` and returns zero, or returns how long to wait before asking again.
     pub(crate) fn try_send(&mut self, now: DateTime<Utc>) -> Duration {
+        let wait = self.wait_at(now);
+        if wait.is_zero() {
+            self.sent.push_back(now);
+        }
+        wait
+    }
+
+    /// How long a send at `now` would have to wait, without recording anything.
+    pub(crate) fn wait_at(&mut self, now: DateTime<Utc>) -> Duration {
         let quotas = [self.configured, self.vendor];
         let longest = quotas
             .iter()
@@ -77,9 +86,6 @@ impl SendLog {
                     wait = wait.max(span.saturating_sub(since(now, *t)));
                 }
             }
-        }
-        if wait.is_zero() {
-            self.sent.push_back(now);
         }
         wait
     }
