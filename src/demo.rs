@@ -539,13 +539,19 @@ pub async fn serve_sim(
     accounts: usize,
     seed: u64,
     config_out: Option<PathBuf>,
+    fast: bool,
 ) -> anyhow::Result<()> {
-    let limits = SimRateLimits::default();
+    // The vendors' real quotas by default; `--fast` lifts them as the demo does.
+    let limits = if fast {
+        demo_limits()
+    } else {
+        SimRateLimits::default()
+    };
     let sim = sim::start(SimOptions {
         accounts,
         seed,
         now: sim_now(),
-        rate_limits: SimRateLimits::default(),
+        rate_limits: limits,
     })
     .await
     .context("cannot start the simulator")?;

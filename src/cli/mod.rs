@@ -130,6 +130,9 @@ pub enum Command {
         /// Where to write healthsync.toml, connectors/ and models/ for the simulated APIs.
         #[arg(long)]
         config_out: Option<PathBuf>,
+        /// Lift the vendors' rate limits (as `demo` does) instead of simulating their real quotas.
+        #[arg(long)]
+        fast: bool,
     },
     /// Run the whole pipeline once against the built-in simulated APIs and print a summary.
     Demo {
@@ -434,7 +437,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             accounts,
             seed,
             config_out,
-        } => crate::demo::serve_sim(accounts, seed, config_out)
+            fast,
+        } => crate::demo::serve_sim(accounts, seed, config_out, fast)
             .await
             .map_err(CliError::Runtime),
         Command::Demo {

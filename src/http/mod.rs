@@ -21,10 +21,11 @@ mod retry;
 pub mod testing;
 #[cfg(test)]
 mod tests;
+mod window;
 
 use std::fmt;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::clock::Clock as _;
@@ -40,6 +41,7 @@ use crate::secrets::ResolvedSecrets;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use lines::LineStream;
 pub use retry::{default_classify, retry_after, Classified, Classifier, RetryPolicy};
+pub use window::{QuotaReader, WindowQuota};
 
 /// How much of an error body an error message keeps.
 const BODY_EXCERPT_CHARS: usize = 300;
@@ -302,6 +304,9 @@ pub struct HttpClient {
     clock: Arc<dyn Clock>,
     /// Non-secret headers a kind sends on every request (e.g. `Intercom-Version`).
     extra_headers: HeaderMap,
+    /// Rolling-window guard over the configured quota and the vendor-reported one (`window.rs`).
+    send_log: Mutex<window::SendLog>,
+    quota_reader: Option<QuotaReader>,
 }
 
 impl fmt::Debug for HttpClient {
@@ -351,7 +356,19 @@ impl HttpClient {
             classifier: None,
             clock: Arc::new(SystemClock),
             extra_headers: HeaderMap::new(),
+            send_log: Mutex::new(window::SendLog::new(Some(WindowQuota {
+                requests: config.rate_limit.requests,
+                window: config.rate_limit.per,
+            }))),
+            quota_reader: None,
         })
+    }
+
+    /// Installs the kind's reader of the vendor's own quota headers: from then on no rolling window of the
+    /// vendor's length holds more requests than the vendor says it allows, whatever the configured guess.
+    pub fn with_quota_reader(mut self, reader: QuotaReader) -> HttpClient {
+        self.quota_reader = Some(reader);
+        self
     }
 
     /// Installs the kind's throttle mapping, consulted before the default classification.
@@ -465,7 +482,7 @@ impl HttpClient {
         let mut refreshed = false;
         loop {
             attempt += 1;
-            self.acquire().await;
+            self.acquire(&target).await?;
             let result = match self.oauth_token().await {
                 Ok(token) => {
                     self.attempt(&call, &url, &target, token.as_ref(), stream)
@@ -526,14 +543,50 @@ impl HttpClient {
         }
     }
 
-    /// Waits for the rate limiter.
-    async fn acquire(&self) {
+    /// Waits for the rate limiter, then for the rolling-window guard. A guard wait longer than the retry
+    /// budget (a quota of 60 per hour, spent) is not slept: it comes back as `RateLimited` at once, like a
+    /// `Retry-After` beyond the budget, so a run ends instead of hanging.
+    async fn acquire(&self, target: &RequestTarget) -> Result<(), HttpError> {
+        let now = self.clock.now();
+        let ahead = self
+            .send_log
+            .lock()
+            .map(|mut log| log.wait_at(now))
+            .unwrap_or(Duration::ZERO);
+        if ahead > self.policy.max_total_wait {
+            return Err(HttpError::RateLimited {
+                target: target.clone(),
+                retry_after: Some(ahead),
+            });
+        }
         while let Err(not_until) = self.limiter.check() {
             let wait = not_until
                 .wait_time_from(self.limiter.clock().now())
                 .max(Duration::from_millis(1));
             crate::observe::rate_limit_wait(&self.connector, wait);
             self.clock.sleep(wait).await;
+        }
+        loop {
+            let now = self.clock.now();
+            let wait = match self.send_log.lock() {
+                Ok(mut log) => log.try_send(now),
+                // A poisoned log only loses the guard; governor still applies.
+                Err(_) => Duration::ZERO,
+            };
+            if wait.is_zero() {
+                return Ok(());
+            }
+            crate::observe::rate_limit_wait(&self.connector, wait);
+            self.clock.sleep(wait).await;
+        }
+    }
+
+    /// Adopts the quota a response reports, when the kind installed a reader.
+    fn learn_quota(&self, headers: &HeaderMap) {
+        if let Some(q) = self.quota_reader.and_then(|read| read(headers)) {
+            if let Ok(mut log) = self.send_log.lock() {
+                log.learn(q);
+            }
         }
     }
 
@@ -565,6 +618,7 @@ impl HttpClient {
         let status = resp.status();
         crate::observe::http_request(&self.connector, Some(status.as_u16()));
         let headers = resp.headers().clone();
+        self.learn_quota(&headers);
         if stream && status.is_success() {
             return Ok(Attempted::Stream(Box::new(LineStream::new(
                 resp,

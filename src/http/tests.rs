@@ -405,3 +405,184 @@ async fn connection_failure_is_transient_and_names_no_query() {
     assert!(!msg.contains("s3cret") && !msg.contains("api_key"), "{msg}");
     assert_eq!(clock.sleeps().len(), 1);
 }
+
+/// What a scripted raw-TCP server does with each connection it accepts, in order.
+#[derive(Clone, Copy)]
+enum OnAccept {
+    /// Reads the request and never answers (the socket stays open until the test ends).
+    Hang,
+    /// Reads the request and closes with an RST (linger 0): a connection reset.
+    Reset,
+    /// Answers 200 with a small JSON body.
+    Answer,
+}
+
+/// A loopback server following `script` (the last entry repeats); returns its URL and the accept count.
+async fn scripted_server(script: Vec<OnAccept>) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            match script[n.min(script.len() - 1)] {
+                OnAccept::Hang => held.push(sock),
+                OnAccept::Reset => {
+                    // Deprecated because a nonzero linger blocks on drop; a zero linger closes at once with
+                    // an RST, which is the point.
+                    #[allow(deprecated)]
+                    let _ = sock.set_linger(Some(Duration::ZERO));
+                    drop(sock);
+                }
+                OnAccept::Answer => {
+                    let body = r#"{"n": 1}"#;
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    let _ = sock.write_all(body.as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                }
+            }
+        }
+    });
+    (url, accepted)
+}
+
+/// A client for a scripted server with a 50 ms request timeout and a manual clock for the retry waits.
+fn short_timeout_client(url: &str) -> (HttpClient, Arc<ManualClock>) {
+    let mut c = config("t", Role::Source, url, AuthScheme::Bearer);
+    c.timeout = Duration::from_millis(50);
+    let s = secrets(&mut c, &[("token", "tok_t")]);
+    let clock = super::testing::manual_clock();
+    let client = HttpClient::new(&c, &s).unwrap().with_clock(clock.clone());
+    (client, clock)
+}
+
+#[tokio::test]
+async fn a_timeout_is_retried_then_succeeds() {
+    // reqwest's timeout runs on real time, so it cannot be paused. It is bounded instead: the server never
+    // answers the first connection, so the attempt ends exactly when the 50 ms timeout fires, and the
+    // backoff before the retry goes through the manual clock (recorded, not slept).
+    let (url, accepted) = scripted_server(vec![OnAccept::Hang, OnAccept::Answer]).await;
+    let (client, clock) = short_timeout_client(&url);
+    assert_eq!(client.get_json("/x", &[]).await.unwrap(), json!({"n": 1}));
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(clock.sleeps().len(), 1, "one backoff before the retry");
+}
+
+#[tokio::test]
+async fn timeouts_until_the_attempts_run_out_are_a_transient_error() {
+    let (url, accepted) = scripted_server(vec![OnAccept::Hang]).await;
+    let (client, clock) = short_timeout_client(&url);
+    let client = client.with_retry_policy(RetryPolicy {
+        max_attempts: 3,
+        ..RetryPolicy::default()
+    });
+    let err = client.get_json("/x", &[]).await.unwrap_err();
+    match &err {
+        HttpError::Transient {
+            status: None,
+            reason,
+            ..
+        } => assert_eq!(reason, "timed out"),
+        other => panic!("expected a transient timeout, got {other:?}"),
+    }
+    assert!(err.to_string().contains("GET /x"), "{err}");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(clock.sleeps().len(), 2);
+}
+
+#[tokio::test]
+async fn a_connection_reset_is_retried_then_succeeds() {
+    let (url, accepted) =
+        scripted_server(vec![OnAccept::Reset, OnAccept::Reset, OnAccept::Answer]).await;
+    let (client, clock) = short_timeout_client(&url);
+    let client = client.with_retry_policy(RetryPolicy {
+        max_attempts: 3,
+        ..RetryPolicy::default()
+    });
+    assert_eq!(client.get_json("/x", &[]).await.unwrap(), json!({"n": 1}));
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(clock.sleeps().len(), 2);
+}
+
+#[tokio::test]
+async fn a_connection_reset_on_every_attempt_is_a_transient_error() {
+    let (url, _) = scripted_server(vec![OnAccept::Reset]).await;
+    let (client, _) = short_timeout_client(&url);
+    let client = client.with_retry_policy(RetryPolicy {
+        max_attempts: 2,
+        ..RetryPolicy::default()
+    });
+    let err = client.get_json("/x", &[]).await.unwrap_err();
+    assert!(
+        matches!(err, HttpError::Transient { status: None, .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_vendor_reported_quota_paces_a_client_configured_too_high() {
+    // The client is configured for 10,000/s; the vendor reports 2 per 10 s. After the first response the
+    // third request waits for the first to leave the vendor's window (10 s plus the 2% margin).
+    let server = MockServer::start().await;
+    Mock::given(path("/x"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("x-test-max", "2")
+                .set_body_json(json!({})),
+        )
+        .mount(&server)
+        .await;
+    fn read(h: &reqwest::header::HeaderMap) -> Option<WindowQuota> {
+        let max = h.get("x-test-max")?.to_str().ok()?.parse().ok()?;
+        Some(WindowQuota {
+            requests: max,
+            window: Duration::from_secs(10),
+        })
+    }
+    let (client, clock) = bearer_client(&server.uri());
+    let client = client.with_quota_reader(read);
+    for _ in 0..3 {
+        client.get_json("/x", &[]).await.unwrap();
+    }
+    assert_eq!(clock.sleeps(), vec![Duration::from_millis(10_200)]);
+}
+
+#[tokio::test]
+async fn a_spent_quota_that_refills_beyond_the_wait_budget_is_rate_limited_at_once() {
+    // 2 requests per hour: the third would wait an hour (plus the margin), far beyond the retry budget, so
+    // it fails at once without a request and without sleeping, instead of hanging the run.
+    let server = MockServer::start().await;
+    Mock::given(path("/x"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let mut c = config("t", Role::Source, &server.uri(), AuthScheme::Bearer);
+    c.rate_limit = RateLimit::per_secs(2, 3600);
+    let s = secrets(&mut c, &[("token", "tok_t")]);
+    let clock = super::testing::manual_clock();
+    let client = HttpClient::new(&c, &s).unwrap().with_clock(clock.clone());
+    client.get_json("/x", &[]).await.unwrap();
+    client.get_json("/x", &[]).await.unwrap();
+    let err = client.get_json("/x", &[]).await.unwrap_err();
+    match err {
+        HttpError::RateLimited {
+            retry_after: Some(wait),
+            ..
+        } => assert!(wait > Duration::from_secs(3600), "{wait:?}"),
+        other => panic!("expected rate limited, got {other:?}"),
+    }
+    assert!(clock.sleeps().is_empty());
+}

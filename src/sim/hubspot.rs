@@ -52,6 +52,8 @@ pub(crate) struct HubState {
     limiter: Mutex<Limiter>,
     /// The write side (`hubspot_write`): company properties and tasks written through the API.
     pub(crate) write: super::hubspot_write::WriteState,
+    /// Every authenticated request's arrival and whether it was throttled, for benchmarks.
+    log: Mutex<Vec<(Instant, bool)>>,
 }
 
 struct Limiter {
@@ -76,7 +78,16 @@ impl HubState {
                 daily_used: 0,
             }),
             write: Default::default(),
+            log: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Every authenticated request so far: (arrival after `start`, throttled).
+    pub(crate) fn requests(&self, start: Instant) -> Vec<(Duration, bool)> {
+        lock(&self.log)
+            .iter()
+            .map(|(t, throttled)| (t.saturating_duration_since(start), *throttled))
+            .collect()
     }
 
     fn hit(&self, now: Instant) -> Verdict {
@@ -138,7 +149,9 @@ async fn gate(State(st): State<Arc<SimState>>, req: Request, next: Next) -> Resp
         };
         return error(&st, StatusCode::UNAUTHORIZED, "INVALID_AUTHENTICATION", msg);
     }
-    let v = st.hubspot.hit(Instant::now());
+    let arrived = Instant::now();
+    let v = st.hubspot.hit(arrived);
+    lock(&st.hubspot.log).push((arrived, v.policy.is_some()));
     let mut resp = match v.policy {
         None => next.run(req).await,
         Some(policy) => {

@@ -346,6 +346,12 @@ impl SimHandle {
         Arc::clone(&self.state.world)
     }
 
+    /// Every authenticated HubSpot request so far, in arrival order: (time since the simulator started,
+    /// throttled with a 429). The simulator's own count, for the rate-limit benchmark.
+    pub fn hubspot_requests(&self) -> Vec<(Duration, bool)> {
+        self.state.hubspot.requests(self.state.started)
+    }
+
     /// Stops accepting, lets in-flight requests finish, and waits (bounded) for the server task.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {

@@ -31,7 +31,7 @@ use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use super::common::{self, Mark, StreamCursor};
+use super::common::{self, StreamCursor};
 use crate::config::{AuthScheme, RateLimit};
 use crate::connector::{
     BoxFuture, BuildContext, BuildError, Built, Cursor, KindSpec, Page, Record, RejectedRecord,
@@ -148,26 +148,11 @@ impl Chargebee {
                 ))
             }
         };
-        let mut page = Page::default();
-        let mut marks = Vec::new();
-        for item in list {
-            match map_item(item, item_key, self.crm_id_field.as_deref()) {
-                Ok(r) => {
-                    marks.push(Mark {
-                        updated_at: r.updated_at,
-                        id: r.id.clone(),
-                    });
-                    page.records.push(r);
-                }
-                Err(rej) => page.rejected.push(rej),
-            }
-        }
-        let (new_state, done) = state
-            .advance(run, common::page_max(&marks), list.len(), next)
-            .map_err(|e| common::malformed(stream, connector, e))?;
-        page.cursor = new_state.to_cursor();
-        page.done = done;
-        Ok(page)
+        let count = list.len();
+        let (page, max) = common::map_page(list, |item| {
+            map_item(item, item_key, self.crm_id_field.as_deref()).map(common::marked)
+        });
+        state.finish_page(run, page, max, count, next, stream, connector)
     }
 }
 

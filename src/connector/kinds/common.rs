@@ -13,7 +13,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::connector::{Cursor, RejectedRecord, SourceError};
+use crate::connector::{Cursor, Page, Record, RejectedRecord, SourceError};
 
 /// How far before the last high-water mark an incremental run starts, to absorb clock skew and records
 /// committed late on the vendor's side. Upserts by id make the re-read harmless.
@@ -137,6 +137,67 @@ impl StreamCursor {
     pub fn to_cursor(&self) -> Cursor {
         Cursor(serde_json::to_value(self).unwrap_or(Value::Null))
     }
+
+    /// The step every paged fetch ends with: advances past a page of `count` vendor items whose records are
+    /// already in `page` (highest mark `page_max`, from [`map_page`]) to `next` (the vendor's token, URL or
+    /// offset; `None` at the end), and puts the cursor to store on the page. How `next` is found is the
+    /// kind's business; the loop guard, the high-water mark and completion are decided here.
+    #[allow(clippy::too_many_arguments)]
+    pub fn finish_page(
+        &self,
+        run: RunState,
+        mut page: Page,
+        page_max: Option<Mark>,
+        count: usize,
+        next: Option<String>,
+        stream: &str,
+        connector: &str,
+    ) -> Result<Page, SourceError> {
+        let (state, done) = self
+            .advance(run, page_max, count, next)
+            .map_err(|e| malformed(stream, connector, e))?;
+        page.cursor = state.to_cursor();
+        page.done = done;
+        Ok(page)
+    }
+}
+
+impl Mark {
+    /// A record's own position: its `updated_at` and id.
+    pub fn of(record: &Record) -> Mark {
+        Mark {
+            updated_at: record.updated_at,
+            id: record.id.clone(),
+        }
+    }
+}
+
+/// Pairs a mapped record with its own mark, for kinds whose records are ordered by their `updated_at`.
+pub fn marked(record: Record) -> (Record, Mark) {
+    let mark = Mark::of(&record);
+    (record, mark)
+}
+
+/// Maps a page of vendor items: records (each with the mark the vendor orders it by) and rejections, in
+/// order, plus the highest mark among the records. The cursor is left for [`StreamCursor::finish_page`].
+pub fn map_page<T>(
+    items: impl IntoIterator<Item = T>,
+    mut map: impl FnMut(T) -> Result<(Record, Mark), RejectedRecord>,
+) -> (Page, Option<Mark>) {
+    let mut page = Page::default();
+    let mut max: Option<Mark> = None;
+    for item in items {
+        match map(item) {
+            Ok((record, mark)) => {
+                if max.as_ref().is_none_or(|m| mark > *m) {
+                    max = Some(mark);
+                }
+                page.records.push(record);
+            }
+            Err(rej) => page.rejected.push(rej),
+        }
+    }
+    (page, max)
 }
 
 /// The highest mark of a page's records.

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::common::{self, Mark, StreamCursor};
+use super::common::{self, StreamCursor};
 use crate::config::{AuthScheme, RateLimit};
 use crate::connector::{
     BoxFuture, BuildContext, BuildError, Built, Cursor, KindSpec, Page, Record, RejectedRecord,
@@ -125,26 +125,9 @@ impl Delighted {
         }
         let next = (items.len() as u64 >= u64::from(self.per_page))
             .then(|| format!("{}|{}", page_no + 1, last.unwrap_or_default()));
-        let mut page = Page::default();
-        let mut marks = Vec::new();
-        for item in items {
-            match map_response(item) {
-                Ok(r) => {
-                    marks.push(Mark {
-                        updated_at: r.updated_at,
-                        id: r.id.clone(),
-                    });
-                    page.records.push(r);
-                }
-                Err(rej) => page.rejected.push(rej),
-            }
-        }
-        let (new_state, done) = state
-            .advance(run, common::page_max(&marks), items.len(), next)
-            .map_err(|e| common::malformed(stream, connector, e))?;
-        page.cursor = new_state.to_cursor();
-        page.done = done;
-        Ok(page)
+        let count = items.len();
+        let (page, max) = common::map_page(items, |item| map_response(item).map(common::marked));
+        state.finish_page(run, page, max, count, next, stream, connector)
     }
 }
 

@@ -28,7 +28,7 @@ use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use reqwest::{Method, Url};
 use serde_json::Value;
 
-use super::common::{self, Mark, StreamCursor};
+use super::common::{self, StreamCursor};
 use crate::config::{AuthScheme, RateLimit};
 use crate::connector::{
     BoxFuture, BuildContext, BuildError, Built, Cursor, KindSpec, Page, Record, RejectedRecord,
@@ -130,23 +130,11 @@ impl Freshdesk {
                     .map_err(|e| common::malformed(stream, connector, e))?,
             ),
         };
-        let mut page = Page::default();
-        let mut marks = Vec::new();
-        for item in items {
-            match map_item(stream, item) {
-                Ok(r) => {
-                    marks.push(Mark {
-                        updated_at: r.updated_at,
-                        id: r.id.clone(),
-                    });
-                    page.records.push(r);
-                }
-                Err(rej) => page.rejected.push(rej),
-            }
-        }
+        let (mut page, max) =
+            common::map_page(items, |item| map_item(stream, item).map(common::marked));
         let since = run.since;
         let (mut new_state, done) = state
-            .advance(run, common::page_max(&marks), items.len(), next.clone())
+            .advance(run, max, items.len(), next.clone())
             .map_err(|e| common::malformed(stream, connector, e))?;
         if let (false, Some(r), Some(next)) = (done, new_state.run.as_mut(), next) {
             if page_number(&next) > Some(PAGE_CAP) {

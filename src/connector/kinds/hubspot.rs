@@ -16,19 +16,20 @@
 //! retries or auth (the HTTP engine) nor what happens to records (the sync loop).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::common::{self, Mark, RunState, StreamCursor};
+use super::common::{self, RunState, StreamCursor};
 use crate::config::{AuthScheme, RateLimit};
 use crate::connector::{
     BoxFuture, BuildContext, BuildError, Built, Cursor, KindSpec, Page, Record, RejectedRecord,
     Role, Source, SourceError,
 };
-use crate::http::{Call, Classified, HttpClient};
+use crate::http::{Call, Classified, HttpClient, WindowQuota};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "hubspot",
@@ -61,13 +62,26 @@ fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
             reason,
         })?
         .unwrap_or_default();
-    let http = HttpClient::new(ctx.connector, ctx.secrets)?.with_classifier(classify);
+    let http = HttpClient::new(ctx.connector, ctx.secrets)?
+        .with_classifier(classify)
+        .with_quota_reader(quota);
     Ok(Built::Source(Box::new(HubSpot::new(
         http,
         ctx.connector.streams.clone(),
         extra,
         ctx.connector.page_size,
     ))))
+}
+
+/// HubSpot's ten-secondly rolling quota as every response reports it (`X-HubSpot-RateLimit-Max` per
+/// `X-HubSpot-RateLimit-Interval-Milliseconds`): the engine then never sends more in a rolling window, even
+/// when the configured `rate_limit` guessed a higher tier.
+pub fn quota(headers: &HeaderMap) -> Option<WindowQuota> {
+    let num = |name: &str| -> Option<u64> { headers.get(name)?.to_str().ok()?.trim().parse().ok() };
+    Some(WindowQuota {
+        requests: u32::try_from(num("x-hubspot-ratelimit-max")?).ok()?,
+        window: Duration::from_millis(num("x-hubspot-ratelimit-interval-milliseconds")?),
+    })
 }
 
 /// HubSpot's daily quota: retrying within the run cannot help. Shared with the `hubspot_sink` kind.
@@ -195,23 +209,11 @@ impl HubSpot {
             .pointer("/paging/next/after")
             .and_then(|v| common::id_of(Some(v)));
 
-        let mut page = Page::default();
-        let mut marks = Vec::new();
-        for obj in results {
-            match map_object(stream, obj) {
-                Ok(r) => {
-                    marks.push(Mark {
-                        updated_at: r.updated_at,
-                        id: r.id.clone(),
-                    });
-                    page.records.push(r);
-                }
-                Err(rej) => page.rejected.push(rej),
-            }
-        }
+        let (mut page, max) =
+            common::map_page(results, |obj| map_object(stream, obj).map(common::marked));
         let searching = run.since.is_some();
         let (mut new_state, done) = state
-            .advance(run.clone(), common::page_max(&marks), results.len(), next)
+            .advance(run.clone(), max, results.len(), next)
             .map_err(|e| common::malformed(stream, connector, e))?;
         if let (true, false, Some(r)) = (searching, done, new_state.run.as_mut()) {
             if r.fetched + u64::from(self.limit) > SEARCH_CEILING {
@@ -570,7 +572,7 @@ mod tests {
             token: Some("9900".into()),
             prev: Some("9800".into()),
             since: Some(t(100)),
-            max: Some(Mark {
+            max: Some(common::Mark {
                 updated_at: t(500),
                 id: "7".into(),
             }),
@@ -586,6 +588,27 @@ mod tests {
             ..run.clone()
         };
         assert!(restart_search(&mut stuck, Some(t(500))).is_err());
+    }
+
+    #[test]
+    fn the_ten_secondly_quota_is_read_from_the_rate_limit_headers() {
+        let mut h = HeaderMap::new();
+        assert_eq!(quota(&h), None);
+        h.insert("x-hubspot-ratelimit-max", "190".parse().unwrap());
+        assert_eq!(quota(&h), None, "max without the interval says nothing");
+        h.insert(
+            "x-hubspot-ratelimit-interval-milliseconds",
+            "10000".parse().unwrap(),
+        );
+        assert_eq!(
+            quota(&h),
+            Some(WindowQuota {
+                requests: 190,
+                window: Duration::from_secs(10),
+            })
+        );
+        h.insert("x-hubspot-ratelimit-max", "many".parse().unwrap());
+        assert_eq!(quota(&h), None);
     }
 
     #[test]

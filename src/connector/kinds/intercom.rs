@@ -33,7 +33,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::common::{self, Mark, StreamCursor};
+use super::common::{self, StreamCursor};
 use super::quota_pause::{header_u64, QuotaPause};
 use crate::config::{AuthScheme, RateLimit};
 use crate::connector::{
@@ -213,26 +213,10 @@ impl Intercom {
             }
             other => return Err(SourceError::UnknownStream(other.to_string())),
         };
-        let mut page = Page::default();
-        let mut marks = Vec::new();
-        for item in &items {
-            match map_item(stream, item) {
-                Ok(r) => {
-                    marks.push(Mark {
-                        updated_at: r.updated_at,
-                        id: r.id.clone(),
-                    });
-                    page.records.push(r);
-                }
-                Err(rej) => page.rejected.push(rej),
-            }
-        }
-        let (new_state, done) = state
-            .advance(run, common::page_max(&marks), items.len(), next)
-            .map_err(|e| common::malformed(stream, connector, e))?;
-        page.cursor = new_state.to_cursor();
-        page.done = done;
-        Ok(page)
+        let count = items.len();
+        let (page, max) =
+            common::map_page(&items, |item| map_item(stream, item).map(common::marked));
+        state.finish_page(run, page, max, count, next, stream, connector)
     }
 }
 

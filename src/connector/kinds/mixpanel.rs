@@ -203,12 +203,15 @@ impl Mixpanel {
         }
         let next = (day < today).then(|| (day + Days::new(1)).format("%Y-%m-%d").to_string());
         let count = page.records.len();
-        let (s, done) = state
-            .advance(run, common::page_max(&marks), count, next)
-            .map_err(|e| common::malformed(stream, connector, e))?;
-        page.cursor = s.to_cursor();
-        page.done = done;
-        Ok(page)
+        state.finish_page(
+            run,
+            page,
+            common::page_max(&marks),
+            count,
+            next,
+            stream,
+            connector,
+        )
     }
 
     /// Streams one day's export and folds it into per-account tallies.

@@ -35,7 +35,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value};
 
-use super::common::{self, Mark, RunState, StreamCursor};
+use super::common::{self, RunState, StreamCursor};
 use crate::config::{AuthScheme, RateLimit};
 use crate::connector::{
     BoxFuture, BuildContext, BuildError, Built, Cursor, KindSpec, Page, Record, RejectedRecord,
@@ -467,26 +467,11 @@ impl Salesforce {
                 ))
             }
         };
-        let mut page = Page::default();
-        let mut marks = Vec::new();
-        for rec in records {
-            match map_record(stream, rec, self.params.crm_id_field.as_deref()) {
-                Ok(r) => {
-                    marks.push(Mark {
-                        updated_at: r.updated_at,
-                        id: r.id.clone(),
-                    });
-                    page.records.push(r);
-                }
-                Err(rej) => page.rejected.push(rej),
-            }
-        }
-        let (new_state, done) = state
-            .advance(run, common::page_max(&marks), records.len(), next)
-            .map_err(|e| common::malformed(stream, connector, e))?;
-        page.cursor = new_state.to_cursor();
-        page.done = done;
-        Ok(page)
+        let count = records.len();
+        let (page, max) = common::map_page(records, |rec| {
+            map_record(stream, rec, self.params.crm_id_field.as_deref()).map(common::marked)
+        });
+        state.finish_page(run, page, max, count, next, stream, connector)
     }
 }
 

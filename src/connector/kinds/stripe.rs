@@ -151,23 +151,9 @@ impl Stripe {
             None
         };
 
-        let mut page = Page::default();
-        let mut marks = Vec::new();
-        for obj in data {
-            match self.map_object(stream, obj) {
-                Ok((record, mark)) => {
-                    marks.push(mark);
-                    page.records.push(record);
-                }
-                Err(rej) => page.rejected.push(rej),
-            }
-        }
-        let (new_state, done) = state
-            .advance(run, common::page_max(&marks), data.len(), next)
-            .map_err(|e| common::malformed(stream, connector, e))?;
-        page.cursor = new_state.to_cursor();
-        page.done = done;
-        Ok(page)
+        let count = data.len();
+        let (page, max) = common::map_page(data, |obj| self.map_object(stream, obj));
+        state.finish_page(run, page, max, count, next, stream, connector)
     }
 
     /// Maps one Stripe object; the mark is on `created`, the only time Stripe lists filter by.

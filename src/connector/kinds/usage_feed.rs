@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use chrono::SecondsFormat;
 use serde_json::Value;
 
-use super::common::{self, Mark, StreamCursor};
+use super::common::{self, StreamCursor};
 use crate::config::{AuthScheme, RateLimit};
 use crate::connector::{
     BoxFuture, BuildContext, BuildError, Built, Cursor, KindSpec, Page, Record, RejectedRecord,
@@ -95,26 +95,9 @@ impl UsageFeed {
                 ))
             }
         };
-        let mut page = Page::default();
-        let mut marks = Vec::new();
-        for row in data {
-            match map_row(row) {
-                Ok(r) => {
-                    marks.push(Mark {
-                        updated_at: r.updated_at,
-                        id: r.id.clone(),
-                    });
-                    page.records.push(r);
-                }
-                Err(rej) => page.rejected.push(rej),
-            }
-        }
-        let (new_state, done) = state
-            .advance(run, common::page_max(&marks), data.len(), next)
-            .map_err(|e| common::malformed(stream, connector, e))?;
-        page.cursor = new_state.to_cursor();
-        page.done = done;
-        Ok(page)
+        let count = data.len();
+        let (page, max) = common::map_page(data, |row| map_row(row).map(common::marked));
+        state.finish_page(run, page, max, count, next, stream, connector)
     }
 }
 

@@ -248,23 +248,9 @@ impl Zendesk {
                     format!("response has no `{items_key}` list"),
                 )
             })?;
-        let mut page = Page::default();
-        let mut marks = Vec::new();
-        for item in items {
-            match map_item(stream, item) {
-                Ok((record, mark)) => {
-                    marks.push(mark);
-                    page.records.push(record);
-                }
-                Err(rej) => page.rejected.push(rej),
-            }
-        }
-        let (new_state, done) = state
-            .advance(run, common::page_max(&marks), items.len(), next)
-            .map_err(|e| common::malformed(stream, connector, e))?;
-        page.cursor = new_state.to_cursor();
-        page.done = done;
-        Ok(page)
+        let count = items.len();
+        let (page, max) = common::map_page(items, |item| map_item(stream, item));
+        state.finish_page(run, page, max, count, next, stream, connector)
     }
 }
 
