@@ -13,7 +13,6 @@ use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
 use healthsync::config::Band;
-use healthsync::identity::Account;
 use healthsync::pipeline::Runtime;
 use healthsync::scoring::AccountScore;
 use healthsync::sim::{self, SimOptions, SimRateLimits};
@@ -21,32 +20,16 @@ use healthsync::store::Store;
 use tokio::sync::watch;
 
 fn score(id: &str, overall: f64) -> AccountScore {
-    AccountScore {
-        account: Account {
-            id: id.into(),
-            name: format!("Account {id}"),
-            stage: None,
-            segment: None,
-            owner: None,
-        },
-        as_of: Utc
-            .with_ymd_and_hms(2026, 11, 2, 0, 0, 0)
-            .single()
-            .expect("valid date"),
-        model_hash: "h".into(),
-        overall: Some(overall),
-        band: Some(if overall >= 80.0 {
-            Band::Green
-        } else {
-            Band::Amber
-        }),
-        coverage: 1.0,
-        categories: Vec::new(),
-        overrides: Vec::new(),
-        benchmark: None,
-        risks: Vec::new(),
-        rule_errors: Vec::new(),
-    }
+    let band = if overall >= 80.0 {
+        Band::Green
+    } else {
+        Band::Amber
+    };
+    let as_of = Utc
+        .with_ymd_and_hms(2026, 11, 2, 0, 0, 0)
+        .single()
+        .expect("valid date");
+    AccountScore::overall_only(id, overall, band, as_of)
 }
 
 fn proportional(accounts: usize) {

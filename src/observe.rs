@@ -232,6 +232,21 @@ pub fn rate_limit_wait(connector: &str, wait: Duration) {
         .inc_by(wait.as_secs_f64());
 }
 
+/// Sets the accounts-by-band gauges from a scoring run's distribution.
+pub fn set_accounts(d: &crate::scoring::Distribution) {
+    for (band, n) in [
+        ("red", d.red),
+        ("amber", d.amber),
+        ("green", d.green),
+        ("not_scored", d.not_scored),
+    ] {
+        metrics()
+            .accounts
+            .get_or_create(&BandLabel { band: band.into() })
+            .set(n as i64);
+    }
+}
+
 /// Counts one write outcome for a sink.
 pub fn write(sink: &str, outcome: &str) {
     metrics()

@@ -134,19 +134,16 @@ impl StatusReport {
             problems,
         }
     }
+}
 
-    /// Accounts per band in the last scoring run: (red, amber, green, not scored).
-    pub fn bands(&self) -> Option<[(&'static str, usize); 4]> {
-        self.last_score_run.as_ref().map(|s| {
-            let d = &s.distribution;
-            [
-                ("red", d.red),
-                ("amber", d.amber),
-                ("green", d.green),
-                ("not_scored", d.not_scored),
-            ]
-        })
-    }
+/// A source is stale when its last fully successful sync is older than its max age, or it never had one.
+pub fn is_stale(
+    last_success: Option<DateTime<Utc>>,
+    max_age: std::time::Duration,
+    now: DateTime<Utc>,
+) -> bool {
+    let max_age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
+    last_success.is_none_or(|t| now - t > max_age)
 }
 
 /// Builds the report from the store, as of `now`.
@@ -167,8 +164,7 @@ pub fn collect(
         } else {
             (None, None)
         };
-        let max_age = chrono::Duration::from_std(c.max_age).unwrap_or(chrono::Duration::MAX);
-        let stale = source && c.enabled && last_success.is_none_or(|t| now - t > max_age);
+        let stale = source && c.enabled && is_stale(last_success, c.max_age, now);
         let mut cursors = BTreeMap::new();
         if let Some(run) = &last_run {
             for s in &run.streams {
@@ -260,7 +256,6 @@ mod tests {
         last_success: Option<DateTime<Utc>>,
     ) -> ConnectorStatus {
         let now = at(12);
-        let max_age = chrono::Duration::hours(3);
         ConnectorStatus {
             id: "crm".into(),
             kind: "hubspot".into(),
@@ -271,7 +266,7 @@ mod tests {
             last_run,
             last_success,
             max_age_secs: 3 * 3600,
-            stale: last_success.is_none_or(|t| now - t > max_age),
+            stale: is_stale(last_success, std::time::Duration::from_secs(3 * 3600), now),
             cursors: BTreeMap::new(),
         }
     }

@@ -66,6 +66,10 @@ impl SyncStatus {
         self.error.is_none() && self.streams.iter().all(|s| s.error.is_none())
     }
 
+    pub fn finished_at(&self) -> DateTime<Utc> {
+        self.started_at + chrono::Duration::milliseconds(self.duration_ms as i64)
+    }
+
     pub fn records(&self) -> usize {
         self.streams.iter().map(|s| s.records).sum()
     }
@@ -146,8 +150,10 @@ pub async fn sync_connector(
     }
     store.put_status(&format!("sync/{connector}"), &status)?;
     if status.ok() && !status.interrupted {
-        let finished = started_at + chrono::Duration::milliseconds(status.duration_ms as i64);
-        store.put_status(&crate::status::last_success_key(connector), &finished)?;
+        store.put_status(
+            &crate::status::last_success_key(connector),
+            &status.finished_at(),
+        )?;
     }
     record_metrics(&status);
     Ok(status)
@@ -273,7 +279,7 @@ fn record_metrics(status: &SyncStatus) {
             outcome: outcome.to_string(),
         })
         .inc();
-    let finished = status.started_at + chrono::Duration::milliseconds(status.duration_ms as i64);
+    let finished = status.finished_at();
     if outcome == "ok" {
         m.last_success_timestamp
             .get_or_create(&label)

@@ -197,20 +197,11 @@ async fn run_scoring(rt: &Runtime, ctx: &JobContext) {
     });
     match result {
         Ok((run, writes)) => {
-            let m = observe::metrics();
-            m.scoring_duration_seconds
+            // Accounts by band are read from the stored run summary when /metrics is scraped.
+            observe::metrics()
+                .scoring_duration_seconds
                 .observe(started.elapsed().as_secs_f64());
             let d = &run.distribution;
-            for (band, n) in [
-                ("red", d.red),
-                ("amber", d.amber),
-                ("green", d.green),
-                ("not_scored", d.not_scored),
-            ] {
-                m.accounts
-                    .get_or_create(&observe::BandLabel { band: band.into() })
-                    .set(n as i64);
-            }
             tracing::info!(
                 accounts = run.scores.len(),
                 red = d.red,

@@ -120,25 +120,14 @@ impl DaemonState {
                     .get_or_create(&label)
                     .set(t.timestamp());
             }
-            let max_age = chrono::Duration::from_std(c.max_age).unwrap_or(chrono::Duration::MAX);
-            let stale = last.is_none_or(|t| now - t > max_age);
+            let stale = status::is_stale(last, c.max_age, now);
             m.connector_stale
                 .get_or_create(&label)
                 .set(i64::from(stale));
         }
         let summary: Option<crate::pipeline::ScoreSummary> = self.store.meta("last_score_run")?;
         if let Some(s) = summary {
-            let d = &s.distribution;
-            for (band, n) in [
-                ("red", d.red),
-                ("amber", d.amber),
-                ("green", d.green),
-                ("not_scored", d.not_scored),
-            ] {
-                m.accounts
-                    .get_or_create(&observe::BandLabel { band: band.into() })
-                    .set(n as i64);
-            }
+            observe::set_accounts(&s.distribution);
         }
         Ok(())
     }

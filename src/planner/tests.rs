@@ -7,7 +7,6 @@ use chrono::TimeZone as _;
 
 use super::*;
 use crate::config::{Config, OpenLimit, ScoreDrop, TaskTemplate};
-use crate::identity::Account;
 use crate::pipeline::Runtime;
 
 fn t(day: u32) -> DateTime<Utc> {
@@ -45,25 +44,7 @@ fn config_with(limit: Option<OpenLimit>, drop: Option<ScoreDrop>) -> Config {
 }
 
 fn score(id: &str, overall: f64, band: Band, day: u32) -> AccountScore {
-    AccountScore {
-        account: Account {
-            id: id.into(),
-            name: format!("Account {id}"),
-            stage: None,
-            segment: None,
-            owner: None,
-        },
-        as_of: t(day),
-        model_hash: "h".into(),
-        overall: Some(overall),
-        band: Some(band),
-        coverage: 1.0,
-        categories: Vec::new(),
-        overrides: Vec::new(),
-        benchmark: None,
-        risks: Vec::new(),
-        rule_errors: Vec::new(),
-    }
+    AccountScore::overall_only(id, overall, band, t(day))
 }
 
 /// Plans, then enqueues and confirms everything as a platform would: the next plan sees it landed.

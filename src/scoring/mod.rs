@@ -93,6 +93,30 @@ pub struct AccountScore {
 }
 
 impl AccountScore {
+    /// A score with only the overall value and band: no categories, full coverage. What the planner
+    /// reads, for its tests and the write-back benchmark; real scores come from [`score_all`].
+    pub fn overall_only(id: &str, overall: f64, band: Band, as_of: DateTime<Utc>) -> AccountScore {
+        AccountScore {
+            account: Account {
+                id: id.into(),
+                name: format!("Account {id}"),
+                stage: None,
+                segment: None,
+                owner: None,
+            },
+            as_of,
+            model_hash: "h".into(),
+            overall: Some(overall),
+            band: Some(band),
+            coverage: 1.0,
+            categories: Vec::new(),
+            overrides: Vec::new(),
+            benchmark: None,
+            risks: Vec::new(),
+            rule_errors: Vec::new(),
+        }
+    }
+
     pub fn category(&self, id: &str) -> Option<&CategoryScore> {
         self.categories.iter().find(|c| c.id == id)
     }

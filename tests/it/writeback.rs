@@ -5,7 +5,6 @@
 
 use chrono::{TimeZone, Utc};
 use healthsync::config::{self, Band, ForEach, Playbook, Target, TaskTemplate};
-use healthsync::identity::Account;
 use healthsync::pipeline::Runtime;
 use healthsync::scoring::AccountScore;
 use healthsync::sim::{self, SimOptions, SimRateLimits};
@@ -21,25 +20,12 @@ fn limits() -> SimRateLimits {
 }
 
 fn score(id: &str, overall: f64, band: Band) -> AccountScore {
-    AccountScore {
-        account: Account {
-            id: id.into(),
-            name: format!("Account {id}"),
-            stage: None,
-            segment: None,
-            owner: None,
-        },
-        as_of: Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap(),
-        model_hash: "h".into(),
-        overall: Some(overall),
-        band: Some(band),
-        coverage: 1.0,
-        categories: Vec::new(),
-        overrides: Vec::new(),
-        benchmark: None,
-        risks: Vec::new(),
-        rule_errors: Vec::new(),
-    }
+    AccountScore::overall_only(
+        id,
+        overall,
+        band,
+        Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap(),
+    )
 }
 
 async fn platform(addr: std::net::SocketAddr) -> Value {

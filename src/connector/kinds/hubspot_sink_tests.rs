@@ -448,26 +448,7 @@ async fn a_mapped_owner_becomes_the_task_owner() {
         .await;
     let (mut sink, _) = sink(&server);
     sink.owners = BTreeMap::from([("crm-7".to_string(), "9001".to_string())]);
-    let op = match project_op("101", KEY) {
-        WriteOp::CreateProject {
-            account,
-            key,
-            playbook,
-            name,
-            description,
-            tasks,
-            ..
-        } => WriteOp::CreateProject {
-            account,
-            key,
-            playbook,
-            name,
-            description,
-            tasks,
-            owner: Some("crm-7".into()),
-        },
-        other => other,
-    };
+    let op = with_owner(project_op("101", KEY), "crm-7");
     sink.deliver(&op).await.unwrap();
     let owners: Vec<Value> = bodies(&server, "POST", "/hubspot/crm/v3/objects/tasks")
         .await

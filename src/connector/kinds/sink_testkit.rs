@@ -68,6 +68,30 @@ pub fn project_op(external_id: &str, key: &str) -> WriteOp {
     }
 }
 
+/// `op` (a `CreateProject`) with the account owner set to `owner`.
+pub fn with_owner(op: WriteOp, owner: &str) -> WriteOp {
+    match op {
+        WriteOp::CreateProject {
+            account,
+            key,
+            playbook,
+            name,
+            description,
+            tasks,
+            ..
+        } => WriteOp::CreateProject {
+            account,
+            key,
+            playbook,
+            name,
+            description,
+            tasks,
+            owner: Some(owner.to_string()),
+        },
+        other => other,
+    }
+}
+
 pub fn close_op(external_id: &str, key: &str) -> WriteOp {
     WriteOp::CloseProject {
         account: account(external_id),

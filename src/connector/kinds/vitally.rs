@@ -552,6 +552,7 @@ mod tests {
 
     #[tokio::test]
     async fn tasks_are_assigned_to_the_mapped_owner_only() {
+        use crate::connector::kinds::sink_testkit::with_owner;
         let server = MockServer::start().await;
         Mock::given(method("GET"))
             .and(path("/vitally/resources/projects"))
@@ -575,28 +576,12 @@ mod tests {
             "hs-42".to_string(),
             "admin-7".to_string(),
         )]));
-        let with_owner = |owner: &str| match project_op() {
-            WriteOp::CreateProject {
-                account,
-                key,
-                playbook,
-                name,
-                description,
-                tasks,
-                ..
-            } => WriteOp::CreateProject {
-                account,
-                key,
-                playbook,
-                name,
-                description,
-                tasks,
-                owner: Some(owner.to_string()),
-            },
-            other => other,
-        };
-        sink.deliver(&with_owner("hs-42")).await.unwrap();
-        sink.deliver(&with_owner("hs-unmapped")).await.unwrap();
+        sink.deliver(&with_owner(project_op(), "hs-42"))
+            .await
+            .unwrap();
+        sink.deliver(&with_owner(project_op(), "hs-unmapped"))
+            .await
+            .unwrap();
         let assignees: Vec<Value> = server
             .received_requests()
             .await
