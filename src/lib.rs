@@ -18,6 +18,7 @@
 //! - [`sim`]: simulated vendor APIs used by `healthsync demo`, `healthsync sim` and the tests.
 //! - [`cli`], [`demo`], [`daemon`], [`telemetry`]: the edges.
 
+pub mod backtest;
 pub mod cli;
 pub mod config;
 pub mod connector;
