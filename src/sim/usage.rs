@@ -233,20 +233,26 @@ fn usage_shape(rng: &mut StdRng, t: Trajectory) -> UsageShape {
     }
 }
 
-/// The last 60 complete days of usage (fewer for younger accounts), oldest first. Declining and
-/// churning accounts drop over the last ~30 days, except some that stay flat.
+/// How many days of usage history the feed holds: enough for a backtest to score 90 days back with a
+/// 30-day window.
+pub(crate) const USAGE_DAYS: i64 = 120;
+
+/// The last `USAGE_DAYS` complete days of usage before `end` (fewer for younger accounts), oldest first:
+/// `end` is the simulated present, or the churn date of an account that has already left (no usage after
+/// it). Declining and churning accounts drop over the last ~30 days before `end`, except some that stay flat.
 pub(crate) fn gen_usage(
     rng: &mut StdRng,
     t: Trajectory,
     now: DateTime<Utc>,
+    end: DateTime<Utc>,
     created_at: DateTime<Utc>,
     seats: u32,
 ) -> Vec<UsageDay> {
     let s = usage_shape(rng, t);
-    let today = now.date_naive();
+    let today = end.date_naive();
     let first = created_at.date_naive();
-    let mut rows = Vec::with_capacity(60);
-    for ago in (1..=60i64).rev() {
+    let mut rows = Vec::with_capacity(USAGE_DAYS as usize);
+    for ago in (1..=USAGE_DAYS).rev() {
         let date = today - TimeDelta::days(ago);
         if date < first {
             continue;
@@ -257,7 +263,7 @@ pub(crate) fn gen_usage(
             let into = (s.onset_days - ago).max(0) as f64 / s.onset_days as f64;
             1.0 - s.drop * into
         } else {
-            1.0 + s.growth * (60 - ago) as f64 / 60.0
+            1.0 + s.growth * (60 - ago).max(0) as f64 / 60.0
         };
         // New customers ramp up over their first ~6 weeks.
         let age_days = (date - first).num_days() as f64;

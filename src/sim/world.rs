@@ -391,6 +391,31 @@ fn gen_account(rng: &mut StdRng, now: DateTime<Utc>, taken: &mut Taken) -> SimAc
     sub.current_period_start = ps;
     sub.current_period_end = pe;
 
+    // Half of the churners have already left (their subscription ended some weeks ago: the history a
+    // backtest learns from); the rest leave in the next 90 days, some having asked to cancel at period end.
+    let churned_before = |at: DateTime<Utc>| at > sub.created + Duration::days(30) && at < now;
+    let churn_at = if trajectory == Trajectory::Churning {
+        let past = now - days(rng, 5, 75);
+        if rng.gen_bool(0.5) && churned_before(past) {
+            sub.status = SubStatus::Canceled;
+            sub.canceled_at = Some((past - days(rng, 0, 14)).max(sub.created));
+            sub.ended_at = Some(past);
+            let (ps, _) = period_containing(sub.created, past - Duration::seconds(1));
+            sub.current_period_start = ps;
+            sub.current_period_end = past;
+            Some(past)
+        } else if rng.gen_bool(0.4) {
+            sub.cancel_at_period_end = true;
+            sub.canceled_at = Some((now - days(rng, 1, 20)).max(sub.created));
+            Some(sub.current_period_end)
+        } else {
+            Some(now + days(rng, 5, 90))
+        }
+    } else {
+        None
+    };
+    let active_until = churn_at.filter(|c| *c < now).unwrap_or(now);
+
     // Some churners pay like healthy customers: the signal has to come from elsewhere.
     let pays_well = trajectory == Trajectory::Churning && rng.gen_bool(0.35);
     let profile = if pays_well {
@@ -422,24 +447,12 @@ fn gen_account(rng: &mut StdRng, now: DateTime<Utc>, taken: &mut Taken) -> SimAc
     let overdue = invoices
         .iter()
         .any(|i| i.status == InvoiceStatus::Open && i.due_date < now);
-    if overdue {
+    if overdue && sub.status != SubStatus::Canceled {
         // send_invoice subscriptions go past_due exactly when an invoice is unpaid past its due date.
         sub.status = SubStatus::PastDue;
     }
 
-    let churn_at = if trajectory == Trajectory::Churning {
-        if rng.gen_bool(0.4) {
-            sub.cancel_at_period_end = true;
-            sub.canceled_at = Some((now - days(rng, 1, 20)).max(sub.created));
-            Some(sub.current_period_end)
-        } else {
-            Some(now + days(rng, 5, 90))
-        }
-    } else {
-        None
-    };
-
-    let usage = crate::sim::usage::gen_usage(rng, trajectory, now, created_at, seats);
+    let usage = crate::sim::usage::gen_usage(rng, trajectory, now, active_until, created_at, seats);
 
     SimAccount {
         hubspot_id: hubspot_num.to_string(),
@@ -613,7 +626,7 @@ pub(crate) mod tests {
             assert!(domains.insert(a.domain.clone()), "{}", a.domain);
             assert_eq!(a.hubspot_id.len(), 10);
             assert!(a.stripe_customer_id.starts_with("cus_") && a.stripe_customer_id.len() == 18);
-            assert!(!a.usage.is_empty() && a.usage.len() <= 60);
+            assert!(!a.usage.is_empty() && a.usage.len() <= 120);
             let row_ok = |u: &UsageDay| u.updated_at <= w.now && u.active_users <= a.seats;
             assert!(a.usage.iter().all(row_ok));
             let paid_ok = |i: &SimInvoice| i.paid_at.is_none_or(|p| p <= w.now);
@@ -657,9 +670,19 @@ pub(crate) mod tests {
         assert!(past_due(Healthy) > 0 && past_due(Churning) < of(Churning).count());
         for a in of(Churning) {
             let c = a.churn_at.expect("churners have a churn date");
-            assert!(c > w.now && c <= w.now + Duration::days(90));
+            assert!(c > w.now - Duration::days(75) && c <= w.now + Duration::days(90));
+            if c < w.now {
+                // Gone: the subscription ended then, and nothing was used or billed after it.
+                assert_eq!(a.subscription.status, SubStatus::Canceled);
+                assert_eq!(a.subscription.ended_at, Some(c));
+                assert!(a.usage.iter().all(|u| u.date < c.date_naive()));
+                assert!(a.invoices.iter().all(|i| i.created < c));
+            }
         }
         assert!(of(Healthy).all(|a| a.churn_at.is_none()));
+        let gone = of(Churning).filter(|a| a.churn_at.is_some_and(|c| c < w.now)).count();
+        // Not every churner can have left already: a young or re-planned subscription has no past to leave in.
+        assert!((0.05..0.1).contains(&share(gone)), "{gone} churned already");
         let cancels = |a: &&SimAccount| a.subscription.cancel_at_period_end;
         assert!(w.accounts.iter().any(|a| cancels(&a)));
         assert!(w.accounts.iter().any(|a| a.previous_subscription.is_some()));
