@@ -596,6 +596,7 @@ mod tests {
                 overrides: vec![],
                 risks: vec![],
                 playbooks: vec![],
+                outcomes: None,
             }
         };
         let v = compute(&model_with("m.all * 10.0 / m.open"), &d, now);

@@ -209,6 +209,9 @@ impl Runtime {
                 connectors.insert(stream.connector.clone());
             }
         }
+        if let Some(o) = &m.outcomes {
+            connectors.insert(o.subscriptions.connector.clone());
+        }
         let mut set = BTreeSet::new();
         for id in connectors {
             if let Some(c) = self.config.connector(&id) {
@@ -252,15 +255,7 @@ impl Runtime {
     pub fn compute_scores(&self, as_of: DateTime<Utc>) -> Result<ScoreRun, StoreError> {
         let clock = Instant::now();
         let model = &self.config.model;
-        let mut streams = BTreeMap::new();
-        for s in self.model_streams() {
-            let records = self
-                .store
-                .records(&s.connector, &s.stream)?
-                .collect::<Result<Vec<_>, _>>()?;
-            streams.insert(s, records);
-        }
-        let resolved = identity::resolve(&model.accounts, streams);
+        let resolved = self.resolve_accounts()?;
         // Values first, so percentile metrics rank each account against the whole book of business.
         let mut inputs = Vec::with_capacity(resolved.accounts.len());
         let mut previous = BTreeMap::new();
@@ -285,6 +280,19 @@ impl Runtime {
             scores,
             duration_ms: clock.elapsed().as_millis() as u64,
         })
+    }
+
+    /// Every account with its cached records from the streams the model reads.
+    pub fn resolve_accounts(&self) -> Result<identity::Resolved, StoreError> {
+        let mut streams = BTreeMap::new();
+        for s in self.model_streams() {
+            let records = self
+                .store
+                .records(&s.connector, &s.stream)?
+                .collect::<Result<Vec<_>, _>>()?;
+            streams.insert(s, records);
+        }
+        Ok(identity::resolve(&self.config.model.accounts, streams))
     }
 
     /// The current stored scores (from the last scoring run).

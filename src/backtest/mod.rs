@@ -9,10 +9,16 @@
 //! evaluation. It does not own outcome derivation (`outcomes`), the statistics (`stats`), scoring itself
 //! (`crate::scoring`) nor rendering (`crate::report`).
 
+mod evaluate;
+pub mod outcomes;
+pub mod stats;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Band;
+
+pub use evaluate::{run, BacktestError, BacktestOptions};
 
 /// The churn horizons every figure is given for, in days.
 pub const HORIZONS: [u32; 3] = [30, 60, 90];
@@ -28,18 +34,21 @@ pub struct Backtest {
     pub dates: Vec<EvaluationDate>,
     /// Distinct accounts scored on at least one evaluation date.
     pub accounts: usize,
-    /// Accounts whose subscriptions all ended in the observed period.
+    /// Accounts that churned in the observed period (see `outcomes`).
     pub churn_events: usize,
+    /// The horizon the band, decile, ROC and red-flag figures use: of `HORIZONS` with enough churn events
+    /// to mean something, the one with the most churned accounts (90 when none has enough).
+    pub primary_horizon: u32,
     /// The overall score, then each category, then each metric: AUC per horizon.
     pub signals: Vec<SignalAuc>,
-    /// ROC curve of the overall score for churn within 90 days: (false positive rate, true positive rate),
+    /// ROC curve of the overall score for churn within the primary horizon: (false positive rate, true positive rate),
     /// from (0,0) to (1,1).
     pub roc: Vec<(f64, f64)>,
-    /// Per band at the evaluation dates: churn within 90 days and net revenue retention over 90 days.
+    /// Per band at the evaluation dates: churn and net revenue retention within the primary horizon.
     pub bands: Vec<BandOutcome>,
-    /// Churn within 90 days by overall-score decile, lowest scores first.
+    /// Churn within the primary horizon by overall-score decile, lowest scores first.
     pub deciles: Vec<DecileOutcome>,
-    /// "Red" as a churn flag (churn within 90 days).
+    /// "Red" as a churn flag (churn within the primary horizon).
     pub red_flag: Option<RedFlag>,
     /// Weights fitted by regularised logistic regression on the earlier dates, tested on the later ones.
     pub suggestion: Option<WeightSuggestion>,
@@ -95,15 +104,14 @@ pub struct BandOutcome {
     pub churned: usize,
     /// churned / observations.
     pub churn_rate: Option<f64>,
-    /// What the band promises, for calibration: the share of all churn a band of this colour is expected
-    /// to hold is not a probability, so calibration compares each band's observed rate with the overall
-    /// rate (`lift`).
+    /// Calibration: a band is not a probability, so each band's observed churn rate is compared with the
+    /// overall rate (red should be well above 1, green well below).
     pub lift: Option<f64>,
-    /// MRR 90 days later / MRR on the date, over the band's accounts with MRR on the date.
+    /// MRR a horizon later / MRR on the date, over the band's accounts with MRR on the date.
     pub nrr: Option<f64>,
 }
 
-/// Churn within 90 days for one decile of the overall score.
+/// Churn within the primary horizon for one decile of the overall score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecileOutcome {
     /// 1 = lowest scores.
@@ -114,7 +122,7 @@ pub struct DecileOutcome {
     pub churn_rate: f64,
 }
 
-/// "Red" read as a prediction of churn within 90 days.
+/// "Red" read as a prediction of churn within the primary horizon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RedFlag {
     /// Of the red accounts, the share that churned.
@@ -125,16 +133,19 @@ pub struct RedFlag {
     pub lift: f64,
 }
 
-/// Suggested category weights (in percent, like the model file) from a logistic regression of churn on the
-/// category scores, fitted on the earlier evaluation dates and tested on the later ones.
+/// Suggested metric weights from a regularised logistic regression of churn on the metric scores, fitted
+/// on the earlier evaluation dates and tested on the later ones (never on the same data).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WeightSuggestion {
+    /// Churn within this many days is what was fitted and tested.
+    pub horizon: u32,
     pub fitted_on: Vec<NaiveDate>,
     pub tested_on: Vec<NaiveDate>,
+    /// One row per metric, in percent of the overall score (each row's share of the whole model).
     pub rows: Vec<WeightRow>,
-    /// Held-out AUC (churn within 90 days) of the overall score with the configured weights.
+    /// Held-out AUC of the weighted metric scores with the configured (effective) weights.
     pub configured_auc: Option<f64>,
-    /// Held-out AUC of the same score with the suggested weights.
+    /// Held-out AUC of the same weighted sum with the suggested weights.
     pub suggested_auc: Option<f64>,
     /// Why the suggestion should not be used, when it should not (worse held-out AUC, too few events).
     pub caveat: Option<String>,
@@ -142,8 +153,12 @@ pub struct WeightSuggestion {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WeightRow {
-    pub category: String,
+    pub metric: String,
     pub label: String,
+    /// The category that weighs it.
+    pub category: String,
+    /// Effective share of the overall score today, in percent (category weight × metric weight).
     pub configured: f64,
+    /// Suggested share, in percent; 0 for a metric whose higher scores went with more churn.
     pub suggested: f64,
 }

@@ -5,6 +5,7 @@
 //! JSON for machines. This module decides what to run and how to show it; the work is in `crate::pipeline`,
 //! `crate::daemon` and `crate::demo`.
 
+mod backtest;
 mod output;
 mod status;
 mod writeback;
@@ -15,6 +16,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use tokio::sync::watch;
 
+use crate::backtest::BacktestOptions;
 use crate::config::{self, Config, ConfigErrors};
 use crate::pipeline::{PipelineError, RunProgress, Runtime};
 use crate::store::{Store, StoreError};
@@ -87,6 +89,22 @@ pub enum Command {
         /// Score as of this time (RFC 3339) instead of now.
         #[arg(long)]
         as_of: Option<DateTime<Utc>>,
+        /// First score as of each of the past N weeks from cached records (records from after each date
+        /// are not read), so trends and backtests have a history from the first day.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        backfill_weeks: u32,
+    },
+    /// Does the score predict churn? Past scores against outcomes read from billing data: AUC per signal,
+    /// churn and net revenue retention by band, the red band as a churn flag, suggested weights.
+    Backtest {
+        #[arg(long)]
+        json: bool,
+        /// Also backtest this candidate model; both models are then recomputed on the same dates.
+        #[arg(long, value_name = "PATH")]
+        model: Option<PathBuf>,
+        /// Recompute past scores from cached records even where the score history has them.
+        #[arg(long)]
+        recompute: bool,
     },
     /// Show the writes that would be made to the CS platform (dry run: nothing is sent or stored).
     Plan {
@@ -212,6 +230,13 @@ pub fn load_config(global: &Global) -> Result<Config, CliError> {
     Ok(config)
 }
 
+fn backtest_error(e: crate::backtest::BacktestError) -> CliError {
+    match e {
+        crate::backtest::BacktestError::NoOutcomes(_) => CliError::Usage(e.to_string()),
+        crate::backtest::BacktestError::Store(s) => s.into(),
+    }
+}
+
 fn open_runtime(global: &Global) -> Result<Runtime, CliError> {
     let config = load_config(global)?;
     let store = Store::open(&config.daemon.state_dir)?;
@@ -296,9 +321,25 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
-        Command::Score { table, as_of } => {
+        Command::Score {
+            table,
+            as_of,
+            backfill_weeks,
+        } => {
             let rt = open_runtime(g)?;
-            let run = rt.score(as_of.unwrap_or_else(|| g.now()))?;
+            let as_of = as_of.unwrap_or_else(|| g.now());
+            let progress = Progress::new(table.json);
+            for week in (1..=backfill_weeks).rev() {
+                rt.score(as_of - chrono::Duration::weeks(i64::from(week)))?;
+                progress.steps(
+                    "backfill",
+                    (backfill_weeks - week + 1) as usize,
+                    backfill_weeks as usize,
+                    "weeks",
+                );
+            }
+            progress.finish();
+            let run = rt.score(as_of)?;
             output::scores(&run, &rt.config.model, table.limit, table.json);
             Ok(())
         }
@@ -329,6 +370,32 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let run = rt.compute_scores(now)?;
             let plan = rt.plan(&run.scores, now)?;
             writeback::shadow_plan(&run, &plan, json);
+            Ok(())
+        }
+        Command::Backtest {
+            json,
+            model,
+            recompute,
+        } => {
+            let now = g.now();
+            let current = open_runtime(g)?;
+            let Some(path) = model else {
+                let b = crate::backtest::run(&current, now, BacktestOptions { recompute })
+                    .map_err(backtest_error)?;
+                backtest::backtest(&b, None, json);
+                return Ok(());
+            };
+            let mut config =
+                config::load_with_model(&g.config, Some(&path)).map_err(CliError::Config)?;
+            if let Some(dir) = &g.state_dir {
+                config.daemon.state_dir = dir.clone();
+            }
+            // Two models on one store: the candidate borrows the open store rather than opening it again.
+            let candidate = Runtime::build(config, current.store.clone());
+            let same_dates = BacktestOptions { recompute: true };
+            let a = crate::backtest::run(&current, now, same_dates).map_err(backtest_error)?;
+            let b = crate::backtest::run(&candidate, now, same_dates).map_err(backtest_error)?;
+            backtest::backtest(&a, Some(&b), json);
             Ok(())
         }
         Command::Deadletters { json, replay, sink } => {

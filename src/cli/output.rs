@@ -31,7 +31,7 @@ fn fmt_band(b: Option<crate::config::Band>) -> &'static str {
     b.map(|b| b.name()).unwrap_or("-")
 }
 
-fn truncate(s: &str, n: usize) -> String {
+pub(super) fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
     } else {
@@ -86,6 +86,15 @@ impl Progress {
 
     pub fn deliveries(&self, done: usize, total: usize) {
         if let Some(b) = self.bar("delivery", "{prefix:<28} [{bar:30}] {pos}/{len} writes") {
+            b.set_length(total as u64);
+            b.set_position(done as u64);
+        }
+    }
+
+    /// A fixed number of steps of one kind of work (`backfill` 3/16 weeks).
+    pub fn steps(&self, key: &str, done: usize, total: usize, unit: &str) {
+        let template = format!("{{prefix:<28}} [{{bar:30}}] {{pos}}/{{len}} {unit}");
+        if let Some(b) = self.bar(key, &template) {
             b.set_length(total as u64);
             b.set_position(done as u64);
         }

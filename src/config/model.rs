@@ -45,6 +45,22 @@ pub struct Model {
     /// Risk events and positive signals.
     pub risks: Vec<RiskRule>,
     pub playbooks: Vec<Playbook>,
+    /// Where churn and revenue outcomes come from; `None` when the model has no `[outcomes]`.
+    pub outcomes: Option<OutcomesSpec>,
+}
+
+/// How outcomes are read from billing data: an account has churned when every subscription it had has
+/// ended and none started within `renewal_grace_days` after the last end.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutcomesSpec {
+    pub subscriptions: StreamRef,
+    /// Field with the subscription's start time (unix seconds or RFC 3339).
+    pub start_field: String,
+    /// Field with the time the subscription ended; absent or null while it runs.
+    pub end_field: String,
+    /// Monthly recurring revenue of one subscription record, over `r` (its fields).
+    pub mrr: Expr,
+    pub renewal_grace_days: u32,
 }
 
 impl Model {

@@ -147,6 +147,22 @@ pub struct RawModel {
     pub risks: BTreeMap<String, Spanned<RawRisk>>,
     #[serde(default)]
     pub playbooks: BTreeMap<String, Spanned<RawPlaybook>>,
+    /// How churn and revenue outcomes are read from billing data, for backtests.
+    #[serde(default)]
+    pub outcomes: Option<Spanned<RawOutcomes>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutcomes {
+    /// `connector.stream` of subscriptions, one record per subscription.
+    pub subscriptions: Spanned<String>,
+    pub start_field: Spanned<String>,
+    pub end_field: Spanned<String>,
+    /// CEL over the record's fields as `r`: the subscription's monthly recurring revenue.
+    pub mrr: Spanned<String>,
+    #[serde(default)]
+    pub renewal_grace_days: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

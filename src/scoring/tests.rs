@@ -93,6 +93,7 @@ fn base_model(metrics: Vec<Metric>, categories: Vec<Category>) -> Model {
         overrides: vec![],
         risks: vec![],
         playbooks: vec![],
+        outcomes: None,
     }
 }
 

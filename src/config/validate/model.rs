@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use toml::Spanned;
 
 use super::categories::{check_categories, check_override};
-use super::rules::{check_playbook, check_risk};
+use super::rules::{check_outcomes, check_playbook, check_risk};
 use super::{join, Diagnostics, SourceFile};
 use crate::config::raw::*;
 use crate::config::*;
@@ -223,6 +223,11 @@ pub(super) fn check_model(
         }
     }
 
+    let outcomes = raw.outcomes.as_ref().and_then(|o| {
+        let stream = check_stream_ref(f, &o.get_ref().subscriptions, refs, out);
+        check_outcomes(f, o, stream, out)
+    });
+
     if out.errors.len() > before {
         return None;
     }
@@ -249,6 +254,7 @@ pub(super) fn check_model(
         overrides,
         risks,
         playbooks,
+        outcomes,
     })
 }
 

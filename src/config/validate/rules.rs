@@ -298,3 +298,43 @@ pub(super) fn check_risk(
         advice: raw.advice.clone(),
     })
 }
+
+/// Checks `[outcomes]`: a source stream, two field names, a CEL expression over `r`, a grace period.
+pub(super) fn check_outcomes(
+    f: &SourceFile,
+    raw: &Spanned<RawOutcomes>,
+    subscriptions: Option<StreamRef>,
+    out: &mut Diagnostics,
+) -> Option<OutcomesSpec> {
+    let o = raw.get_ref();
+    let mrr = check_cel(f, out, "outcomes.mrr", &o.mrr, &["r"]);
+    for field in [&o.start_field, &o.end_field] {
+        if field.get_ref().trim().is_empty() {
+            f.err(out, field.span(), "outcomes: a field name cannot be empty");
+        }
+    }
+    let grace = match &o.renewal_grace_days {
+        None => Some(30),
+        Some(g) => match u32::try_from(*g.get_ref()) {
+            Ok(d) if d <= 3650 => Some(d),
+            _ => {
+                f.err(
+                    out,
+                    g.span(),
+                    format!(
+                        "outcomes.renewal_grace_days must be between 0 and 3650 days, not {}",
+                        g.get_ref()
+                    ),
+                );
+                None
+            }
+        },
+    };
+    Some(OutcomesSpec {
+        subscriptions: subscriptions?,
+        start_field: o.start_field.get_ref().clone(),
+        end_field: o.end_field.get_ref().clone(),
+        mrr: mrr?,
+        renewal_grace_days: grace?,
+    })
+}
