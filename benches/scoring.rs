@@ -133,6 +133,7 @@ fn model() -> Model {
             .collect(),
         risks: vec![],
         playbooks: vec![],
+        outcomes: None,
     }
 }
 

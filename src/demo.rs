@@ -21,6 +21,9 @@ use crate::sim::{self, SimHandle, SimOptions, SimRateLimits, Vendor};
 use crate::store::Store;
 
 /// The shipped starter model and connector files, so the demo needs nothing from the working directory.
+/// Weeks of score history the demo backfills from the simulated records before scoring today, so the
+/// backtest and the report have a history to work with.
+const BACKFILL_WEEKS: u32 = 16;
 const STARTER_MODEL: &str = include_str!("../config/models/starter.toml");
 const SHIPPED_HUBSPOT: &str = include_str!("../connectors/hubspot.toml");
 const SHIPPED_STRIPE: &str = include_str!("../connectors/stripe.toml");
@@ -289,6 +292,8 @@ struct DemoSummary {
     planned_projects: usize,
     delivery: crate::outbox::DeliveryReport,
     platform_received: BTreeMap<String, usize>,
+    /// The starter model judged against the churn in the simulated billing history.
+    backtest: Option<crate::backtest::Backtest>,
     scores: Vec<DemoAccount>,
 }
 
@@ -354,6 +359,7 @@ pub async fn run(accounts: usize, seed: u64, json: bool, serve: bool) -> anyhow:
         .once(
             &shutdown,
             now,
+            BACKFILL_WEEKS,
             RunProgress {
                 records: &records,
                 deliveries: &deliveries,
@@ -362,6 +368,14 @@ pub async fn run(accounts: usize, seed: u64, json: bool, serve: bool) -> anyhow:
         .await?;
     progress.finish();
 
+    // The demo's own model always has `[outcomes]`; a failure here is a bug worth seeing, not fatal.
+    let backtest = match crate::backtest::run(&rt, now, Default::default()) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            eprintln!("warning: backtest failed: {e}");
+            None
+        }
+    };
     let mut received: BTreeMap<String, usize> = BTreeMap::new();
     for r in sim.received() {
         let what = match (
@@ -408,6 +422,7 @@ pub async fn run(accounts: usize, seed: u64, json: bool, serve: bool) -> anyhow:
         planned_projects: plan.projects(),
         delivery: report.clone(),
         platform_received: received,
+        backtest,
         scores: run.scores.iter().map(demo_account).collect(),
     };
 
@@ -415,6 +430,9 @@ pub async fn run(accounts: usize, seed: u64, json: bool, serve: bool) -> anyhow:
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print_summary(&summary, &run);
+        if let Some(b) = &summary.backtest {
+            print_backtest(b);
+        }
     }
     let failed: Vec<&DemoSource> = summary.sources.iter().filter(|s| !s.ok).collect();
 
@@ -532,6 +550,54 @@ fn print_summary(s: &DemoSummary, run: &crate::pipeline::ScoreRun) {
             recv.join(", ")
         }
     );
+}
+
+fn print_backtest(b: &crate::backtest::Backtest) {
+    let auc = |x: Option<f64>| x.map_or_else(|| "–".to_string(), |v| format!("{v:.3}"));
+    println!(
+        "\n4. backtest ({} weekly scoring dates; {} accounts churned in the simulated billing history)",
+        b.dates.len(),
+        b.churn_events
+    );
+    if let Some(overall) = b.signals.first() {
+        let cells: Vec<String> = overall.auc.iter().map(|a| auc(*a)).collect();
+        println!(
+            "   AUC of the overall score for churn within 30 / 60 / 90 days: {}",
+            cells.join(" / ")
+        );
+    }
+    let rates: Vec<String> = b
+        .bands
+        .iter()
+        .map(|x| {
+            let rate = x
+                .churn_rate
+                .map_or_else(|| "–".into(), |r| format!("{:.0}%", r * 100.0));
+            format!("{} {rate}", x.band.name())
+        })
+        .collect();
+    println!(
+        "   churn within {} days: {}",
+        b.primary_horizon,
+        rates.join(", ")
+    );
+    if let Some(s) = &b.suggestion {
+        println!(
+            "   suggested weights ({}-day churn, fitted on earlier dates, tested on later ones): held-out AUC {} → {}",
+            s.horizon,
+            auc(s.configured_auc),
+            auc(s.suggested_auc)
+        );
+        if let Some(c) = &s.caveat {
+            println!("   note: {c}");
+        }
+    }
+    if !b.warnings.is_empty() {
+        println!(
+            "   {} warning(s) about the data: `healthsync backtest` lists them",
+            b.warnings.len()
+        );
+    }
 }
 
 /// `healthsync sim`: serve the simulated APIs until stopped, optionally writing a config that uses them.

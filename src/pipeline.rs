@@ -250,6 +250,22 @@ impl Runtime {
         Ok(run)
     }
 
+    /// Scores and stores every account as of each of the `weeks` weeks before `now`, oldest first, from
+    /// cached records (metrics never read a record from after their date). For a first install, so trends
+    /// and backtests have a history; `on_week(done, total)` reports progress.
+    pub fn backfill(
+        &self,
+        now: DateTime<Utc>,
+        weeks: u32,
+        on_week: &dyn Fn(usize, usize),
+    ) -> Result<(), StoreError> {
+        for week in (1..=weeks).rev() {
+            self.score(now - chrono::Duration::weeks(i64::from(week)))?;
+            on_week((weeks - week + 1) as usize, weeks as usize);
+        }
+        Ok(())
+    }
+
     /// Scores every account from cached records as of `as_of` and stores nothing: what `score` persists,
     /// and what a shadow (candidate) model is judged by. Hysteresis compares with the stored scores.
     pub fn compute_scores(&self, as_of: DateTime<Utc>) -> Result<ScoreRun, StoreError> {
@@ -335,16 +351,20 @@ impl Runtime {
     }
 
     /// Syncs every enabled source, scores as of `now`, plans, enqueues and delivers: `healthsync once`.
+    /// Sync, score, plan, queue and push, once. With `backfill_weeks`, first scores as of each of that many
+    /// past weeks (as `score --backfill-weeks` does), so the history has something to trend and backtest.
     pub async fn once(
         &self,
         shutdown: &watch::Receiver<bool>,
         now: DateTime<Utc>,
+        backfill_weeks: u32,
         progress: RunProgress<'_>,
     ) -> Result<OnceOutcome, PipelineError> {
         let ids = self.select_sources(&[])?;
         let statuses = self
             .sync(&ids, &SyncOptions::default(), shutdown, progress.records)
             .await?;
+        self.backfill(now, backfill_weeks, &|_, _| {})?;
         let run = self.score(now)?;
         let plan = self.plan(&run.scores, now)?;
         self.enqueue(&plan, now)?;

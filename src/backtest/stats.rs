@@ -214,7 +214,7 @@ mod tests {
             fit.per_point(0).abs() > 10.0 * fit.per_point(1).abs(),
             "{fit:?}"
         );
-        assert!(fit_churn(&x, &vec![false; 200], 1.0).is_none());
+        assert!(fit_churn(&x, &[false; 200], 1.0).is_none());
         // The same when churners are the majority (linfa's "positive" class flips with the counts).
         let x_flipped: Vec<Vec<f64>> = (x.iter().zip(&y))
             .map(|(r, c)| vec![if *c { 70.0 } else { 20.0 } + r[0] % 1.0, r[1]])

@@ -329,15 +329,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let rt = open_runtime(g)?;
             let as_of = as_of.unwrap_or_else(|| g.now());
             let progress = Progress::new(table.json);
-            for week in (1..=backfill_weeks).rev() {
-                rt.score(as_of - chrono::Duration::weeks(i64::from(week)))?;
-                progress.steps(
-                    "backfill",
-                    (backfill_weeks - week + 1) as usize,
-                    backfill_weeks as usize,
-                    "weeks",
-                );
-            }
+            rt.backfill(as_of, backfill_weeks, &|done, total| {
+                progress.steps("backfill", done, total, "weeks")
+            })?;
             progress.finish();
             let run = rt.score(as_of)?;
             output::scores(&run, &rt.config.model, table.limit, table.json);
@@ -453,6 +447,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 .once(
                     &shutdown_on_signal(),
                     g.now(),
+                    0,
                     RunProgress {
                         records: &records,
                         deliveries: &deliveries,

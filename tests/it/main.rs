@@ -6,6 +6,7 @@
 
 mod support;
 
+mod backtest;
 mod crash;
 mod daemon;
 mod models;
