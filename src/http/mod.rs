@@ -261,7 +261,11 @@ impl Auth {
     }
 
     /// Sets a fetched session token (OAuth 2.0 access token or login token) on a request.
-    fn apply_token(&self, rb: reqwest::RequestBuilder, token: &SecretString) -> reqwest::RequestBuilder {
+    fn apply_token(
+        &self,
+        rb: reqwest::RequestBuilder,
+        token: &SecretString,
+    ) -> reqwest::RequestBuilder {
         match self {
             Auth::Login(l) => match HeaderValue::from_str(&l.header_value(token)) {
                 Ok(mut v) => {
