@@ -1,5 +1,5 @@
 //! The pipeline in-process against the simulator with a CS platform other than Vitally as the sink (Planhat,
-//! Gainsight, Totango): the shipped connector file pointed at the simulator, sync → score → plan → push,
+//! Gainsight, Totango, ClientSuccess, CustomerSuccessBox): the shipped connector file pointed at the simulator, sync → score → plan → push,
 //! every planned write applied and visible in the simulated platform's state, then a rerun that sends
 //! nothing. The demo's own sink stays Vitally; this swaps it only in a throwaway config.
 
@@ -33,7 +33,26 @@ fn swap_sink(dir: &Path, sim: &SimHandle, kind: &str, vendor: Vendor, token: &st
         .get_mut("auth")
         .and_then(|a| a.as_table_mut())
         .unwrap();
-    auth.insert("token".into(), format!("file:{}", secret.display()).into());
+    let secret_ref = format!("file:{}", secret.display());
+    match kind {
+        // Basic-auth sinks: ClientSuccess logs in with an email and a password; CustomerSuccessBox takes its
+        // secret key as the Basic username.
+        "clientsuccess" => {
+            let password = dir.join("secrets/clientsuccess_password");
+            std::fs::write(&password, sim::clientsuccess::PASSWORD).unwrap();
+            auth.insert("username".into(), secret_ref.into());
+            auth.insert(
+                "password".into(),
+                format!("file:{}", password.display()).into(),
+            );
+        }
+        "customersuccessbox" => {
+            auth.insert("username".into(), secret_ref.into());
+        }
+        _ => {
+            auth.insert("token".into(), secret_ref.into());
+        }
+    }
     let mut rl = toml::Table::new();
     rl.insert("requests".into(), 30_000.into());
     rl.insert("per_secs".into(), 60.into());
@@ -71,6 +90,8 @@ async fn run_twice(kind: &str, vendor: Vendor, token: &str) -> (SimHandle, Value
             planhat_per_min: 30_000,
             gainsight_per_min: 30_000,
             totango_per_min: 30_000,
+            clientsuccess_per_min: 30_000,
+            customersuccessbox_per_min: 30_000,
             ..limits
         },
     };
@@ -178,5 +199,67 @@ async fn totango_receives_every_attribute_and_project_once() {
     );
     assert!(projects > 0);
     assert_eq!(st["touchpoints"].as_array().unwrap().len(), projects);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clientsuccess_receives_every_custom_field_and_to_do_once() {
+    let (sim, st, projects) = run_twice(
+        "clientsuccess",
+        Vendor::ClientSuccess,
+        sim::clientsuccess::EMAIL,
+    )
+    .await;
+    let clients = st["clients"].as_array().unwrap();
+    let scored = clients
+        .iter()
+        .filter(|c| c["custom"].get("Health Score").is_some())
+        .count();
+    assert_eq!(scored, ACCOUNTS);
+    assert!(projects > 0);
+    // Every project became its to-dos, each named with the project's key; no key twice per task.
+    let names: Vec<&str> = st["todos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    let keys: std::collections::BTreeSet<&str> = names
+        .iter()
+        .filter_map(|n| n.rsplit_once(" [")?.1.split_once("/task-").map(|(k, _)| k))
+        .collect();
+    assert_eq!(keys.len(), projects);
+    let unique: std::collections::BTreeSet<&&str> = names.iter().collect();
+    assert_eq!(unique.len(), names.len(), "a to-do was created twice");
+    assert_eq!(st["logins"], 1, "one login served the whole run");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customersuccessbox_receives_every_attribute_and_playbook_once() {
+    let (sim, st, projects) = run_twice(
+        "customersuccessbox",
+        Vendor::CustomerSuccessBox,
+        sim::customersuccessbox::SECRET_KEY,
+    )
+    .await;
+    let accounts = st["accounts"].as_object().unwrap();
+    let scored = accounts
+        .values()
+        .filter(|a| a.get("Health Score").is_some())
+        .count();
+    assert_eq!(scored, ACCOUNTS);
+    assert_eq!(
+        st["created"],
+        serde_json::json!([]),
+        "no account was created"
+    );
+    assert!(projects > 0);
+    let playbooks = accounts
+        .values()
+        .flat_map(|a| a.as_object().unwrap().keys())
+        .filter(|k| k.starts_with("Healthsync Playbook ") && !k.ends_with(" Tasks"))
+        .count();
+    assert_eq!(playbooks, projects);
     sim.shutdown().await;
 }

@@ -215,8 +215,9 @@ async fn the_secret_key_reaches_neither_logs_nor_errors() {
 
 #[test]
 fn params_are_checked() {
-    let p = parse_params(&toml::from_str("playbook_attribute_prefix = \"HS-\"").unwrap()).unwrap();
-    assert_eq!(p.playbook_prefix, "HS-");
+    let p = parse_params(&toml::from_str("playbook_attribute_prefix = \"HS \"").unwrap()).unwrap();
+    assert_eq!(p.playbook_prefix, "HS ");
+    assert!(parse_params(&toml::from_str("playbook_attribute_prefix = \" \"").unwrap()).is_err());
     assert!(parse_params(&toml::from_str("secret_key = \"x\"").unwrap())
         .unwrap_err()
         .contains("secret_key"));
