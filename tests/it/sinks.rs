@@ -72,9 +72,13 @@ async fn state(sim: &SimHandle, kind: &str) -> Value {
     reqwest::get(url).await.unwrap().json().await.unwrap()
 }
 
-/// Runs the pipeline twice with `kind` as the sink; returns the platform's state after the first push and
-/// the number of projects planned.
-async fn run_twice(kind: &str, vendor: Vendor, token: &str) -> (SimHandle, Value, usize) {
+/// The simulator and a runtime whose sink is the shipped `connectors/<kind>.toml`, synced; the temp dir
+/// holds the config and the store.
+async fn synced(
+    kind: &str,
+    vendor: Vendor,
+    token: &str,
+) -> (SimHandle, Runtime, tempfile::TempDir, chrono::DateTime<Utc>) {
     let now = Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap();
     let limits = SimRateLimits {
         hubspot_per_10s: 1000,
@@ -109,6 +113,16 @@ async fn run_twice(kind: &str, vendor: Vendor, token: &str) -> (SimHandle, Value
     rt.sync(&ids, &opts, &shutdown, &|_, _, _| {})
         .await
         .unwrap();
+    (sim, rt, dir, now)
+}
+
+/// Runs the pipeline twice with `kind` as the sink; returns the platform's state after the first push and
+/// the number of projects planned.
+async fn run_twice(kind: &str, vendor: Vendor, token: &str) -> (SimHandle, Value, usize) {
+    let (sim, rt, _dir, now) = synced(kind, vendor, token).await;
+    let (_tx, shutdown) = watch::channel(false);
+    let ids = rt.select_sources(&[]).unwrap();
+    let opts = SyncOptions::default();
     let run = rt.score(now).unwrap();
     let plan = rt.plan(&run.scores, now).unwrap();
     assert_eq!(
@@ -261,5 +275,79 @@ async fn customersuccessbox_receives_every_attribute_and_playbook_once() {
         .filter(|k| k.starts_with("Healthsync Playbook ") && !k.ends_with(" Tasks"))
         .count();
     assert_eq!(playbooks, projects);
+    sim.shutdown().await;
+}
+
+/// A crash after every write reached the platform but before the outbox recorded any: the writes are
+/// delivered straight through a second instance of the sink, then the outbox pushes them all again.
+/// Nothing may exist twice and nothing is dead-lettered.
+async fn resend_after_crash(
+    kind: &str,
+    vendor: Vendor,
+    token: &str,
+) -> (SimHandle, Value, Value, usize) {
+    let (sim, rt, _dir, now) = synced(kind, vendor, token).await;
+    let run = rt.score(now).unwrap();
+    let plan = rt.plan(&run.scores, now).unwrap();
+    assert!(plan.projects() > 0);
+    let c = rt
+        .config
+        .connectors
+        .iter()
+        .find(|c| c.kind == kind)
+        .unwrap();
+    let secrets = healthsync::secrets::ResolvedSecrets::resolve(&c.auth).unwrap();
+    let spec = healthsync::connector::kind(kind).unwrap();
+    let ctx = healthsync::connector::BuildContext {
+        connector: c,
+        secrets: &secrets,
+    };
+    let Ok(healthsync::connector::Built::Sink(first_attempt)) = (spec.build)(&ctx) else {
+        panic!("{kind} did not build as a sink");
+    };
+    for w in &plan.writes {
+        first_attempt.deliver(&w.op).await.unwrap();
+    }
+    let before = state(&sim, kind).await;
+    rt.enqueue(&plan, now).unwrap();
+    let (_tx, shutdown) = watch::channel(false);
+    let report = rt.push(&shutdown, now, &|_, _| {}).await.unwrap();
+    assert_eq!(
+        report.applied + report.already_present,
+        plan.writes.len(),
+        "{kind}: {report:?}"
+    );
+    assert_eq!(
+        (report.remaining, report.dead_lettered),
+        (0, 0),
+        "{kind}: {report:?}"
+    );
+    let after = state(&sim, kind).await;
+    (sim, before, after, report.already_present)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clientsuccess_resend_after_a_crash_creates_no_second_to_do() {
+    let (sim, before, after, already) = resend_after_crash(
+        "clientsuccess",
+        Vendor::ClientSuccess,
+        sim::clientsuccess::EMAIL,
+    )
+    .await;
+    assert_eq!(after["todos"], before["todos"]);
+    assert!(already > 0, "the resent projects were found, not created");
+    assert_eq!(after["clients"], before["clients"]);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customersuccessbox_resend_after_a_crash_changes_nothing() {
+    let (sim, before, after, _) = resend_after_crash(
+        "customersuccessbox",
+        Vendor::CustomerSuccessBox,
+        sim::customersuccessbox::SECRET_KEY,
+    )
+    .await;
+    assert_eq!(after, before);
     sim.shutdown().await;
 }
