@@ -161,3 +161,104 @@ impl Login {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+    use wiremock::matchers::{header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    use super::*;
+    use crate::config::AuthScheme;
+    use crate::connector::Role;
+    use crate::http::testing::{config, manual_clock, secrets};
+    use crate::http::HttpClient;
+
+    const SPEC: LoginSpec = LoginSpec {
+        path: "/v1/auth",
+        header_prefix: None,
+    };
+
+    fn client(server: &MockServer) -> HttpClient {
+        let mut cfg = config("login", Role::Sink, &server.uri(), AuthScheme::Basic);
+        let s = secrets(
+            &mut cfg,
+            &[("username", "user@x"), ("password", "pw-secret")],
+        );
+        HttpClient::new(&cfg, &s)
+            .unwrap()
+            .with_clock(manual_clock())
+            .with_login(SPEC)
+            .unwrap()
+    }
+
+    #[test]
+    fn only_basic_connectors_with_a_password_can_log_in() {
+        let mut cfg = config(
+            "login",
+            Role::Sink,
+            "http://127.0.0.1:9",
+            AuthScheme::Bearer,
+        );
+        let s = secrets(&mut cfg, &[("token", "t")]);
+        let err = HttpClient::new(&cfg, &s)
+            .unwrap()
+            .with_login(SPEC)
+            .unwrap_err();
+        assert!(err.to_string().contains("`password`"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn concurrent_calls_share_one_login_and_nothing_secret_is_printed() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/v1/auth"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"access_token": "tok-1", "expires_in": 43200})),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/api"))
+            .and(header("authorization", "tok-1"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"ok": true})))
+            .expect(5)
+            .mount(&server)
+            .await;
+        let http = Arc::new(client(&server));
+        let calls: Vec<_> = (0..5)
+            .map(|_| {
+                let h = Arc::clone(&http);
+                tokio::spawn(async move { h.get_json("/api", &[]).await })
+            })
+            .collect();
+        for c in calls {
+            assert_eq!(c.await.unwrap().unwrap(), json!({"ok": true}));
+        }
+        let shown = format!("{http:?}");
+        assert!(shown.contains("login"), "{shown}");
+        for secret in ["pw-secret", "user@x", "tok-1"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_login_answer_without_a_token_is_a_decode_error() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/v1/auth"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"token_type": "Bearer"})))
+            .mount(&server)
+            .await;
+        let err = client(&server).get_json("/api", &[]).await.unwrap_err();
+        assert!(
+            matches!(&err, HttpError::Decode { reason, .. } if reason.contains("access_token")),
+            "{err:?}"
+        );
+        assert!(!err.to_string().contains("pw-secret"));
+    }
+}
