@@ -152,22 +152,27 @@ impl ClientSuccess {
         }
     }
 
-    /// The ClientSuccess id of the client whose external id is the account's CRM id.
+    /// The ClientSuccess id of the client whose external id is the account's CRM id; no such client is
+    /// `Rejected`.
     async fn client_id(&self, account: &AccountRef) -> Result<String, DeliveryError> {
+        self.lookup(account).await?.ok_or_else(|| {
+            self.errors()
+                .rejected(account, "find client", "no client has this external id")
+        })
+    }
+
+    /// The client's id, `None` when ClientSuccess has no client with the account's external id.
+    async fn lookup(&self, account: &AccountRef) -> Result<Option<String>, DeliveryError> {
         if let Some(id) = self
             .client_ids
             .lock()
             .ok()
             .and_then(|ids| ids.get(&account.external_id).cloned())
         {
-            return Ok(id);
+            return Ok(Some(id));
         }
         if account.external_id.is_empty() {
-            return Err(self.errors().rejected(
-                account,
-                "find client",
-                "the account has no external id",
-            ));
+            return Ok(None);
         }
         let query = [("externalId", account.external_id.clone())];
         let call = Call {
@@ -177,11 +182,7 @@ impl ClientSuccess {
         };
         let r = self.http.execute(call).await?;
         if r.status == StatusCode::NOT_FOUND {
-            return Err(self.errors().rejected(
-                account,
-                "find client",
-                "no client has this external id",
-            ));
+            return Ok(None);
         }
         // One client; tolerate a list filtered to the external id as well.
         let found = match &r.body {
@@ -192,17 +193,10 @@ impl ClientSuccess {
                 .and_then(id_text),
             other => other.get("id").and_then(id_text),
         };
-        let Some(id) = found else {
-            return Err(self.errors().rejected(
-                account,
-                "find client",
-                "no client has this external id",
-            ));
-        };
-        if let Ok(mut ids) = self.client_ids.lock() {
+        if let (Some(id), Ok(mut ids)) = (&found, self.client_ids.lock()) {
             ids.insert(account.external_id.clone(), id.clone());
         }
-        Ok(id)
+        Ok(found)
     }
 
     async fn set_fields(
@@ -237,8 +231,12 @@ impl ClientSuccess {
         Err(self.refused(account, "set custom fields", r.status, &r.body))
     }
 
-    /// The client's to-dos.
-    async fn todos(&self, account: &AccountRef, client: &str) -> Result<Vec<Value>, DeliveryError> {
+    /// The client's to-dos; `None` when the client is gone (404).
+    async fn todos(
+        &self,
+        account: &AccountRef,
+        client: &str,
+    ) -> Result<Option<Vec<Value>>, DeliveryError> {
         let path = format!("/v1/clients/{}/to-dos", encode_segment(client));
         let call = Call {
             accept: &[StatusCode::NOT_FOUND],
@@ -247,11 +245,11 @@ impl ClientSuccess {
         let r = self.http.execute(call).await?;
         if r.status == StatusCode::NOT_FOUND {
             self.forget(account);
-            return Err(self.refused(account, "list to-dos", r.status, &r.body));
+            return Ok(None);
         }
         match r.body {
-            Value::Array(items) => Ok(items),
-            Value::Null => Ok(Vec::new()),
+            Value::Array(items) => Ok(Some(items)),
+            Value::Null => Ok(Some(Vec::new())),
             _ => Err(HttpError::Decode {
                 target: self.http.target(&Method::GET, &path),
                 expected: "a json array of to-dos".into(),
@@ -270,7 +268,13 @@ impl ClientSuccess {
         tasks: &[TaskSpec],
     ) -> Result<Delivered, DeliveryError> {
         let client = self.client_id(account).await?;
-        let existing = self.todos(account, &client).await?;
+        let Some(existing) = self.todos(account, &client).await? else {
+            return Err(self.errors().rejected(
+                account,
+                "list to-dos",
+                "the client no longer exists",
+            ));
+        };
         let names: Vec<&str> = existing
             .iter()
             .filter_map(|t| t.get("name").and_then(Value::as_str))
@@ -312,16 +316,15 @@ impl ClientSuccess {
         account: &AccountRef,
         key: &str,
     ) -> Result<Delivered, DeliveryError> {
-        let client = match self.client_id(account).await {
-            Ok(c) => c,
-            // A client that no longer exists has no project left to close.
-            Err(DeliveryError::Rejected(_)) => return Ok(Delivered::AlreadyPresent),
-            Err(e) => return Err(e),
+        // A client that no longer exists has no project left to close.
+        let Some(client) = self.lookup(account).await? else {
+            return Ok(Delivered::AlreadyPresent);
+        };
+        let Some(todos) = self.todos(account, &client).await? else {
+            return Ok(Delivered::AlreadyPresent);
         };
         let prefix = format!("[{key}/task-");
-        let open: Vec<Value> = self
-            .todos(account, &client)
-            .await?
+        let open: Vec<Value> = todos
             .into_iter()
             .filter(|t| {
                 t.get("name")

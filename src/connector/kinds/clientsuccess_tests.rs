@@ -395,3 +395,19 @@ fn a_connector_without_a_password_cannot_log_in() {
     }
     assert!(validate_params(&toml::from_str("x = 1").unwrap()).is_err());
 }
+
+#[tokio::test]
+async fn closing_with_refused_credentials_is_not_mistaken_for_already_closed() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/auth"))
+        .respond_with(ResponseTemplate::new(401))
+        .mount(&server)
+        .await;
+    let (sink, _) = sink(&server);
+    let e = sink.deliver(&close_op("101", KEY)).await.unwrap_err();
+    assert!(
+        matches!(&e, DeliveryError::Rejected(m) if m.contains("credentials refused")),
+        "{e:?}"
+    );
+}
