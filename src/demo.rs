@@ -68,6 +68,8 @@ fn demo_limits() -> SimRateLimits {
         planhat_per_min: 30_000,
         gainsight_per_min: 30_000,
         totango_per_min: 30_000,
+        clientsuccess_per_min: 30_000,
+        customersuccessbox_per_min: 30_000,
     }
 }
 

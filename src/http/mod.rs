@@ -2,10 +2,11 @@
 //!
 //! One [`HttpClient`] per connector: rustls, the connector's timeout, user agent `healthsync/<version>`,
 //! auth injected per request from the resolved secrets (bearer, basic, vendor header or query parameter, OAuth 2.0
-//! client-credentials or refresh-token grants with a cached access token, `oauth2.rs`), a governor rate
+//! client-credentials or refresh-token grants with a cached access token, `oauth2.rs`, or a vendor's own
+//! username/password login with a cached session token, `login.rs`), a governor rate
 //! limiter awaited before every attempt, and retries with full-jitter exponential backoff that honour
-//! `Retry-After`. With OAuth 2.0, a 401 drops the cached token and the call is retried once with a fresh
-//! one. Failures come back as a classified [`HttpError`] naming the connector, the method and the
+//! `Retry-After`. With OAuth 2.0 or a login, a 401 drops the cached token and the call is retried once with a
+//! fresh one. Failures come back as a classified [`HttpError`] naming the connector, the method and the
 //! request path (never the query string, never a header). A kind may install a [`Classifier`] to map its
 //! vendor's throttle signals (HubSpot's daily quota, Vitally's `RateLimit-Reset`) onto the engine.
 //!
@@ -15,6 +16,7 @@
 pub mod clock;
 mod lines;
 pub mod local;
+mod login;
 mod oauth2;
 mod retry;
 #[cfg(test)]
@@ -40,6 +42,7 @@ use crate::secrets::ResolvedSecrets;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use lines::LineStream;
+pub use login::LoginSpec;
 pub use retry::{default_classify, retry_after, Classified, Classifier, RetryPolicy};
 pub use window::{QuotaReader, WindowQuota};
 
@@ -168,6 +171,8 @@ enum Auth {
         value: SecretString,
     },
     OAuth2(Box<oauth2::OAuth2>),
+    /// A session token from the vendor's own login endpoint (`login.rs`), set by `HttpClient::with_login`.
+    Login(Box<login::Login>),
 }
 
 impl fmt::Debug for Auth {
@@ -178,6 +183,7 @@ impl fmt::Debug for Auth {
             Auth::Header { .. } => "api_key_header",
             Auth::Query { .. } => "api_key_query",
             Auth::OAuth2(o) => o.scheme_name(),
+            Auth::Login(_) => "login",
         })
     }
 }
@@ -250,7 +256,26 @@ impl Auth {
             },
             Auth::Query { name, value } => rb.query(&[(name.as_str(), value.expose_secret())]),
             // The access token is fetched asynchronously; `HttpClient::execute` sets it.
-            Auth::OAuth2(_) => rb,
+            Auth::OAuth2(_) | Auth::Login(_) => rb,
+        }
+    }
+
+    /// Sets a fetched session token (OAuth 2.0 access token or login token) on a request.
+    fn apply_token(
+        &self,
+        rb: reqwest::RequestBuilder,
+        token: &SecretString,
+    ) -> reqwest::RequestBuilder {
+        match self {
+            Auth::Login(l) => match HeaderValue::from_str(&l.header_value(token)) {
+                Ok(mut v) => {
+                    v.set_sensitive(true);
+                    rb.header(reqwest::header::AUTHORIZATION, v)
+                }
+                // A token that cannot be a header is sent without one; the API answers 401.
+                Err(_) => rb,
+            },
+            _ => rb.bearer_auth(token.expose_secret()),
         }
     }
 }
@@ -369,6 +394,28 @@ impl HttpClient {
     pub fn with_quota_reader(mut self, reader: QuotaReader) -> HttpClient {
         self.quota_reader = Some(reader);
         self
+    }
+
+    /// Switches a `basic` connector to its vendor's session login (`login.rs`): the `username` and
+    /// `password` secrets are posted to `spec.path` and the token it answers goes on every request instead
+    /// of the Basic header. Fails when the connector is not `basic` or has no `password`.
+    pub fn with_login(mut self, spec: LoginSpec) -> Result<HttpClient, HttpError> {
+        let (username, password) = match &self.auth {
+            Auth::Basic {
+                username,
+                password: Some(password),
+            } => (username.clone(), password.clone()),
+            _ => {
+                return Err(HttpError::Config {
+                    connector: self.connector.clone(),
+                    reason: "a login needs auth scheme basic with a `username` and a `password`"
+                        .into(),
+                })
+            }
+        };
+        let url = self.url(spec.path);
+        self.auth = Auth::Login(Box::new(login::Login::new(spec, url, username, password)));
+        Ok(self)
     }
 
     /// Installs the kind's throttle mapping, consulted before the default classification.
@@ -494,14 +541,27 @@ impl HttpClient {
                 Ok(r) => return Ok(r),
                 Err(e) => e,
             };
-            // A refused OAuth token: drop it and retry once with a fresh one (not counted as a retry).
-            if let (Auth::OAuth2(o), HttpError::Auth { status, target: t }) = (&self.auth, &err) {
+            // A refused OAuth or login token: drop it and retry once with a fresh one (not counted as a
+            // retry).
+            if let HttpError::Auth { status, target: t } = &err {
                 if *status == StatusCode::UNAUTHORIZED && !refreshed && t.path == target.path {
-                    tracing::debug!(connector = %self.connector, path = %target.path, "access token refused; fetching a new one");
-                    o.invalidate().await;
-                    refreshed = true;
-                    attempt -= 1;
-                    continue;
+                    let dropped = match &self.auth {
+                        Auth::OAuth2(o) => {
+                            o.invalidate().await;
+                            true
+                        }
+                        Auth::Login(l) => {
+                            l.invalidate().await;
+                            true
+                        }
+                        _ => false,
+                    };
+                    if dropped {
+                        tracing::debug!(connector = %self.connector, path = %target.path, "access token refused; fetching a new one");
+                        refreshed = true;
+                        attempt -= 1;
+                        continue;
+                    }
                 }
             }
             if !err.retry_now() || attempt >= self.policy.max_attempts {
@@ -532,11 +592,15 @@ impl HttpClient {
         }
     }
 
-    /// The OAuth 2.0 access token to send, when the connector uses OAuth 2.0.
+    /// The session token to send, when the connector uses OAuth 2.0 or a vendor login.
     async fn oauth_token(&self) -> Result<Option<SecretString>, (HttpError, Option<Duration>)> {
         match &self.auth {
             Auth::OAuth2(o) => o
                 .access_token(&self.client, self.clock.as_ref(), &self.connector)
+                .await
+                .map(Some),
+            Auth::Login(l) => l
+                .token(&self.client, self.clock.as_ref(), &self.connector)
                 .await
                 .map(Some),
             _ => Ok(None),
@@ -601,7 +665,7 @@ impl HttpClient {
     ) -> Result<Attempted, (HttpError, Option<Duration>)> {
         let mut rb = self.client.request(call.method.clone(), url.clone());
         rb = match oauth_token {
-            Some(token) => rb.bearer_auth(token.expose_secret()),
+            Some(token) => self.auth.apply_token(rb, token),
             None => self.auth.apply(rb),
         };
         for (name, value) in call.headers {

@@ -247,7 +247,7 @@ fn form_urlencode(pairs: &[(&str, String)]) -> String {
 /// A failed token request. `invalid_grant`/`invalid_client` (400 or 401) mean the stored credentials are
 /// wrong, expired or revoked: an auth error that no retry can fix. The body of an error answer is the RFC
 /// 6749 §5.2 `{"error","error_description"}`, which carries no secret, so its `error` code is kept.
-fn classify_token_error(
+pub(super) fn classify_token_error(
     target: RequestTarget,
     status: StatusCode,
     headers: &reqwest::header::HeaderMap,

@@ -8,13 +8,16 @@
 //!
 //! The support and survey vendors (`/zendesk`, `/intercom`, `/freshdesk`, `/delighted`) follow the same
 //! pattern; their shared help-desk history is `support`. The write side of HubSpot and Salesforce (for
-//! their sink kinds) lives in `hubspot_write` and `salesforce_write.rs`; `/churnzero` is a sink only.
+//! their sink kinds) lives in `hubspot_write` and `salesforce_write.rs`; `/churnzero`, `/clientsuccess` and
+//! `/customersuccessbox` are sinks only.
 //!
 //! Rate limits use real-time windows. Every vendor authenticates before it counts a request,
 //! so rejected credentials never consume the budget.
 
 pub mod chargebee;
 pub mod churnzero;
+pub mod clientsuccess;
+pub mod customersuccessbox;
 mod delighted;
 mod freshdesk;
 pub mod gainsight;
@@ -98,6 +101,10 @@ pub struct SimRateLimits {
     pub gainsight_per_min: u32,
     /// Totango's REST API: 100 calls per minute per token (the collection gateway is not metered).
     pub totango_per_min: u32,
+    /// ClientSuccess publishes no limit; the simulator's guess.
+    pub clientsuccess_per_min: u32,
+    /// CustomerSuccessBox's limit was not found in its docs; the simulator's guess.
+    pub customersuccessbox_per_min: u32,
 }
 
 impl Default for SimRateLimits {
@@ -118,6 +125,8 @@ impl Default for SimRateLimits {
             planhat_per_min: 200,
             gainsight_per_min: 100,
             totango_per_min: 100,
+            clientsuccess_per_min: 300,
+            customersuccessbox_per_min: 600,
         }
     }
 }
@@ -141,6 +150,8 @@ impl SimRateLimits {
             planhat_per_min: u32::MAX,
             gainsight_per_min: u32::MAX,
             totango_per_min: u32::MAX,
+            clientsuccess_per_min: u32::MAX,
+            customersuccessbox_per_min: u32::MAX,
         }
     }
 }
@@ -162,6 +173,8 @@ pub enum Vendor {
     Gainsight,
     Totango,
     ChurnZero,
+    ClientSuccess,
+    CustomerSuccessBox,
 }
 
 impl Vendor {
@@ -185,6 +198,9 @@ impl Vendor {
             // The REST API and the collection gateway (`/pixel.gif/`) share the prefix.
             Vendor::Totango => "/totango",
             Vendor::ChurnZero => "/churnzero",
+            Vendor::ClientSuccess => "/clientsuccess",
+            // The base URL carries the API version (`https://<domain>.customersuccessbox.com/api/v1_1`).
+            Vendor::CustomerSuccessBox => "/customersuccessbox/api/v1_1",
         }
     }
 }
@@ -253,6 +269,8 @@ pub(crate) struct SimState {
     pub(crate) gainsight: gainsight::GainsightState,
     pub(crate) totango: totango::TotangoState,
     pub(crate) churnzero: churnzero::ChurnZeroState,
+    pub(crate) clientsuccess: clientsuccess::ClientSuccessState,
+    pub(crate) customersuccessbox: customersuccessbox::CustomerSuccessBoxState,
     pub(crate) received: Mutex<Vec<ReceivedRequest>>,
 }
 
@@ -276,6 +294,14 @@ impl SimState {
             gainsight: gainsight::GainsightState::new(&world, limits.gainsight_per_min),
             totango: totango::TotangoState::new(&world, limits.totango_per_min),
             churnzero: churnzero::ChurnZeroState::new(),
+            clientsuccess: clientsuccess::ClientSuccessState::new(
+                &world,
+                limits.clientsuccess_per_min,
+            ),
+            customersuccessbox: customersuccessbox::CustomerSuccessBoxState::new(
+                &world,
+                limits.customersuccessbox_per_min,
+            ),
             zendesk: zendesk::ZendeskState::new(
                 &world,
                 limits.zendesk_per_min,
@@ -409,11 +435,24 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         .nest(Vendor::Gainsight.prefix(), gainsight::router(&state))
         .nest(Vendor::Totango.prefix(), totango::router(&state))
         .nest(Vendor::ChurnZero.prefix(), churnzero::router())
+        .nest(
+            Vendor::ClientSuccess.prefix(),
+            clientsuccess::router(&state),
+        )
+        .nest(
+            Vendor::CustomerSuccessBox.prefix(),
+            customersuccessbox::router(&state),
+        )
         .route("/_sim/received", get(sim_received))
         .route("/_sim/state", get(sim_state))
         .route("/_sim/state/planhat", get(planhat::sim_state))
         .route("/_sim/state/gainsight", get(gainsight::sim_state))
         .route("/_sim/state/totango", get(totango::sim_state))
+        .route("/_sim/state/clientsuccess", get(clientsuccess::sim_state))
+        .route(
+            "/_sim/state/customersuccessbox",
+            get(customersuccessbox::sim_state),
+        )
         .route("/_sim/truth", get(sim_truth))
         .with_state(Arc::clone(&state));
     let (stop, stopped) = oneshot::channel::<()>();

@@ -1,5 +1,5 @@
 //! The pipeline in-process against the simulator with a CS platform other than Vitally as the sink (Planhat,
-//! Gainsight, Totango): the shipped connector file pointed at the simulator, sync → score → plan → push,
+//! Gainsight, Totango, ClientSuccess, CustomerSuccessBox): the shipped connector file pointed at the simulator, sync → score → plan → push,
 //! every planned write applied and visible in the simulated platform's state, then a rerun that sends
 //! nothing. The demo's own sink stays Vitally; this swaps it only in a throwaway config.
 
@@ -33,7 +33,26 @@ fn swap_sink(dir: &Path, sim: &SimHandle, kind: &str, vendor: Vendor, token: &st
         .get_mut("auth")
         .and_then(|a| a.as_table_mut())
         .unwrap();
-    auth.insert("token".into(), format!("file:{}", secret.display()).into());
+    let secret_ref = format!("file:{}", secret.display());
+    match kind {
+        // Basic-auth sinks: ClientSuccess logs in with an email and a password; CustomerSuccessBox takes its
+        // secret key as the Basic username.
+        "clientsuccess" => {
+            let password = dir.join("secrets/clientsuccess_password");
+            std::fs::write(&password, sim::clientsuccess::PASSWORD).unwrap();
+            auth.insert("username".into(), secret_ref.into());
+            auth.insert(
+                "password".into(),
+                format!("file:{}", password.display()).into(),
+            );
+        }
+        "customersuccessbox" => {
+            auth.insert("username".into(), secret_ref.into());
+        }
+        _ => {
+            auth.insert("token".into(), secret_ref.into());
+        }
+    }
     let mut rl = toml::Table::new();
     rl.insert("requests".into(), 30_000.into());
     rl.insert("per_secs".into(), 60.into());
@@ -53,9 +72,13 @@ async fn state(sim: &SimHandle, kind: &str) -> Value {
     reqwest::get(url).await.unwrap().json().await.unwrap()
 }
 
-/// Runs the pipeline twice with `kind` as the sink; returns the platform's state after the first push and
-/// the number of projects planned.
-async fn run_twice(kind: &str, vendor: Vendor, token: &str) -> (SimHandle, Value, usize) {
+/// The simulator and a runtime whose sink is the shipped `connectors/<kind>.toml`, synced; the temp dir
+/// holds the config and the store.
+async fn synced(
+    kind: &str,
+    vendor: Vendor,
+    token: &str,
+) -> (SimHandle, Runtime, tempfile::TempDir, chrono::DateTime<Utc>) {
     let now = Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap();
     let limits = SimRateLimits {
         hubspot_per_10s: 1000,
@@ -71,6 +94,8 @@ async fn run_twice(kind: &str, vendor: Vendor, token: &str) -> (SimHandle, Value
             planhat_per_min: 30_000,
             gainsight_per_min: 30_000,
             totango_per_min: 30_000,
+            clientsuccess_per_min: 30_000,
+            customersuccessbox_per_min: 30_000,
             ..limits
         },
     };
@@ -88,6 +113,16 @@ async fn run_twice(kind: &str, vendor: Vendor, token: &str) -> (SimHandle, Value
     rt.sync(&ids, &opts, &shutdown, &|_, _, _| {})
         .await
         .unwrap();
+    (sim, rt, dir, now)
+}
+
+/// Runs the pipeline twice with `kind` as the sink; returns the platform's state after the first push and
+/// the number of projects planned.
+async fn run_twice(kind: &str, vendor: Vendor, token: &str) -> (SimHandle, Value, usize) {
+    let (sim, rt, _dir, now) = synced(kind, vendor, token).await;
+    let (_tx, shutdown) = watch::channel(false);
+    let ids = rt.select_sources(&[]).unwrap();
+    let opts = SyncOptions::default();
     let run = rt.score(now).unwrap();
     let plan = rt.plan(&run.scores, now).unwrap();
     assert_eq!(
@@ -178,5 +213,141 @@ async fn totango_receives_every_attribute_and_project_once() {
     );
     assert!(projects > 0);
     assert_eq!(st["touchpoints"].as_array().unwrap().len(), projects);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clientsuccess_receives_every_custom_field_and_to_do_once() {
+    let (sim, st, projects) = run_twice(
+        "clientsuccess",
+        Vendor::ClientSuccess,
+        sim::clientsuccess::EMAIL,
+    )
+    .await;
+    let clients = st["clients"].as_array().unwrap();
+    let scored = clients
+        .iter()
+        .filter(|c| c["custom"].get("Health Score").is_some())
+        .count();
+    assert_eq!(scored, ACCOUNTS);
+    assert!(projects > 0);
+    // Every project became its to-dos, each named with the project's key; no key twice per task.
+    let names: Vec<&str> = st["todos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    let keys: std::collections::BTreeSet<&str> = names
+        .iter()
+        .filter_map(|n| n.rsplit_once(" [")?.1.split_once("/task-").map(|(k, _)| k))
+        .collect();
+    assert_eq!(keys.len(), projects);
+    let unique: std::collections::BTreeSet<&&str> = names.iter().collect();
+    assert_eq!(unique.len(), names.len(), "a to-do was created twice");
+    assert_eq!(st["logins"], 1, "one login served the whole run");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customersuccessbox_receives_every_attribute_and_playbook_once() {
+    let (sim, st, projects) = run_twice(
+        "customersuccessbox",
+        Vendor::CustomerSuccessBox,
+        sim::customersuccessbox::SECRET_KEY,
+    )
+    .await;
+    let accounts = st["accounts"].as_object().unwrap();
+    let scored = accounts
+        .values()
+        .filter(|a| a.get("Health Score").is_some())
+        .count();
+    assert_eq!(scored, ACCOUNTS);
+    assert_eq!(
+        st["created"],
+        serde_json::json!([]),
+        "no account was created"
+    );
+    assert!(projects > 0);
+    let playbooks = accounts
+        .values()
+        .flat_map(|a| a.as_object().unwrap().keys())
+        .filter(|k| k.starts_with("Healthsync Playbook ") && !k.ends_with(" Tasks"))
+        .count();
+    assert_eq!(playbooks, projects);
+    sim.shutdown().await;
+}
+
+/// A crash after every write reached the platform but before the outbox recorded any: the writes are
+/// delivered straight through a second instance of the sink, then the outbox pushes them all again.
+/// Nothing may exist twice and nothing is dead-lettered.
+async fn resend_after_crash(
+    kind: &str,
+    vendor: Vendor,
+    token: &str,
+) -> (SimHandle, Value, Value, usize) {
+    let (sim, rt, _dir, now) = synced(kind, vendor, token).await;
+    let run = rt.score(now).unwrap();
+    let plan = rt.plan(&run.scores, now).unwrap();
+    assert!(plan.projects() > 0);
+    let c = rt
+        .config
+        .connectors
+        .iter()
+        .find(|c| c.kind == kind)
+        .unwrap();
+    let secrets = healthsync::secrets::ResolvedSecrets::resolve(&c.auth).unwrap();
+    let spec = healthsync::connector::kind(kind).unwrap();
+    let ctx = healthsync::connector::BuildContext {
+        connector: c,
+        secrets: &secrets,
+    };
+    let Ok(healthsync::connector::Built::Sink(first_attempt)) = (spec.build)(&ctx) else {
+        panic!("{kind} did not build as a sink");
+    };
+    for w in &plan.writes {
+        first_attempt.deliver(&w.op).await.unwrap();
+    }
+    let before = state(&sim, kind).await;
+    rt.enqueue(&plan, now).unwrap();
+    let (_tx, shutdown) = watch::channel(false);
+    let report = rt.push(&shutdown, now, &|_, _| {}).await.unwrap();
+    assert_eq!(
+        report.applied + report.already_present,
+        plan.writes.len(),
+        "{kind}: {report:?}"
+    );
+    assert_eq!(
+        (report.remaining, report.dead_lettered),
+        (0, 0),
+        "{kind}: {report:?}"
+    );
+    let after = state(&sim, kind).await;
+    (sim, before, after, report.already_present)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clientsuccess_resend_after_a_crash_creates_no_second_to_do() {
+    let (sim, before, after, already) = resend_after_crash(
+        "clientsuccess",
+        Vendor::ClientSuccess,
+        sim::clientsuccess::EMAIL,
+    )
+    .await;
+    assert_eq!(after["todos"], before["todos"]);
+    assert!(already > 0, "the resent projects were found, not created");
+    assert_eq!(after["clients"], before["clients"]);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customersuccessbox_resend_after_a_crash_changes_nothing() {
+    let (sim, before, after, _) = resend_after_crash(
+        "customersuccessbox",
+        Vendor::CustomerSuccessBox,
+        sim::customersuccessbox::SECRET_KEY,
+    )
+    .await;
+    assert_eq!(after, before);
     sim.shutdown().await;
 }

@@ -472,3 +472,25 @@ fn api_key_query_needs_its_param_and_sink_params_are_checked() {
         "{text}"
     );
 }
+
+#[test]
+fn clientsuccess_and_customersuccessbox_params_are_checked() {
+    let c = ConfigCopy::new();
+    c.edit(
+        "connectors/customersuccessbox.toml",
+        "playbook_attribute_prefix = \"Healthsync Playbook \"",
+        "playbook_attribute_prefix = \" \"",
+    );
+    c.edit(
+        "connectors/clientsuccess.toml",
+        "[rate_limit]",
+        "[params]\nsecret = \"x\"\n\n[rate_limit]",
+    );
+    let text = assert_invalid(
+        &c,
+        "connectors/customersuccessbox.toml:",
+        "`playbook_attribute_prefix` must be a non-empty string",
+    );
+    assert!(text.contains("connectors/clientsuccess.toml:"), "{text}");
+    assert!(text.contains("secret"), "{text}");
+}

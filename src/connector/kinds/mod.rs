@@ -6,7 +6,9 @@ use super::KindSpec;
 
 pub mod chargebee;
 pub mod churnzero;
+pub mod clientsuccess;
 pub mod common;
+pub mod customersuccessbox;
 pub mod delighted;
 pub mod freshdesk;
 pub mod gainsight;
@@ -50,6 +52,8 @@ pub static KINDS: &[&KindSpec] = &[
     &hubspot_sink::SPEC,
     &salesforce_sink::SPEC,
     &churnzero::SPEC,
+    &clientsuccess::SPEC,
+    &customersuccessbox::SPEC,
 ];
 
 /// What a sink kind's platform cannot do through its API, and the nearest thing healthsync does instead.
@@ -72,6 +76,14 @@ pub fn limitations(kind: &str) -> &'static [&'static str] {
         "churnzero" => &[
             "the push API cannot create tasks: a playbook sets account attributes a ChurnZero Play can act on",
             "it answers 200 to everything: unknown accounts and attribute names are not reported back",
+        ],
+        "clientsuccess" => &[
+            "ClientSuccess's Open API has no projects: each playbook task is a to-do on the client, found again by a key in its name",
+            "recovery completes the to-dos; no closing note is written, and to-dos are not assigned to the account owner",
+        ],
+        "customersuccessbox" => &[
+            "the HTTP server API offers no tasks: a playbook sets account attributes (name and task list) that a CustomerSuccessBox playbook or alert can act on",
+            "account pushes are upserts: an unknown account id creates an account rather than being refused",
         ],
         _ => &[],
     }
