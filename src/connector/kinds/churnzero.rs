@@ -75,7 +75,7 @@ pub fn parse_params(params: &toml::Table) -> Result<Params, String> {
     common::check_keys(params, PARAM_KEYS)?;
     let contact_external_id =
         common::string_param(params, "contact_external_id")?.unwrap_or_else(|| "healthsync".into());
-    let playbook_prefix = common::string_param(params, "playbook_attribute_prefix")?
+    let playbook_prefix = common::prefix_param(params, "playbook_attribute_prefix")?
         .unwrap_or_else(|| "Healthsync Playbook ".into());
     if contact_external_id.trim().is_empty() {
         return Err("`contact_external_id` must not be empty".into());

@@ -238,6 +238,11 @@ fn params_are_checked() {
         parse_params(&toml::from_str("contact_external_id = \"ops@acme.com\"").unwrap()).unwrap();
     assert_eq!(p.contact_external_id, "ops@acme.com");
     assert!(parse_params(&toml::from_str("contact_external_id = \" \"").unwrap()).is_err());
+    // The shipped prefix ends in a space that separates it from the playbook id: kept as written.
+    let shipped = include_str!("../../../connectors/churnzero.toml");
+    let params = toml::from_str::<toml::Table>(shipped).unwrap()["params"].clone();
+    let p = parse_params(params.as_table().unwrap()).unwrap();
+    assert_eq!(p.playbook_prefix, "Healthsync Playbook ");
     assert!(parse_params(&toml::from_str("app_key = \"x\"").unwrap())
         .unwrap_err()
         .contains("app_key"));

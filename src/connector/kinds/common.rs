@@ -277,6 +277,16 @@ pub fn string_param(params: &toml::Table, key: &str) -> Result<Option<String>, S
     }
 }
 
+/// A prefix (`"Healthsync Playbook "`): a string that is not blank, kept as written, since trimming would eat
+/// the trailing space that separates it from what follows.
+pub fn prefix_param(params: &toml::Table, key: &str) -> Result<Option<String>, String> {
+    match params.get(key) {
+        None => Ok(None),
+        Some(toml::Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
+        Some(_) => Err(format!("`{key}` must be a non-empty string")),
+    }
+}
+
 /// A vendor id: a non-empty string, or a number written as a string.
 pub fn id_of(v: Option<&Value>) -> Option<String> {
     match v? {

@@ -65,12 +65,8 @@ pub struct Params {
 
 pub fn parse_params(params: &toml::Table) -> Result<Params, String> {
     common::check_keys(params, PARAM_KEYS)?;
-    // Read as written: `common::string_param` trims, which would eat the separating trailing space.
-    let playbook_prefix = match params.get("playbook_attribute_prefix") {
-        None => "Healthsync Playbook ".to_string(),
-        Some(toml::Value::String(s)) if !s.trim().is_empty() => s.clone(),
-        Some(_) => return Err("`playbook_attribute_prefix` must be a non-empty string".into()),
-    };
+    let playbook_prefix = common::prefix_param(params, "playbook_attribute_prefix")?
+        .unwrap_or_else(|| "Healthsync Playbook ".into());
     Ok(Params { playbook_prefix })
 }
 
