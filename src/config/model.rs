@@ -49,8 +49,8 @@ pub struct Model {
     pub outcomes: Option<OutcomesSpec>,
 }
 
-/// How outcomes are read from billing data: an account has churned when every subscription it had has
-/// ended and none started within `renewal_grace_days` after the last end.
+/// How outcomes are read from billing data: an account churned when it went longer than
+/// `renewal_grace_days` with no subscription running (see `crate::backtest::outcomes`).
 #[derive(Debug, Clone, Serialize)]
 pub struct OutcomesSpec {
     pub subscriptions: StreamRef,

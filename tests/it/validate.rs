@@ -494,3 +494,34 @@ fn clientsuccess_and_customersuccessbox_params_are_checked() {
     assert!(text.contains("connectors/clientsuccess.toml:"), "{text}");
     assert!(text.contains("secret"), "{text}");
 }
+
+#[test]
+fn outcomes_problems_are_all_reported_with_their_lines() {
+    let c = ConfigCopy::new();
+    c.edit(
+        "config/models/starter.toml",
+        "subscriptions = \"stripe.subscriptions\"",
+        "subscriptions = \"stripe.subscription\"",
+    );
+    c.edit(
+        "config/models/starter.toml",
+        "double(r.items.data[0].price.unit_amount)",
+        "double(sub.items.data[0].price.unit_amount)",
+    );
+    c.edit(
+        "config/models/starter.toml",
+        "renewal_grace_days = 30",
+        "renewal_grace_days = -1",
+    );
+    let err = assert_invalid(&c, "config/models/starter.toml:171", "subscription");
+    for (line, what) in [
+        (174, "outcomes.mrr: unknown variable(s) sub"),
+        (175, "outcomes.renewal_grace_days must be between 0 and 3650 days, not -1"),
+    ] {
+        let at = c
+            .path(&format!("config/models/starter.toml:{line}"))
+            .display()
+            .to_string();
+        assert!(err.contains(&at) && err.contains(what), "{at} {what} in:\n{err}");
+    }
+}
