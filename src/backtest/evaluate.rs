@@ -342,6 +342,13 @@ fn measure(
                 .collect();
             let churned = in_band.iter().filter(|(_, c)| *c).count();
             let churn_rate = rate(in_band.len(), churned);
+            let moves: Vec<bool> = in_band
+                .iter()
+                .filter_map(|(o, _)| {
+                    let outcome = data.outcomes.of(&data.ids[o.account])?;
+                    outcome.revenue_change_within(o.date, primary)
+                })
+                .collect();
             BandOutcome {
                 band,
                 observations: in_band.len(),
@@ -349,6 +356,8 @@ fn measure(
                 churn_rate,
                 lift: churn_rate.zip(base_rate).map(|(r, b)| r / b),
                 nrr: data.mrr_ratio(primary, in_band.iter().map(|(o, _)| *o)),
+                expanded: moves.iter().filter(|up| **up).count(),
+                downgraded: moves.iter().filter(|up| !**up).count(),
             }
         })
         .collect();
@@ -421,6 +430,7 @@ fn measure(
         signals,
         roc,
         bands,
+        cohorts: cohorts(data.outcomes, data.observed_until),
         deciles,
         red_flag,
         suggestion,
@@ -643,4 +653,41 @@ fn suggest_weights(
 
 fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
+}
+
+/// Net revenue retention per start-quarter cohort: MRR at `until` over MRR a month after each start.
+fn cohorts(outcomes: &Outcomes, until: DateTime<Utc>) -> Vec<CohortRetention> {
+    use chrono::Datelike as _;
+    let mut by_cohort: BTreeMap<String, CohortRetention> = BTreeMap::new();
+    for outcome in outcomes.accounts.values() {
+        let Some(start) = outcome.first_start() else {
+            continue;
+        };
+        let settled = start + Duration::days(30);
+        if settled > until {
+            continue;
+        }
+        let cohort = format!("{}-Q{}", start.year(), start.month0() / 3 + 1);
+        let c = by_cohort
+            .entry(cohort.clone())
+            .or_insert_with(|| CohortRetention {
+                cohort,
+                accounts: 0,
+                churned: 0,
+                starting_mrr: 0.0,
+                current_mrr: 0.0,
+                nrr: None,
+            });
+        c.accounts += 1;
+        c.churned += usize::from(outcome.churned_at.is_some_and(|t| t <= until));
+        c.starting_mrr += outcome.mrr_at(settled);
+        c.current_mrr += outcome.mrr_at(until);
+    }
+    by_cohort
+        .into_values()
+        .map(|mut c| {
+            c.nrr = (c.starting_mrr > 0.0).then(|| c.current_mrr / c.starting_mrr);
+            c
+        })
+        .collect()
 }

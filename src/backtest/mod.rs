@@ -46,6 +46,9 @@ pub struct Backtest {
     pub roc: Vec<(f64, f64)>,
     /// Per band at the evaluation dates: churn and net revenue retention within the primary horizon.
     pub bands: Vec<BandOutcome>,
+    /// Net revenue retention by start-quarter cohort, oldest first.
+    #[serde(default)]
+    pub cohorts: Vec<CohortRetention>,
     /// Churn within the primary horizon by overall-score decile, lowest scores first.
     pub deciles: Vec<DecileOutcome>,
     /// "Red" as a churn flag (churn within the primary horizon).
@@ -108,6 +111,25 @@ pub struct BandOutcome {
     /// overall rate (red should be well above 1, green well below).
     pub lift: Option<f64>,
     /// MRR a horizon later / MRR on the date, over the band's accounts with MRR on the date.
+    pub nrr: Option<f64>,
+    /// Observations whose account expanded (MRR up) or downgraded (MRR down) within the horizon without
+    /// churning.
+    #[serde(default)]
+    pub expanded: usize,
+    #[serde(default)]
+    pub downgraded: usize,
+}
+
+/// Net revenue retention of the accounts that started in one quarter: their MRR at the end of the observed
+/// data over their MRR a month after they started (churned accounts count at zero).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CohortRetention {
+    /// `2025-Q3`.
+    pub cohort: String,
+    pub accounts: usize,
+    pub churned: usize,
+    pub starting_mrr: f64,
+    pub current_mrr: f64,
     pub nrr: Option<f64>,
 }
 

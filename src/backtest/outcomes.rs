@@ -53,6 +53,25 @@ impl AccountOutcome {
         self.spans.iter().any(|s| s.runs_at(t))
     }
 
+    /// How MRR moved over `(from, from + days]` for an account that did not churn in it: `Some(true)` for
+    /// an expansion, `Some(false)` for a downgrade, `None` when it stayed flat or the account churned.
+    pub fn revenue_change_within(&self, from: DateTime<Utc>, days: u32) -> Option<bool> {
+        if self.churned_within(from, days) {
+            return None;
+        }
+        let (before, after) = (
+            self.mrr_at(from),
+            self.mrr_at(from + Duration::days(i64::from(days))),
+        );
+        // Cents of rounding are not a change of plan.
+        ((after - before).abs() >= 0.01).then_some(after > before)
+    }
+
+    /// When the first subscription started: the account's cohort.
+    pub fn first_start(&self) -> Option<DateTime<Utc>> {
+        self.spans.iter().map(|s| s.start).min()
+    }
+
     /// Churned within `(from, from + days]`.
     pub fn churned_within(&self, from: DateTime<Utc>, days: u32) -> bool {
         self.churned_at
@@ -251,6 +270,18 @@ mod tests {
             !gone.churned_within(day(50), 30),
             "churn on the date itself is not after it"
         );
+        assert_eq!(
+            a.revenue_change_within(day(40), 20),
+            Some(false),
+            "100 → 70 is a downgrade"
+        );
+        assert_eq!(a.revenue_change_within(day(60), 20), None, "flat");
+        assert_eq!(
+            gone.revenue_change_within(day(40), 20),
+            None,
+            "churn is not a downgrade"
+        );
+        assert_eq!(a.first_start(), Some(day(0)));
     }
 
     #[test]

@@ -95,18 +95,31 @@ fn report(b: &Backtest) {
         b.primary_horizon
     );
     println!(
-        "  {:<6} {:>12} {:>8} {:>7} {:>6} {:>6}",
-        "band", "observations", "churned", "rate", "lift", "NRR"
+        "  {:<6} {:>12} {:>8} {:>7} {:>6} {:>6} {:>9} {:>11}",
+        "band", "observations", "churned", "rate", "lift", "NRR", "expanded", "downgraded"
     );
     for band in &b.bands {
         println!(
-            "  {:<6} {:>12} {:>8} {:>7} {:>6} {:>6}",
+            "  {:<6} {:>12} {:>8} {:>7} {:>6} {:>6} {:>9} {:>11}",
             band.band.name(),
             band.observations,
             band.churned,
             pct(band.churn_rate),
             band.lift.map_or_else(|| "–".into(), |l| format!("{l:.1}×")),
-            pct(band.nrr)
+            pct(band.nrr),
+            band.expanded,
+            band.downgraded
+        );
+    }
+    if !b.cohorts.is_empty() {
+        let cells: Vec<String> = b
+            .cohorts
+            .iter()
+            .map(|c| format!("{} {} ({})", c.cohort, pct(c.nrr), c.accounts))
+            .collect();
+        println!(
+            "NRR by start cohort, today vs a month in (accounts): {}",
+            cells.join(", ")
         );
     }
     if let Some(r) = &b.red_flag {

@@ -516,12 +516,18 @@ fn outcomes_problems_are_all_reported_with_their_lines() {
     let err = assert_invalid(&c, "config/models/starter.toml:171", "subscription");
     for (line, what) in [
         (174, "outcomes.mrr: unknown variable(s) sub"),
-        (175, "outcomes.renewal_grace_days must be between 0 and 3650 days, not -1"),
+        (
+            175,
+            "outcomes.renewal_grace_days must be between 0 and 3650 days, not -1",
+        ),
     ] {
         let at = c
             .path(&format!("config/models/starter.toml:{line}"))
             .display()
             .to_string();
-        assert!(err.contains(&at) && err.contains(what), "{at} {what} in:\n{err}");
+        assert!(
+            err.contains(&at) && err.contains(what),
+            "{at} {what} in:\n{err}"
+        );
     }
 }
