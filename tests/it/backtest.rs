@@ -113,3 +113,43 @@ async fn backtest_reads_the_simulated_churn_and_the_score_predicts_it() {
     assert!(err.to_string().contains("[outcomes]"), "{err}");
     sim.shutdown().await;
 }
+
+/// The command line end to end: sync, backfill, then a candidate model backtested beside the current one.
+#[test]
+fn cli_compares_a_candidate_model_on_the_same_dates() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = crate::support::start_sim(dir.path(), "8");
+    let config = sim.config.to_str().unwrap().to_string();
+    let ok = |args: &[&str]| {
+        let mut all = vec!["--config", config.as_str()];
+        all.extend_from_slice(args);
+        let out = crate::support::run(&all);
+        let stderr = crate::support::text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        crate::support::text(&out.stdout)
+    };
+    ok(&["sync"]);
+    ok(&["score", "--backfill-weeks", "14", "--limit", "1"]);
+    let candidate = dir.path().join("models/candidate.toml");
+    let starter = std::fs::read_to_string(dir.path().join("models/starter.toml")).unwrap();
+    // Nearly all of the usage category's weight on usage trend: a model an admin might try.
+    let tried = starter.replace(
+        "metrics = { seat_utilization = 40, usage_trend = 35, feature_breadth = 25 }",
+        "metrics = { seat_utilization = 5, usage_trend = 90, feature_breadth = 5 }",
+    );
+    assert_ne!(tried, starter, "the starter model's usage category moved");
+    std::fs::write(&candidate, tried).unwrap();
+    let out = ok(&["backtest", "--json", "--model", candidate.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let dates = |side: &str| -> Vec<(String, String)> {
+        (v[side]["dates"].as_array().unwrap().iter())
+            .map(|d| (d["date"].to_string(), d["source"].to_string()))
+            .collect()
+    };
+    assert_eq!(dates("current"), dates("candidate"), "same dates for both");
+    assert!(dates("current").iter().all(|d| d.1 == "\"recomputed\""));
+    assert_ne!(v["current"]["model_hash"], v["candidate"]["model_hash"]);
+    let human = ok(&["backtest"]);
+    assert!(human.contains("AUC for churn within"), "{human}");
+    assert!(human.contains("replayed from the score history"), "{human}");
+}
