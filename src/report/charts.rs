@@ -58,19 +58,21 @@ const RIGHT: f64 = 16.0;
 const TOP: f64 = 34.0;
 const BOTTOM: f64 = 48.0;
 
-/// The plotting area of a chart and its y scale.
+/// The plotting area of a chart and its y scale, from `y_min` (usually 0) to `y_max`.
 struct Frame {
     w: f64,
     h: f64,
+    y_min: f64,
     y_max: f64,
 }
 
 impl Frame {
-    fn new(y_max: f64) -> Frame {
+    fn new(y_min: f64, y_max: f64) -> Frame {
         Frame {
             w: WIDTH,
             h: HEIGHT,
-            y_max: if y_max > 0.0 { y_max } else { 1.0 },
+            y_min,
+            y_max: if y_max > y_min { y_max } else { y_min + 1.0 },
         }
     }
 
@@ -83,7 +85,8 @@ impl Frame {
     }
 
     fn y(&self, v: f64) -> f64 {
-        TOP + self.plot_h() * (1.0 - (v / self.y_max).clamp(0.0, 1.0))
+        let t = ((v - self.y_min) / (self.y_max - self.y_min)).clamp(0.0, 1.0);
+        TOP + self.plot_h() * (1.0 - t)
     }
 }
 
@@ -112,16 +115,40 @@ fn ticks(max: f64) -> Vec<f64> {
     (0..=n).map(|i| i as f64 * step).collect()
 }
 
-/// The y axis with grid lines; returns the top tick (the scale's maximum).
-fn y_axis(out: &mut String, max: f64, fmt: &dyn Fn(f64) -> String) -> f64 {
-    let t = ticks(max);
-    let top = t.last().copied().unwrap_or(1.0);
-    let f = Frame::new(top);
+/// Round ticks covering `lo..=hi` (lo ≤ 0 ≤ hi), with zero among them.
+fn ticks_between(lo: f64, hi: f64) -> Vec<f64> {
+    let up = ticks(hi.max(-lo));
+    let step = up.get(1).copied().unwrap_or(1.0);
+    let below = if lo < 0.0 {
+        (-lo / step).ceil() as i64
+    } else {
+        0
+    };
+    let above = (hi.max(0.0) / step).ceil().max(1.0) as i64;
+    (-below..=above).map(|i| i as f64 * step).collect()
+}
+
+/// The y axis with grid lines (a darker line at zero when the scale goes below it); returns the frame.
+fn y_axis(out: &mut String, lo: f64, hi: f64, fmt: &dyn Fn(f64) -> String) -> Frame {
+    let t = if lo < 0.0 {
+        ticks_between(lo, hi)
+    } else {
+        ticks(hi)
+    };
+    let f = Frame::new(
+        t.first().copied().unwrap_or(0.0),
+        t.last().copied().unwrap_or(1.0),
+    );
     for v in &t {
         let y = f.y(*v);
+        let stroke = if *v == 0.0 && f.y_min < 0.0 {
+            "#888"
+        } else {
+            "#e4e4e4"
+        };
         let _ = write!(
             out,
-            r##"<line x1="{LEFT}" x2="{x2}" y1="{y:.1}" y2="{y:.1}" stroke="#e4e4e4"/><text x="{tx}" y="{ty:.1}" text-anchor="end" class="tick">{label}</text>"##,
+            r##"<line x1="{LEFT}" x2="{x2}" y1="{y:.1}" y2="{y:.1}" stroke="{stroke}"/><text x="{tx}" y="{ty:.1}" text-anchor="end" class="tick">{label}</text>"##,
             x2 = f.w - RIGHT,
             tx = LEFT - 6.0,
             ty = y + 4.0,
@@ -133,7 +160,7 @@ fn y_axis(out: &mut String, max: f64, fmt: &dyn Fn(f64) -> String) -> f64 {
         r##"<line x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{y2}" stroke="#999"/>"##,
         y2 = TOP + f.plot_h()
     );
-    top
+    f
 }
 
 /// A legend across the top of the chart.
@@ -194,8 +221,7 @@ pub fn stacked_columns(
         })
         .collect();
     let max = totals.iter().copied().fold(0.0, f64::max);
-    let top = y_axis(&mut out, max, &|v| format!("{v:.0}"));
-    let f = Frame::new(top);
+    let f = y_axis(&mut out, 0.0, max, &|v| format!("{v:.0}"));
     let slot = f.plot_w() / labels.len().max(1) as f64;
     let bar = (slot * 0.7).min(60.0);
     for (i, label) in labels.iter().enumerate() {
@@ -229,19 +255,26 @@ pub fn stacked_columns(
     out
 }
 
-/// Columns side by side per group (e.g. per tier, one column per band).
+/// Columns side by side per group (e.g. per tier, one column per band), on a scale from `range.0` (0, or
+/// below for changes that can be negative; columns then grow down from zero) to `range.1`.
 pub fn grouped_columns(
     id: &str,
     title: &str,
     groups: &[String],
     series: &[Series],
-    y_max: f64,
+    range: (f64, f64),
     x_title: &str,
 ) -> String {
     let mut out = String::new();
     open(&mut out, id, title, WIDTH, HEIGHT);
-    let top = y_axis(&mut out, y_max, &|v| format!("{v:.0}"));
-    let f = Frame::new(top);
+    let signed = range.0 < 0.0;
+    let f = y_axis(&mut out, range.0, range.1, &|v| {
+        if signed && v > 0.0 {
+            format!("+{v:.0}")
+        } else {
+            format!("{v:.0}")
+        }
+    });
     let slot = f.plot_w() / groups.len().max(1) as f64;
     let bar = (slot * 0.8 / series.len().max(1) as f64).min(40.0);
     for (g, group) in groups.iter().enumerate() {
@@ -250,13 +283,17 @@ pub fn grouped_columns(
             let Some(v) = s.values.get(g).copied().flatten() else {
                 continue;
             };
-            let y = f.y(v);
+            let (top, bottom) = if v >= 0.0 {
+                (f.y(v), f.y(0.0))
+            } else {
+                (f.y(0.0), f.y(v))
+            };
             let _ = write!(
                 out,
-                r#"<rect x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{h:.1}" fill="{c}"><title>{group}, {name}: {v:.1}</title></rect>"#,
+                r#"<rect x="{x:.1}" y="{top:.1}" width="{w:.1}" height="{h:.1}" fill="{c}"><title>{group}, {name}: {v:.1}</title></rect>"#,
                 x = start + bar * k as f64,
                 w = bar - 2.0,
-                h = (f.y(0.0) - y).max(0.0),
+                h = (bottom - top).max(0.0),
                 c = esc(&s.color),
                 group = esc(group),
                 name = esc(&s.name),
@@ -294,8 +331,7 @@ pub fn columns(id: &str, title: &str, c: &Columns) -> String {
         .copied()
         .chain(c.reference.map(|r| r.0))
         .fold(0.0, f64::max);
-    let top = y_axis(&mut out, max, c.format);
-    let f = Frame::new(top);
+    let f = y_axis(&mut out, 0.0, max, c.format);
     let slot = f.plot_w() / c.labels.len().max(1) as f64;
     let bar = (slot * 0.7).min(80.0);
     for (i, label) in c.labels.iter().enumerate() {
@@ -345,8 +381,7 @@ pub fn columns(id: &str, title: &str, c: &Columns) -> String {
 pub fn lines(id: &str, title: &str, days: &[NaiveDate], series: &[Series]) -> String {
     let mut out = String::new();
     open(&mut out, id, title, WIDTH, HEIGHT);
-    let top = y_axis(&mut out, 100.0, &|v| format!("{v:.0}"));
-    let f = Frame::new(top);
+    let f = y_axis(&mut out, 0.0, 100.0, &|v| format!("{v:.0}"));
     let (first, last) = match (days.first(), days.last()) {
         (Some(a), Some(b)) => (*a, *b),
         _ => {
@@ -493,6 +528,16 @@ pub struct Heatmap<'a> {
     pub cells: &'a [Vec<Option<f64>>],
 }
 
+/// `s` cut to at most `max` characters, with an ellipsis when cut.
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
 /// Red → amber → green for a 0–100 score.
 pub fn score_color(v: f64) -> String {
     let lerp = |a: (f64, f64, f64), b: (f64, f64, f64), t: f64| {
@@ -550,10 +595,11 @@ pub fn heatmap(id: &str, title: &str, m: &Heatmap) -> String {
         let y = top + cell_h * r as f64;
         let _ = write!(
             out,
-            r#"<text x="{x}" y="{ty:.1}" text-anchor="end" class="tick">{n}</text>"#,
+            r#"<text x="{x}" y="{ty:.1}" text-anchor="end" class="tick">{n}<title>{full}</title></text>"#,
             x = label_w - 8.0,
             ty = y + cell_h / 2.0 + 4.0,
-            n = esc(row)
+            n = esc(&shorten(row, 40)),
+            full = esc(row),
         );
         for (c, name) in m.columns.iter().enumerate() {
             let x = label_w + cell_w * c as f64;
@@ -602,7 +648,7 @@ mod tests {
                 color: "red".into(),
                 values: vec![Some(1.0)],
             }],
-            100.0,
+            (0.0, 100.0),
             "x",
         );
         assert!(!svg.contains("<script>") && !svg.contains("<img>"), "{svg}");
@@ -615,6 +661,41 @@ mod tests {
         assert_eq!(ticks(0.0), [0.0, 1.0]);
         assert_eq!(ticks(f64::NAN), [0.0, 1.0]);
         assert_eq!(*ticks(0.37).last().unwrap(), 0.4);
+        assert_eq!(
+            ticks_between(-7.0, 15.0),
+            [-10.0, -5.0, 0.0, 5.0, 10.0, 15.0]
+        );
+    }
+
+    #[test]
+    fn negative_columns_grow_down_from_zero() {
+        let series = [Series {
+            name: "change".into(),
+            color: "#c".into(),
+            values: vec![Some(-10.0), Some(10.0)],
+        }];
+        let svg = grouped_columns(
+            "d",
+            "t",
+            &["a".into(), "b".into()],
+            &series,
+            (-10.0, 10.0),
+            "x",
+        );
+        // Zero is mid-height; both columns are half the plot tall, one above and one below it.
+        let mid = TOP + (HEIGHT - TOP - BOTTOM) / 2.0;
+        let half = (HEIGHT - TOP - BOTTOM) / 2.0;
+        assert!(svg.contains(&format!(r#"y="{mid:.1}" width"#)), "{svg}");
+        assert!(svg.contains(&format!(r#"y="{TOP:.1}" width"#)), "{svg}");
+        assert_eq!(
+            svg.matches(&format!(r#"height="{half:.1}""#)).count(),
+            2,
+            "{svg}"
+        );
+        assert!(
+            svg.contains(">+10<") && svg.contains(">-10<"),
+            "signed tick labels: {svg}"
+        );
     }
 
     #[test]

@@ -36,6 +36,10 @@ const LOWEST_ROWS: usize = 50;
 /// Band moves are measured against the newest history point at least this many days older.
 const MOVE_DAYS: i64 = 7;
 
+/// What the backtest section says until the backtest is passed in (`healthsync report` and the demo).
+pub const NO_BACKTEST_YET: &str =
+    "the backtest is not wired into the report yet (run `healthsync backtest` once it exists)";
+
 const BANDS: [Band; 3] = [Band::Red, Band::Amber, Band::Green];
 
 #[derive(Debug, thiserror::Error)]
@@ -522,7 +526,7 @@ fn charts(data: &ReportData, backtest: Option<&Backtest>) -> BTreeMap<&'static s
             .iter()
             .map(|p| p.day.format("%b %d").to_string())
             .collect();
-        let series = band_series(|b| {
+        let mut series = band_series(|b| {
             t.iter()
                 .map(|p| {
                     Some(match b {
@@ -533,6 +537,13 @@ fn charts(data: &ReportData, backtest: Option<&Backtest>) -> BTreeMap<&'static s
                 })
                 .collect()
         });
+        if t.iter().any(|p| p.not_scored > 0) {
+            series.push(Series {
+                name: "not scored (too little data)".into(),
+                color: "#c5cbd3".into(),
+                values: t.iter().map(|p| Some(p.not_scored as f64)).collect(),
+            });
+        }
         out.insert(
             "chart-bands",
             charts::stacked_columns(
@@ -688,7 +699,7 @@ fn charts(data: &ReportData, backtest: Option<&Backtest>) -> BTreeMap<&'static s
                 &format!("{} by tier and band", e.measure.label),
                 &e.tiers,
                 &series,
-                100.0,
+                (0.0, 100.0),
                 "tier",
             ),
         );
@@ -744,29 +755,18 @@ fn charts(data: &ReportData, backtest: Option<&Backtest>) -> BTreeMap<&'static s
     out
 }
 
-/// Change in score can be negative: drawn as columns from a zero line in the middle.
+/// Change in score can be negative: columns grow up or down from a zero line.
 fn impact_chart(groups: &[String], series: &[Series]) -> String {
-    let max = series
-        .iter()
-        .flat_map(|s| s.values.iter().flatten())
-        .fold(1.0f64, |m, v| m.max(v.abs()));
-    // Shift every value by `max` so the grouped-columns chart's zero sits at mid-height.
-    let shifted: Vec<Series> = series
-        .iter()
-        .map(|s| Series {
-            values: s.values.iter().map(|v| v.map(|v| v + max)).collect(),
-            ..s.clone()
-        })
-        .collect();
-    let svg = charts::grouped_columns(
+    let values = series.iter().flat_map(|s| s.values.iter().flatten());
+    let (lo, hi) = values.fold((0.0f64, 1.0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    charts::grouped_columns(
         "chart-impact",
         "Change in overall score after a health project opened",
         groups,
-        &shifted,
-        2.0 * max,
-        "points gained (+) or lost (−); zero is the middle line",
-    );
-    svg
+        series,
+        (lo, hi),
+        "points gained (+) or lost (−) since the day the project opened",
+    )
 }
 
 /// Formats an optional number for the template.
@@ -803,6 +803,7 @@ pub fn render(data: &ReportData, backtest: Result<&Backtest, &str>) -> Result<St
             horizons => HORIZONS,
             generated => data.generated_at.format("%Y-%m-%d %H:%M UTC").to_string(),
             scored => data.scored_at.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()),
+        observed_until => backtest.ok().map(|b| b.observed_until.format("%Y-%m-%d").to_string()),
         })?;
     Ok(html)
 }

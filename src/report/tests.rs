@@ -277,7 +277,11 @@ fn the_backtest_is_drawn_when_given_and_its_absence_explained_when_not() {
         "the 90-day AUC is in the signal table"
     );
     assert!(with.contains("only 1 churn event: AUC is not meaningful"));
-    assert!(with.contains("precision 33%, recall 100%, lift 3.00"));
+    assert!(
+        with.contains("precision 33%</strong>")
+            && with.contains("recall 100%</strong>")
+            && with.contains("lift 3.00</strong>")
+    );
     assert!(!with.contains("no backtest"));
     assert!(summary(&data, Ok(&bt)).ends_with("backtest: 3 accounts, 1 churn events"));
 }
