@@ -101,7 +101,7 @@ fn open(out: &mut String, id: &str, title: &str, w: f64, h: f64) {
 
 /// Round tick values from 0 to at least `max`, about five of them.
 fn ticks(max: f64) -> Vec<f64> {
-    if !(max > 0.0) || !max.is_finite() {
+    if max.is_nan() || max <= 0.0 || max.is_infinite() {
         return vec![0.0, 1.0];
     }
     let raw = max / 5.0;
