@@ -93,6 +93,9 @@ pub struct Recovery {
     pub resolved: usize,
     pub median_days: Option<f64>,
     pub still_open: usize,
+    /// Resolved before they opened: runs replayed out of time order (`--now` going backwards). Left out
+    /// of the median.
+    pub resolved_before_opened: usize,
 }
 
 /// One health project, deduplicated across sinks.
@@ -268,17 +271,22 @@ fn weeks(openings_: &[Opening]) -> Vec<WeekStatus> {
 }
 
 fn recovery(openings_: &[Opening]) -> Recovery {
-    let days: Vec<f64> = openings_
-        .iter()
-        .filter_map(|o| match o.resolved {
-            Some(Some(at)) => Some((at - o.opened_at).num_seconds() as f64 / 86_400.0),
-            _ => None,
-        })
-        .collect();
+    let mut days = Vec::new();
+    let mut out_of_order = 0;
+    for o in openings_ {
+        if let Some(Some(at)) = o.resolved {
+            if at < o.opened_at {
+                out_of_order += 1;
+            } else {
+                days.push((at - o.opened_at).num_seconds() as f64 / 86_400.0);
+            }
+        }
+    }
     Recovery {
         resolved: days.len(),
         median_days: median(days),
         still_open: openings_.iter().filter(|o| o.resolved.is_none()).count(),
+        resolved_before_opened: out_of_order,
     }
 }
 
@@ -305,6 +313,12 @@ pub fn project_impact(
     if unplaced > 0 {
         notes.push(format!(
             "{unplaced} completed project(s) opened before their account's score history begins: left out of the comparison"
+        ));
+    }
+    if recovery.resolved_before_opened > 0 {
+        notes.push(format!(
+            "{} project(s) were resolved before they opened (scoring runs replayed out of time order): left out of the time to recovery",
+            recovery.resolved_before_opened
         ));
     }
     let total = comparison.last();
@@ -559,9 +573,32 @@ mod tests {
             Recovery {
                 resolved: 3,
                 median_days: Some(20.0),
-                still_open: 1
+                still_open: 1,
+                resolved_before_opened: 0,
             }
         );
         assert_eq!(median(vec![1.0, 4.0, 2.0, 3.0]), Some(2.5));
+    }
+
+    #[test]
+    fn a_resolution_before_the_opening_is_left_out_and_said() {
+        // What replaying runs with `--now` out of time order leaves behind.
+        let mut h = Histories::new();
+        h.insert("a".into(), series(90, |_| 30.0));
+        let projects = [
+            project("a", "p", 50, ProjectState::Resolved { at: t(10) }),
+            project("b", "p", 0, ProjectState::Resolved { at: t(4) }),
+        ];
+        let impact = project_impact(&projects, &BTreeSet::new(), &h, &current(&h));
+        assert_eq!(impact.recovery.median_days, Some(4.0));
+        assert_eq!(impact.recovery.resolved_before_opened, 1);
+        assert!(
+            impact
+                .notes
+                .iter()
+                .any(|n| n.starts_with("1 project(s) were resolved before they opened")),
+            "{:?}",
+            impact.notes
+        );
     }
 }
