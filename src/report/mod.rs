@@ -825,10 +825,24 @@ pub fn write(path: &Path, html: &str) -> Result<(), ReportError> {
     if path.is_dir() {
         return Err(fail("it is a folder".into()));
     }
+    // The OS's own words ("Permission denied"), without tempfile's note of its temporary name.
+    let os_text = |e: &std::io::Error| {
+        let text = e.to_string();
+        text.split(" at path ")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
     let mut tmp = tempfile::Builder::new()
         .prefix(".healthsync-report-")
         .tempfile_in(&dir)
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| {
+            fail(format!(
+                "cannot create a file in {}: {}",
+                dir.display(),
+                os_text(&e)
+            ))
+        })?;
     // A report is for reading and sharing, not a secret: the usual permissions, not tempfile's 0600.
     #[cfg(unix)]
     {

@@ -325,4 +325,17 @@ fn write_replaces_the_file_and_names_a_bad_path() {
 
     let e = write(dir.path(), "x").expect_err("a folder").to_string();
     assert!(e.ends_with("it is a folder"), "{e}");
+
+    // A folder no one can create files in (even root: procfs refuses).
+    #[cfg(target_os = "linux")]
+    {
+        let e = write(Path::new("/proc/healthsync-report.html"), "x")
+            .expect_err("unwritable")
+            .to_string();
+        assert!(
+            e.starts_with("cannot write the report to /proc/healthsync-report.html: cannot create a file in /proc: "),
+            "{e}"
+        );
+        assert!(!e.contains(".healthsync-report-"), "no temporary name: {e}");
+    }
 }
