@@ -258,6 +258,37 @@ async fn the_report_loads_in_headless_chromium_with_every_chart() {
     assert!(dom.contains(r#"tabindex="0""#));
     // Text from data stays text: the label with markup in it is shown, not parsed.
     assert!(dom.contains("Usage &lt;em&gt;"));
+    // Clicking a header sorts: the lowest-scores table (lowest first) clicked twice on Score puts the
+    // highest of its scores first.
+    let click = r#"<script>
+var t = document.querySelector('#lowest table.sortable');
+var th = t.querySelectorAll('thead th')[2];
+th.click(); th.click();
+document.documentElement.setAttribute('data-first', t.tBodies[0].rows[0].cells[2].getAttribute('data-v'));
+document.documentElement.setAttribute('data-order', th.getAttribute('aria-sort'));
+</script></body>"#;
+    let clicked = dir.path().join("clicked.html");
+    std::fs::write(&clicked, html.replace("</body>", click)).unwrap();
+    let dom = dump_dom(&chromium, &clicked);
+    assert!(
+        !dom.contains("data-errors="),
+        "script errors after clicking"
+    );
+    let attr = |name: &str| {
+        dom.split(&format!("{name}=\""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let highest = data.lowest.iter().map(|r| r.score).fold(f64::MIN, f64::max);
+    let first: f64 = attr("data-first").parse().unwrap_or(f64::NAN);
+    assert!(
+        (first - highest).abs() < 1e-9,
+        "first row after sorting descending: {first}, expected {highest}"
+    );
+    assert_eq!(attr("data-order"), "descending");
+
     // Self-contained: nothing is fetched.
     for needle in ["http://", "https://", "src=\"", "<link"] {
         let outside_svg_ns = html.replace("http://www.w3.org/2000/svg", "");
