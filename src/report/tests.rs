@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use chrono::TimeZone as _;
+use chrono::{Duration, TimeZone as _};
 
 use super::*;
 use crate::backtest::{BandOutcome, DecileOutcome, RedFlag, SignalAuc, SignalKind};
