@@ -166,7 +166,9 @@ struct StoredCategory {
     score: Option<f64>,
 }
 
-/// Reads what the report shows from the store. `now` is only stamped on the report.
+/// Reads what the report shows from the store. `now` is only stamped on the report. The history is read
+/// for the accounts with a current score (the store keeps it per account): an account no longer scored
+/// drops out of the past days too.
 pub fn gather(store: &Store, model: &Model, now: DateTime<Utc>) -> Result<ReportData, ReportError> {
     let scores: Vec<AccountScore> = store.scores()?;
     let mut histories = impact::Histories::new();

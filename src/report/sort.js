@@ -1,5 +1,5 @@
-// Sortable tables: click a header to sort by that column, again to reverse. Numeric columns sort on each
-// cell's data-v; cells without a number (n/a) go last either way.
+// Sortable tables: click a header (or focus it and press Enter) to sort by that column, again to reverse.
+// Numeric columns sort on each cell's data-v; cells without a number (n/a) go last either way.
 (function () {
   function key(cell, numeric) {
     if (!cell) return numeric ? NaN : "";
@@ -10,6 +10,9 @@
     var headers = table.querySelectorAll("thead th");
     headers.forEach(function (th, col) {
       th.setAttribute("tabindex", "0");
+      th.addEventListener("keydown", function (e) {
+        if (e.key === "Enter" || e.key === " ") { e.preventDefault(); th.click(); }
+      });
       th.addEventListener("click", function () {
         var numeric = th.getAttribute("data-type") === "num";
         var asc = th.getAttribute("aria-sort") !== "ascending";
