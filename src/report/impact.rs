@@ -138,7 +138,8 @@ fn openings(projects: &[ProjectRecord], advocacy: &BTreeSet<String>) -> Vec<Open
 
 /// The newest point on or before `day`.
 pub fn at(series: &[HistoryPoint], day: NaiveDate) -> Option<&HistoryPoint> {
-    series.iter().rev().find(|p| p.day <= day)
+    let after = series.partition_point(|p| p.day <= day);
+    after.checked_sub(1).map(|i| &series[i])
 }
 
 /// The overall score's change from `start` to `days` later, once the history reaches that far.
@@ -169,6 +170,10 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
         values[mid]
     })
 }
+
+/// Accounts with no health project that were in one band on one day, and their mean change in score
+/// over each of `WINDOWS` from that day.
+type Peers = (Vec<String>, [Option<f64>; 2]);
 
 #[derive(Default)]
 struct RowAcc {
@@ -212,6 +217,7 @@ fn compare(
     let mut all = RowAcc::default();
     let mut unplaced = 0;
     let empty = Vec::new();
+    let mut peer_cache: BTreeMap<(NaiveDate, Band), Peers> = BTreeMap::new();
     for o in openings_.iter().filter(|o| o.resolved.is_some()) {
         let start = o.opened_at.date_naive();
         let series = histories.get(&o.account).unwrap_or(&empty);
@@ -219,22 +225,30 @@ fn compare(
             unplaced += 1;
             continue;
         };
-        let peers: Vec<(&String, &Vec<HistoryPoint>)> = histories
-            .iter()
-            .filter(|(a, s)| {
-                !with_any.contains(a.as_str()) && at(s, start).and_then(|p| p.band) == Some(band)
-            })
-            .collect();
+        // Projects open on the same days (one scoring run a day), so the peers of a (day, band) and their
+        // mean changes are worked out once: accounts × days instead of accounts × projects.
+        let peers = peer_cache.entry((start, band)).or_insert_with(|| {
+            let accounts: Vec<(&String, &Vec<HistoryPoint>)> = histories
+                .iter()
+                .filter(|(a, s)| {
+                    !with_any.contains(a.as_str())
+                        && at(s, start).and_then(|p| p.band) == Some(band)
+                })
+                .collect();
+            let changes = WINDOWS
+                .map(|days| mean(accounts.iter().filter_map(|(_, s)| change(s, start, days))));
+            let ids: Vec<String> = accounts.into_iter().map(|(a, _)| a.clone()).collect();
+            (ids, changes)
+        });
         for acc in [rows.entry(band).or_default(), &mut all] {
             acc.projects += 1;
             acc.with_accounts.insert(o.account.clone());
-            acc.comparable_accounts
-                .extend(peers.iter().map(|(a, _)| (*a).clone()));
+            acc.comparable_accounts.extend(peers.0.iter().cloned());
             for (i, days) in WINDOWS.into_iter().enumerate() {
                 if let Some(c) = change(series, start, days) {
                     acc.with_changes[i].push(c);
                 }
-                if let Some(c) = mean(peers.iter().filter_map(|(_, s)| change(s, start, days))) {
+                if let Some(c) = peers.1[i] {
                     acc.comparable_changes[i].push(c);
                 }
             }
@@ -473,6 +487,17 @@ mod tests {
         assert_eq!(all.projects, 0);
         assert_eq!(all.comparable.accounts, 0);
         assert!(impact.notes[0].contains("none of the 1 health projects is completed"));
+    }
+
+    #[test]
+    fn at_finds_the_newest_point_on_or_before_a_day() {
+        let s = series(30, f64::from);
+        assert_eq!(at(&s, day(0)).map(|p| p.day), Some(day(0)));
+        assert_eq!(at(&s, day(15)).map(|p| p.day), Some(day(10)));
+        assert_eq!(at(&s, day(30)).map(|p| p.day), Some(day(30)));
+        assert_eq!(at(&s, day(99)).map(|p| p.day), Some(day(30)));
+        assert_eq!(at(&s, day(0) - Duration::days(1)), None);
+        assert_eq!(at(&[], day(5)), None);
     }
 
     #[test]
