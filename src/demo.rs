@@ -3,8 +3,9 @@
 //! The demo starts the simulator on a loopback port, writes a throwaway config (daemon file, connector files
 //! pointing at the simulator, the shipped starter model, secret files referenced with `file:`), then runs
 //! the same library calls as `healthsync once`, prints a summary and writes the HTML report into the work
-//! folder, which it keeps. It scores on the simulator's clock so the same seed gives the same scores. This module owns the demo's wiring and summary; the simulated
-//! vendors are `crate::sim`, the pipeline is `crate::pipeline`.
+//! folder, which it keeps. It scores on the simulator's clock so the same seed gives the same scores. This
+//! module owns the demo's wiring and summary; the simulated vendors are `crate::sim`, the pipeline is
+//! `crate::pipeline`, the report `crate::report`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
