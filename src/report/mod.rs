@@ -94,6 +94,7 @@ pub struct DayPoint {
 /// Mean metric score of the current scores, per tier (segment) and per band.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MetricHeatmap {
+    /// Lowest mean score over every account first.
     pub metrics: Vec<Label>,
     pub columns: Vec<HeatColumn>,
     /// `cells[metric][column]`.

@@ -187,15 +187,25 @@ fn heatmap(model: &Model, scores: &[AccountScore]) -> MetricHeatmap {
         "tier" => tier(s) == c.key,
         _ => s.band.is_some_and(|b| b.name() == c.key),
     };
-    let metrics: Vec<Label> = model
+    let mut metrics: Vec<(Option<f64>, Label)> = model
         .metrics
         .iter()
         .filter(|m| m.score.is_some())
-        .map(|m| Label {
-            id: m.id.clone(),
-            label: m.label.clone(),
+        .map(|m| {
+            let overall = mean(scores.iter().filter_map(|s| s.metric(&m.id)?.score));
+            let label = Label {
+                id: m.id.clone(),
+                label: m.label.clone(),
+            };
+            (overall, label)
         })
         .collect();
+    // Worst first: the lowest mean score over every account on top, metrics with no value at all last.
+    metrics.sort_by(|(a, _), (b, _)| match (a, b) {
+        (Some(a), Some(b)) => a.total_cmp(b),
+        (a, b) => b.is_some().cmp(&a.is_some()),
+    });
+    let metrics: Vec<Label> = metrics.into_iter().map(|(_, l)| l).collect();
     let cells = metrics
         .iter()
         .map(|m| {

@@ -198,6 +198,17 @@ fn gather_reads_the_timeline_moves_heat_map_and_projects_from_the_store() {
     assert_eq!(data.heatmap.cells[row][col("tier", "smb")], Some(35.0));
     assert_eq!(data.heatmap.cells[row][col("band", "green")], Some(82.0));
     assert_eq!(data.heatmap.columns[col("tier", "smb")].accounts, 2);
+    // Metrics nobody has a score for go last; the two with scores tie at the same mean, in model order.
+    let ids: Vec<&str> = data.heatmap.metrics.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(
+        &ids[..2],
+        ["days_since_contact", "feature_breadth"],
+        "{ids:?}"
+    );
+    assert!(data.heatmap.cells[2..]
+        .iter()
+        .flatten()
+        .all(Option::is_none));
 
     assert_eq!(data.engagement.measure.id, "engagement");
     let smb_red = data
@@ -338,4 +349,34 @@ fn write_replaces_the_file_and_names_a_bad_path() {
         );
         assert!(!e.contains(".healthsync-report-"), "no temporary name: {e}");
     }
+}
+
+#[test]
+fn the_heat_map_puts_the_lowest_scoring_metric_first() {
+    let store = Store::temporary().expect("store");
+    let mut s = scored("a", "Acme", "smb", 50.0, 0);
+    // usage/feature_breadth scores 90, engagement/days_since_contact 10.
+    s.categories[0].metrics[0].score = Some(90.0);
+    s.categories[1].metrics[0].score = Some(10.0);
+    put(&store, 0, &[s]);
+    let data = gather(&store, &model(), t(0)).expect("gather");
+    let ids: Vec<&str> = data.heatmap.metrics.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(
+        &ids[..2],
+        ["days_since_contact", "feature_breadth"],
+        "{ids:?}"
+    );
+    assert_eq!(data.heatmap.cells[0][0], Some(10.0));
+
+    let mut s = scored("a", "Acme", "smb", 50.0, 0);
+    s.categories[0].metrics[0].score = Some(10.0);
+    s.categories[1].metrics[0].score = Some(90.0);
+    put(&store, 1, &[s]);
+    let data = gather(&store, &model(), t(1)).expect("gather");
+    let ids: Vec<&str> = data.heatmap.metrics.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(
+        &ids[..2],
+        ["feature_breadth", "days_since_contact"],
+        "{ids:?}"
+    );
 }
