@@ -2,9 +2,10 @@
 //!
 //! The demo starts the simulator on a loopback port, writes a throwaway config (daemon file, connector files
 //! pointing at the simulator, the shipped starter model, secret files referenced with `file:`), then runs
-//! the same library calls as `healthsync once` and prints a summary. It scores on the simulator's clock so
-//! the same seed gives the same scores. This module owns the demo's wiring and summary; the simulated
-//! vendors are `crate::sim`, the pipeline is `crate::pipeline`.
+//! the same library calls as `healthsync once`, prints a summary and writes the HTML report into the work
+//! folder, which it keeps. It scores on the simulator's clock so the same seed gives the same scores. This
+//! module owns the demo's wiring and summary; the simulated vendors are `crate::sim`, the pipeline is
+//! `crate::pipeline`, the report `crate::report`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -438,6 +439,26 @@ pub async fn run(accounts: usize, seed: u64, json: bool, serve: bool) -> anyhow:
     }
     let failed: Vec<&DemoSource> = summary.sources.iter().filter(|s| !s.ok).collect();
 
+    // The report, written into the work folder, which is kept so the page can be opened afterwards.
+    // Hook: the lead passes the demo's backtest here once `crate::backtest::run` exists.
+    let backtest: Option<crate::backtest::Backtest> = None;
+    let report_path = dir.path().join("report.html");
+    let data = crate::report::gather(&rt.store, &rt.config.model, now)?;
+    let backtest = backtest.as_ref().ok_or(crate::report::NO_BACKTEST_YET);
+    crate::report::write(&report_path, &crate::report::render(&data, backtest)?)?;
+    let kept = dir.keep();
+    let report_file = kept.join("report.html");
+    if json {
+        // stdout carries one JSON document.
+        eprintln!("report: {}", report_file.display());
+    } else {
+        println!(
+            "\n4. report\n   {}\n   {}",
+            report_file.display(),
+            crate::report::summary(&data, backtest)
+        );
+    }
+
     if serve {
         println!(
             "\nserving: simulated APIs at http://{}, config in {}",
@@ -456,9 +477,14 @@ pub async fn run(accounts: usize, seed: u64, json: bool, serve: bool) -> anyhow:
             crate::cli::shutdown_on_signal(),
         )
         .await?;
-        // Keep the folder: the user may want to look at it after stopping.
-        let kept = dir.keep();
         println!("config and store kept in {}", kept.display());
+    } else {
+        // Only --serve needs the store afterwards; the config and the report stay, the store (tens of
+        // megabytes) goes, as the whole folder did before the demo wrote a report.
+        let state_dir = rt.config.daemon.state_dir.clone();
+        drop(rt);
+        std::fs::remove_dir_all(&state_dir)
+            .with_context(|| format!("cannot remove the demo store {}", state_dir.display()))?;
     }
     sim.shutdown().await;
     if !failed.is_empty() {

@@ -14,6 +14,7 @@
 //! - [`sync`]: drives a source page by page, committing records with their cursor.
 //! - [`identity`], [`metrics`], [`scoring`]: records → one account across sources → metric values → scores.
 //! - [`planner`], [`outbox`]: diff scores against what the platform confirmed, plan writes, deliver them.
+//! - [`report`]: the HTML report (charts, project impact) from the stored scores, history and projects.
 //! - [`pipeline`]: sync → score → plan → push as library calls shared by the CLI, the daemon and the demo.
 //! - [`sim`]: simulated vendor APIs used by `healthsync demo`, `healthsync sim` and the tests.
 //! - [`cli`], [`demo`], [`daemon`], [`telemetry`]: the edges.
@@ -31,6 +32,7 @@ pub mod observe;
 pub mod outbox;
 pub mod pipeline;
 pub mod planner;
+pub mod report;
 pub mod scoring;
 pub mod secrets;
 pub mod sim;

@@ -7,6 +7,7 @@
 
 mod backtest;
 mod output;
+mod report;
 mod status;
 mod writeback;
 
@@ -138,6 +139,16 @@ pub enum Command {
         /// Only this sink's dead letters.
         #[arg(long, value_name = "CONNECTOR")]
         sink: Option<String>,
+    },
+    /// Write the health report: one self-contained HTML page (bands over time, trends, score vs churn,
+    /// metrics and engagement by tier and band, project impact, this week's band moves).
+    Report {
+        /// Where to write the HTML file (replaced atomically).
+        #[arg(long, value_name = "PATH", required_unless_present = "json")]
+        out: Option<PathBuf>,
+        /// Print the report's data as JSON instead of the path and summary.
+        #[arg(long)]
+        json: bool,
     },
     /// Serve the simulated vendor APIs on loopback and write a config that points at them.
     Sim {
@@ -494,6 +505,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             };
             status::print(&report, json);
             Ok(())
+        }
+        Command::Report { out, json } => {
+            let rt = open_runtime(g)?;
+            report::run(&rt, out.as_deref(), json, g.now())
         }
         Command::Sim {
             accounts,

@@ -2,7 +2,7 @@
 //!
 //! `validate` drives the real `healthsync` binary over broken copies of the shipped config; `pipeline`
 //! runs the library against the simulator in-process; `crash` kills `healthsync once` mid-run; `models`
-//! checks the four shipped health models.
+//! checks the four shipped health models; `report` renders the HTML report and loads it in headless Chromium.
 
 mod support;
 
@@ -11,6 +11,7 @@ mod crash;
 mod daemon;
 mod models;
 mod pipeline;
+mod report;
 mod sinks;
 mod support_sources;
 mod tidy;

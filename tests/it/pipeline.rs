@@ -154,7 +154,7 @@ async fn end_to_end_then_rerun_sends_nothing() {
 }
 
 /// `healthsync demo --json` gives the same scores for the same seed, run after run (and different ones for
-/// another seed, so the comparison can fail).
+/// another seed, so the comparison can fail), and writes its report.
 #[test]
 fn demo_is_deterministic_per_seed() {
     let scores = |seed: &str| {
@@ -165,6 +165,19 @@ fn demo_is_deterministic_per_seed() {
             crate::support::text(&out.stderr)
         );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        // The demo ends by writing its report into the work folder it keeps, and says where (on stderr,
+        // since stdout is the JSON); the folder holds no store, and the test removes it.
+        let stderr = crate::support::text(&out.stderr);
+        let report = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("report: "))
+            .unwrap_or_else(|| panic!("no report path in: {stderr}"));
+        let report = std::path::Path::new(report);
+        let html = std::fs::read_to_string(report).unwrap();
+        assert!(html.contains("<svg id=\"chart-heatmap\""));
+        let folder = report.parent().unwrap();
+        assert!(!folder.join("state").exists(), "the demo store is removed");
+        std::fs::remove_dir_all(folder).unwrap();
         assert_eq!(v["delivery"]["dead_lettered"], 0);
         assert_eq!(v["scores"].as_array().unwrap().len(), 300);
         v["scores"].clone()

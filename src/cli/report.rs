@@ -1,0 +1,43 @@
+//! `healthsync report`: gathers the report from the store, writes the HTML file and prints its path and a
+//! one-line summary, or prints the report's data as JSON. What the report holds and how it looks is
+//! `crate::report`; this file only maps its results onto the command line (a bad `--out` is bad input).
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+
+use super::CliError;
+use crate::pipeline::Runtime;
+use crate::report::{self, ReportError};
+
+fn cli_error(e: ReportError) -> CliError {
+    match e {
+        ReportError::Write { .. } => CliError::Usage(e.to_string()),
+        other => CliError::Runtime(other.into()),
+    }
+}
+
+pub fn run(
+    rt: &Runtime,
+    out: Option<&Path>,
+    json: bool,
+    now: DateTime<Utc>,
+) -> Result<(), CliError> {
+    let data = report::gather(&rt.store, &rt.config.model, now).map_err(cli_error)?;
+    // The backtest joins the report here once `crate::backtest::run` exists.
+    let backtest: Option<crate::backtest::Backtest> = None;
+    let backtest = backtest.as_ref().ok_or(report::NO_BACKTEST_YET);
+    if let Some(path) = out {
+        let html = report::render(&data, backtest).map_err(cli_error)?;
+        report::write(path, &html).map_err(cli_error)?;
+        if !json {
+            println!("report written: {}", path.display());
+            println!("{}", report::summary(&data, backtest));
+        }
+    }
+    if json {
+        let text = serde_json::to_string_pretty(&data).map_err(|e| CliError::Runtime(e.into()))?;
+        println!("{text}");
+    }
+    Ok(())
+}
