@@ -440,11 +440,9 @@ pub async fn run(accounts: usize, seed: u64, json: bool, serve: bool) -> anyhow:
     let failed: Vec<&DemoSource> = summary.sources.iter().filter(|s| !s.ok).collect();
 
     // The report, written into the work folder, which is kept so the page can be opened afterwards.
-    // Hook: the lead passes the demo's backtest here once `crate::backtest::run` exists.
-    let backtest: Option<crate::backtest::Backtest> = None;
     let report_path = dir.path().join("report.html");
     let data = crate::report::gather(&rt.store, &rt.config.model, now)?;
-    let backtest = backtest.as_ref().ok_or(crate::report::NO_BACKTEST_YET);
+    let backtest = summary.backtest.as_ref().ok_or(crate::report::NO_BACKTEST);
     crate::report::write(&report_path, &crate::report::render(&data, backtest)?)?;
     let kept = dir.keep();
     let report_file = kept.join("report.html");
@@ -453,7 +451,7 @@ pub async fn run(accounts: usize, seed: u64, json: bool, serve: bool) -> anyhow:
         eprintln!("report: {}", report_file.display());
     } else {
         println!(
-            "\n4. report\n   {}\n   {}",
+            "\n5. report\n   {}\n   {}",
             report_file.display(),
             crate::report::summary(&data, backtest)
         );

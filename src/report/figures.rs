@@ -93,23 +93,21 @@ pub(super) fn charts(
     }
     if let Some(b) = backtest {
         if b.roc.len() >= 2 {
-            let auc90 = b
+            let h = b.primary_horizon;
+            let at = crate::backtest::HORIZONS.iter().position(|x| *x == h);
+            let auc = b
                 .signals
                 .iter()
                 .find(|s| s.kind == crate::backtest::SignalKind::Overall)
-                .and_then(|s| s.auc.get(2).copied().flatten());
-            let label = match auc90 {
-                Some(a) => format!("overall score, churn within 90 days (AUC {a:.2})"),
-                None => "overall score, churn within 90 days".to_string(),
+                .and_then(|s| s.auc.get(at?).copied().flatten());
+            let label = match auc {
+                Some(a) => format!("overall score, churn within {h} days (AUC {a:.2})"),
+                None => format!("overall score, churn within {h} days"),
             };
+            let title = format!("ROC curve: overall score vs churn within {h} days");
             out.insert(
                 "chart-roc",
-                charts::roc(
-                    "chart-roc",
-                    "ROC curve: overall score vs churn within 90 days",
-                    &b.roc,
-                    &label,
-                ),
+                charts::roc("chart-roc", &title, &b.roc, &label),
             );
         }
         if !b.deciles.is_empty() {
@@ -124,7 +122,10 @@ pub(super) fn charts(
                 "chart-deciles",
                 charts::columns(
                     "chart-deciles",
-                    "Churn within 90 days by overall-score decile",
+                    &format!(
+                        "Churn within {} days by overall-score decile",
+                        b.primary_horizon
+                    ),
                     &charts::Columns {
                         labels: &labels,
                         values: &values,
@@ -148,7 +149,10 @@ pub(super) fn charts(
                 "chart-nrr",
                 charts::columns(
                     "chart-nrr",
-                    "Net revenue retention over 90 days by band",
+                    &format!(
+                        "Net revenue retention over {} days by band",
+                        b.primary_horizon
+                    ),
                     &charts::Columns {
                         labels: &labels,
                         values: &values,

@@ -32,9 +32,8 @@ pub use impact::{HistoryPoint, ProjectImpact};
 /// The page template; auto-escaped as HTML because of its name.
 const TEMPLATE: &str = include_str!("template.html");
 
-/// What the backtest section says until the backtest is passed in (`healthsync report` and the demo).
-pub const NO_BACKTEST_YET: &str =
-    "the backtest is not wired into the report yet (run `healthsync backtest` once it exists)";
+/// Why the report has no backtest when the backtest could not run (`healthsync backtest` says more).
+pub const NO_BACKTEST: &str = "the backtest could not run: `healthsync backtest` says why";
 
 pub(crate) const BANDS: [Band; 3] = [Band::Red, Band::Amber, Band::Green];
 

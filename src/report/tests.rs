@@ -120,6 +120,7 @@ fn backtest() -> Backtest {
         dates: Vec::new(),
         accounts: 3,
         churn_events: 1,
+        primary_horizon: 90,
         signals: vec![SignalAuc {
             id: "overall".into(),
             label: "Overall".into(),
@@ -135,7 +136,10 @@ fn backtest() -> Backtest {
             churn_rate: Some(1.0 / 3.0),
             lift: Some(3.0),
             nrr: Some(0.8),
+            expanded: 0,
+            downgraded: 1,
         }],
+        cohorts: Vec::new(),
         deciles: vec![DecileOutcome {
             decile: 1,
             min_score: 10.0,

@@ -11,8 +11,8 @@ use std::process::Command;
 
 use chrono::{Duration, TimeZone, Utc};
 use healthsync::backtest::{
-    Backtest, BandOutcome, DecileOutcome, EvaluationDate, RedFlag, ScoreSource, SignalAuc,
-    SignalKind, WeightRow, WeightSuggestion,
+    Backtest, BandOutcome, CohortRetention, DecileOutcome, EvaluationDate, RedFlag, ScoreSource,
+    SignalAuc, SignalKind, WeightRow, WeightSuggestion,
 };
 use healthsync::config::{self, Band};
 use healthsync::pipeline::Runtime;
@@ -99,6 +99,7 @@ fn backtest() -> Backtest {
             .collect(),
         accounts: 150,
         churn_events: 21,
+        primary_horizon: 90,
         signals: vec![
             SignalAuc {
                 id: "overall".into(),
@@ -135,8 +136,18 @@ fn backtest() -> Backtest {
             churn_rate: Some(rate),
             lift: Some(rate / 0.1),
             nrr: Some(nrr),
+            expanded: 4,
+            downgraded: 9,
         })
         .collect(),
+        cohorts: vec![CohortRetention {
+            cohort: "2025-Q3".into(),
+            accounts: 40,
+            churned: 3,
+            starting_mrr: 52_000.0,
+            current_mrr: 49_400.0,
+            nrr: Some(0.95),
+        }],
         deciles: (1..=10)
             .map(|d| DecileOutcome {
                 decile: d,
@@ -152,11 +163,13 @@ fn backtest() -> Backtest {
             lift: 3.0,
         }),
         suggestion: Some(WeightSuggestion {
+            horizon: 30,
             fitted_on: vec![day(0), day(14)],
             tested_on: vec![day(28), day(42)],
             rows: vec![WeightRow {
+                metric: "usage_trend".into(),
                 category: "usage".into(),
-                label: "Usage".into(),
+                label: "Usage trend".into(),
                 configured: 45.0,
                 suggested: 52.0,
             }],
