@@ -74,6 +74,16 @@ pub fn run(
     now: DateTime<Utc>,
     options: BacktestOptions,
 ) -> Result<Backtest, BacktestError> {
+    run_with_progress(rt, now, options, &|_, _| {})
+}
+
+/// [`run`], reporting `(done, total)` as it reads the history (per account) or recomputes (per date).
+pub fn run_with_progress(
+    rt: &Runtime,
+    now: DateTime<Utc>,
+    options: BacktestOptions,
+    progress: &dyn Fn(usize, usize),
+) -> Result<Backtest, BacktestError> {
     let model = &rt.config.model;
     let spec = model
         .outcomes
@@ -97,16 +107,16 @@ pub fn run(
         ));
     }
     let (observations, dates) = if options.recompute {
-        recompute(model, &resolved.accounts, observed_until)
+        recompute(model, &resolved.accounts, observed_until, progress)
     } else {
-        let (obs, dates) = replay(rt, model, &ids)?;
+        let (obs, dates) = replay(rt, model, &ids, progress)?;
         if dates.len() >= 2 {
             (obs, dates)
         } else {
             if !dates.is_empty() {
                 warnings.push("one stored scoring run for this model: past scores were recomputed from cached records instead".into());
             }
-            recompute(model, &resolved.accounts, observed_until)
+            recompute(model, &resolved.accounts, observed_until, progress)
         }
     };
     let no_billing = ids.iter().filter(|id| outcomes.of(id).is_none()).count();
@@ -131,6 +141,7 @@ fn replay(
     rt: &Runtime,
     model: &Model,
     ids: &[String],
+    progress: &dyn Fn(usize, usize),
 ) -> Result<(Vec<Observation>, Vec<EvaluationDate>), StoreError> {
     let mut observations = Vec::new();
     let mut per_day: BTreeMap<NaiveDate, usize> = BTreeMap::new();
@@ -144,6 +155,7 @@ fn replay(
             *per_day.entry(s.as_of.date_naive()).or_default() += usize::from(s.overall.is_some());
             observations.push(observe(model, i, &s));
         }
+        progress(i + 1, ids.len());
     }
     let dates = per_day
         .into_iter()
@@ -161,6 +173,7 @@ fn recompute(
     model: &Model,
     accounts: &[crate::identity::AccountData],
     observed_until: DateTime<Utc>,
+    progress: &dyn Fn(usize, usize),
 ) -> (Vec<Observation>, Vec<EvaluationDate>) {
     let mut observations = Vec::new();
     let mut dates = Vec::new();
@@ -177,6 +190,7 @@ fn recompute(
             scored: scores.iter().filter(|s| s.overall.is_some()).count(),
         });
         observations.extend(scores.iter().enumerate().map(|(i, s)| observe(model, i, s)));
+        progress((WEEKS_BACK - k + 1) as usize, WEEKS_BACK as usize);
     }
     (observations, dates)
 }

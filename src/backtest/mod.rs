@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Band;
 
-pub use evaluate::{run, BacktestError, BacktestOptions};
+pub use evaluate::{run, run_with_progress, BacktestError, BacktestOptions};
 
 /// The churn horizons every figure is given for, in days.
 pub const HORIZONS: [u32; 3] = [30, 60, 90];

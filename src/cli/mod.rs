@@ -385,8 +385,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let now = g.now();
             let current = open_runtime(g)?;
             let Some(path) = model else {
-                let b = crate::backtest::run(&current, now, BacktestOptions { recompute })
-                    .map_err(backtest_error)?;
+                let progress = Progress::new(json);
+                let step = |done, total| progress.steps("backtest", done, total, "steps");
+                let b = crate::backtest::run_with_progress(
+                    &current,
+                    now,
+                    BacktestOptions { recompute },
+                    &step,
+                );
+                progress.finish();
+                let b = b.map_err(backtest_error)?;
                 backtest::backtest(&b, None, json);
                 return Ok(());
             };
@@ -398,8 +406,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             // Two models on one store: the candidate borrows the open store rather than opening it again.
             let candidate = Runtime::build(config, current.store.clone());
             let same_dates = BacktestOptions { recompute: true };
-            let a = crate::backtest::run(&current, now, same_dates).map_err(backtest_error)?;
-            let b = crate::backtest::run(&candidate, now, same_dates).map_err(backtest_error)?;
+            let progress = Progress::new(json);
+            let current_step =
+                |done, total| progress.steps("backtest current", done, total, "dates");
+            let candidate_step =
+                |done, total| progress.steps("backtest candidate", done, total, "dates");
+            let a = crate::backtest::run_with_progress(&current, now, same_dates, &current_step);
+            let b =
+                crate::backtest::run_with_progress(&candidate, now, same_dates, &candidate_step);
+            progress.finish();
+            let (a, b) = (a.map_err(backtest_error)?, b.map_err(backtest_error)?);
             backtest::backtest(&a, Some(&b), json);
             Ok(())
         }
