@@ -399,7 +399,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 return Ok(());
             };
             let mut config =
-                config::load_with_model(&g.config, Some(&path)).map_err(CliError::Config)?;
+                config::load_for_reading(&g.config, &path).map_err(CliError::Config)?;
             if let Some(dir) = &g.state_dir {
                 config.daemon.state_dir = dir.clone();
             }

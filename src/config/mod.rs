@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use model::*;
-pub use validate::{load, load_with_model};
+pub use validate::{load, load_for_reading, load_with_model};
 
 use crate::connector::Role;
 use crate::secrets::SecretRef;

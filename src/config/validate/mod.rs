@@ -30,6 +30,27 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// Like [`load`], with the health model read from `model` instead of the file the config names: a
 /// candidate (shadow) model is validated against the same connectors and field maps.
 pub fn load_with_model(path: &Path, model: Option<&Path>) -> Result<Config, ConfigErrors> {
+    load_inner(path, model, true)
+}
+
+/// A candidate model for reading only (a backtest): validated against the same sources, but the sinks'
+/// field maps are not held against its categories, and every sink is disabled, so nothing can be written
+/// with a model whose categories the sinks were not set up for.
+pub fn load_for_reading(path: &Path, model: &Path) -> Result<Config, ConfigErrors> {
+    let mut config = load_inner(path, Some(model), false)?;
+    for c in &mut config.connectors {
+        if c.role == Role::Sink {
+            c.enabled = false;
+        }
+    }
+    Ok(config)
+}
+
+fn load_inner(
+    path: &Path,
+    model: Option<&Path>,
+    check_sink_fields: bool,
+) -> Result<Config, ConfigErrors> {
     let mut out = Diagnostics::default();
     let daemon_file = SourceFile::read(path).map_err(|d| ConfigErrors(vec![d]))?;
     let raw: RawDaemon = daemon_file.parse().map_err(|d| ConfigErrors(vec![d]))?;
@@ -80,7 +101,7 @@ pub fn load_with_model(path: &Path, model: Option<&Path>) -> Result<Config, Conf
         }
     };
 
-    if let Some(model) = &model {
+    if let Some(model) = model.as_ref().filter(|_| check_sink_fields) {
         for r in field_refs {
             if model.category(&r.category).is_none() {
                 out.push(Diagnostic {
