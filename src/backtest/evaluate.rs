@@ -12,7 +12,7 @@ use chrono::{DateTime, Duration, Utc};
 use super::outcomes::{self, Outcomes};
 use super::stats;
 use super::*;
-use crate::config::{Model, Node};
+use crate::config::Model;
 use crate::pipeline::Runtime;
 use crate::scoring::{self, AccountScore};
 use crate::store::StoreError;
@@ -21,8 +21,6 @@ use crate::store::StoreError;
 pub const MIN_EVENTS: usize = 10;
 /// Recomputed evaluation dates: weekly, this many weeks back from the end of the observed data.
 const WEEKS_BACK: i64 = 16;
-/// L2 penalty of the weight fit, on standardised scores.
-const RIDGE: f64 = 1.0;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BacktestError {
@@ -41,15 +39,15 @@ pub struct BacktestOptions {
 }
 
 /// One account's scores on one date, reduced to what is measured.
-struct Observation {
-    account: usize,
-    date: DateTime<Utc>,
+pub(super) struct Observation {
+    pub(super) account: usize,
+    pub(super) date: DateTime<Utc>,
     overall: Option<f64>,
     band: Option<Band>,
     /// Model category order.
     categories: Vec<Option<f64>>,
     /// Model metric order.
-    metrics: Vec<Option<f64>>,
+    pub(super) metrics: Vec<Option<f64>>,
 }
 
 fn observe(model: &Model, account: usize, s: &AccountScore) -> Observation {
@@ -196,17 +194,17 @@ fn recompute(
 }
 
 /// Observations with what is known of their accounts' outcomes.
-struct Labelled<'a> {
-    ids: &'a [String],
-    outcomes: &'a Outcomes,
-    observations: &'a [Observation],
-    observed_until: DateTime<Utc>,
+pub(super) struct Labelled<'a> {
+    pub(super) ids: &'a [String],
+    pub(super) outcomes: &'a Outcomes,
+    pub(super) observations: &'a [Observation],
+    pub(super) observed_until: DateTime<Utc>,
 }
 
 impl Labelled<'_> {
     /// Whether the account churned within `horizon` days of the observation, when that is known: the
     /// account paid on the date, had not churned by then, and the window ends before the data does.
-    fn label(&self, o: &Observation, horizon: u32) -> Option<bool> {
+    pub(super) fn label(&self, o: &Observation, horizon: u32) -> Option<bool> {
         if o.date + Duration::days(i64::from(horizon)) > self.observed_until {
             return None;
         }
@@ -318,7 +316,7 @@ fn measure(
         }
         signals.push(s);
     }
-    let weights = effective_weights(model);
+    let weights = super::weights::effective(model);
     for (i, m) in model.metrics.iter().enumerate() {
         // A metric no category weighs (an input to a ratio) has no score of its own to judge.
         if weights[i].0 <= 0.0 {
@@ -429,7 +427,7 @@ fn measure(
     } else {
         Vec::new()
     };
-    let suggestion = suggest_weights(model, data, dates.len(), &mut warnings);
+    let suggestion = super::weights::suggest(model, data, dates.len(), &mut warnings);
     let mut accounts: Vec<usize> = data.observations.iter().map(|o| o.account).collect();
     accounts.sort_unstable();
     accounts.dedup();
@@ -444,7 +442,7 @@ fn measure(
         signals,
         roc,
         bands,
-        cohorts: cohorts(data.outcomes, data.observed_until),
+        cohorts: data.outcomes.cohorts(data.observed_until),
         deciles,
         red_flag,
         suggestion,
@@ -477,231 +475,4 @@ fn signal(
             .filter(|o| value(o).is_some())
             .count(),
     }
-}
-
-/// Each metric's effective share of the overall score (its share of its category times the category's
-/// share of its parent, up to the top), with the category that weighs it.
-fn effective_weights(model: &Model) -> Vec<(f64, String)> {
-    let chain = |id: &str| {
-        let (mut w, mut cat) = (1.0, model.category(id));
-        while let Some(c) = cat {
-            w *= c.weight;
-            cat = c.parent.as_deref().and_then(|p| model.category(p));
-        }
-        w
-    };
-    model
-        .metrics
-        .iter()
-        .map(|m| {
-            let owner = model.categories.iter().find_map(|c| {
-                c.children.iter().find_map(|(n, w)| match n {
-                    Node::Metric(id) if *id == m.id => Some((w * chain(&c.id), c.id.clone())),
-                    _ => None,
-                })
-            });
-            owner.unwrap_or((0.0, String::new()))
-        })
-        .collect()
-}
-
-/// The weighted mean of the present metric scores (a missing one's weight spread over the rest).
-fn weighted(o: &Observation, weights: &[f64]) -> Option<f64> {
-    let (mut sum, mut total) = (0.0, 0.0);
-    for (s, w) in o.metrics.iter().zip(weights) {
-        if let Some(s) = s {
-            sum += s * w;
-            total += w;
-        }
-    }
-    (total > 0.0).then(|| sum / total)
-}
-
-fn distinct_dates(set: &[&Observation]) -> Vec<NaiveDate> {
-    let mut d: Vec<NaiveDate> = set.iter().map(|o| o.date.date_naive()).collect();
-    d.sort();
-    d.dedup();
-    d
-}
-
-/// Fits metric weights on the earlier dates and tests them on the later ones, at the longest horizon that
-/// leaves enough churn events on both sides. Every training window ends by the first test date, so no
-/// churn the test counts was seen in training.
-fn suggest_weights(
-    model: &Model,
-    data: &Labelled<'_>,
-    date_count: usize,
-    warnings: &mut Vec<String>,
-) -> Option<WeightSuggestion> {
-    let configured = effective_weights(model);
-    let used: Vec<usize> = (0..model.metrics.len())
-        .filter(|&i| configured[i].0 > 0.0)
-        .collect();
-    for &h in HORIZONS.iter().rev() {
-        let labelled: Vec<(&Observation, bool)> = data
-            .observations
-            .iter()
-            .filter_map(|o| Some((o, data.label(o, h)?)))
-            .collect();
-        let mut days: Vec<DateTime<Utc>> = labelled.iter().map(|(o, _)| o.date).collect();
-        days.sort();
-        days.dedup();
-        let horizon = Duration::days(i64::from(h));
-        let churned = |set: &[&(&Observation, bool)]| {
-            let mut ids: Vec<usize> = set
-                .iter()
-                .filter(|(_, c)| *c)
-                .map(|(o, _)| o.account)
-                .collect();
-            ids.sort_unstable();
-            ids.dedup();
-            ids.len()
-        };
-        let split_at = |split: DateTime<Utc>| {
-            let train: Vec<&(&Observation, bool)> = labelled
-                .iter()
-                .filter(|(o, _)| o.date + horizon <= split)
-                .collect();
-            let test: Vec<&(&Observation, bool)> =
-                labelled.iter().filter(|(o, _)| o.date >= split).collect();
-            (train, test)
-        };
-        // The split date that leaves the most churned accounts on its thinner side.
-        let best = days
-            .iter()
-            .map(|&d| {
-                let (train, test) = split_at(d);
-                (churned(&train).min(churned(&test)), d)
-            })
-            .max();
-        let Some((fewest, split)) = best else {
-            continue;
-        };
-        if fewest < MIN_EVENTS {
-            continue;
-        }
-        let (train, test) = split_at(split);
-        // A missing score takes the training mean, so an absent input neither helps nor hurts.
-        let means: Vec<f64> = used
-            .iter()
-            .map(|&i| {
-                let v: Vec<f64> = train.iter().filter_map(|(o, _)| o.metrics[i]).collect();
-                if v.is_empty() {
-                    50.0
-                } else {
-                    v.iter().sum::<f64>() / v.len() as f64
-                }
-            })
-            .collect();
-        let x: Vec<Vec<f64>> = train
-            .iter()
-            .map(|(o, _)| {
-                used.iter()
-                    .zip(&means)
-                    .map(|(&i, mean)| o.metrics[i].unwrap_or(*mean))
-                    .collect()
-            })
-            .collect();
-        let y: Vec<bool> = train.iter().map(|(_, c)| *c).collect();
-        let Some(fit) = stats::fit_churn(&x, &y, RIDGE) else {
-            warnings.push(format!(
-                "the weight fit did not converge on churn within {h} days"
-            ));
-            return None;
-        };
-        let mut suggested = vec![0.0; model.metrics.len()];
-        for (k, &i) in used.iter().enumerate() {
-            // A point of score that lowers the odds of churn earns weight; one that raises them, none.
-            suggested[i] = (-fit.per_point(k)).max(0.0);
-        }
-        let total: f64 = suggested.iter().sum();
-        if total > 0.0 {
-            suggested.iter_mut().for_each(|w| *w /= total);
-        }
-        let now: Vec<f64> = configured.iter().map(|(w, _)| *w).collect();
-        let test_auc = |w: &[f64]| {
-            let pairs: Vec<(f64, bool)> = test
-                .iter()
-                .filter_map(|(o, c)| Some((weighted(o, w)?, *c)))
-                .collect();
-            stats::auc(&pairs)
-        };
-        let configured_auc = test_auc(&now);
-        let suggested_auc = (total > 0.0).then(|| test_auc(&suggested)).flatten();
-        let caveat = match (configured_auc, suggested_auc) {
-            _ if total <= 0.0 => Some(
-                "no metric's score went with less churn on the earlier dates: nothing to suggest"
-                    .to_string(),
-            ),
-            (Some(c), Some(s)) if s <= c => Some(format!(
-                "the suggested weights did no better on the later dates (AUC {s:.3} vs {c:.3}): keep the configured ones"
-            )),
-            _ => None,
-        };
-        let train_obs: Vec<&Observation> = train.iter().map(|(o, _)| *o).collect();
-        let test_obs: Vec<&Observation> = test.iter().map(|(o, _)| *o).collect();
-        return Some(WeightSuggestion {
-            horizon: h,
-            fitted_on: distinct_dates(&train_obs),
-            tested_on: distinct_dates(&test_obs),
-            rows: used
-                .iter()
-                .map(|&i| WeightRow {
-                    metric: model.metrics[i].id.clone(),
-                    label: model.metrics[i].label.clone(),
-                    category: configured[i].1.clone(),
-                    configured: round1(configured[i].0 * 100.0),
-                    suggested: round1(suggested[i] * 100.0),
-                })
-                .collect(),
-            configured_auc,
-            suggested_auc,
-            caveat,
-        });
-    }
-    warnings.push(format!(
-        "too few churn events to fit weights on earlier dates and test them on later ones (at least {MIN_EVENTS} on each side, over {date_count} evaluation dates)"
-    ));
-    None
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
-/// Net revenue retention per start-quarter cohort: MRR at `until` over MRR a month after each start.
-fn cohorts(outcomes: &Outcomes, until: DateTime<Utc>) -> Vec<CohortRetention> {
-    use chrono::Datelike as _;
-    let mut by_cohort: BTreeMap<String, CohortRetention> = BTreeMap::new();
-    for outcome in outcomes.accounts.values() {
-        let Some(start) = outcome.first_start() else {
-            continue;
-        };
-        let settled = start + Duration::days(30);
-        if settled > until {
-            continue;
-        }
-        let cohort = format!("{}-Q{}", start.year(), start.month0() / 3 + 1);
-        let c = by_cohort
-            .entry(cohort.clone())
-            .or_insert_with(|| CohortRetention {
-                cohort,
-                accounts: 0,
-                churned: 0,
-                starting_mrr: 0.0,
-                current_mrr: 0.0,
-                nrr: None,
-            });
-        c.accounts += 1;
-        c.churned += usize::from(outcome.churned_at.is_some_and(|t| t <= until));
-        c.starting_mrr += outcome.mrr_at(settled);
-        c.current_mrr += outcome.mrr_at(until);
-    }
-    by_cohort
-        .into_values()
-        .map(|mut c| {
-            c.nrr = (c.starting_mrr > 0.0).then(|| c.current_mrr / c.starting_mrr);
-            c
-        })
-        .collect()
 }

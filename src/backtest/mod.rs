@@ -5,13 +5,14 @@
 //! retention by band, the red band's lift, precision and recall of "red" as a churn flag, calibration, and
 //! suggested weights fitted on an earlier period and tested on a later one.
 //!
-//! This file owns the result types (what `healthsync backtest --json` prints and the report draws) and the
-//! evaluation. It does not own outcome derivation (`outcomes`), the statistics (`stats`), scoring itself
-//! (`crate::scoring`) nor rendering (`crate::report`).
+//! This file owns the result types (what `healthsync backtest --json` prints and the report draws); the
+//! evaluation is `evaluate`, the weight fit `weights`, outcome derivation `outcomes` and the statistics
+//! `stats`. Scoring itself is `crate::scoring`, rendering `crate::report`.
 
 mod evaluate;
 pub mod outcomes;
 pub mod stats;
+mod weights;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};

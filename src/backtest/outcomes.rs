@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 
+use super::CohortRetention;
 use crate::config::OutcomesSpec;
 use crate::connector::Record;
 use crate::identity::AccountData;
@@ -89,6 +90,43 @@ pub struct Outcomes {
 impl Outcomes {
     pub fn of(&self, account: &str) -> Option<&AccountOutcome> {
         self.accounts.get(account)
+    }
+
+    /// Net revenue retention per start-quarter cohort: MRR at `until` over MRR a month after each start.
+    pub fn cohorts(&self, until: DateTime<Utc>) -> Vec<CohortRetention> {
+        use chrono::Datelike as _;
+        let mut by_cohort: BTreeMap<String, CohortRetention> = BTreeMap::new();
+        for outcome in self.accounts.values() {
+            let Some(start) = outcome.first_start() else {
+                continue;
+            };
+            let settled = start + Duration::days(30);
+            if settled > until {
+                continue;
+            }
+            let cohort = format!("{}-Q{}", start.year(), start.month0() / 3 + 1);
+            let c = by_cohort
+                .entry(cohort.clone())
+                .or_insert_with(|| CohortRetention {
+                    cohort,
+                    accounts: 0,
+                    churned: 0,
+                    starting_mrr: 0.0,
+                    current_mrr: 0.0,
+                    nrr: None,
+                });
+            c.accounts += 1;
+            c.churned += usize::from(outcome.churned_at.is_some_and(|t| t <= until));
+            c.starting_mrr += outcome.mrr_at(settled);
+            c.current_mrr += outcome.mrr_at(until);
+        }
+        by_cohort
+            .into_values()
+            .map(|mut c| {
+                c.nrr = (c.starting_mrr > 0.0).then(|| c.current_mrr / c.starting_mrr);
+                c
+            })
+            .collect()
     }
 
     pub fn churn_events(&self) -> usize {
