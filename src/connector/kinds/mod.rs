@@ -8,6 +8,7 @@ pub mod chargebee;
 pub mod churnzero;
 pub mod common;
 pub mod delighted;
+pub mod file_export;
 pub mod freshdesk;
 pub mod gainsight;
 pub mod hubspot;
@@ -50,7 +51,22 @@ pub static KINDS: &[&KindSpec] = &[
     &hubspot_sink::SPEC,
     &salesforce_sink::SPEC,
     &churnzero::SPEC,
+    &file_export::SPEC,
 ];
+
+/// Builds an export instance (role `export`). Exports have no base URL, auth or HTTP client, so they are
+/// not built through `KindSpec::build` (whose context is an HTTP connector's config) but here, by kind.
+pub fn build_export(
+    config: &crate::config::ExportConfig,
+) -> Result<Box<dyn super::Export>, super::BuildError> {
+    match config.kind.as_str() {
+        "file_export" => file_export::build(config),
+        other => Err(super::BuildError::Invalid {
+            connector: config.id.clone(),
+            reason: format!("kind {other} is not an export kind"),
+        }),
+    }
+}
 
 /// What a sink kind's platform cannot do through its API, and the nearest thing healthsync does instead.
 /// `healthsync validate` prints these for every enabled sink, so an admin learns them before a CSM does;
@@ -92,6 +108,7 @@ mod tests {
                     k.name
                 ),
                 Role::Source => assert!(limitations(k.name).is_empty(), "{} is a source", k.name),
+                Role::Export => assert!(limitations(k.name).is_empty(), "{} is an export", k.name),
             }
         }
     }
