@@ -343,7 +343,10 @@ fn write_export_connector(config_dir: &Path, export: &DemoExport) -> anyhow::Res
     table.insert("role".into(), "export".into());
     table.insert("params".into(), params.into());
     let text = toml::to_string(&table).context("cannot write connectors/demo_export.toml")?;
-    write_file(&config_dir.join("connectors").join("demo_export.toml"), &text)
+    write_file(
+        &config_dir.join("connectors").join("demo_export.toml"),
+        &text,
+    )
 }
 
 /// Runs the demo: simulator up, config written, sync → score → plan → push, summary printed.

@@ -75,10 +75,7 @@ pub fn check_exports(config: &Config) -> Vec<crate::config::Diagnostic> {
                 .map(|why| crate::config::Diagnostic {
                     file: e.file.clone(),
                     line: e.directory_line,
-                    message: format!(
-                        "export directory {} {why}",
-                        e.directory.display()
-                    ),
+                    message: format!("export directory {} {why}", e.directory.display()),
                 })
         })
         .collect()
@@ -331,7 +328,9 @@ impl Runtime {
                 duration_ms: clock.elapsed().as_millis() as u64,
             };
             match &outcome.error {
-                None => tracing::info!(export = %id, files = outcome.files.len(), duration_ms = outcome.duration_ms, "export written"),
+                None => {
+                    tracing::info!(export = %id, files = outcome.files.len(), duration_ms = outcome.duration_ms, "export written")
+                }
                 Some(e) => tracing::error!(export = %id, error = %e, "export failed"),
             }
             self.store.put_status(&format!("export/{id}"), &outcome)?;

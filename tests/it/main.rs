@@ -8,6 +8,7 @@ mod support;
 
 mod crash;
 mod daemon;
+mod export;
 mod models;
 mod pipeline;
 mod sinks;

@@ -58,25 +58,17 @@ pub(super) fn check_export(
             f.err(out, params_span.clone(), format!("[params]: {e}"));
         }
     }
+    // The kind's `validate_params` has already reported a missing or malformed `directory`.
     let directory = match params.get("directory") {
         Some(toml::Value::String(d)) if !d.trim().is_empty() && !d.contains('\0') => {
             Some(resolve_path(base, d))
         }
-        Some(_) => {
-            let line = key_line(f, &params_span, "directory").unwrap_or(f.line(params_span.start));
-            f.file_error_line(
-                out,
-                Some(line),
-                "[params] directory must be a folder path (absolute, or relative to the daemon config's folder)"
-                    .into(),
-            );
-            None
-        }
-        None => {
+        _ if out.errors.len() > before => None,
+        _ => {
             f.err(
                 out,
                 params_span.clone(),
-                "[params] needs `directory`, the folder the export writes into",
+                "[params] needs `directory`, a folder path (absolute, or relative to the daemon config's folder)",
             );
             None
         }

@@ -41,7 +41,11 @@ pub fn load_with_model(path: &Path, model: Option<&Path>) -> Result<Config, Conf
 
     let mut connectors = Vec::new();
     let mut exports = Vec::new();
-    let export_base = daemon.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let export_base = daemon
+        .path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let mut field_refs = Vec::new();
     // Connectors whose files exist but are broken: the model's references to them are not reported again.
     let mut broken = BTreeSet::new();
@@ -59,7 +63,8 @@ pub fn load_with_model(path: &Path, model: Option<&Path>) -> Result<Config, Conf
                     if f.parse::<RawRole>().ok().and_then(|r| r.role).as_deref() == Some("export") {
                         match f.parse::<RawExport>() {
                             Ok(raw) => {
-                                if let Some(e) = export::check_export(&f, raw, &export_base, &mut out)
+                                if let Some(e) =
+                                    export::check_export(&f, raw, &export_base, &mut out)
                                 {
                                     exports.push(e);
                                 }

@@ -166,8 +166,7 @@ fn valid_stem(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && !s.starts_with(['.', '-'])
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 

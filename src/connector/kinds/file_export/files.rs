@@ -118,7 +118,13 @@ fn is_copy_name(name: &str, stem: &str, ext: &str) -> bool {
 /// Keeps the current `<stem>.<ext>` as the timestamped copy `<stem>-<stamp>.<ext>` (a hard link, so no
 /// second write; a copy where the filesystem has no links), then deletes all but the newest `keep` copies.
 /// `keep = 0` keeps none.
-pub fn rotate(dir: &Path, stem: &str, ext: &str, stamp: &str, keep: usize) -> Result<(), ExportError> {
+pub fn rotate(
+    dir: &Path,
+    stem: &str,
+    ext: &str,
+    stamp: &str,
+    keep: usize,
+) -> Result<(), ExportError> {
     if keep > 0 {
         let current = dir.join(format!("{stem}.{ext}"));
         let copy = dir.join(format!("{stem}-{stamp}.{ext}"));
@@ -249,7 +255,10 @@ pub fn read_history(
     let mut rows = VecDeque::new();
     let mut record = csv::StringRecord::new();
     while reader.read_record(&mut record).map_err(|e| err(path, e))? {
-        if at.and_then(|i| record.get(i)).is_some_and(|t| t < cutoff.as_str()) {
+        if at
+            .and_then(|i| record.get(i))
+            .is_some_and(|t| t < cutoff.as_str())
+        {
             continue;
         }
         if rows.len() == max_rows {
@@ -284,7 +293,7 @@ pub fn probe_directory(dir: &Path) -> Result<(), String> {
                 ) =>
             {
                 match existing.parent() {
-                Some(p) if !p.as_os_str().is_empty() => existing = p,
+                    Some(p) if !p.as_os_str().is_empty() => existing = p,
                     _ => return Err("does not exist, and no parent folder of it does".into()),
                 }
             }

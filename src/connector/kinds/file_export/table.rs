@@ -98,10 +98,7 @@ fn metric_ids(model: &Model) -> Vec<(&str, &str)> {
 
 /// Every column of the current-scores file, with its kind.
 pub fn columns(model: &Model) -> Vec<(String, Kind)> {
-    let mut cols: Vec<(String, Kind)> = LEADING
-        .iter()
-        .map(|(n, k)| (n.to_string(), *k))
-        .collect();
+    let mut cols: Vec<(String, Kind)> = LEADING.iter().map(|(n, k)| (n.to_string(), *k)).collect();
     for c in &model.categories {
         cols.push((format!("category_{}", c.id), Kind::Score));
     }

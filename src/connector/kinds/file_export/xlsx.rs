@@ -65,7 +65,11 @@ impl Styles {
 }
 
 /// The whole workbook, as bytes.
-pub fn workbook(run: &ExportRun<'_>, current: &Table, history: &Table) -> Result<Vec<u8>, XlsxError> {
+pub fn workbook(
+    run: &ExportRun<'_>,
+    current: &Table,
+    history: &Table,
+) -> Result<Vec<u8>, XlsxError> {
     let styles = Styles::new();
     let mut wb = Workbook::new();
     let sheet = wb.add_worksheet().set_name("Scores")?;
