@@ -163,6 +163,15 @@ fn validate_reports_bad_export_files_purely_with_file_and_line() {
         "connectors/with_url.toml",
         "kind = \"file_export\"\nrole = \"export\"\nbase_url = \"https://x\"\n[params]\ndirectory = \"out\"\n",
     );
+    // Same folder and stem as another enabled export.
+    c.write(
+        "connectors/export_a.toml",
+        "kind = \"file_export\"\nrole = \"export\"\n[params]\ndirectory = \"out\"\n",
+    );
+    c.write(
+        "connectors/export_b.toml",
+        "kind = \"file_export\"\nrole = \"export\"\n[params]\nformats = [\"csv\"]\ndirectory = \"out\"\n",
+    );
     c.write(
         "connectors/no_dir.toml",
         "kind = \"file_export\"\nrole = \"export\"\n\n[params]\nkeep = 2\n",
@@ -178,6 +187,10 @@ fn validate_reports_bad_export_files_purely_with_file_and_line() {
         ),
         ("connectors/with_url.toml:3", "unknown field `base_url`"),
         ("connectors/no_dir.toml:4", "directory is required"),
+        (
+            "connectors/export_b.toml:5",
+            "writes healthsync-scores.* into",
+        ),
     ] {
         let needle = format!("{}:", c.path(file_line).display());
         let line = err

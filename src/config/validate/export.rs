@@ -103,3 +103,31 @@ fn key_line(f: &SourceFile, span: &Range<usize>, key: &str) -> Option<usize> {
     }
     None
 }
+
+/// Two enabled exports writing the same files into the same folder would replace each other's files
+/// and rotate each other's copies away: the second one is reported.
+pub(super) fn check_distinct(exports: &[ExportConfig], out: &mut Diagnostics) {
+    let mut seen: Vec<(&Path, String, &ExportConfig)> = Vec::new();
+    for e in exports.iter().filter(|e| e.enabled) {
+        let stem = match e.params.get("file_stem") {
+            Some(toml::Value::String(s)) => s.clone(),
+            _ => crate::connector::kinds::file_export::DEFAULT_FILE_STEM.to_string(),
+        };
+        if let Some((_, _, first)) = seen
+            .iter()
+            .find(|(d, s, _)| *d == e.directory.as_path() && *s == stem)
+        {
+            out.push(crate::config::Diagnostic {
+                file: e.file.clone(),
+                line: e.directory_line,
+                message: format!(
+                    "export {} writes {stem}.* into {}, as export {} already does; give one of them another file_stem or directory",
+                    e.id,
+                    e.directory.display(),
+                    first.id
+                ),
+            });
+        }
+        seen.push((e.directory.as_path(), stem, e));
+    }
+}

@@ -103,6 +103,7 @@ pub fn load_with_model(path: &Path, model: Option<&Path>) -> Result<Config, Conf
         }
     };
 
+    export::check_distinct(&exports, &mut out);
     if let Some(model) = &model {
         for r in field_refs {
             if model.category(&r.category).is_none() {

@@ -46,6 +46,8 @@ const PARAM_KEYS: &[&str] = &[
     "history_days",
 ];
 
+/// File names start with this when the file does not say.
+pub const DEFAULT_FILE_STEM: &str = "healthsync-scores";
 /// Timestamped copies kept when the file does not say.
 pub const DEFAULT_KEEP: usize = 7;
 /// Days of history on the workbook's History sheet when the file does not say.
@@ -98,7 +100,7 @@ fn parse_params(t: &toml::Table) -> Result<(String, Vec<Format>, usize, bool, u3
         None => problems.push("directory is required: the folder the files are written to".into()),
     }
     let file_stem = match t.get("file_stem") {
-        None => "healthsync-scores".to_string(),
+        None => DEFAULT_FILE_STEM.to_string(),
         Some(toml::Value::String(s)) if valid_stem(s) => s.clone(),
         Some(v) => {
             problems.push(format!(
