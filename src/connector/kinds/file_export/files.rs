@@ -5,14 +5,13 @@
 //! over the target, and the folder fsync'd so the rename itself survives a power cut. A reader sees the
 //! old file or the new one, never a mix. This module knows nothing of scores; `table.rs` shapes them.
 
-use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::table::{kind_of, Table};
+use super::table::{kind_of, Cell, Table};
 use crate::connector::ExportError;
 
 fn err(path: &Path, e: impl std::fmt::Display) -> ExportError {
@@ -159,12 +158,15 @@ pub fn rotate(
 ///
 /// Why append and not temp + rename: history grows by one row per account per run, so rewriting it
 /// would cost the whole file on every run (hundreds of MB after months of 15-minute runs over 10,000
-/// accounts), while an append costs only the run. Crash safety comes from two rules instead: (1) the
-/// run's rows are encoded in memory first and written with one `write_all` followed by `fsync`, so a
-/// crash can at worst leave the last line torn; (2) before every append, a tail that does not end in a
-/// newline is cut back to the last complete line. So every line in the file is always a whole record,
-/// and a reader never sees a torn line for longer than until the next run. A crash mid-run can leave
-/// that run with fewer accounts; each line carries its `computed_at`, so such a run is recognisable.
+/// accounts), while an append costs only the run. Crash safety comes from three rules instead:
+/// (1) the run's rows are encoded in memory first and written with one `write_all` followed by `fsync`,
+/// so a crash can at worst leave the last line torn; (2) before every append, a tail that does not end in
+/// a newline is cut back to the last complete line; (3) line breaks inside text (an account name typed
+/// with one) become spaces in the history, so one line is always one record and the file can be read
+/// from its end. So every line in the file is a whole record, and a reader never sees a torn line for
+/// longer than until the next run. A rerun of the same run (same `computed_at`, e.g. a retried `score`)
+/// replaces that run's rows at the end instead of adding them twice; a crash between that cut and the
+/// append leaves the run out until the next run, never half of it twice.
 ///
 /// When the columns changed (the model gained or lost a category), the old file is renamed to `aside`
 /// and a new one begun, so one file never mixes two headers.
@@ -201,16 +203,47 @@ pub fn append_history(path: &Path, rows: &Table, aside: &Path) -> Result<(), Exp
             return append_history(path, rows, aside);
         }
     }
+    // A rerun of the run at the end of the file replaces it.
+    if let Some(Cell::Time(at)) = rows.rows.first().and_then(|r| r.first()) {
+        let prefix = format!("{},", at.to_rfc3339_opts(SecondsFormat::Secs, true));
+        let start = trailing_block_start(&mut file, len, usize::MAX, |line| {
+            line.starts_with(prefix.as_bytes())
+        })
+        .map_err(|e| err(path, e))?;
+        if start < len {
+            file.set_len(start).map_err(|e| err(path, e))?;
+            len = start;
+        }
+    }
     let mut w = csv::Writer::from_writer(Vec::with_capacity(rows.rows.len() * 128));
     if len == 0 {
         w.write_record(&rows.header).map_err(|e| err(path, e))?;
     }
-    rows.write_rows(&mut w).map_err(|e| err(path, e))?;
+    single_line_text(rows)
+        .write_rows(&mut w)
+        .map_err(|e| err(path, e))?;
     let bytes = w.into_inner().map_err(|e| err(path, e.error()))?;
     file.seek(SeekFrom::Start(len)).map_err(|e| err(path, e))?;
     file.write_all(&bytes).map_err(|e| err(path, e))?;
     file.sync_data().map_err(|e| err(path, e))?;
     Ok(())
+}
+
+/// The rows with line breaks in text replaced by spaces (rule 3 above).
+fn single_line_text(rows: &Table) -> std::borrow::Cow<'_, Table> {
+    let multiline = |c: &Cell| matches!(c, Cell::Text(s) if s.contains(['\n', '\r']));
+    if !rows.rows.iter().flatten().any(multiline) {
+        return std::borrow::Cow::Borrowed(rows);
+    }
+    let mut out = rows.clone();
+    for cell in out.rows.iter_mut().flatten() {
+        if let Cell::Text(s) = cell {
+            if s.contains(['\n', '\r']) {
+                *s = s.replace(['\n', '\r'], " ");
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The length of the file up to and including its last newline (0 when it has none).
@@ -231,42 +264,93 @@ fn complete_lines_len(file: &mut File, len: u64) -> io::Result<u64> {
     Ok(0)
 }
 
-/// The history rows computed at or after `since`, the newest `max_rows` of them.
+/// Walks whole lines back from `len` (which must end a line) while `keep` accepts them, at most
+/// `max_lines`, never into the header (the first line); returns where the kept block starts. Reads the
+/// file backwards in chunks and keeps no more than a chunk and a line in memory, so its cost is the
+/// block's size, not the file's.
+fn trailing_block_start(
+    file: &mut File,
+    len: u64,
+    max_lines: usize,
+    mut keep: impl FnMut(&[u8]) -> bool,
+) -> io::Result<u64> {
+    const CHUNK: u64 = 64 * 1024;
+    // `buf` holds the bytes [buf_start, start).
+    let mut buf: Vec<u8> = Vec::new();
+    let mut buf_start = len;
+    let mut start = len;
+    let mut lines = 0;
+    while start > 0 && lines < max_lines {
+        // The line ending at `start` (its newline is the byte before) begins after the previous newline.
+        let line_start = loop {
+            let before_newline = buf.len().saturating_sub(1);
+            if let Some(i) = buf[..before_newline].iter().rposition(|b| *b == b'\n') {
+                break buf_start + i as u64 + 1;
+            }
+            if buf_start == 0 {
+                break 0;
+            }
+            let from = buf_start.saturating_sub(CHUNK);
+            let mut chunk = vec![0u8; (buf_start - from) as usize];
+            file.seek(SeekFrom::Start(from))?;
+            file.read_exact(&mut chunk)?;
+            chunk.extend_from_slice(&buf);
+            buf = chunk;
+            buf_start = from;
+        };
+        if line_start == 0 {
+            break;
+        }
+        let at = (line_start - buf_start) as usize;
+        if !keep(&buf[at..]) {
+            break;
+        }
+        buf.truncate(at);
+        start = line_start;
+        lines += 1;
+    }
+    Ok(start)
+}
+
+/// The history rows computed at or after `since`, at most the newest `max_rows`: read from the end of
+/// the file back to the first older line (runs are appended in time order), so a long history costs
+/// only the window shown.
 pub fn read_history(
     path: &Path,
     since: DateTime<Utc>,
     max_rows: usize,
 ) -> Result<Table, ExportError> {
-    let mut reader = csv::Reader::from_path(path).map_err(|e| err(path, e))?;
-    let header: Vec<String> = reader
-        .headers()
-        .map_err(|e| err(path, e))?
-        .iter()
-        .map(str::to_string)
-        .collect();
+    let mut file = File::open(path).map_err(|e| err(path, e))?;
+    let len = file.metadata().map_err(|e| err(path, e))?.len();
+    let header: Vec<String> = {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(&mut file);
+        let mut first = csv::StringRecord::new();
+        reader.read_record(&mut first).map_err(|e| err(path, e))?;
+        first.iter().map(str::to_string).collect()
+    };
     let mut table = Table {
         kinds: header.iter().map(|h| kind_of(h)).collect(),
         header,
         rows: Vec::new(),
     };
-    // computed_at is written in one fixed-width UTC form, so text order is time order.
+    // computed_at comes first, in one fixed-width UTC form, so text order is time order.
     let cutoff = since.to_rfc3339_opts(SecondsFormat::Secs, true);
-    let at = table.header.iter().position(|h| h == "computed_at");
-    let mut rows = VecDeque::new();
+    let start = trailing_block_start(&mut file, len, max_rows, |line| {
+        line.get(..cutoff.len())
+            .is_some_and(|at| at >= cutoff.as_bytes())
+    })
+    .map_err(|e| err(path, e))?;
+    file.seek(SeekFrom::Start(start))
+        .map_err(|e| err(path, e))?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(io::BufReader::new(file));
     let mut record = csv::StringRecord::new();
     while reader.read_record(&mut record).map_err(|e| err(path, e))? {
-        if at
-            .and_then(|i| record.get(i))
-            .is_some_and(|t| t < cutoff.as_str())
-        {
-            continue;
-        }
-        if rows.len() == max_rows {
-            rows.pop_front();
-        }
-        rows.push_back(table.parse_row(&record));
+        table.rows.push(table.parse_row(&record));
     }
-    table.rows = rows.into();
     Ok(table)
 }
 

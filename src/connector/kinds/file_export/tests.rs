@@ -604,3 +604,76 @@ fn params_are_checked_with_every_problem_named() {
     let e = validate_params(&table("directory = \"out\"\nformats = []")).expect_err("empty");
     assert!(e.contains("formats is empty"), "{e}");
 }
+
+#[test]
+fn a_rerun_replaces_its_history_rows_and_each_history_line_is_one_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = settings(dir.path(), &[Format::Csv, Format::Xlsx], 0);
+    let path = dir.path().join("scores-history.csv");
+    let mut names = names(4);
+    names[1] = "Line\nbreak, \"quoted\"\r\nname".into();
+    let day1 = population(&names, &[], t0());
+    let day2 = population(&names, &[Some(9.0)], t0() + Duration::days(1));
+    export(&s, &day1, &BTreeMap::new()).expect("day 1");
+    export(&s, &day2, &BTreeMap::new()).expect("day 2");
+    // A retried run (same computed_at, new values) replaces its rows instead of adding them twice.
+    let day2_again = population(&names, &[Some(33.0)], t0() + Duration::days(1));
+    export(&s, &day2_again, &BTreeMap::new()).expect("day 2 again");
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert_eq!(text.lines().count(), 1 + 2 * 4, "{text}");
+    assert!(
+        text.contains("\"Line break, \"\"quoted\"\"  name\""),
+        "{text}"
+    );
+    let rows = csv::Reader::from_path(&path)
+        .expect("open")
+        .records()
+        .collect::<Result<Vec<_>, _>>()
+        .expect("parses");
+    let overall = history_columns(model())
+        .iter()
+        .position(|h| h == "overall")
+        .expect("col");
+    let want: Vec<String> = day1
+        .iter()
+        .chain(&day2_again)
+        .map(|s| s.overall.map(|o| o.to_string()).unwrap_or_default())
+        .collect();
+    let got: Vec<String> = rows.iter().map(|r| r[overall].to_string()).collect();
+    assert_eq!(got, want);
+    // The current CSV keeps the name exactly as the CRM has it.
+    assert_csv_round_trips(
+        &dir.path().join("scores.csv"),
+        &day2_again,
+        &BTreeMap::new(),
+    );
+}
+
+#[test]
+fn the_history_sheet_is_read_from_the_end_of_a_long_history() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("h.csv");
+    let header = "computed_at,account_id,overall\n";
+    let mut text = String::from(header);
+    // 3,000 days × 50 accounts: long enough to span many read chunks.
+    for day in 0..3000 {
+        let at = (t0() + Duration::days(day)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        for a in 0..50 {
+            text.push_str(&format!("{at},a{a},{}.5\n", day % 100));
+        }
+    }
+    std::fs::write(&path, &text).expect("write");
+    let last = t0() + Duration::days(2999);
+    let window = files::read_history(&path, last - Duration::days(9), usize::MAX).expect("read");
+    assert_eq!(window.header, vec!["computed_at", "account_id", "overall"]);
+    assert_eq!(window.rows.len(), 10 * 50);
+    assert_eq!(window.rows[0][0], Cell::Time(last - Duration::days(9)));
+    assert_eq!(window.rows[499][1], Cell::Text("a49".into()));
+    assert_eq!(window.rows[499][2], Cell::Number(99.5));
+    // Capped at the newest rows; a window older than the file gives every row but never the header.
+    let capped = files::read_history(&path, last - Duration::days(9), 75).expect("read");
+    assert_eq!(capped.rows.len(), 75);
+    assert_eq!(capped.rows[74][1], Cell::Text("a49".into()));
+    let all = files::read_history(&path, t0() - Duration::days(1), usize::MAX).expect("read");
+    assert_eq!(all.rows.len(), 3000 * 50);
+}
