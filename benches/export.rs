@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::{Duration as Days, TimeZone, Utc};
-use healthsync::connector::kinds::file_export::{FileExport, Format, Settings};
+use healthsync::connector::kinds::file_export::{FileExport, Format, HistoryMode, Settings};
 use healthsync::connector::{Export, ExportRun};
 use healthsync::identity::Account;
 use healthsync::metrics::MetricValue;
@@ -64,8 +64,8 @@ fn export(dir: &Path, formats: &[Format], model: &healthsync::config::Model, s: 
             file_stem: "scores".into(),
             formats: formats.to_vec(),
             keep: 7,
-            history: true,
-            history_days: 90,
+            history: HistoryMode::Daily,
+            history_days: 30,
         },
     };
     e.export(&ExportRun {
@@ -132,7 +132,8 @@ fn main() {
         );
     }
 
-    // A month of daily runs: the 31st run's workbook carries 31 runs on its History sheet.
+    // A month of daily runs: the 31st run's workbook carries 31 days on its History sheet (the default
+    // history_days is 30, so the window holds 31 daily blocks).
     let dir = tempfile::tempdir().expect("tempdir");
     for day in 0..30 {
         export(dir.path(), &[Format::Csv], model, &scores(model, n, day));

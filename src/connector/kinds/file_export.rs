@@ -5,7 +5,8 @@
 //! Each run replaces `<stem>.csv` / `<stem>.xlsx` atomically (temp file in the same folder, fsync, rename),
 //! so a BI tool polling the folder never reads a half-written file; keeps `keep` timestamped copies
 //! (`<stem>-YYYYMMDDTHHMMSSZ.<ext>`, hard links of the current file); and appends the run to
-//! `<stem>-history.csv`, which the workbook's History sheet is rendered from. The rows and columns are in
+//! `<stem>-history.csv` (by default one row per account per day: the day's latest run), which the
+//! workbook's History sheet is rendered from. The rows and columns are in
 //! `table.rs`, the file mechanics in `files.rs`, the workbook in `xlsx.rs`. This module owns the params
 //! and the run; reading the store (trends) is the pipeline's job.
 
@@ -50,8 +51,21 @@ const PARAM_KEYS: &[&str] = &[
 pub const DEFAULT_FILE_STEM: &str = "healthsync-scores";
 /// Timestamped copies kept when the file does not say.
 pub const DEFAULT_KEEP: usize = 7;
-/// Days of history on the workbook's History sheet when the file does not say.
-pub const DEFAULT_HISTORY_DAYS: u32 = 90;
+/// Days of history on the workbook's History sheet when the file does not say. The sheet is what costs
+/// time: 30 days of 10,000 accounts is 300,000 rows (BENCHMARKS.md).
+pub const DEFAULT_HISTORY_DAYS: u32 = 30;
+
+/// What `<stem>-history.csv` keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryMode {
+    /// One row per account per UTC day: the day's latest run replaces the day's earlier one, as in the
+    /// store's daily history. A daemon scoring every 15 minutes would otherwise add 96 rows per account
+    /// per day, which no spreadsheet holds for long.
+    Daily,
+    /// Every run's rows.
+    EveryRun,
+    Off,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -77,14 +91,15 @@ pub struct Settings {
     pub formats: Vec<Format>,
     /// Timestamped copies to keep (the newest, the current run's included); 0 keeps none.
     pub keep: usize,
-    /// Append each run to `<stem>-history.csv` (and show it on the History sheet).
-    pub history: bool,
+    /// What `<stem>-history.csv` keeps (and the History sheet shows).
+    pub history: HistoryMode,
     /// Days of history on the workbook's History sheet (the CSV keeps everything).
     pub history_days: u32,
 }
 
 /// Everything but the directory, which the config resolves against its own folder.
-fn parse_params(t: &toml::Table) -> Result<(String, Vec<Format>, usize, bool, u32), String> {
+#[allow(clippy::type_complexity)]
+fn parse_params(t: &toml::Table) -> Result<(String, Vec<Format>, usize, HistoryMode, u32), String> {
     let mut problems = Vec::new();
     for k in t.keys() {
         if !PARAM_KEYS.contains(&k.as_str()) {
@@ -141,12 +156,13 @@ fn parse_params(t: &toml::Table) -> Result<(String, Vec<Format>, usize, bool, u3
             0
         }
     };
-    let history = match t.get("history") {
-        None => true,
-        Some(toml::Value::Boolean(b)) => *b,
+    let history = match t.get("history").map(|v| v.as_str()) {
+        None | Some(Some("daily")) => HistoryMode::Daily,
+        Some(Some("every_run")) => HistoryMode::EveryRun,
+        Some(Some("off")) => HistoryMode::Off,
         Some(_) => {
-            problems.push("history must be true or false".into());
-            true
+            problems.push("history must be \"daily\", \"every_run\" or \"off\"".into());
+            HistoryMode::Daily
         }
     };
     let history_days = match t.get("history_days") {
@@ -241,10 +257,11 @@ impl Export for FileExport {
         let history_now = current.project(&history_columns(run.model));
         let mut written = Vec::new();
 
-        let history = if s.history {
+        let history = if s.history != HistoryMode::Off {
             let path = self.history_path();
             let aside = self.path(&format!("{}-history-{stamp}.csv", s.file_stem));
-            files::append_history(&path, &history_now, &aside)?;
+            let daily = s.history == HistoryMode::Daily;
+            files::append_history(&path, &history_now, &aside, daily)?;
             Some(path)
         } else {
             None

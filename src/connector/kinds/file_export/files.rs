@@ -165,12 +165,18 @@ pub fn rotate(
 /// with one) become spaces in the history, so one line is always one record and the file can be read
 /// from its end. So every line in the file is a whole record, and a reader never sees a torn line for
 /// longer than until the next run. A rerun of the same run (same `computed_at`, e.g. a retried `score`)
-/// replaces that run's rows at the end instead of adding them twice; a crash between that cut and the
-/// append leaves the run out until the next run, never half of it twice.
+/// replaces that run's rows at the end instead of adding them twice; with `daily`, any run of the same
+/// UTC day does, so the file keeps one block per day. A crash between that cut and the append leaves the
+/// run out until the next run, never half of it twice.
 ///
 /// When the columns changed (the model gained or lost a category), the old file is renamed to `aside`
 /// and a new one begun, so one file never mixes two headers.
-pub fn append_history(path: &Path, rows: &Table, aside: &Path) -> Result<(), ExportError> {
+pub fn append_history(
+    path: &Path,
+    rows: &Table,
+    aside: &Path,
+    daily: bool,
+) -> Result<(), ExportError> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -200,12 +206,16 @@ pub fn append_history(path: &Path, rows: &Table, aside: &Path) -> Result<(), Exp
             drop(file);
             fs::rename(path, aside).map_err(|e| err(aside, e))?;
             tracing::info!(old = %aside.display(), "history columns changed; the old history was set aside");
-            return append_history(path, rows, aside);
+            return append_history(path, rows, aside, daily);
         }
     }
-    // A rerun of the run at the end of the file replaces it.
+    // A rerun of the run (or, daily, of the day) at the end of the file replaces it.
     if let Some(Cell::Time(at)) = rows.rows.first().and_then(|r| r.first()) {
-        let prefix = format!("{},", at.to_rfc3339_opts(SecondsFormat::Secs, true));
+        let prefix = if daily {
+            format!("{}T", at.format("%Y-%m-%d"))
+        } else {
+            format!("{},", at.to_rfc3339_opts(SecondsFormat::Secs, true))
+        };
         let start = trailing_block_start(&mut file, len, usize::MAX, |line| {
             line.starts_with(prefix.as_bytes())
         })

@@ -85,7 +85,7 @@ fn settings(dir: &Path, formats: &[Format], keep: usize) -> Settings {
         file_stem: "scores".into(),
         formats: formats.to_vec(),
         keep,
-        history: true,
+        history: HistoryMode::Daily,
         history_days: DEFAULT_HISTORY_DAYS,
     }
 }
@@ -587,7 +587,7 @@ fn params_are_checked_with_every_problem_named() {
     let table = |s: &str| -> toml::Table { toml::from_str(s).expect("toml") };
     assert!(validate_params(&table("directory = \"out\"")).is_ok());
     let e = validate_params(&table(
-        "formats = [\"pdf\", \"csv\", \"csv\"]\nkeep = -1\nfile_stem = \"../x\"\nhistory = \"yes\"\ncolour = 1",
+        "formats = [\"pdf\", \"csv\", \"csv\"]\nkeep = -1\nfile_stem = \"../x\"\nhistory = true\ncolour = 1",
     ))
     .expect_err("bad params");
     for what in [
@@ -596,7 +596,7 @@ fn params_are_checked_with_every_problem_named() {
         "formats lists `csv` twice",
         "keep must be",
         "file_stem \"../x\"",
-        "history must be true or false",
+        "history must be \"daily\", \"every_run\" or \"off\"",
         "unknown key `colour`",
     ] {
         assert!(e.contains(what), "{what:?} missing in {e}");
@@ -676,4 +676,48 @@ fn the_history_sheet_is_read_from_the_end_of_a_long_history() {
     assert_eq!(capped.rows[74][1], Cell::Text("a49".into()));
     let all = files::read_history(&path, t0() - Duration::days(1), usize::MAX).expect("read");
     assert_eq!(all.rows.len(), 3000 * 50);
+}
+
+#[test]
+fn daily_history_keeps_the_days_latest_run_and_every_run_keeps_all() {
+    let count = |mode: HistoryMode| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = settings(dir.path(), &[Format::Csv], 0);
+        s.history = mode;
+        // Four runs on day one (every 15 minutes), then one on day two.
+        for run in 0..4 {
+            let scores = population(
+                &names(3),
+                &[Some(run as f64)],
+                t0() + Duration::minutes(15 * run),
+            );
+            export(&s, &scores, &BTreeMap::new()).expect("export");
+        }
+        let day2 = population(&names(3), &[Some(7.0)], t0() + Duration::days(1));
+        export(&s, &day2, &BTreeMap::new()).expect("day two");
+        let path = dir.path().join("scores-history.csv");
+        if !path.exists() {
+            return (0, Vec::new());
+        }
+        let rows = csv::Reader::from_path(&path)
+            .expect("open")
+            .records()
+            .collect::<Result<Vec<_>, _>>()
+            .expect("parses");
+        let times: Vec<String> = rows.iter().map(|r| r[0].to_string()).collect();
+        (rows.len(), times)
+    };
+    let (n, times) = count(HistoryMode::Daily);
+    assert_eq!(n, 6);
+    // Day one's rows are its last run's (00:15 + 45 min).
+    assert!(
+        times[..3].iter().all(|t| t == "2026-11-23T01:00:00Z"),
+        "{times:?}"
+    );
+    assert!(
+        times[3..].iter().all(|t| t == "2026-11-24T00:15:00Z"),
+        "{times:?}"
+    );
+    assert_eq!(count(HistoryMode::EveryRun).0, 15);
+    assert_eq!(count(HistoryMode::Off).0, 0);
 }
