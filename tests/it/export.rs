@@ -123,6 +123,20 @@ fn a_scoring_run_records_each_export_and_a_broken_one_does_not_fail_it() {
     // Stored for `status` and the daemon, like a sync's status.
     let stored: ExportOutcome = rt.store.status("export/file_export").unwrap().unwrap();
     assert_eq!(&stored, good);
+    // And `status` reports both, the failure with its reason.
+    let report = healthsync::status::collect(&rt.config, &rt.store, &rt.build_errors, now).unwrap();
+    let broken = report
+        .exports
+        .iter()
+        .find(|e| e.id == "broken_export")
+        .unwrap();
+    assert!(broken.last_run.as_ref().unwrap().error.is_some());
+    let good = report
+        .exports
+        .iter()
+        .find(|e| e.id == "file_export")
+        .unwrap();
+    assert_eq!(good.last_run.as_ref().unwrap().files.len(), 2);
 }
 
 #[test]
