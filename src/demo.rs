@@ -298,6 +298,9 @@ struct DemoSummary {
     /// The starter model judged against the churn in the simulated billing history.
     backtest: Option<crate::backtest::Backtest>,
     scores: Vec<DemoAccount>,
+    /// Files written by `--sink xlsx|csv`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    exports: Vec<crate::pipeline::ExportOutcome>,
 }
 
 fn demo_account(s: &crate::scoring::AccountScore) -> DemoAccount {
@@ -316,8 +319,52 @@ fn demo_account(s: &crate::scoring::AccountScore) -> DemoAccount {
     }
 }
 
+/// `healthsync demo --sink xlsx|csv`: a `file_export` connector added to the demo config, writing into a
+/// folder that outlives the demo's temporary one.
+#[derive(Debug, Clone)]
+pub struct DemoExport {
+    pub formats: Vec<String>,
+    pub directory: PathBuf,
+}
+
+/// Writes `connectors/demo_export.toml` (a `file_export`) into the demo config at `config_dir`.
+fn write_export_connector(config_dir: &Path, export: &DemoExport) -> anyhow::Result<()> {
+    let directory = if export.directory.is_absolute() {
+        export.directory.clone()
+    } else {
+        std::env::current_dir()
+            .context("cannot read the current folder")?
+            .join(&export.directory)
+    };
+    let mut params = toml::Table::new();
+    params.insert(
+        "directory".into(),
+        directory.to_string_lossy().into_owned().into(),
+    );
+    params.insert("file_stem".into(), "healthsync-scores".into());
+    params.insert(
+        "formats".into(),
+        toml::Value::Array(export.formats.iter().map(|f| f.as_str().into()).collect()),
+    );
+    let mut table = toml::Table::new();
+    table.insert("kind".into(), "file_export".into());
+    table.insert("role".into(), "export".into());
+    table.insert("params".into(), params.into());
+    let text = toml::to_string(&table).context("cannot write connectors/demo_export.toml")?;
+    write_file(
+        &config_dir.join("connectors").join("demo_export.toml"),
+        &text,
+    )
+}
+
 /// Runs the demo: simulator up, config written, sync → score → plan → push, summary printed.
-pub async fn run(accounts: usize, seed: u64, json: bool, serve: bool) -> anyhow::Result<()> {
+pub async fn run(
+    accounts: usize,
+    seed: u64,
+    json: bool,
+    serve: bool,
+    export: Option<DemoExport>,
+) -> anyhow::Result<()> {
     let now = sim_now();
     let limits = demo_limits();
     let sim = sim::start(SimOptions {
@@ -333,6 +380,9 @@ pub async fn run(accounts: usize, seed: u64, json: bool, serve: bool) -> anyhow:
         .tempdir()
         .context("cannot create a temporary folder")?;
     let config_path = write_config(dir.path(), &sim, &limits)?;
+    if let Some(export) = &export {
+        write_export_connector(dir.path(), export)?;
+    }
     let config = crate::config::load(&config_path).map_err(|e| {
         let lines: Vec<String> = e.0.iter().map(|d| d.to_string()).collect();
         anyhow::anyhow!(
@@ -427,6 +477,7 @@ pub async fn run(accounts: usize, seed: u64, json: bool, serve: bool) -> anyhow:
         platform_received: received,
         backtest,
         scores: run.scores.iter().map(demo_account).collect(),
+        exports: run.exports.clone(),
     };
 
     if json {
@@ -436,6 +487,16 @@ pub async fn run(accounts: usize, seed: u64, json: bool, serve: bool) -> anyhow:
         if let Some(b) = &summary.backtest {
             print_backtest(b);
         }
+        let files: Vec<&PathBuf> = run.exports.iter().flat_map(|o| &o.files).collect();
+        if !files.is_empty() {
+            println!("\n5. export (open the workbook in Excel, Numbers or LibreOffice; sort with the header filters)");
+            for f in files {
+                println!("   wrote {}", f.display());
+            }
+        }
+    }
+    if let Some(e) = run.exports.iter().find_map(|o| o.error.as_ref()) {
+        anyhow::bail!("the demo export failed: {e}");
     }
     let failed: Vec<&DemoSource> = summary.sources.iter().filter(|s| !s.ok).collect();
 
@@ -451,7 +512,8 @@ pub async fn run(accounts: usize, seed: u64, json: bool, serve: bool) -> anyhow:
         eprintln!("report: {}", report_file.display());
     } else {
         println!(
-            "\n5. report\n   {}\n   {}",
+            "\n{}. report\n   {}\n   {}",
+            5 + usize::from(run.exports.iter().any(|o| !o.files.is_empty())),
             report_file.display(),
             crate::report::summary(&data, backtest)
         );

@@ -45,6 +45,40 @@ pub struct ScoreRun {
     /// Records that joined no account, by `connector.stream`.
     pub unmatched: BTreeMap<String, Unmatched>,
     pub duration_ms: u64,
+    /// What each export wrote after this run (empty for a run that stored nothing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<ExportOutcome>,
+}
+
+/// What one export did after a scoring run; stored as the `export/<id>` status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportOutcome {
+    pub export: String,
+    pub as_of: DateTime<Utc>,
+    /// The current files written (not the timestamped copies or the history).
+    pub files: Vec<std::path::PathBuf>,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// Whether every enabled export can write into its folder: an effect (a probe file is created and
+/// removed), kept out of the pure config validation and run by `healthsync validate` after it. Each
+/// problem names the connector file, the line of `directory`, the folder and why.
+pub fn check_exports(config: &Config) -> Vec<crate::config::Diagnostic> {
+    config
+        .exports
+        .iter()
+        .filter(|e| e.enabled)
+        .filter_map(|e| {
+            connector::kinds::file_export::probe_directory(&e.directory)
+                .err()
+                .map(|why| crate::config::Diagnostic {
+                    file: e.file.clone(),
+                    line: e.directory_line,
+                    message: format!("export directory {} {why}", e.directory.display()),
+                })
+        })
+        .collect()
 }
 
 /// Summary of the last scoring run, stored in meta for `status`.
@@ -79,6 +113,7 @@ pub struct Runtime {
     pub store: Store,
     sources: BTreeMap<String, Box<dyn Source>>,
     sinks: BTreeMap<String, Box<dyn Sink>>,
+    exports: BTreeMap<String, Box<dyn connector::Export>>,
     /// Connectors that could not be built, with the reason (no secret values in it).
     pub build_errors: BTreeMap<String, String>,
 }
@@ -114,11 +149,24 @@ impl Runtime {
                 }
             }
         }
+        let mut exports = BTreeMap::new();
+        for e in config.exports.iter().filter(|e| e.enabled) {
+            match connector::kinds::build_export(e) {
+                Ok(x) => {
+                    exports.insert(e.id.clone(), x);
+                }
+                Err(err) => {
+                    tracing::error!(export = %e.id, error = %err, "export not built");
+                    build_errors.insert(e.id.clone(), err.to_string());
+                }
+            }
+        }
         Runtime {
             config,
             store,
             sources,
             sinks,
+            exports,
             build_errors,
         }
     }
@@ -226,8 +274,16 @@ impl Runtime {
         set
     }
 
-    /// Scores every account from cached records as of `as_of`, and stores the scores and their history.
+    /// Scores every account from cached records as of `as_of`, stores the scores and their history, then
+    /// runs every export (a failing export is recorded in its outcome; the run still counts).
     pub fn score(&self, as_of: DateTime<Utc>) -> Result<ScoreRun, StoreError> {
+        let mut run = self.score_and_store(as_of)?;
+        run.exports = self.export(&run)?;
+        Ok(run)
+    }
+
+    /// Scores and stores, without the exports: a backfilled past week is history, not a new current file.
+    fn score_and_store(&self, as_of: DateTime<Utc>) -> Result<ScoreRun, StoreError> {
         let run = self.compute_scores(as_of)?;
         let pairs: Vec<(String, &AccountScore)> = run
             .scores
@@ -260,10 +316,52 @@ impl Runtime {
         on_week: &dyn Fn(usize, usize),
     ) -> Result<(), StoreError> {
         for week in (1..=weeks).rev() {
-            self.score(now - chrono::Duration::weeks(i64::from(week)))?;
+            self.score_and_store(now - chrono::Duration::weeks(i64::from(week)))?;
             on_week((weeks - week + 1) as usize, weeks as usize);
         }
         Ok(())
+    }
+
+    /// Writes a scoring run to every built export, and stores each outcome as the `export/<id>` status.
+    /// Each account's 30-day trend is read from the stored history only when an export is configured.
+    pub fn export(&self, run: &ScoreRun) -> Result<Vec<ExportOutcome>, StoreError> {
+        if self.exports.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut trends = BTreeMap::new();
+        for s in &run.scores {
+            let history: Vec<(String, AccountScore)> = self.store.history(&s.account.id)?;
+            if let Some(t) = scoring::trend(&history, s, 30) {
+                trends.insert(s.account.id.clone(), t);
+            }
+        }
+        let input = connector::ExportRun {
+            as_of: run.as_of,
+            model: &self.config.model,
+            scores: &run.scores,
+            trends: &trends,
+        };
+        let mut out = Vec::new();
+        for (id, export) in &self.exports {
+            let clock = Instant::now();
+            let result = export.export(&input);
+            let outcome = ExportOutcome {
+                export: id.clone(),
+                as_of: run.as_of,
+                files: result.as_ref().map(|f| f.clone()).unwrap_or_default(),
+                error: result.as_ref().err().map(|e| e.to_string()),
+                duration_ms: clock.elapsed().as_millis() as u64,
+            };
+            match &outcome.error {
+                None => {
+                    tracing::info!(export = %id, files = outcome.files.len(), duration_ms = outcome.duration_ms, "export written")
+                }
+                Some(e) => tracing::error!(export = %id, error = %e, "export failed"),
+            }
+            self.store.put_status(&format!("export/{id}"), &outcome)?;
+            out.push(outcome);
+        }
+        Ok(out)
     }
 
     /// Scores every account from cached records as of `as_of` and stores nothing: what `score` persists,
@@ -295,6 +393,7 @@ impl Runtime {
                 .collect(),
             scores,
             duration_ms: clock.elapsed().as_millis() as u64,
+            exports: Vec::new(),
         })
     }
 

@@ -38,9 +38,21 @@ pub struct StatusReport {
     pub dead_letters: Vec<DeadLetterSummary>,
     pub last_score_run: Option<ScoreSummary>,
     pub last_delivery: Option<DeliveryReport>,
+    /// Each enabled export's last outcome (files written, or why not), by export id.
+    #[serde(default)]
+    pub exports: Vec<ExportStatus>,
     pub projects_open: usize,
     pub projects_pending: usize,
     pub projects_resolved: usize,
+}
+
+/// One export: its last outcome (`None` before its first scoring run) and why it could not be built.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportStatus {
+    pub id: String,
+    pub kind: String,
+    pub build_error: Option<String>,
+    pub last_run: Option<crate::pipeline::ExportOutcome>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,6 +222,19 @@ pub fn collect(
             .collect(),
         last_score_run: store.meta("last_score_run")?,
         last_delivery: store.status("delivery")?,
+        exports: config
+            .exports
+            .iter()
+            .filter(|e| e.enabled)
+            .map(|e| {
+                Ok(ExportStatus {
+                    id: e.id.clone(),
+                    kind: e.kind.clone(),
+                    build_error: build_errors.get(&e.id).cloned(),
+                    last_run: store.status(&format!("export/{}", e.id))?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?,
         projects_open: count(|p| p.state == ProjectState::Open),
         projects_pending: count(|p| p.state == ProjectState::Pending),
         projects_resolved: count(|p| matches!(p.state, ProjectState::Resolved { .. })),
@@ -281,6 +306,7 @@ mod tests {
             dead_letters: Vec::new(),
             last_score_run: None,
             last_delivery: None,
+            exports: Vec::new(),
             projects_open: 0,
             projects_pending: 0,
             projects_resolved: 0,

@@ -174,6 +174,12 @@ pub enum Command {
         /// Keep the simulator and the daemon running afterwards, to explore with the other commands.
         #[arg(long)]
         serve: bool,
+        /// Also export the scores as files: `xlsx` (a workbook to open and sort) or `csv`; repeatable.
+        #[arg(long, value_parser = ["xlsx", "csv"])]
+        sink: Vec<String>,
+        /// Where `--sink` writes its files.
+        #[arg(long, value_name = "DIR", default_value = "healthsync-demo-export")]
+        export_dir: PathBuf,
     },
 }
 
@@ -269,7 +275,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let g = &cli.global;
     match cli.command {
         Command::Validate(JsonFlag { json }) => match config::load(&g.config) {
-            Ok(config) => output::validated(&config, json),
+            // The pure checks passed; whether export folders are writable is an effect, checked after.
+            Ok(config) => match crate::pipeline::check_exports(&config) {
+                problems if problems.is_empty() => output::validated(&config, json),
+                problems => {
+                    output::invalid(&ConfigErrors(problems), json);
+                    Err(CliError::Reported(2))
+                }
+            },
             Err(errors) => {
                 output::invalid(&errors, json);
                 Err(CliError::Reported(2))
@@ -346,7 +359,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             progress.finish();
             let run = rt.score(as_of)?;
             output::scores(&run, &rt.config.model, table.limit, table.json);
-            Ok(())
+            exported(&run.exports, table.json)
         }
         Command::Plan { json, model: None } => {
             let rt = open_runtime(g)?;
@@ -483,7 +496,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 .await?;
             progress.finish();
             output::once(&done.statuses, &done.run, &done.plan, &done.delivery, json);
-            Ok(())
+            exported(&done.run.exports, json)
         }
         Command::Explain { account, json } => {
             let rt = open_runtime(g)?;
@@ -539,13 +552,43 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             seed,
             json,
             serve,
+            sink,
+            export_dir,
         } => {
             if accounts == 0 {
                 return Err(CliError::Usage("--accounts must be at least 1".into()));
             }
-            crate::demo::run(accounts, seed, json, serve)
+            let export = (!sink.is_empty()).then_some(crate::demo::DemoExport {
+                formats: sink,
+                directory: export_dir,
+            });
+            crate::demo::run(accounts, seed, json, serve, export)
                 .await
                 .map_err(CliError::Runtime)
         }
+    }
+}
+
+/// Reports what each export wrote after a scoring run (to stderr, so `--json` output stays one document);
+/// a failed export fails the command, after everything else was done and shown.
+fn exported(outcomes: &[crate::pipeline::ExportOutcome], json: bool) -> Result<(), CliError> {
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| o.error.as_ref().map(|e| format!("{}: {e}", o.export)))
+        .collect();
+    if !json {
+        for o in outcomes.iter().filter(|o| o.error.is_none()) {
+            for f in &o.files {
+                eprintln!("export {}: wrote {}", o.export, f.display());
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Runtime(anyhow::anyhow!(
+            "export failed: {}",
+            failed.join("; ")
+        )))
     }
 }

@@ -119,6 +119,7 @@ pub fn validated(config: &Config, json: bool) -> Result<(), super::CliError> {
             "connectors": config.connectors.iter().map(|c| json!({"id": c.id, "kind": c.kind, "role": c.role, "enabled": c.enabled, "schedule": c.schedule})).collect::<Vec<_>>(),
             "model": {"name": m.name, "hash": m.hash, "metrics": m.metrics.len(), "categories": m.categories.len(), "playbooks": m.playbooks.len()},
             "warnings": config.warnings,
+            "exports": config.exports.iter().map(|e| json!({"id": e.id, "kind": e.kind, "enabled": e.enabled, "directory": e.directory})).collect::<Vec<_>>(),
             "sink_limitations": config.sinks().map(|c| json!({"connector": c.id, "kind": c.kind, "limitations": crate::connector::kinds::limitations(&c.kind)})).collect::<Vec<_>>(),
         }));
     } else {
@@ -137,6 +138,14 @@ pub fn validated(config: &Config, json: bool) -> Result<(), super::CliError> {
             for l in crate::connector::kinds::limitations(&c.kind) {
                 println!("note: sink {} ({}): {l}", c.id, c.kind);
             }
+        }
+        for e in config.exports.iter().filter(|e| e.enabled) {
+            println!(
+                "note: export {} ({}) writes into {} after each scoring run",
+                e.id,
+                e.kind,
+                e.directory.display()
+            );
         }
     }
     Ok(())

@@ -139,6 +139,31 @@ pub fn print(report: &StatusReport, json: bool) {
         }
         None => println!("scoring: never run"),
     }
+    for e in &report.exports {
+        match (&e.build_error, &e.last_run) {
+            (Some(err), _) => println!("export {} ({}): not built: {err}", e.id, e.kind),
+            (None, None) => println!("export {} ({}): not run yet", e.id, e.kind),
+            (None, Some(r)) => match &r.error {
+                Some(err) => println!(
+                    "export {} ({}): FAILED for the run as of {}: {err}",
+                    e.id,
+                    e.kind,
+                    r.as_of.format("%Y-%m-%d %H:%M UTC")
+                ),
+                None => println!(
+                    "export {} ({}): as of {} wrote {}",
+                    e.id,
+                    e.kind,
+                    r.as_of.format("%Y-%m-%d %H:%M UTC"),
+                    r.files
+                        .iter()
+                        .map(|f| f.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
+        }
+    }
     println!(
         "outbox: {} queued; dead letters: {}; projects: {} open, {} pending, {} resolved",
         report.outbox_depth,

@@ -26,6 +26,8 @@ use crate::secrets::SecretRef;
 pub struct Config {
     pub daemon: DaemonConfig,
     pub connectors: Vec<ConnectorConfig>,
+    /// Connector files with `role = "export"`: files written after each scoring run.
+    pub exports: Vec<ExportConfig>,
     pub model: Model,
     /// Problems that do not stop healthsync from running (a secret not resolvable on this machine).
     pub warnings: Vec<Diagnostic>,
@@ -47,6 +49,23 @@ impl Config {
             .iter()
             .filter(|c| c.enabled && c.role == Role::Sink)
     }
+}
+
+/// One export instance, from `connectors/<id>.toml` with `role = "export"`: no base URL, no auth, a folder.
+#[derive(Debug, Clone)]
+pub struct ExportConfig {
+    /// The file stem of the connector file.
+    pub id: String,
+    pub kind: String,
+    pub enabled: bool,
+    /// Where the files go, resolved against the daemon config's folder like `state_dir`.
+    pub directory: PathBuf,
+    /// The line of `directory` in the connector file, so a folder that turns out to be unwritable is
+    /// reported where it was configured.
+    pub directory_line: Option<usize>,
+    /// Kind-specific settings, already checked by the kind's `validate_params`.
+    pub params: toml::Table,
+    pub file: PathBuf,
 }
 
 /// `config/healthsync.toml`, with paths resolved against the file's folder.

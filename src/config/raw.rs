@@ -363,3 +363,23 @@ pub struct RawTask {
     #[serde(default)]
     pub due_days: Option<Spanned<i64>>,
 }
+
+/// Just the `role` of a connector file, read first so that an export file (which has no `base_url` or
+/// `auth`) is parsed as [`RawExport`] and every other file as [`RawConnector`].
+#[derive(Debug, Deserialize)]
+pub struct RawRole {
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+/// `connectors/<id>.toml` with `role = "export"`: files written after each scoring run.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExport {
+    pub kind: Spanned<String>,
+    pub role: Spanned<String>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// The kind's settings; `directory` is required by every export kind.
+    pub params: Spanned<toml::Table>,
+}

@@ -20,12 +20,15 @@ use crate::http::HttpError;
 /// A boxed, sendable future: the object-safe shape of the async trait methods below.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Whether a connector reads from a vendor or writes to a CS platform.
+/// Whether a connector reads from a vendor, writes to a CS platform, or writes whole files per scoring run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Source,
     Sink,
+    /// Writes every account's score to files after each scoring run (spreadsheets, BI tools). Not a sink:
+    /// it does not diff against confirmed values and never goes through the outbox.
+    Export,
 }
 
 impl std::fmt::Display for Role {
@@ -33,6 +36,7 @@ impl std::fmt::Display for Role {
         f.write_str(match self {
             Role::Source => "source",
             Role::Sink => "sink",
+            Role::Export => "export",
         })
     }
 }
@@ -290,6 +294,32 @@ pub struct KindSpec {
 pub enum Built {
     Source(Box<dyn Source>),
     Sink(Box<dyn Sink>),
+}
+
+/// One scoring run as an export sees it: every account's score, the model that produced them, and each
+/// account's 30-day trend (read from the stored history by the pipeline, since exports do not read the
+/// store).
+pub struct ExportRun<'a> {
+    pub as_of: DateTime<Utc>,
+    pub model: &'a crate::config::Model,
+    pub scores: &'a [crate::scoring::AccountScore],
+    /// Account id → change of the overall score over 30 days, where known.
+    pub trends: &'a BTreeMap<String, f64>,
+}
+
+/// An export kind, built for one export instance: writes whole files per scoring run.
+pub trait Export: Send + Sync {
+    /// Writes this run's files; returns the paths written (the current files, not archives or history).
+    fn export(&self, run: &ExportRun<'_>) -> Result<Vec<std::path::PathBuf>, ExportError>;
+}
+
+/// Why an export could not be written. The scoring run it belongs to still counts.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("cannot write {path}: {reason}")]
+    Io { path: String, reason: String },
+    #[error("cannot build the workbook {path}: {reason}")]
+    Workbook { path: String, reason: String },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,7 @@ mod support;
 mod backtest;
 mod crash;
 mod daemon;
+mod export;
 mod models;
 mod pipeline;
 mod report;

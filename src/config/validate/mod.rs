@@ -13,6 +13,7 @@ use croner::parser::{CronParser, Seconds};
 use toml::Spanned;
 
 mod categories;
+mod export;
 mod model;
 mod oauth2;
 mod rules;
@@ -60,6 +61,12 @@ fn load_inner(
     }
 
     let mut connectors = Vec::new();
+    let mut exports = Vec::new();
+    let export_base = daemon
+        .path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let mut field_refs = Vec::new();
     // Connectors whose files exist but are broken: the model's references to them are not reported again.
     let mut broken = BTreeSet::new();
@@ -72,6 +79,22 @@ fn load_inner(
                 );
             }
             for file in files {
+                // An export file has no base_url or auth: it is read as its own type.
+                if let Ok(f) = SourceFile::read(&file) {
+                    if f.parse::<RawRole>().ok().and_then(|r| r.role).as_deref() == Some("export") {
+                        match f.parse::<RawExport>() {
+                            Ok(raw) => {
+                                if let Some(e) =
+                                    export::check_export(&f, raw, &export_base, &mut out)
+                                {
+                                    exports.push(e);
+                                }
+                            }
+                            Err(d) => out.push(d),
+                        }
+                        continue;
+                    }
+                }
                 match SourceFile::read(&file)
                     .and_then(|f| f.parse::<RawConnector>().map(|r| (f, r)))
                 {
@@ -101,6 +124,7 @@ fn load_inner(
         }
     };
 
+    export::check_distinct(&exports, &mut out);
     if let Some(model) = model.as_ref().filter(|_| check_sink_fields) {
         for r in field_refs {
             if model.category(&r.category).is_none() {
@@ -117,7 +141,10 @@ fn load_inner(
             }
         }
     }
-    if !connectors.iter().any(|c| c.role == Role::Sink && c.enabled) && out.errors.is_empty() {
+    if !connectors.iter().any(|c| c.role == Role::Sink && c.enabled)
+        && !exports.iter().any(|e: &ExportConfig| e.enabled)
+        && out.errors.is_empty()
+    {
         out.warn(
             &daemon.connectors_dir,
             None,
@@ -131,6 +158,7 @@ fn load_inner(
         (true, Some(model)) => Ok(Config {
             daemon,
             connectors,
+            exports,
             model,
             warnings: out.warnings,
         }),
@@ -454,7 +482,7 @@ fn check_connector(
             f.err(
                 out,
                 raw.role.span(),
-                format!("unknown role `{other}`; use source or sink"),
+                format!("unknown role `{other}`; use source, sink or export"),
             );
             None
         }

@@ -10,6 +10,7 @@ pub mod clientsuccess;
 pub mod common;
 pub mod customersuccessbox;
 pub mod delighted;
+pub mod file_export;
 pub mod freshdesk;
 pub mod gainsight;
 pub mod hubspot;
@@ -54,7 +55,22 @@ pub static KINDS: &[&KindSpec] = &[
     &churnzero::SPEC,
     &clientsuccess::SPEC,
     &customersuccessbox::SPEC,
+    &file_export::SPEC,
 ];
+
+/// Builds an export instance (role `export`). Exports have no base URL, auth or HTTP client, so they are
+/// not built through `KindSpec::build` (whose context is an HTTP connector's config) but here, by kind.
+pub fn build_export(
+    config: &crate::config::ExportConfig,
+) -> Result<Box<dyn super::Export>, super::BuildError> {
+    match config.kind.as_str() {
+        "file_export" => file_export::build(config),
+        other => Err(super::BuildError::Invalid {
+            connector: config.id.clone(),
+            reason: format!("kind {other} is not an export kind"),
+        }),
+    }
+}
 
 /// What a sink kind's platform cannot do through its API, and the nearest thing healthsync does instead.
 /// `healthsync validate` prints these for every enabled sink, so an admin learns them before a CSM does;
@@ -104,6 +120,7 @@ mod tests {
                     k.name
                 ),
                 Role::Source => assert!(limitations(k.name).is_empty(), "{} is a source", k.name),
+                Role::Export => assert!(limitations(k.name).is_empty(), "{} is an export", k.name),
             }
         }
     }
