@@ -21,11 +21,8 @@ use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
-use super::oauth2::classify_token_error;
+use super::oauth2::{classify_token_error, CachedToken, TokenCache};
 use super::{network_error, Clock, HttpError, RequestTarget};
-
-/// A token is renewed this long before its announced expiry.
-const EXPIRY_MARGIN: chrono::Duration = chrono::Duration::seconds(60);
 
 /// How a kind's vendor logs in: where, and how the token goes back on each request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,11 +34,6 @@ pub struct LoginSpec {
     pub header_prefix: Option<&'static str>,
 }
 
-struct CachedToken {
-    access: SecretString,
-    expires_at: Option<DateTime<Utc>>,
-}
-
 /// The credentials of one connector's login and its cached token. `Debug` is not derived: nothing here
 /// may be printed.
 pub(super) struct Login {
@@ -49,8 +41,7 @@ pub(super) struct Login {
     url: Url,
     username: SecretString,
     password: SecretString,
-    /// Held across the login request, so concurrent callers wait for one login instead of each logging in.
-    cache: tokio::sync::Mutex<Option<CachedToken>>,
+    cache: TokenCache,
 }
 
 impl Login {
@@ -65,7 +56,7 @@ impl Login {
             url,
             username,
             password,
-            cache: tokio::sync::Mutex::new(None),
+            cache: TokenCache::default(),
         }
     }
 
@@ -85,22 +76,15 @@ impl Login {
         clock: &dyn Clock,
         connector: &str,
     ) -> Result<SecretString, (HttpError, Option<Duration>)> {
-        let mut cache = self.cache.lock().await;
         let now = clock.now();
-        if let Some(t) = cache.as_ref() {
-            if t.expires_at.is_none_or(|at| now + EXPIRY_MARGIN < at) {
-                return Ok(t.access.clone());
-            }
-        }
-        let fresh = self.fetch(client, now, connector).await?;
-        let access = fresh.access.clone();
-        *cache = Some(fresh);
-        Ok(access)
+        self.cache
+            .get_or_fetch(now, || self.fetch(client, now, connector))
+            .await
     }
 
     /// Drops the cached token: the API refused it (401), so the next request logs in again.
     pub(super) async fn invalidate(&self) {
-        *self.cache.lock().await = None;
+        self.cache.invalidate().await;
     }
 
     async fn fetch(
@@ -153,12 +137,7 @@ impl Login {
             _ => None,
         };
         tracing::debug!(connector, expires_in, "logged in for a session token");
-        Ok(CachedToken {
-            access,
-            expires_at: expires_in
-                .filter(|s| *s > 0)
-                .map(|s| now + chrono::Duration::seconds(s)),
-        })
+        Ok(CachedToken::new(access, now, expires_in))
     }
 }
 

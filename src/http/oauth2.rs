@@ -37,9 +37,60 @@ enum Grant {
     RefreshToken,
 }
 
-struct CachedToken {
-    access: SecretString,
-    expires_at: Option<DateTime<Utc>>,
+/// An access token and when it expires (`None`: the endpoint did not say).
+pub(super) struct CachedToken {
+    pub(super) access: SecretString,
+    pub(super) expires_at: Option<DateTime<Utc>>,
+}
+
+impl CachedToken {
+    /// A token that expires `expires_in` seconds after `now`, when the endpoint gave a positive lifetime.
+    pub(super) fn new(
+        access: SecretString,
+        now: DateTime<Utc>,
+        expires_in: Option<i64>,
+    ) -> CachedToken {
+        CachedToken {
+            access,
+            expires_at: expires_in
+                .filter(|s| *s > 0)
+                .map(|s| now + chrono::Duration::seconds(s)),
+        }
+    }
+}
+
+/// One cached token shared by a connector's requests, for OAuth2 grants and session logins alike. The lock
+/// is held across a fetch, so concurrent callers wait for one fetch instead of each fetching.
+#[derive(Default)]
+pub(super) struct TokenCache(tokio::sync::Mutex<Option<CachedToken>>);
+
+impl TokenCache {
+    /// The cached token, or the one `fetch` returns when none is cached or it is about to expire.
+    pub(super) async fn get_or_fetch<F, Fut, E>(
+        &self,
+        now: DateTime<Utc>,
+        fetch: F,
+    ) -> Result<SecretString, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<CachedToken, E>>,
+    {
+        let mut cache = self.0.lock().await;
+        if let Some(t) = cache.as_ref() {
+            if t.expires_at.is_none_or(|at| now + EXPIRY_MARGIN < at) {
+                return Ok(t.access.clone());
+            }
+        }
+        let fresh = fetch().await?;
+        let access = fresh.access.clone();
+        *cache = Some(fresh);
+        Ok(access)
+    }
+
+    /// Drops the cached token: the API refused it (401), so the next request fetches a new one.
+    pub(super) async fn invalidate(&self) {
+        *self.0.lock().await = None;
+    }
 }
 
 /// The OAuth 2.0 settings of one connector and its cached access token. `Debug` is not derived: nothing
@@ -52,8 +103,7 @@ pub(super) struct OAuth2 {
     /// Behind a lock because a token endpoint may rotate it with every use.
     refresh_token: Mutex<Option<SecretString>>,
     scope: Option<String>,
-    /// Held across the token request, so concurrent callers wait for one fetch instead of each fetching.
-    cache: tokio::sync::Mutex<Option<CachedToken>>,
+    cache: TokenCache,
 }
 
 impl OAuth2 {
@@ -101,7 +151,7 @@ impl OAuth2 {
             client_secret: get("client_secret")?,
             refresh_token: Mutex::new(refresh_token),
             scope: settings.scope.clone(),
-            cache: tokio::sync::Mutex::new(None),
+            cache: TokenCache::default(),
         })
     }
 
@@ -113,22 +163,15 @@ impl OAuth2 {
         clock: &dyn Clock,
         connector: &str,
     ) -> Result<SecretString, (HttpError, Option<Duration>)> {
-        let mut cache = self.cache.lock().await;
         let now = clock.now();
-        if let Some(t) = cache.as_ref() {
-            if t.expires_at.is_none_or(|at| now + EXPIRY_MARGIN < at) {
-                return Ok(t.access.clone());
-            }
-        }
-        let fresh = self.fetch(client, now, connector).await?;
-        let access = fresh.access.clone();
-        *cache = Some(fresh);
-        Ok(access)
+        self.cache
+            .get_or_fetch(now, || self.fetch(client, now, connector))
+            .await
     }
 
     /// Drops the cached token: the API refused it (401), so the next request fetches a new one.
     pub(super) async fn invalidate(&self) {
-        *self.cache.lock().await = None;
+        self.cache.invalidate().await;
     }
 
     async fn fetch(
@@ -197,12 +240,7 @@ impl OAuth2 {
             expires_in,
             "fetched an oauth2 access token"
         );
-        Ok(CachedToken {
-            access,
-            expires_at: expires_in
-                .filter(|s| *s > 0)
-                .map(|s| now + chrono::Duration::seconds(s)),
-        })
+        Ok(CachedToken::new(access, now, expires_in))
     }
 
     /// The form body of the grant, percent-encoded.
