@@ -19,6 +19,12 @@
 //! - [`sim`]: simulated vendor APIs used by `healthsync demo`, `healthsync sim` and the tests.
 //! - [`cli`], [`demo`], [`daemon`], [`telemetry`]: the edges.
 
+/// The process allocator for every binary that links healthsync (the daemon, the benches, the tests):
+/// syncing decodes and frees millions of small JSON values, which glibc's malloc handled with a
+/// fragmentation cost that grew with the heap (BENCHMARKS.md, sources).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod backtest;
 pub mod cli;
 pub mod config;

@@ -1,6 +1,6 @@
 //! The sync loop: drives one source connector stream by stream, page by page, into the store.
 //!
-//! Each page's records and the cursor that covers them are committed in one store transaction, so a crash at
+//! Each page's records are committed before the cursor that covers them (`Store::commit_page`), so a crash at
 //! any point re-reads at most one page. A failing stream is recorded and the connector's other streams still
 //! run; a failing connector never stops the others (the caller runs each one separately). The loop knows
 //! nothing about vendors: paging, auth and rate limits are the kind's and `crate::http`'s business.

@@ -10,8 +10,7 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
+use sled::transaction::TransactionError;
 
 use crate::connector::{Cursor, FieldValue, Record};
 
@@ -66,6 +65,15 @@ fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     // Serializing our own plain data types to JSON cannot fail: no maps with non-string keys, no
     // non-finite floats reach here (FieldValue maps them to null).
     serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// Like [`to_json`], appending to a buffer the caller reuses.
+fn write_json<T: Serialize>(out: &mut Vec<u8>, v: &T) {
+    // Writing into a Vec cannot fail for the same reasons `to_json` cannot; like `to_json`, a failure
+    // would leave an empty value, which `from_json` reports as corrupt.
+    if serde_json::to_writer(&mut *out, v).is_err() {
+        out.clear();
+    }
 }
 
 fn from_json<T: DeserializeOwned>(tree: &str, bytes: &[u8]) -> Result<T, StoreError> {
@@ -152,8 +160,18 @@ impl Store {
 
     // --- records and cursors -------------------------------------------------------------------------
 
-    /// Stores a page of records and the cursor that covers them in one transaction: after a crash either
-    /// both are there or neither is. Returns how many records were new or changed.
+    /// Stores a page of records, then the cursor that covers them. Returns how many records were new or
+    /// changed (the stored JSON differs), from the previous value each insert hands back.
+    ///
+    /// Crash safety ("a cursor never advances without its records") rests on order, not on a transaction:
+    /// sled appends every write to one log and, after a crash, recovers a contiguous prefix of that log (it
+    /// stops at the first write that did not fully reach the disk; see `check_contiguity_in_unstable_tail`
+    /// in sled's recovery). The cursor is written after every record of its page has been written, so a
+    /// recovered cursor implies its records were recovered. A crash midway leaves some of the page's
+    /// records without the cursor; the next run re-reads the page from the old cursor and upserts them.
+    /// This avoids a cross-tree transaction, which read every key before writing it and serialised all
+    /// writers on one lock (benches/sources.rs; BENCHMARKS.md). `tests/it/crash.rs` kills a writer with
+    /// SIGKILL and checks every recovered cursor against its records.
     pub fn commit_page(
         &self,
         connector: &str,
@@ -162,23 +180,20 @@ impl Store {
         cursor: &Cursor,
     ) -> Result<usize, StoreError> {
         let tree = self.db.open_tree(records_tree_name(connector, stream))?;
-        let cursor_key = key(&[connector, stream]);
-        let cursor_bytes = to_json(cursor);
-        let encoded: Vec<(Vec<u8>, Vec<u8>)> = records
-            .iter()
-            .map(|r| (r.id.clone().into_bytes(), to_json(r)))
-            .collect();
-        unwrap_tx((&tree, &self.cursors).transaction(|(t, c)| {
-            let mut changed = 0;
-            for (k, v) in &encoded {
-                let old = t.insert(k.as_slice(), v.as_slice())?;
-                if old.as_deref() != Some(v.as_slice()) {
-                    changed += 1;
-                }
+        // One buffer for the whole page: `to_vec` per record would grow a fresh vector each time.
+        let mut value = Vec::with_capacity(1024);
+        let mut changed = 0;
+        for r in records {
+            value.clear();
+            write_json(&mut value, r);
+            let old = tree.insert(r.id.as_bytes(), value.as_slice())?;
+            if old.as_deref() != Some(value.as_slice()) {
+                changed += 1;
             }
-            c.insert(cursor_key.as_slice(), cursor_bytes.as_slice())?;
-            Ok::<_, ConflictableTransactionError<StoreError>>(changed)
-        }))
+        }
+        self.cursors
+            .insert(key(&[connector, stream]), to_json(cursor))?;
+        Ok(changed)
     }
 
     pub fn cursor(&self, connector: &str, stream: &str) -> Result<Option<Cursor>, StoreError> {

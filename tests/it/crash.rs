@@ -1,9 +1,11 @@
 //! Crash safety from the outside: `healthsync once` is killed with SIGKILL at several points (during sync,
 //! after the first platform write, midway through delivery), then rerun to completion. The store must end
 //! as it does after one uninterrupted run against an identical simulator, and no project may exist twice
-//! on the simulated platform.
+//! on the simulated platform. Below that, a process committing pages through `Store::commit_page` is
+//! killed repeatedly and every cursor the store recovers must be covered by its records.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -216,4 +218,118 @@ async fn secrets_never_reach_logs_output_or_store() {
         haystack.contains("salesforce"),
         "the OAuth 2.0 connector took part in the run"
     );
+}
+
+/// The child of `a_cursor_never_survives_without_its_records`: resumes after the stored cursor like a sync
+/// does and commits large pages (records, then their cursor) through `Store::commit_page` into the store
+/// named by the environment, printing `page N` after each, until it is killed.
+#[test]
+#[ignore = "run only as the child of a_cursor_never_survives_without_its_records"]
+fn page_writer_child() {
+    let dir = std::env::var(PAGE_WRITER_DIR).expect("run only by its parent test");
+    let store = Store::open(Path::new(&dir)).unwrap();
+    let stdout = std::io::stdout();
+    let start = store
+        .cursor("writer", "pages")
+        .unwrap()
+        .map_or(1, |c| c.0["page"].as_u64().unwrap() as u32 + 1);
+    for page in start..start + 100_000 {
+        let records: Vec<_> = (0..PAGE_RECORDS).map(|i| page_record(page, i)).collect();
+        store
+            .commit_page(
+                "writer",
+                "pages",
+                &records,
+                &healthsync::connector::Cursor(serde_json::json!({ "page": page })),
+            )
+            .unwrap();
+        let mut out = stdout.lock();
+        writeln!(out, "page {page}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+const PAGE_WRITER_DIR: &str = "HEALTHSYNC_TEST_PAGE_WRITER_DIR";
+const PAGE_RECORDS: u32 = 200;
+
+/// Record `i` of page `page`: about 1 KB, so that sled's background flushes land inside pages.
+fn page_record(page: u32, i: u32) -> healthsync::connector::Record {
+    let mut fields = serde_json::Map::new();
+    fields.insert("page".into(), page.into());
+    fields.insert("padding".into(), "x".repeat(1000).into());
+    healthsync::connector::Record {
+        id: format!("{page:06}-{i:03}"),
+        updated_at: chrono::DateTime::from_timestamp(1_700_000_000 + i64::from(page), 0).unwrap(),
+        account_keys: BTreeMap::new(),
+        fields,
+    }
+}
+
+/// `Store::commit_page` writes a page's records before its cursor and relies on sled recovering a prefix
+/// of its log. A writer is killed with SIGKILL at several points; after each kill the reopened store's
+/// cursor must be covered: every record of every page up to the cursor's is there, whole.
+#[test]
+fn a_cursor_never_survives_without_its_records() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut recovered_cursors = Vec::new();
+    for kill_after in [5u32, 30, 90, 200] {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "crash::page_writer_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(PAGE_WRITER_DIR, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut seen = 0;
+        for line in lines {
+            if line.unwrap().starts_with("page ") {
+                seen += 1;
+                if seen >= kill_after {
+                    break;
+                }
+            }
+        }
+        assert!(
+            seen >= kill_after,
+            "the writer stopped before page {kill_after}"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        let store = Store::open(dir.path()).unwrap();
+        let cursor = store.cursor("writer", "pages").unwrap();
+        let upto = cursor.map_or(0, |c| c.0["page"].as_u64().unwrap() as u32);
+        let stored: BTreeMap<String, healthsync::connector::Record> = store
+            .records("writer", "pages")
+            .unwrap()
+            .map(|r| r.map(|r| (r.id.clone(), r)))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for page in 1..=upto {
+            for i in 0..PAGE_RECORDS {
+                let want = page_record(page, i);
+                assert_eq!(
+                    stored.get(&want.id),
+                    Some(&want),
+                    "the cursor is at page {upto} but record {} of page {page} is missing or torn",
+                    want.id
+                );
+            }
+        }
+        recovered_cursors.push(upto);
+    }
+    // At least one kill must have left a cursor, or the check above checked nothing.
+    assert!(
+        recovered_cursors.iter().any(|&c| c > 0),
+        "no run left a cursor to check: {recovered_cursors:?}"
+    );
+    eprintln!("cursors recovered after each kill: {recovered_cursors:?}");
 }

@@ -129,13 +129,11 @@ impl Chargebee {
         if let Some(offset) = &run.token {
             query.push(("offset", offset.clone()));
         }
-        let body = self
+        let mut body = self
             .http
             .get_json(&format!("/api/v2/{stream}"), &query)
             .await?;
-        let list = body
-            .get("list")
-            .and_then(Value::as_array)
+        let list = common::take_list(&mut body, "list")
             .ok_or_else(|| common::malformed(stream, connector, "response has no `list` array"))?;
         let next = match body.get("next_offset") {
             None | Some(Value::Null) => None,
@@ -180,11 +178,17 @@ impl Source for Chargebee {
 }
 
 /// Maps one list item (`{"<resource>": {…}, …}`) onto a [`Record`].
-fn map_item(item: &Value, key: &str, crm_id_field: Option<&str>) -> Result<Record, RejectedRecord> {
-    let obj = item
-        .get(key)
-        .and_then(Value::as_object)
-        .ok_or_else(|| common::rejected(None, format!("list item has no `{key}` object")))?;
+fn map_item(
+    mut item: Value,
+    key: &str,
+    crm_id_field: Option<&str>,
+) -> Result<Record, RejectedRecord> {
+    let Some(Value::Object(obj)) = item.get_mut(key).map(Value::take) else {
+        return Err(common::rejected(
+            None,
+            format!("list item has no `{key}` object"),
+        ));
+    };
     let id = common::id_of(obj.get("id")).ok_or_else(|| common::rejected(None, "missing `id`"))?;
     let updated_at = common::unix_seconds(obj.get("updated_at"))
         .ok_or_else(|| common::rejected(Some(&id), "missing or unreadable `updated_at`"))?;
@@ -206,7 +210,7 @@ fn map_item(item: &Value, key: &str, crm_id_field: Option<&str>) -> Result<Recor
         id,
         updated_at,
         account_keys,
-        fields: obj.clone(),
+        fields: obj,
     })
 }
 

@@ -306,7 +306,7 @@ async fn malformed_bodies_name_the_stream() {
 fn subscriptions_and_invoices_carry_the_customer() {
     let sub = json!({"subscription": {"id": "s1", "customer_id": "c9", "updated_at": 5, "status": "active", "mrr": 4900},
                      "customer": {"id": "c9"}});
-    let r = map_item(&sub, "subscription", Some("cf_hubspot_company_id")).unwrap();
+    let r = map_item(sub, "subscription", Some("cf_hubspot_company_id")).unwrap();
     assert_eq!(
         (
             r.id.as_str(),
@@ -316,7 +316,7 @@ fn subscriptions_and_invoices_carry_the_customer() {
     );
     assert!(!r.account_keys.contains_key("crm_id"));
     assert_eq!(r.fields["mrr"], 4900);
-    assert!(map_item(&json!({"invoice": {"updated_at": 5}}), "invoice", None).is_err());
+    assert!(map_item(json!({"invoice": {"updated_at": 5}}), "invoice", None).is_err());
     assert!(validate_params(&toml::from_str("crm_id_field = \"cf_x\"").unwrap()).is_ok());
     assert!(validate_params(&toml::from_str("site = \"x\"").unwrap()).is_err());
 }

@@ -200,6 +200,26 @@ pub fn map_page<T>(
     (page, max)
 }
 
+/// Takes the array under `key` out of a decoded response body, leaving an empty one, so that its items
+/// can be moved into records instead of cloned. `None` when there is no array under `key`.
+pub fn take_list(body: &mut Value, key: &str) -> Option<Vec<Value>> {
+    match body.get_mut(key)? {
+        Value::Array(items) => Some(std::mem::take(items)),
+        _ => None,
+    }
+}
+
+/// A vendor item's object, moved out of the item so that it becomes a record's fields without a copy.
+pub fn into_object(
+    item: Value,
+    id: &str,
+) -> Result<serde_json::Map<String, Value>, RejectedRecord> {
+    match item {
+        Value::Object(fields) => Ok(fields),
+        _ => Err(rejected(Some(id), "record is not a json object")),
+    }
+}
+
 /// The highest mark of a page's records.
 pub fn page_max<'a>(marks: impl IntoIterator<Item = &'a Mark>) -> Option<Mark> {
     marks.into_iter().max().cloned()

@@ -109,9 +109,13 @@ impl Delighted {
                 .await,
             stream,
         )?;
-        let items = body
-            .as_array()
-            .ok_or_else(|| common::malformed(stream, connector, "response is not a list"))?;
+        let Value::Array(items) = body else {
+            return Err(common::malformed(
+                stream,
+                connector,
+                "response is not a list",
+            ));
+        };
         let last = items.last().and_then(|i| common::id_of(i.get("id")));
         if last.is_some() && last == prev_last {
             return Err(common::malformed(
@@ -131,7 +135,7 @@ impl Delighted {
     }
 }
 
-fn map_response(obj: &Value) -> Result<Record, RejectedRecord> {
+fn map_response(obj: Value) -> Result<Record, RejectedRecord> {
     let id = common::id_of(obj.get("id")).ok_or_else(|| common::rejected(None, "missing `id`"))?;
     let updated_at = common::unix_seconds(obj.get("updated_at"))
         .or_else(|| common::unix_seconds(obj.get("created_at")))
@@ -160,7 +164,7 @@ fn map_response(obj: &Value) -> Result<Record, RejectedRecord> {
     if let Some(d) = domain {
         account_keys.insert("domain".to_string(), d);
     }
-    let mut fields = obj.as_object().cloned().unwrap_or_default();
+    let mut fields = common::into_object(obj, &id)?;
     let category = match score {
         9.. => "promoter",
         7..=8 => "passive",

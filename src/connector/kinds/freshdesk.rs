@@ -112,17 +112,20 @@ impl Freshdesk {
             Some(t) => t.clone(),
             None => self.first_page(stream, run.since),
         };
-        let resp = common::in_stream(
+        let mut resp = common::in_stream(
             self.http.execute(Call::new(&Method::GET, &target)).await,
             stream,
         )?;
         if let Some(left) = resp.headers.get("x-ratelimit-remaining") {
             tracing::debug!(connector, stream, remaining = ?left, "freshdesk rate limit");
         }
-        let items = resp
-            .body
-            .as_array()
-            .ok_or_else(|| common::malformed(stream, connector, "response is not a list"))?;
+        let Value::Array(items) = std::mem::take(&mut resp.body) else {
+            return Err(common::malformed(
+                stream,
+                connector,
+                "response is not a list",
+            ));
+        };
         let next = match next_link(&resp.headers) {
             None => None,
             Some(link) => Some(
@@ -130,11 +133,12 @@ impl Freshdesk {
                     .map_err(|e| common::malformed(stream, connector, e))?,
             ),
         };
+        let count = items.len();
         let (mut page, max) =
             common::map_page(items, |item| map_item(stream, item).map(common::marked));
         let since = run.since;
         let (mut new_state, done) = state
-            .advance(run, max, items.len(), next.clone())
+            .advance(run, max, count, next.clone())
             .map_err(|e| common::malformed(stream, connector, e))?;
         if let (false, Some(r), Some(next)) = (done, new_state.run.as_mut(), next) {
             if page_number(&next) > Some(PAGE_CAP) {
@@ -218,12 +222,12 @@ fn label(stream: &str, field: &str, v: Option<&Value>) -> Option<&'static str> {
     })
 }
 
-fn map_item(stream: &str, obj: &Value) -> Result<Record, RejectedRecord> {
+fn map_item(stream: &str, obj: Value) -> Result<Record, RejectedRecord> {
     let id = common::id_of(obj.get("id")).ok_or_else(|| common::rejected(None, "missing `id`"))?;
     let updated_at = common::timestamp(obj.get("updated_at"))
         .ok_or_else(|| common::rejected(Some(&id), "missing or unreadable `updated_at`"))?;
     let mut account_keys = BTreeMap::new();
-    let mut fields = obj.as_object().cloned().unwrap_or_default();
+    let mut labels = Vec::new();
     if stream == "companies" {
         account_keys.insert("freshdesk_company".to_string(), id.clone());
         let first = obj
@@ -240,10 +244,12 @@ fn map_item(stream: &str, obj: &Value) -> Result<Record, RejectedRecord> {
         }
         for field in ["status", "priority"] {
             if let Some(l) = label(stream, field, obj.get(field)) {
-                fields.insert(format!("{field}_label"), Value::String(l.into()));
+                labels.push((format!("{field}_label"), Value::String(l.into())));
             }
         }
     }
+    let mut fields = common::into_object(obj, &id)?;
+    fields.extend(labels);
     Ok(Record {
         id,
         updated_at,

@@ -160,7 +160,7 @@ impl HubSpot {
             run.since = None;
         }
         let properties = self.properties(stream);
-        let body = match run.since {
+        let mut body = match run.since {
             None => {
                 let mut query = vec![
                     ("limit", self.limit.to_string()),
@@ -199,21 +199,19 @@ impl HubSpot {
                 self.http.execute(call).await?.body
             }
         };
-        let results = body
-            .get("results")
-            .and_then(Value::as_array)
-            .ok_or_else(|| {
-                common::malformed(stream, connector, "response has no `results` list")
-            })?;
+        let results = common::take_list(&mut body, "results").ok_or_else(|| {
+            common::malformed(stream, connector, "response has no `results` list")
+        })?;
         let next = body
             .pointer("/paging/next/after")
             .and_then(|v| common::id_of(Some(v)));
 
+        let count = results.len();
         let (mut page, max) =
             common::map_page(results, |obj| map_object(stream, obj).map(common::marked));
         let searching = run.since.is_some();
         let (mut new_state, done) = state
-            .advance(run.clone(), max, results.len(), next)
+            .advance(run.clone(), max, count, next)
             .map_err(|e| common::malformed(stream, connector, e))?;
         if let (true, false, Some(r)) = (searching, done, new_state.run.as_mut()) {
             if r.fetched + u64::from(self.limit) > SEARCH_CEILING {
@@ -256,24 +254,13 @@ impl Source for HubSpot {
     }
 }
 
-/// Maps one CRM object onto a [`Record`].
-fn map_object(stream: &str, obj: &Value) -> Result<Record, RejectedRecord> {
+/// Maps one CRM object onto a [`Record`]: its `properties` and its other top-level fields, moved.
+fn map_object(stream: &str, obj: Value) -> Result<Record, RejectedRecord> {
     let id = common::id_of(obj.get("id")).ok_or_else(|| common::rejected(None, "missing `id`"))?;
     let props = obj.get("properties").and_then(Value::as_object);
     let updated_at = common::timestamp(obj.get("updatedAt"))
         .or_else(|| common::timestamp(props.and_then(|p| p.get("hs_lastmodifieddate"))))
         .ok_or_else(|| common::rejected(Some(&id), "missing or unreadable `updatedAt`"))?;
-    let mut fields = Map::new();
-    if let Some(props) = props {
-        fields.extend(props.iter().map(|(k, v)| (k.clone(), v.clone())));
-    }
-    if let Some(top) = obj.as_object() {
-        for (k, v) in top {
-            if k != "properties" {
-                fields.insert(k.clone(), v.clone());
-            }
-        }
-    }
     let mut account_keys = BTreeMap::new();
     match stream {
         "companies" => {
@@ -283,11 +270,18 @@ fn map_object(stream: &str, obj: &Value) -> Result<Record, RejectedRecord> {
             }
         }
         _ => {
-            if let Some(company) = deal_company(obj) {
+            if let Some(company) = deal_company(&obj) {
                 account_keys.insert("crm_id".to_string(), company);
             }
         }
     }
+    let mut top = common::into_object(obj, &id)?;
+    let mut fields = match top.remove("properties") {
+        Some(Value::Object(props)) => props,
+        _ => Map::new(),
+    };
+    // Top-level fields win over properties of the same name, as they always have.
+    fields.append(&mut top);
     Ok(Record {
         id,
         updated_at,

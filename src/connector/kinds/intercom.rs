@@ -155,7 +155,7 @@ impl Intercom {
                     query: &query,
                     ..Call::new(&Method::POST, "/companies/list")
                 };
-                let body = self.send(call, stream).await?;
+                let mut body = self.send(call, stream).await?;
                 let total = body.get("total_count").and_then(Value::as_u64).unwrap_or(0);
                 if total > COMPANY_LIST_CAP {
                     return Err(common::malformed(
@@ -169,14 +169,14 @@ impl Intercom {
                     .and_then(Value::as_u64)
                     .unwrap_or(0);
                 let next = (page < total_pages).then(|| (page + 1).to_string());
-                (list(&body, "data", stream, connector)?, next)
+                (list(&mut body, "data", stream, connector)?, next)
             }
             "conversations" => {
                 let per_page = self
                     .page_size
                     .unwrap_or(CONVERSATION_PAGE)
                     .clamp(1, CONVERSATION_PAGE);
-                let body = match run.since {
+                let mut body = match run.since {
                     None => {
                         let mut query = vec![("per_page", per_page.to_string())];
                         if let Some(after) = &run.token {
@@ -209,24 +209,26 @@ impl Intercom {
                     .and_then(Value::as_str)
                     .filter(|s| !s.is_empty())
                     .map(str::to_string);
-                (list(&body, "conversations", stream, connector)?, next)
+                (list(&mut body, "conversations", stream, connector)?, next)
             }
             other => return Err(SourceError::UnknownStream(other.to_string())),
         };
         let count = items.len();
         let (page, max) =
-            common::map_page(&items, |item| map_item(stream, item).map(common::marked));
+            common::map_page(items, |item| map_item(stream, item).map(common::marked));
         state.finish_page(run, page, max, count, next, stream, connector)
     }
 }
 
-fn list(body: &Value, key: &str, stream: &str, connector: &str) -> Result<Vec<Value>, SourceError> {
-    body.get(key)
-        .and_then(Value::as_array)
-        .cloned()
-        .ok_or_else(|| {
-            common::malformed(stream, connector, format!("response has no `{key}` list"))
-        })
+fn list(
+    body: &mut Value,
+    key: &str,
+    stream: &str,
+    connector: &str,
+) -> Result<Vec<Value>, SourceError> {
+    common::take_list(body, key).ok_or_else(|| {
+        common::malformed(stream, connector, format!("response has no `{key}` list"))
+    })
 }
 
 /// The host of a company website: `https://www.Acme.com/about` → `www.acme.com` → `acme.com`.
@@ -243,7 +245,7 @@ fn email_domain(v: Option<&Value>) -> Option<String> {
     common::domain_key(Some(&Value::String(domain.to_string())))
 }
 
-fn map_item(stream: &str, obj: &Value) -> Result<Record, RejectedRecord> {
+fn map_item(stream: &str, obj: Value) -> Result<Record, RejectedRecord> {
     let id = common::id_of(obj.get("id")).ok_or_else(|| common::rejected(None, "missing `id`"))?;
     let updated_at = common::unix_seconds(obj.get("updated_at"))
         .ok_or_else(|| common::rejected(Some(&id), "missing or unreadable `updated_at`"))?;
@@ -273,11 +275,12 @@ fn map_item(stream: &str, obj: &Value) -> Result<Record, RejectedRecord> {
             account_keys.insert("domain".to_string(), d);
         }
     }
+    let fields = common::into_object(obj, &id)?;
     Ok(Record {
         id,
         updated_at,
         account_keys,
-        fields: obj.as_object().cloned().unwrap_or_default(),
+        fields,
     })
 }
 

@@ -29,6 +29,9 @@
 //! projects use the project time zone), and gzip is not requested (the engine's reqwest has no gzip feature).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
 use std::time::Duration;
 
 use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
@@ -245,7 +248,7 @@ impl Mixpanel {
                 continue;
             }
             let at = format!("{date} line {n}");
-            let event: Value = match serde_json::from_slice(&line) {
+            let event = match ExportEvent::decode(&line, property) {
                 Ok(v) => v,
                 Err(e) => {
                     rejected.push(common::rejected(
@@ -262,9 +265,8 @@ impl Mixpanel {
                     continue;
                 }
             };
-            let props = event.get("properties");
-            let name = event.get("event").and_then(Value::as_str);
-            let time = props.and_then(|p| p.get("time")).and_then(Value::as_i64);
+            let name = event.name.as_ref().and_then(Value::as_str);
+            let time = event.time.as_ref().and_then(Value::as_i64);
             let (Some(name), Some(time)) = (name, time) else {
                 rejected.push(common::rejected(
                     Some(&at),
@@ -272,7 +274,7 @@ impl Mixpanel {
                 ));
                 continue;
             };
-            let accounts: Vec<String> = match props.and_then(|p| p.get(property)) {
+            let accounts: Vec<String> = match event.account.as_ref() {
                 Some(Value::Array(items)) => items
                     .iter()
                     .filter_map(|v| common::id_of(Some(v)))
@@ -283,7 +285,7 @@ impl Mixpanel {
                 unattributed += 1;
                 continue;
             }
-            let user = props.and_then(|p| common::id_of(p.get("distinct_id")));
+            let user = common::id_of(event.user.as_ref());
             // `time_in_ms` is not requested, so times are seconds; tolerate milliseconds anyway.
             let secs = if time > 100_000_000_000 {
                 time / 1000
@@ -315,6 +317,151 @@ impl Mixpanel {
             ));
         }
         Ok((tallies, rejected))
+    }
+}
+
+/// The parts of one export line the tallies read: `event`, and `time`, `distinct_id` and the account
+/// property from `properties`. Decoded straight from the line, skipping every other property (an event
+/// often carries dozens) instead of building them into a `Value` tree.
+#[derive(Debug, Default, PartialEq)]
+struct ExportEvent {
+    name: Option<Value>,
+    time: Option<Value>,
+    user: Option<Value>,
+    account: Option<Value>,
+}
+
+impl ExportEvent {
+    /// Decodes one line. A line that is JSON but not shaped like an event (not an object, `properties`
+    /// not an object) goes through a full `Value` and reads the same fields from it, so it is judged
+    /// exactly as any other line; only a line that is not JSON at all is an error.
+    fn decode(line: &[u8], property: &str) -> Result<ExportEvent, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_slice(line);
+        let typed = (EventVisitor { property })
+            .deserialize(&mut de)
+            .and_then(|e| de.end().map(|()| e));
+        typed.or_else(|_| {
+            let v: Value = serde_json::from_slice(line)?;
+            let props = v.get("properties");
+            let prop = |k: &str| props.and_then(|p| p.get(k)).cloned();
+            Ok(ExportEvent {
+                name: v.get("event").cloned(),
+                time: prop("time"),
+                user: prop("distinct_id"),
+                account: prop(property),
+            })
+        })
+    }
+}
+
+/// Decodes an event object; anything else is an error (and [`ExportEvent::decode`] falls back).
+struct EventVisitor<'p> {
+    property: &'p str,
+}
+
+impl<'de> DeserializeSeed<'de> for EventVisitor<'_> {
+    type Value = ExportEvent;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ExportEvent, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EventVisitor<'_> {
+    type Value = ExportEvent;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an event object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ExportEvent, A::Error> {
+        let mut event = ExportEvent::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            match key.0.as_ref() {
+                "event" => event.name = Some(map.next_value()?),
+                "properties" => {
+                    // A repeated `properties` replaces the earlier one whole, as in a `Value`.
+                    let (time, user, account) = map.next_value_seed(PropsVisitor {
+                        property: self.property,
+                    })?;
+                    (event.time, event.user, event.account) = (time, user, account);
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(event)
+    }
+}
+
+/// Decodes `properties` into (`time`, `distinct_id`, the account property); skips the rest.
+struct PropsVisitor<'p> {
+    property: &'p str,
+}
+
+type Props = (Option<Value>, Option<Value>, Option<Value>);
+
+impl<'de> DeserializeSeed<'de> for PropsVisitor<'_> {
+    type Value = Props;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Props, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PropsVisitor<'_> {
+    type Value = Props;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a properties object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Props, A::Error> {
+        let (mut time, mut user, mut account) = (None, None, None);
+        while let Some(key) = map.next_key::<Key>()? {
+            let k = key.0.as_ref();
+            let wanted = [k == "time", k == "distinct_id", k == self.property];
+            if !wanted.contains(&true) {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            let v: Value = map.next_value()?;
+            for (slot, want) in [&mut time, &mut user, &mut account].into_iter().zip(wanted) {
+                if want {
+                    *slot = Some(v.clone());
+                }
+            }
+        }
+        Ok((time, user, account))
+    }
+}
+
+/// An object key: borrowed from the line when it has no escapes (serde_json hands those over without a
+/// copy), owned otherwise.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key<'de>, D::Error> {
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key(std::borrow::Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+        Ok(Key(std::borrow::Cow::Owned(v.to_string())))
     }
 }
 

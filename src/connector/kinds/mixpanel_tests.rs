@@ -281,3 +281,40 @@ fn params_are_validated() {
         .contains("positive integer"));
     assert!(t("window = 1").unwrap_err().contains("unknown key"));
 }
+
+/// The typed line decoder reads the same four fields a full `Value` would, whatever the line's shape.
+#[test]
+fn export_lines_decode_like_a_full_value() {
+    let full = |line: &str, property: &str| {
+        let v: Value = serde_json::from_slice(line.as_bytes()).unwrap();
+        let props = v.get("properties");
+        let prop = |k: &str| props.and_then(|p| p.get(k)).cloned();
+        ExportEvent {
+            name: v.get("event").cloned(),
+            time: prop("time"),
+            user: prop("distinct_id"),
+            account: prop(property),
+        }
+    };
+    let lines = [
+        r#"{"event":"login","properties":{"time":1700000000,"distinct_id":"u1","company_domain":"Acme.io","$insert_id":"x","nested":{"a":[1,2,{"b":null}]}}}"#,
+        r#"{"properties":{"company_domain":["a.io","b.io"],"time":1.5},"event":"x","extra":[{"event":"not me"}]}"#,
+        r#"{"event":"esc\"aped","properties":{"compa\u006ey_domain":"c.io","time":"1700000000"}}"#,
+        r#"{"event":"twice","properties":{"time":1},"properties":{"distinct_id":7}}"#,
+        r#"{"event":"login","properties":"not an object"}"#,
+        r#"{"event":"login"}"#,
+        r#"["not", "an", "event"]"#,
+        r#"42"#,
+    ];
+    for line in lines {
+        for property in ["company_domain", "distinct_id"] {
+            assert_eq!(
+                ExportEvent::decode(line.as_bytes(), property).unwrap(),
+                full(line, property),
+                "{line} with account property {property}"
+            );
+        }
+    }
+    assert!(ExportEvent::decode(b"{\"event\": ", "company_domain").is_err());
+    assert!(ExportEvent::decode(b"{\"event\":\"a\"} trailing", "company_domain").is_err());
+}

@@ -33,7 +33,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::common::{self, RunState, StreamCursor};
 use crate::config::{AuthScheme, RateLimit};
@@ -431,7 +431,7 @@ impl Salesforce {
         }
         let state = StreamCursor::load(cursor, stream, connector)?;
         let mut run = state.current_run();
-        let (body, headers) = match self.request(stream, &run).await {
+        let (mut body, headers) = match self.request(stream, &run).await {
             Err(HttpError::Permanent { body_excerpt, .. })
                 if run.token.is_some() && body_excerpt.contains("INVALID_QUERY_LOCATOR") =>
             {
@@ -447,12 +447,9 @@ impl Salesforce {
             other => other?,
         };
         self.check_quota(&headers);
-        let records = body
-            .get("records")
-            .and_then(Value::as_array)
-            .ok_or_else(|| {
-                common::malformed(stream, connector, "query response has no `records` list")
-            })?;
+        let records = common::take_list(&mut body, "records").ok_or_else(|| {
+            common::malformed(stream, connector, "query response has no `records` list")
+        })?;
         let done = body.get("done").and_then(Value::as_bool).ok_or_else(|| {
             common::malformed(stream, connector, "query response has no boolean `done`")
         })?;
@@ -492,20 +489,17 @@ impl Source for Salesforce {
 /// Maps one SOQL result row onto a [`Record`].
 fn map_record(
     stream: &str,
-    rec: &Value,
+    rec: Value,
     crm_id_field: Option<&str>,
 ) -> Result<Record, RejectedRecord> {
-    let obj = rec
-        .as_object()
-        .ok_or_else(|| common::rejected(None, "record is not a json object"))?;
+    let Value::Object(mut fields) = rec else {
+        return Err(common::rejected(None, "record is not a json object"));
+    };
+    fields.remove("attributes");
+    let obj = &fields;
     let id = common::id_of(obj.get("Id")).ok_or_else(|| common::rejected(None, "missing `Id`"))?;
     let updated_at = sf_datetime(obj.get("SystemModstamp"))
         .ok_or_else(|| common::rejected(Some(&id), "missing or unreadable `SystemModstamp`"))?;
-    let fields: Map<String, Value> = obj
-        .iter()
-        .filter(|(k, _)| k.as_str() != "attributes")
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
     let mut account_keys = BTreeMap::new();
     if stream == "accounts" {
         account_keys.insert("salesforce_account_id".to_string(), id.clone());

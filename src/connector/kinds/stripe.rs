@@ -127,10 +127,8 @@ impl Stripe {
         if let Some(after) = &run.token {
             query.push(("starting_after", after.clone()));
         }
-        let body = self.http.get_json(&format!("/v1/{stream}"), &query).await?;
-        let data = body
-            .get("data")
-            .and_then(Value::as_array)
+        let mut body = self.http.get_json(&format!("/v1/{stream}"), &query).await?;
+        let data = common::take_list(&mut body, "data")
             .ok_or_else(|| common::malformed(stream, connector, "response has no `data` list"))?;
         let has_more = body
             .get("has_more")
@@ -157,7 +155,7 @@ impl Stripe {
     }
 
     /// Maps one Stripe object; the mark is on `created`, the only time Stripe lists filter by.
-    fn map_object(&self, stream: &str, obj: &Value) -> Result<(Record, Mark), RejectedRecord> {
+    fn map_object(&self, stream: &str, obj: Value) -> Result<(Record, Mark), RejectedRecord> {
         let id =
             common::id_of(obj.get("id")).ok_or_else(|| common::rejected(None, "missing `id`"))?;
         let created = common::unix_seconds(obj.get("created"))
@@ -191,7 +189,7 @@ impl Stripe {
                 account_keys.insert("stripe_customer".to_string(), c);
             }
         }
-        let fields = obj.as_object().cloned().unwrap_or_default();
+        let fields = common::into_object(obj, &id)?;
         let mark = Mark {
             updated_at: created,
             id: id.clone(),

@@ -78,10 +78,8 @@ impl UsageFeed {
         if let Some(token) = &run.token {
             query.push(("cursor", token.clone()));
         }
-        let body = self.http.get_json("/v1/usage/daily", &query).await?;
-        let data = body
-            .get("data")
-            .and_then(Value::as_array)
+        let mut body = self.http.get_json("/v1/usage/daily", &query).await?;
+        let data = common::take_list(&mut body, "data")
             .ok_or_else(|| common::malformed(stream, connector, "response has no `data` list"))?;
         let next = match body.get("next_cursor") {
             None | Some(Value::Null) => None,
@@ -101,7 +99,7 @@ impl UsageFeed {
     }
 }
 
-fn map_row(row: &Value) -> Result<Record, RejectedRecord> {
+fn map_row(row: Value) -> Result<Record, RejectedRecord> {
     let id = common::id_of(row.get("id")).ok_or_else(|| common::rejected(None, "missing `id`"))?;
     let updated_at = common::timestamp(row.get("updated_at"))
         .ok_or_else(|| common::rejected(Some(&id), "missing or unreadable `updated_at`"))?;
@@ -112,11 +110,12 @@ fn map_row(row: &Value) -> Result<Record, RejectedRecord> {
     if let Some(w) = common::id_of(row.get("workspace_id")) {
         account_keys.insert("workspace_id".to_string(), w);
     }
+    let fields = common::into_object(row, &id)?;
     Ok(Record {
         id,
         updated_at,
         account_keys,
-        fields: row.as_object().cloned().unwrap_or_default(),
+        fields,
     })
 }
 

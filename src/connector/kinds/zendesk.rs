@@ -158,7 +158,7 @@ impl Zendesk {
         let connector = self.http.connector();
         let state = StreamCursor::load(cursor, stream, connector)?;
         let mut run = state.current_run();
-        let (body, items_key, next) = match stream {
+        let (mut body, items_key, next) = match stream {
             "tickets" => {
                 // Zendesk's default (and largest) export page is 1000; `per_page` only when configured.
                 let mut query: Vec<(&str, String)> = self
@@ -238,16 +238,13 @@ impl Zendesk {
             }
             other => return Err(SourceError::UnknownStream(other.to_string())),
         };
-        let items = body
-            .get(items_key)
-            .and_then(Value::as_array)
-            .ok_or_else(|| {
-                common::malformed(
-                    stream,
-                    connector,
-                    format!("response has no `{items_key}` list"),
-                )
-            })?;
+        let items = common::take_list(&mut body, items_key).ok_or_else(|| {
+            common::malformed(
+                stream,
+                connector,
+                format!("response has no `{items_key}` list"),
+            )
+        })?;
         let count = items.len();
         let (page, max) = common::map_page(items, |item| map_item(stream, item));
         state.finish_page(run, page, max, count, next, stream, connector)
@@ -261,7 +258,7 @@ fn nonempty(v: Option<&Value>) -> Option<String> {
 }
 
 /// Maps one organization, ticket or rating; the mark is on the field the stream filters by.
-fn map_item(stream: &str, obj: &Value) -> Result<(Record, Mark), RejectedRecord> {
+fn map_item(stream: &str, obj: Value) -> Result<(Record, Mark), RejectedRecord> {
     let id = common::id_of(obj.get("id")).ok_or_else(|| common::rejected(None, "missing `id`"))?;
     let updated_at = common::timestamp(obj.get("updated_at"))
         .ok_or_else(|| common::rejected(Some(&id), "missing or unreadable `updated_at`"))?;
@@ -296,11 +293,12 @@ fn map_item(stream: &str, obj: &Value) -> Result<(Record, Mark), RejectedRecord>
         updated_at: mark_at,
         id: id.clone(),
     };
+    let fields = common::into_object(obj, &id)?;
     let record = Record {
         id,
         updated_at,
         account_keys,
-        fields: obj.as_object().cloned().unwrap_or_default(),
+        fields,
     };
     Ok((record, mark))
 }
