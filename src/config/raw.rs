@@ -370,6 +370,9 @@ pub struct RawTask {
 pub struct RawRole {
     #[serde(default)]
     pub role: Option<String>,
+    /// Read too, so an export kind filed under another role gets a hint instead of "missing base_url".
+    #[serde(default)]
+    pub kind: Option<Spanned<String>>,
 }
 
 /// `connectors/<id>.toml` with `role = "export"`: files written after each scoring run.

@@ -531,3 +531,22 @@ fn outcomes_problems_are_all_reported_with_their_lines() {
         );
     }
 }
+
+#[test]
+fn an_export_kind_filed_as_a_sink_is_told_to_be_an_export() {
+    let c = ConfigCopy::new();
+    c.edit(
+        "connectors/file_export.toml",
+        "role = \"export\"",
+        "role = \"sink\"",
+    );
+    let err = assert_invalid(
+        &c,
+        "connectors/file_export.toml:6",
+        "kind file_export writes files after each scoring run: set role = \"export\"",
+    );
+    assert!(
+        err.contains("1 problem(s) found"),
+        "only the hint, no serde noise: {err}"
+    );
+}

@@ -81,7 +81,25 @@ fn load_inner(
             for file in files {
                 // An export file has no base_url or auth: it is read as its own type.
                 if let Ok(f) = SourceFile::read(&file) {
-                    if f.parse::<RawRole>().ok().and_then(|r| r.role).as_deref() == Some("export") {
+                    let head = f.parse::<RawRole>().ok();
+                    let role = head.as_ref().and_then(|r| r.role.as_deref());
+                    let kind = head.as_ref().and_then(|r| r.kind.as_ref());
+                    if let Some(k) = kind.filter(|k| {
+                        role != Some("export")
+                            && connector::kind(k.get_ref()).is_some_and(|s| s.role == Role::Export)
+                    }) {
+                        f.err(
+                            &mut out,
+                            k.span(),
+                            format!(
+                                "kind {} writes files after each scoring run: set role = \"export\" (an export has no base_url or auth)",
+                                k.get_ref()
+                            ),
+                        );
+                        broken.insert(stem(&file));
+                        continue;
+                    }
+                    if role == Some("export") {
                         match f.parse::<RawExport>() {
                             Ok(raw) => {
                                 if let Some(e) =
