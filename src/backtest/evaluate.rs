@@ -26,6 +26,8 @@ const WEEKS_BACK: i64 = 16;
 pub enum BacktestError {
     #[error("the model `{0}` has no [outcomes] section: add one to say where churn and revenue are read from (config/models/starter.toml has an example)")]
     NoOutcomes(String),
+    #[error("no accounts in the cache ({0} has no records): run `healthsync sync` first")]
+    NoAccounts(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -92,6 +94,9 @@ pub fn run_with_progress(
     ))?;
     let observed_until = last_sync.map_or(now, |t| t.min(now));
     let resolved = rt.resolve_accounts()?;
+    if resolved.accounts.is_empty() {
+        return Err(BacktestError::NoAccounts(model.accounts.stream.to_string()));
+    }
     let outcomes = outcomes::derive(spec, &resolved.accounts, observed_until);
     let ids: Vec<String> = (resolved.accounts.iter())
         .map(|a| a.account.id.clone())

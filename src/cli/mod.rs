@@ -249,7 +249,8 @@ pub fn load_config(global: &Global) -> Result<Config, CliError> {
 
 fn backtest_error(e: crate::backtest::BacktestError) -> CliError {
     match e {
-        crate::backtest::BacktestError::NoOutcomes(_) => CliError::Usage(e.to_string()),
+        crate::backtest::BacktestError::NoOutcomes(_)
+        | crate::backtest::BacktestError::NoAccounts(_) => CliError::Usage(e.to_string()),
         crate::backtest::BacktestError::Store(s) => s.into(),
     }
 }

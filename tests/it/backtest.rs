@@ -100,6 +100,12 @@ async fn backtest_reads_the_simulated_churn_and_the_score_predicts_it() {
         r.signals[0]
     );
 
+    // An empty cache is told to sync first, not given a page of empty figures.
+    let empty = Runtime::build(cfg.clone(), Store::temporary().unwrap());
+    let err = backtest::run(&empty, now, BacktestOptions::default()).unwrap_err();
+    assert!(matches!(err, BacktestError::NoAccounts(_)), "{err}");
+    assert!(err.to_string().contains("healthsync sync"), "{err}");
+
     // A model without [outcomes] is told what to add, not given empty figures.
     let mut bare = cfg;
     bare.model.outcomes = None;
