@@ -21,10 +21,10 @@ use crate::pipeline::{OnceOutcome, RunProgress, Runtime};
 use crate::sim::{self, SimHandle, SimOptions, SimRateLimits, Vendor};
 use crate::store::Store;
 
-/// The shipped starter model and connector files, so the demo needs nothing from the working directory.
 /// Weeks of score history the demo backfills from the simulated records before scoring today, so the
 /// backtest and the report have a history to work with.
 const BACKFILL_WEEKS: u32 = 16;
+/// The shipped starter model and connector files, so the demo needs nothing from the working directory.
 const STARTER_MODEL: &str = include_str!("../config/models/starter.toml");
 const SHIPPED_HUBSPOT: &str = include_str!("../connectors/hubspot.toml");
 const SHIPPED_STRIPE: &str = include_str!("../connectors/stripe.toml");
@@ -641,7 +641,7 @@ fn print_summary(s: &DemoSummary, run: &crate::pipeline::ScoreRun) {
 }
 
 fn print_backtest(b: &crate::backtest::Backtest) {
-    let auc = |x: Option<f64>| x.map_or_else(|| "–".to_string(), |v| format!("{v:.3}"));
+    use crate::cli::backtest::{auc, pct};
     println!(
         "\n4. backtest ({} weekly scoring dates; {} accounts churned in the simulated billing history)",
         b.dates.len(),
@@ -657,12 +657,7 @@ fn print_backtest(b: &crate::backtest::Backtest) {
     let rates: Vec<String> = b
         .bands
         .iter()
-        .map(|x| {
-            let rate = x
-                .churn_rate
-                .map_or_else(|| "–".into(), |r| format!("{:.0}%", r * 100.0));
-            format!("{} {rate}", x.band.name())
-        })
+        .map(|x| format!("{} {}", x.band.name(), pct(x.churn_rate)))
         .collect();
     println!(
         "   churn within {} days: {}",

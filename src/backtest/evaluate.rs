@@ -432,7 +432,7 @@ fn measure(
     } else {
         Vec::new()
     };
-    let suggestion = super::weights::suggest(model, data, dates.len(), &mut warnings);
+    let suggestion = super::weights::suggest(model, &weights, data, dates.len(), &mut warnings);
     let mut accounts: Vec<usize> = data.observations.iter().map(|o| o.account).collect();
     accounts.sort_unstable();
     accounts.dedup();

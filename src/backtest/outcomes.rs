@@ -323,6 +323,35 @@ mod tests {
     }
 
     #[test]
+    fn cohorts_group_by_start_quarter_and_count_churn_at_zero() {
+        // day(0) is 2023-11-14: Q4 2023. Two accounts start then; one churns, one downgrades 100 → 70.
+        let accounts = vec![
+            account("gone", vec![sub("s1", 0, Some(50), 10_000)]),
+            account(
+                "down",
+                vec![sub("s2", 0, Some(60), 10_000), sub("s3", 60, None, 7_000)],
+            ),
+            account("late", vec![sub("s4", 80, None, 5_000)]),
+        ];
+        let o = derive(&spec(30), &accounts, day(200));
+        let cohorts = o.cohorts(day(200));
+        assert_eq!(cohorts.len(), 2, "{cohorts:?}");
+        let q4 = &cohorts[0];
+        assert_eq!(
+            (q4.cohort.as_str(), q4.accounts, q4.churned),
+            ("2023-Q4", 2, 1)
+        );
+        assert_eq!((q4.starting_mrr, q4.current_mrr), (200.0, 70.0));
+        assert_eq!(q4.nrr, Some(0.35));
+        assert_eq!(
+            (cohorts[1].cohort.as_str(), cohorts[1].nrr),
+            ("2024-Q1", Some(1.0))
+        );
+        // A cohort not a month old yet has no starting MRR to compare with: left out.
+        assert!(o.cohorts(day(100)).iter().all(|c| c.cohort != "2024-Q1"));
+    }
+
+    #[test]
     fn unreadable_records_are_reported_by_id() {
         let mut bad = sub("s9", 0, None, 1);
         bad.fields.remove("start_date");

@@ -13,7 +13,7 @@ use crate::config::{Model, Node};
 /// L2 penalty of the weight fit, on standardised scores.
 const RIDGE: f64 = 1.0;
 
-/// Each metric's effective share of the overall score (its share of its category times the category's
+/// Each metric's effective share of the overall score (what [`suggest`] takes as `configured`) (its share of its category times the category's
 /// share of its parent, up to the top), with the category that weighs it.
 pub(super) fn effective(model: &Model) -> Vec<(f64, String)> {
     let chain = |id: &str| {
@@ -63,11 +63,11 @@ fn distinct_dates(set: &[&Observation]) -> Vec<NaiveDate> {
 /// churn the test counts was seen in training.
 pub(super) fn suggest(
     model: &Model,
+    configured: &[(f64, String)],
     data: &Labelled<'_>,
     date_count: usize,
     warnings: &mut Vec<String>,
 ) -> Option<WeightSuggestion> {
-    let configured = effective(model);
     let used: Vec<usize> = (0..model.metrics.len())
         .filter(|&i| configured[i].0 > 0.0)
         .collect();

@@ -3,17 +3,58 @@
 //! warnings about thin data; a candidate model beside the current one. Like `output.rs`, it only prints
 //! what `crate::backtest` produced; `--json` shows the same data.
 
+use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::output::{print_json, truncate};
-use crate::backtest::{Backtest, ScoreSource, SignalKind, HORIZONS};
+use super::output::{print_json, truncate, Progress};
+use super::CliError;
+use crate::backtest::{
+    Backtest, BacktestError, BacktestOptions, ScoreSource, SignalKind, HORIZONS,
+};
+use crate::pipeline::Runtime;
 
-fn pct(x: Option<f64>) -> String {
+/// A share as a whole percentage, `–` when there is none.
+pub(crate) fn pct(x: Option<f64>) -> String {
     x.map_or_else(|| "–".into(), |v| format!("{:.0}%", v * 100.0))
 }
 
-fn auc(x: Option<f64>) -> String {
+/// An AUC to three places, `–` when there is none.
+pub(crate) fn auc(x: Option<f64>) -> String {
     x.map_or_else(|| "–".into(), |v| format!("{v:.3}"))
+}
+
+fn cli_error(e: BacktestError) -> CliError {
+    match e {
+        BacktestError::NoOutcomes(_) | BacktestError::NoAccounts(_) => {
+            CliError::Usage(e.to_string())
+        }
+        BacktestError::Store(s) => s.into(),
+    }
+}
+
+/// `healthsync backtest`: the current model, and a candidate beside it on the same recomputed dates (a
+/// candidate has no stored history of its own), with a progress bar on a terminal.
+pub fn run(
+    current: &Runtime,
+    candidate: Option<&Runtime>,
+    now: DateTime<Utc>,
+    recompute: bool,
+    json: bool,
+) -> Result<(), CliError> {
+    let options = BacktestOptions {
+        recompute: recompute || candidate.is_some(),
+    };
+    let progress = Progress::new(json);
+    let judge = |rt: &Runtime, label: &str| {
+        let step = |done, total| progress.steps(label, done, total, "steps");
+        crate::backtest::run_with_progress(rt, now, options, &step).map_err(cli_error)
+    };
+    let a = judge(current, "backtest");
+    let b = candidate.map(|c| judge(c, "backtest candidate"));
+    progress.finish();
+    let b = b.transpose()?;
+    backtest(&a?, b.as_ref(), json);
+    Ok(())
 }
 
 /// Prints one backtest, or a candidate beside the current model.

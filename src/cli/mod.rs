@@ -5,7 +5,7 @@
 //! JSON for machines. This module decides what to run and how to show it; the work is in `crate::pipeline`,
 //! `crate::daemon` and `crate::demo`.
 
-mod backtest;
+pub(crate) mod backtest;
 mod output;
 mod report;
 mod status;
@@ -17,7 +17,6 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use tokio::sync::watch;
 
-use crate::backtest::BacktestOptions;
 use crate::config::{self, Config, ConfigErrors};
 use crate::pipeline::{PipelineError, RunProgress, Runtime};
 use crate::store::{Store, StoreError};
@@ -247,14 +246,6 @@ pub fn load_config(global: &Global) -> Result<Config, CliError> {
     Ok(config)
 }
 
-fn backtest_error(e: crate::backtest::BacktestError) -> CliError {
-    match e {
-        crate::backtest::BacktestError::NoOutcomes(_)
-        | crate::backtest::BacktestError::NoAccounts(_) => CliError::Usage(e.to_string()),
-        crate::backtest::BacktestError::Store(s) => s.into(),
-    }
-}
-
 fn open_runtime(global: &Global) -> Result<Runtime, CliError> {
     let config = load_config(global)?;
     let store = Store::open(&config.daemon.state_dir)?;
@@ -396,42 +387,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             model,
             recompute,
         } => {
-            let now = g.now();
             let current = open_runtime(g)?;
-            let Some(path) = model else {
-                let progress = Progress::new(json);
-                let step = |done, total| progress.steps("backtest", done, total, "steps");
-                let b = crate::backtest::run_with_progress(
-                    &current,
-                    now,
-                    BacktestOptions { recompute },
-                    &step,
-                );
-                progress.finish();
-                let b = b.map_err(backtest_error)?;
-                backtest::backtest(&b, None, json);
-                return Ok(());
+            let candidate = match model {
+                None => None,
+                // Two models on one store: the candidate borrows the open store, not a second handle.
+                Some(path) => Some(Runtime::build(
+                    config::load_for_reading(&g.config, &path).map_err(CliError::Config)?,
+                    current.store.clone(),
+                )),
             };
-            let mut config =
-                config::load_for_reading(&g.config, &path).map_err(CliError::Config)?;
-            if let Some(dir) = &g.state_dir {
-                config.daemon.state_dir = dir.clone();
-            }
-            // Two models on one store: the candidate borrows the open store rather than opening it again.
-            let candidate = Runtime::build(config, current.store.clone());
-            let same_dates = BacktestOptions { recompute: true };
-            let progress = Progress::new(json);
-            let current_step =
-                |done, total| progress.steps("backtest current", done, total, "dates");
-            let candidate_step =
-                |done, total| progress.steps("backtest candidate", done, total, "dates");
-            let a = crate::backtest::run_with_progress(&current, now, same_dates, &current_step);
-            let b =
-                crate::backtest::run_with_progress(&candidate, now, same_dates, &candidate_step);
-            progress.finish();
-            let (a, b) = (a.map_err(backtest_error)?, b.map_err(backtest_error)?);
-            backtest::backtest(&a, Some(&b), json);
-            Ok(())
+            backtest::run(&current, candidate.as_ref(), g.now(), recompute, json)
         }
         Command::Deadletters { json, replay, sink } => {
             let rt = open_runtime(g)?;
