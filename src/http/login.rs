@@ -115,7 +115,9 @@ impl Login {
             .await
             .map_err(|e| (network_error(&target, &e), None))?;
         if !status.is_success() {
-            return Err(classify_token_error(target, status, &headers, &bytes, now));
+            // A vendor's login answer has no defined error shape (unlike OAuth's RFC 6749 §5.2) and may
+            // echo the user name: it is classified by status alone, its body never quoted.
+            return Err(classify_token_error(target, status, &headers, &[], now));
         }
         let decode = |reason: String| {
             let err = HttpError::Decode {
@@ -239,5 +241,23 @@ mod tests {
             "{err:?}"
         );
         assert!(!err.to_string().contains("pw-secret"));
+    }
+
+    #[tokio::test]
+    async fn a_refused_login_never_quotes_the_vendors_answer() {
+        let server = MockServer::start().await;
+        // Vendors' login errors have no defined shape; this one echoes the user name back.
+        Mock::given(method("POST"))
+            .and(path("/v1/auth"))
+            .respond_with(
+                ResponseTemplate::new(404)
+                    .set_body_json(json!({"error": "no user user@x", "detail": "user@x unknown"})),
+            )
+            .mount(&server)
+            .await;
+        let err = client(&server).get_json("/api", &[]).await.unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(matches!(&err, HttpError::Permanent { .. }), "{shown}");
+        assert!(!shown.contains("user@x"), "{shown}");
     }
 }

@@ -298,7 +298,7 @@ pub(super) fn classify_token_error(
     match (status.as_u16(), default_classify(status, headers, now)) {
         (400 | 401 | 403, _) => {
             let reason = code.unwrap_or_else(|| excerpt(bytes));
-            tracing::warn!(connector = %target.connector, status = status.as_u16(), error = %reason, "oauth2 token request refused");
+            tracing::warn!(connector = %target.connector, status = status.as_u16(), error = %reason, "token request refused");
             (HttpError::Auth { target, status }, None)
         }
         (_, Classified::RateLimited { retry_after }) => (
