@@ -25,6 +25,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+pub mod atomic_file;
 pub mod backtest;
 pub mod cli;
 pub mod config;

@@ -16,12 +16,12 @@ pub mod impact;
 mod sections;
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::atomic_file::AtomicWriteError;
 use crate::backtest::{Backtest, HORIZONS};
 use crate::config::{Band, Model};
 use crate::scoring::{AccountScore, Distribution};
@@ -294,27 +294,25 @@ pub fn write(path: &Path, html: &str) -> Result<(), ReportError> {
             .unwrap_or_default()
             .to_string()
     };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".healthsync-report-")
-        .tempfile_in(&dir)
-        .map_err(|e| {
-            fail(format!(
-                "cannot create a file in {}: {}",
-                dir.display(),
-                os_text(&e)
-            ))
-        })?;
-    // A report is for reading and sharing, not a secret: the usual permissions, not tempfile's 0600.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| fail(e.to_string()))?;
-    }
-    tmp.write_all(html.as_bytes())
-        .and_then(|_| tmp.as_file().sync_all())
-        .map_err(|e| fail(e.to_string()))?;
-    tmp.persist(path).map_err(|e| fail(e.error.to_string()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "report.html".into());
+    // A report is for reading and sharing: written like the exports, 0644 less the umask.
+    crate::atomic_file::write_atomic(&dir, &name, |w| w.write_all(html.as_bytes())).map_err(
+        |e| {
+            fail(match e {
+                AtomicWriteError::Create { dir, source } => {
+                    format!(
+                        "cannot create a file in {}: {}",
+                        dir.display(),
+                        os_text(&source)
+                    )
+                }
+                AtomicWriteError::Write { source, .. } => os_text(&source),
+            })
+        },
+    )?;
     Ok(())
 }
 

@@ -1,9 +1,7 @@
 //! The export's file mechanics: atomic replace, timestamped copies, the appended history, the folder probe.
 //!
-//! Current files are replaced atomically: written to a dot-named temp file in the same folder (so the
-//! rename never crosses a filesystem, and `*.csv` globs in BI tools skip it), flushed and fsync'd, renamed
-//! over the target, and the folder fsync'd so the rename itself survives a power cut. A reader sees the
-//! old file or the new one, never a mix. This module knows nothing of scores; `table.rs` shapes them.
+//! Current files are replaced atomically (`crate::atomic_file`: dot-named temp file in the same folder,
+//! fsync, rename, folder fsync), so a reader sees the old file or the new one, never a mix. This module knows nothing of scores; `table.rs` shapes them.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -12,6 +10,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::table::{kind_of, Cell, Table};
+use crate::atomic_file::{sync_dir, AtomicWriteError};
 use crate::connector::ExportError;
 
 fn err(path: &Path, e: impl std::fmt::Display) -> ExportError {
@@ -21,44 +20,16 @@ fn err(path: &Path, e: impl std::fmt::Display) -> ExportError {
     }
 }
 
-/// Writes `dir/name` through a temp file + fsync + rename. Returns the final path.
+/// Writes `dir/name` atomically ([`crate::atomic_file`]). Returns the final path.
 pub fn write_atomic(
     dir: &Path,
     name: &str,
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> Result<PathBuf, ExportError> {
-    let target = dir.join(name);
-    let prefix = format!(".{name}.");
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix).suffix(".tmp");
-    // tempfile creates 0600; an export is meant to be read by other users (a BI tool's service account).
-    // The process umask still applies, so a unit with UMask=077 keeps the files private.
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
-    let mut tmp = builder.tempfile_in(dir).map_err(|e| err(dir, e))?;
-    {
-        let mut buffered = io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-        write(&mut buffered).map_err(|e| err(&target, e))?;
-        buffered.flush().map_err(|e| err(&target, e))?;
-    }
-    tmp.as_file().sync_all().map_err(|e| err(&target, e))?;
-    // Dropping `tmp` on any error above removes it; `persist` renames it over the target.
-    tmp.persist(&target).map_err(|e| err(&target, e.error))?;
-    sync_dir(dir).map_err(|e| err(dir, e))?;
-    Ok(target)
-}
-
-/// Makes a rename in `dir` durable. Only Unix can open a folder for fsync; elsewhere this is a no-op.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
+    crate::atomic_file::write_atomic(dir, name, write).map_err(|e| match e {
+        AtomicWriteError::Create { dir, source } => err(&dir, source),
+        AtomicWriteError::Write { path, source } => err(&path, source),
+    })
 }
 
 /// Removes temp files a crashed run left behind: `.<stem>.<ext>.*.tmp` from [`write_atomic`] and
