@@ -324,7 +324,7 @@ impl Runtime {
 
     /// Writes a scoring run to every built export, and stores each outcome as the `export/<id>` status.
     /// Each account's 30-day trend is read from the stored history only when an export is configured.
-    pub fn export(&self, run: &ScoreRun) -> Result<Vec<ExportOutcome>, StoreError> {
+    fn export(&self, run: &ScoreRun) -> Result<Vec<ExportOutcome>, StoreError> {
         if self.exports.is_empty() {
             return Ok(Vec::new());
         }

@@ -24,10 +24,11 @@ pub fn run(
     now: DateTime<Utc>,
 ) -> Result<(), CliError> {
     let data = report::gather(&rt.store, &rt.config.model, now).map_err(cli_error)?;
-    // A report without a backtest is still a report: the section says why it is missing.
-    let tested = crate::backtest::run(rt, now, Default::default()).map_err(|e| e.to_string());
-    let backtest = tested.as_ref().map_err(String::as_str);
     if let Some(path) = out {
+        // A report without a backtest is still a report: the section says why it is missing. Only the
+        // page shows it; `--json` prints the report's own data (`healthsync backtest --json` has the rest).
+        let tested = crate::backtest::run(rt, now, Default::default()).map_err(|e| e.to_string());
+        let backtest = tested.as_ref().map_err(String::as_str);
         let html = report::render(&data, backtest).map_err(cli_error)?;
         report::write(path, &html).map_err(cli_error)?;
         if !json {

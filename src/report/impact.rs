@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use serde::Serialize;
 
+use super::sections::mean;
 use crate::config::Band;
 use crate::store::{ProjectRecord, ProjectState};
 
@@ -149,13 +150,6 @@ fn change(series: &[HistoryPoint], start: NaiveDate, days: i64) -> Option<f64> {
         return None;
     }
     Some(at(series, end)?.overall? - at(series, start)?.overall?)
-}
-
-fn mean(values: impl IntoIterator<Item = f64>) -> Option<f64> {
-    let (sum, n) = values
-        .into_iter()
-        .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
-    (n > 0).then(|| sum / n as f64)
 }
 
 fn median(mut values: Vec<f64>) -> Option<f64> {

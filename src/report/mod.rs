@@ -10,9 +10,9 @@
 //! tables; `write` replaces the file atomically. This module does not compute backtests
 //! (`crate::backtest`) and does not score (`crate::scoring`): it reports what is stored.
 
-pub mod charts;
+mod charts;
 mod figures;
-pub mod impact;
+mod impact;
 mod sections;
 
 use std::collections::BTreeMap;

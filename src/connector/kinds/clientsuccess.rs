@@ -90,14 +90,6 @@ pub struct ClientSuccess {
 }
 
 /// The JSON id as path text (ClientSuccess ids are numbers).
-fn id_text(v: &Value) -> Option<String> {
-    match v {
-        Value::Number(n) => Some(n.to_string()),
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        _ => None,
-    }
-}
-
 /// The vendor's own words from an error body: `userMessage`, `message`, or the body.
 fn vendor_message(body: &Value) -> String {
     ["userMessage", "message", "error"]
@@ -189,9 +181,8 @@ impl ClientSuccess {
             Value::Array(items) => items
                 .iter()
                 .find(|c| c.get("externalId").and_then(Value::as_str) == Some(&account.external_id))
-                .and_then(|c| c.get("id"))
-                .and_then(id_text),
-            other => other.get("id").and_then(id_text),
+                .and_then(|c| common::id_of(c.get("id"))),
+            other => common::id_of(other.get("id")),
         };
         if let (Some(id), Ok(mut ids)) = (&found, self.client_ids.lock()) {
             ids.insert(account.external_id.clone(), id.clone());
@@ -337,7 +328,7 @@ impl ClientSuccess {
             return Ok(Delivered::AlreadyPresent);
         }
         for mut todo in open {
-            let Some(todo_id) = todo.get("id").and_then(id_text) else {
+            let Some(todo_id) = common::id_of(todo.get("id")) else {
                 continue;
             };
             todo["completed"] = Value::Bool(true);

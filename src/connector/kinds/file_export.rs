@@ -16,7 +16,7 @@ mod table;
 mod tests;
 mod xlsx;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::super::{
     BuildContext, BuildError, Built, Export, ExportError, ExportRun, KindSpec, Role,
@@ -238,20 +238,13 @@ impl FileExport {
     }
 }
 
-fn io_error(path: &Path, e: std::io::Error) -> ExportError {
-    ExportError::Io {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    }
-}
-
 impl Export for FileExport {
     fn export(&self, run: &ExportRun<'_>) -> Result<Vec<PathBuf>, ExportError> {
         let s = &self.settings;
         let dir = &s.directory;
-        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        std::fs::create_dir_all(dir).map_err(|e| files::err(dir, e))?;
         // Leftovers of a run that crashed between creating a temp file and renaming it.
-        files::remove_stale_temps(dir, &s.file_stem).map_err(|e| io_error(dir, e))?;
+        files::remove_stale_temps(dir, &s.file_stem).map_err(|e| files::err(dir, e))?;
         let stamp = run.as_of.format("%Y%m%dT%H%M%SZ").to_string();
         let current = table::current(run);
         let history_now = current.project(&history_columns(run.model));

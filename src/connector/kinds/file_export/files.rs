@@ -13,7 +13,7 @@ use super::table::{kind_of, Cell, Table};
 use crate::atomic_file::{sync_dir, AtomicWriteError};
 use crate::connector::ExportError;
 
-fn err(path: &Path, e: impl std::fmt::Display) -> ExportError {
+pub(super) fn err(path: &Path, e: impl std::fmt::Display) -> ExportError {
     ExportError::Io {
         path: path.display().to_string(),
         reason: e.to_string(),
