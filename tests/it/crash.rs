@@ -226,7 +226,10 @@ async fn secrets_never_reach_logs_output_or_store() {
 #[test]
 #[ignore = "run only as the child of a_cursor_never_survives_without_its_records"]
 fn page_writer_child() {
-    let dir = std::env::var(PAGE_WRITER_DIR).expect("run only by its parent test");
+    // Run only by its parent test; `cargo test -- --ignored` on its own finds nothing to do.
+    let Ok(dir) = std::env::var(PAGE_WRITER_DIR) else {
+        return;
+    };
     let store = Store::open(Path::new(&dir)).unwrap();
     let stdout = std::io::stdout();
     let start = store

@@ -46,6 +46,28 @@ fn demo_sink_xlsx_writes_a_workbook_to_open_and_sort_and_prints_its_path() {
         .collect::<Result<Vec<_>, _>>()
         .expect("the CSV parses");
     assert_eq!(csv_rows.len(), 60);
+    // The pipeline's own values reach the file: every account has an overall score or says N/A, and the
+    // demo's 16 backfilled weeks give most accounts a 30-day trend.
+    let headers = csv::Reader::from_path(out_dir.join("healthsync-scores.csv"))
+        .unwrap()
+        .headers()
+        .unwrap()
+        .clone();
+    let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let (overall, trend) = (column("overall"), column("trend_30d"));
+    let scored = csv_rows.iter().filter(|r| !r[overall].is_empty()).count();
+    let trended = csv_rows
+        .iter()
+        .filter(|r| r[trend].parse::<f64>().is_ok())
+        .count();
+    assert!(
+        scored >= 50,
+        "{scored} of 60 accounts have an overall score"
+    );
+    assert!(
+        trended >= 40,
+        "{trended} of 60 accounts have a 30-day trend"
+    );
 }
 
 /// The shipped config with the export enabled and pointed at `directory`.

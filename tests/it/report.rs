@@ -260,10 +260,20 @@ async fn the_report_loads_in_headless_chromium_with_every_chart() {
             .collect::<String>()
     );
     for id in CHARTS {
+        let start = dom.find(&format!(r#"<svg id="{id}""#));
         assert!(
-            dom.contains(&format!(r#"<svg id="{id}""#)),
+            start.is_some(),
             "chart {id} is missing from the loaded page"
         );
+        // Drawn, not just present: an empty chart has axes but no bar, point or line.
+        let chart = &dom[start.unwrap_or_default()..];
+        let chart = &chart[..chart.find("</svg>").unwrap_or(chart.len())];
+        // (One `<rect` may be the plot frame, so bars need a second.)
+        let drawn = ["<circle", "<polyline", "<path d=\"M"]
+            .iter()
+            .any(|mark| chart.contains(mark))
+            || chart.matches("<rect").count() > 1;
+        assert!(drawn, "chart {id} draws nothing");
     }
     // The sort script ran over every sortable table: it makes each header focusable.
     let tables = html.matches(r#"<table class="sortable">"#).count();
