@@ -19,10 +19,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::oauth2::{classify_token_error, CachedToken, TokenCache};
-use super::{network_error, Clock, HttpError, RequestTarget};
+use super::oauth2::{request_token, CachedToken, QuoteErrors, TokenCache};
+use super::{Clock, HttpError, RequestTarget};
 
 /// How a kind's vendor logs in: where, and how the token goes back on each request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,42 +102,12 @@ impl Login {
             "username": self.username.expose_secret(),
             "password": self.password.expose_secret(),
         });
-        let resp = client
-            .post(self.url.clone())
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| (network_error(&target, &e), None))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| (network_error(&target, &e), None))?;
-        if !status.is_success() {
-            // A vendor's login answer has no defined error shape (unlike OAuth's RFC 6749 §5.2) and may
-            // echo the user name: it is classified by status alone, its body never quoted.
-            return Err(classify_token_error(target, status, &headers, &[], now));
-        }
-        let decode = |reason: String| {
-            let err = HttpError::Decode {
-                target: target.clone(),
-                expected: "a login response with an access token".into(),
-                reason,
-            };
-            (err, None)
-        };
-        // serde_json's messages name positions and field names, never the values.
-        let json: Value = serde_json::from_slice(&bytes).map_err(|e| decode(e.to_string()))?;
-        let access = match json.get("access_token") {
-            Some(Value::String(s)) if !s.is_empty() => SecretString::from(s.clone()),
-            _ => return Err(decode("no `access_token` string".into())),
-        };
-        let expires_in = match json.get("expires_in") {
-            Some(Value::Number(n)) => n.as_i64(),
-            Some(Value::String(s)) => s.parse::<i64>().ok(),
-            _ => None,
-        };
+        let request = client.post(self.url.clone()).json(&body);
+        // A vendor's login answer has no defined error shape (unlike OAuth's RFC 6749 §5.2) and may
+        // echo the user name: it is classified by status alone, its body never quoted.
+        let expected = "a login response with an access token";
+        let (_, access, expires_in) =
+            request_token(request, &target, expected, QuoteErrors::No, now).await?;
         tracing::debug!(connector, expires_in, "logged in for a session token");
         Ok(CachedToken::new(access, now, expires_in))
     }

@@ -187,46 +187,23 @@ impl OAuth2 {
         };
         let body = self.form_body();
         let content_type = HeaderValue::from_static("application/x-www-form-urlencoded");
-        let resp = client
+        let request = client
             .post(self.token_url.clone())
             .header(CONTENT_TYPE, content_type)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| (network_error(&target, &e), None))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| (network_error(&target, &e), None))?;
-        if !status.is_success() {
-            return Err(classify_token_error(target, status, &headers, &bytes, now));
-        }
-        let decode = |reason: String| {
-            let err = HttpError::Decode {
-                target: target.clone(),
-                expected: "an oauth2 token response".into(),
-                reason,
-            };
-            (err, None)
-        };
-        // serde_json's messages name positions and field names, never the values.
-        let json: Value = serde_json::from_slice(&bytes).map_err(|e| decode(e.to_string()))?;
-        let access = match json.get("access_token") {
-            Some(Value::String(s)) if !s.is_empty() => SecretString::from(s.clone()),
-            _ => return Err(decode("no `access_token` string".into())),
-        };
+            .body(body);
+        let expected = "an oauth2 token response";
+        let (json, access, expires_in) =
+            request_token(request, &target, expected, QuoteErrors::Yes, now).await?;
         if let Some(kind) = json.get("token_type").and_then(Value::as_str) {
             if !kind.eq_ignore_ascii_case("bearer") {
-                return Err(decode(format!("token_type `{kind}` is not bearer")));
+                let err = HttpError::Decode {
+                    target,
+                    expected: expected.into(),
+                    reason: format!("token_type `{kind}` is not bearer"),
+                };
+                return Err((err, None));
             }
         }
-        let expires_in = match json.get("expires_in") {
-            Some(Value::Number(n)) => n.as_i64(),
-            Some(Value::String(s)) => s.parse::<i64>().ok(),
-            _ => None,
-        };
         if let Some(Value::String(rotated)) = json.get("refresh_token") {
             if self.grant == Grant::RefreshToken && !rotated.is_empty() {
                 if let Ok(mut r) = self.refresh_token.lock() {
@@ -280,6 +257,65 @@ fn form_urlencode(pairs: &[(&str, String)]) -> String {
     url.query_pairs_mut()
         .extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())));
     url.query().unwrap_or_default().to_string()
+}
+
+/// Whether a token endpoint's error answer may be quoted in errors and logs: OAuth's error bodies are
+/// defined (RFC 6749 §5.2: an error code); a vendor's own login answer is not, and may echo the user name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum QuoteErrors {
+    Yes,
+    No,
+}
+
+/// Sends a token request and reads the answer: the decoded JSON, its `access_token` and `expires_in`
+/// (seconds, as a number or a string). A refusal is classified like any token endpoint's
+/// ([`classify_token_error`]); an answer without an access token is a decode error naming `expected`.
+pub(super) async fn request_token(
+    request: reqwest::RequestBuilder,
+    target: &RequestTarget,
+    expected: &str,
+    quote: QuoteErrors,
+    now: DateTime<Utc>,
+) -> Result<(Value, SecretString, Option<i64>), (HttpError, Option<Duration>)> {
+    let network = |e: reqwest::Error| (network_error(target, &e), None);
+    let resp = request.send().await.map_err(network)?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.map_err(network)?;
+    if !status.is_success() {
+        let body: &[u8] = if quote == QuoteErrors::Yes {
+            &bytes
+        } else {
+            &[]
+        };
+        return Err(classify_token_error(
+            target.clone(),
+            status,
+            &headers,
+            body,
+            now,
+        ));
+    }
+    let decode = |reason: String| {
+        let err = HttpError::Decode {
+            target: target.clone(),
+            expected: expected.into(),
+            reason,
+        };
+        (err, None)
+    };
+    // serde_json's messages name positions and field names, never the values.
+    let json: Value = serde_json::from_slice(&bytes).map_err(|e| decode(e.to_string()))?;
+    let access = match json.get("access_token") {
+        Some(Value::String(s)) if !s.is_empty() => SecretString::from(s.clone()),
+        _ => return Err(decode("no `access_token` string".into())),
+    };
+    let expires_in = match json.get("expires_in") {
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) => s.parse::<i64>().ok(),
+        _ => None,
+    };
+    Ok((json, access, expires_in))
 }
 
 /// A failed token request. `invalid_grant`/`invalid_client` (400 or 401) mean the stored credentials are
