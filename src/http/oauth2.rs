@@ -321,7 +321,7 @@ pub(super) async fn request_token(
 /// A failed token request. `invalid_grant`/`invalid_client` (400 or 401) mean the stored credentials are
 /// wrong, expired or revoked: an auth error that no retry can fix. The body of an error answer is the RFC
 /// 6749 §5.2 `{"error","error_description"}`, which carries no secret, so its `error` code is kept.
-pub(super) fn classify_token_error(
+fn classify_token_error(
     target: RequestTarget,
     status: StatusCode,
     headers: &reqwest::header::HeaderMap,
