@@ -192,6 +192,7 @@ async fn sync_stream(
         };
         let mut interrupted = false;
         let mut cursor = store.cursor(connector, &stream)?;
+        let writer = store.stream_writer(connector, &stream)?;
         loop {
             if *shutdown.borrow() {
                 interrupted = true;
@@ -211,8 +212,7 @@ async fn sync_stream(
                     break;
                 }
             };
-            outcome.changed +=
-                store.commit_page(connector, &stream, &page.records, &page.cursor)?;
+            outcome.changed += writer.commit_page(&page.records, &page.cursor)?;
             outcome.pages += 1;
             outcome.records += page.records.len();
             outcome.rejected += page.rejected.len();

@@ -12,17 +12,20 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sled::transaction::TransactionError;
 
-use crate::connector::{Cursor, FieldValue, Record};
+use crate::connector::{Cursor, FieldValue};
 
 mod outbox;
+mod records;
 
 pub use outbox::{DeadLetter, OutboxEntry, ProjectRecord, ProjectState, ReplayReport};
+pub use records::{StoredRecords, StreamWriter};
 
 /// sled's page cache.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Bumped when the layout of a tree changes incompatibly; `open` refuses a store it cannot read.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version 2 moved records into chunks with an id index (`records.rs`); `open` migrates a version-1 store.
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -55,6 +58,7 @@ pub struct Store {
     dead: sled::Tree,
     projects: sled::Tree,
     meta: sled::Tree,
+    stream_locks: records::StreamLocks,
 }
 
 fn key(parts: &[&str]) -> Vec<u8> {
@@ -81,10 +85,6 @@ fn from_json<T: DeserializeOwned>(tree: &str, bytes: &[u8]) -> Result<T, StoreEr
         tree: tree.to_string(),
         reason: e.to_string(),
     })
-}
-
-fn records_tree_name(connector: &str, stream: &str) -> String {
-    format!("records/{connector}/{stream}")
 }
 
 type TxResult<T> = Result<T, TransactionError<StoreError>>;
@@ -126,19 +126,8 @@ impl Store {
 
     fn from_db(db: sled::Db, path: &str) -> Result<Store, StoreError> {
         let meta = db.open_tree("meta")?;
-        match meta.get("schema_version")? {
-            None => {
-                meta.insert("schema_version", SCHEMA_VERSION.to_string().as_bytes())?;
-            }
-            Some(v) if v.as_ref() == SCHEMA_VERSION.to_string().as_bytes() => {}
-            Some(v) => {
-                return Err(StoreError::Schema {
-                    path: path.to_string(),
-                    found: String::from_utf8_lossy(&v).into_owned(),
-                })
-            }
-        }
-        Ok(Store {
+        let found = meta.get("schema_version")?;
+        let store = Store {
             cursors: db.open_tree("cursors")?,
             runs: db.open_tree("runs")?,
             scores: db.open_tree("scores")?,
@@ -150,7 +139,23 @@ impl Store {
             projects: db.open_tree("projects")?,
             meta,
             db,
-        })
+            stream_locks: Default::default(),
+        };
+        match found.as_deref() {
+            None => {}
+            Some(b"1") => store.migrate_from_schema_1()?,
+            Some(v) if v == SCHEMA_VERSION.to_string().as_bytes() => return Ok(store),
+            Some(v) => {
+                return Err(StoreError::Schema {
+                    path: path.to_string(),
+                    found: String::from_utf8_lossy(v).into_owned(),
+                })
+            }
+        }
+        store
+            .meta
+            .insert("schema_version", SCHEMA_VERSION.to_string().as_bytes())?;
+        Ok(store)
     }
 
     pub fn flush(&self) -> Result<(), StoreError> {
@@ -159,42 +164,6 @@ impl Store {
     }
 
     // --- records and cursors -------------------------------------------------------------------------
-
-    /// Stores a page of records, then the cursor that covers them. Returns how many records were new or
-    /// changed (the stored JSON differs), from the previous value each insert hands back.
-    ///
-    /// Crash safety ("a cursor never advances without its records") rests on order, not on a transaction:
-    /// sled appends every write to one log and, after a crash, recovers a contiguous prefix of that log (it
-    /// stops at the first write that did not fully reach the disk; see `check_contiguity_in_unstable_tail`
-    /// in sled's recovery). The cursor is written after every record of its page has been written, so a
-    /// recovered cursor implies its records were recovered. A crash midway leaves some of the page's
-    /// records without the cursor; the next run re-reads the page from the old cursor and upserts them.
-    /// This avoids a cross-tree transaction, which read every key before writing it and serialised all
-    /// writers on one lock (benches/sources.rs; BENCHMARKS.md). `tests/it/crash.rs` kills a writer with
-    /// SIGKILL and checks every recovered cursor against its records.
-    pub fn commit_page(
-        &self,
-        connector: &str,
-        stream: &str,
-        records: &[Record],
-        cursor: &Cursor,
-    ) -> Result<usize, StoreError> {
-        let tree = self.db.open_tree(records_tree_name(connector, stream))?;
-        // One buffer for the whole page: `to_vec` per record would grow a fresh vector each time.
-        let mut value = Vec::with_capacity(1024);
-        let mut changed = 0;
-        for r in records {
-            value.clear();
-            write_json(&mut value, r);
-            let old = tree.insert(r.id.as_bytes(), value.as_slice())?;
-            if old.as_deref() != Some(value.as_slice()) {
-                changed += 1;
-            }
-        }
-        self.cursors
-            .insert(key(&[connector, stream]), to_json(cursor))?;
-        Ok(changed)
-    }
 
     pub fn cursor(&self, connector: &str, stream: &str) -> Result<Option<Cursor>, StoreError> {
         self.cursors
@@ -207,23 +176,6 @@ impl Store {
     pub fn reset_cursor(&self, connector: &str, stream: &str) -> Result<(), StoreError> {
         self.cursors.remove(key(&[connector, stream]))?;
         Ok(())
-    }
-
-    /// Every stored record of a stream, in id order. Streams pages from sled; never loads the tree at once.
-    pub fn records(
-        &self,
-        connector: &str,
-        stream: &str,
-    ) -> Result<impl Iterator<Item = Result<Record, StoreError>>, StoreError> {
-        let tree = self.db.open_tree(records_tree_name(connector, stream))?;
-        Ok(tree.iter().values().map(|v| from_json("records", &v?)))
-    }
-
-    pub fn record_count(&self, connector: &str, stream: &str) -> Result<usize, StoreError> {
-        Ok(self
-            .db
-            .open_tree(records_tree_name(connector, stream))?
-            .len())
     }
 
     // --- run status ----------------------------------------------------------------------------------
@@ -324,18 +276,32 @@ impl Store {
             .transpose()
     }
 
-    /// A canonical dump of every tree except the internal sequence numbers, for comparing two stores
-    /// (the crash-safety test) and for `healthsync status --json`'s debug view.
+    /// A canonical dump for comparing two stores (the crash-safety test): every tree except sled's
+    /// default one, with each record stream shown as one logical tree `records/<connector>/<stream>` of
+    /// (id, record) in id order rather than as its chunks and index, whose layout depends on history.
     pub fn dump(&self) -> Result<Vec<TreeDump>, StoreError> {
+        let mut out = Vec::new();
+        for (connector, stream) in self.record_streams() {
+            let mut rows = Vec::new();
+            for r in self.records(&connector, &stream)? {
+                let r = r?;
+                rows.push((r.id.clone(), serde_json::to_value(&r).unwrap_or_default()));
+            }
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+            out.push((format!("records/{connector}/{stream}"), rows));
+        }
         let mut names: Vec<String> = self
             .db
             .tree_names()
             .into_iter()
             .map(|n| String::from_utf8_lossy(&n).into_owned())
-            .filter(|n| n != "__sled__default")
+            .filter(|n| {
+                n != "__sled__default"
+                    && !n.starts_with("record_index/")
+                    && !n.starts_with("record_chunks/")
+            })
             .collect();
         names.sort();
-        let mut out = Vec::new();
         for name in names {
             let tree = self.db.open_tree(&name)?;
             let mut rows = Vec::new();
@@ -348,6 +314,7 @@ impl Store {
             }
             out.push((name, rows));
         }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 }
@@ -355,7 +322,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connector::{AccountRef, WriteOp};
+    use crate::connector::{AccountRef, Record, WriteOp};
     use chrono::{TimeZone, Utc};
     use std::collections::BTreeMap;
 

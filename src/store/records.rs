@@ -1,0 +1,784 @@
+//! Synced records: how a stream's records sit in sled so that storing them stays fast as a stream grows,
+//! and how they are read back. Owns the record layout, its crash-safety order, compaction and the
+//! migration from the schema-1 layout; it does not decide which records to store (`sync`) or what they
+//! mean (`metrics`, `identity`).
+//!
+//! A stream has two trees. `record_chunks/<connector>/<stream>` is a log: each value is a chunk of up to
+//! [`CHUNK_BYTES`] of encoded records, keyed by a big-endian sequence number, so new chunks always land at
+//! the right edge of the tree. `record_index/<connector>/<stream>` maps each record id to where its
+//! current version sits (chunk, slot) and a fingerprint of its JSON. The split exists because sled 0.34
+//! rewrites a whole leaf (16 entries) for every insert: keyed by id, a 1 M-record stream synced in
+//! timestamp order hits a random leaf of ~6 KB each time, and storing fell to a quarter of the rate the
+//! same bytes reach when appended (BENCHMARKS.md, "Record layout"). Index values are 20 bytes, so the
+//! random part of every insert is small.
+//!
+//! A record whose JSON has the fingerprint already indexed is not written at all, so the lookback window
+//! and full refreshes cost a read, not a write. A changed record leaves its old version behind as a stale
+//! entry; reads skip entries the index no longer points to, and a stream whose stale entries outnumber its
+//! live ones is compacted after the page that tipped it.
+//!
+//! Writers and readers of one stream exclude each other through a per-stream lock that a reader holds for
+//! the life of its iterator: a read sees one consistent version of the stream, and compaction never
+//! removes a chunk under a reader.
+
+use std::collections::HashMap;
+use std::hash::Hasher as _;
+use std::sync::{Arc, Mutex};
+
+use parking_lot::lock_api::ArcRwLockReadGuard;
+use parking_lot::{RawRwLock, RwLock};
+use serde::{Deserialize, Serialize};
+
+#[cfg(test)]
+use super::SCHEMA_VERSION;
+use super::{from_json, key, to_json, write_json, Store, StoreError};
+use crate::connector::{Cursor, Record};
+
+/// The most bytes of encoded records in one chunk, give or take its last record (a chunk holds at least
+/// one). Small enough that a sled leaf of 16 chunks stays under sled's blob threshold (a quarter of its
+/// 512 KiB segment; a larger leaf goes to a file of its own each time it is rewritten), large enough that
+/// a chunk write is a rounding error next to the index writes of its records.
+const CHUNK_BYTES: usize = 6 * 1024;
+
+/// A stream is compacted once it holds at least this many stale entries and more stale than live ones.
+const COMPACT_MIN_STALE: u64 = 10_000;
+
+/// Per-stream locks, shared by every clone of a [`Store`].
+pub(super) type StreamLocks = Arc<Mutex<HashMap<String, Arc<RwLock<()>>>>>;
+
+fn index_tree_name(connector: &str, stream: &str) -> String {
+    format!("record_index/{connector}/{stream}")
+}
+
+fn chunk_tree_name(connector: &str, stream: &str) -> String {
+    format!("record_chunks/{connector}/{stream}")
+}
+
+/// Where a record version sits, and the fingerprint of its JSON: the value of an index entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IndexEntry {
+    chunk: u64,
+    slot: u32,
+    fingerprint: u64,
+}
+
+impl IndexEntry {
+    const LEN: usize = 20;
+
+    fn encode(&self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        out[..8].copy_from_slice(&self.chunk.to_be_bytes());
+        out[8..12].copy_from_slice(&self.slot.to_be_bytes());
+        out[12..].copy_from_slice(&self.fingerprint.to_be_bytes());
+        out
+    }
+
+    fn decode(tree: &str, bytes: &[u8]) -> Result<IndexEntry, StoreError> {
+        let corrupt = || StoreError::Corrupt {
+            tree: tree.to_string(),
+            reason: format!(
+                "an index entry of {} bytes, expected {}",
+                bytes.len(),
+                Self::LEN
+            ),
+        };
+        if bytes.len() != Self::LEN {
+            return Err(corrupt());
+        }
+        let (chunk, rest) = bytes.split_at(8);
+        let (slot, fingerprint) = rest.split_at(4);
+        Ok(IndexEntry {
+            chunk: u64::from_be_bytes(chunk.try_into().map_err(|_| corrupt())?),
+            slot: u32::from_be_bytes(slot.try_into().map_err(|_| corrupt())?),
+            fingerprint: u64::from_be_bytes(fingerprint.try_into().map_err(|_| corrupt())?),
+        })
+    }
+}
+
+/// FNV-1a over a record's JSON: stable across builds and platforms (unlike std's hasher), which matters
+/// because fingerprints are stored.
+fn fingerprint(json: &[u8]) -> u64 {
+    let mut h = fnv::FnvHasher::default();
+    h.write(json);
+    h.finish()
+}
+
+/// Live and stale entry counts of a stream, kept to decide when to compact. A crash can leave them a page
+/// off; they only time compaction, nothing reads records by them.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StreamStats {
+    live: u64,
+    stale: u64,
+}
+
+/// A chunk being filled: entries are `[u32 LE id length][id][u32 LE JSON length][JSON]`, one after another.
+struct ChunkWriter {
+    number: u64,
+    bytes: Vec<u8>,
+    slots: u32,
+}
+
+impl ChunkWriter {
+    fn new(number: u64) -> ChunkWriter {
+        ChunkWriter {
+            number,
+            bytes: Vec::with_capacity(CHUNK_BYTES + 4096),
+            slots: 0,
+        }
+    }
+
+    /// Appends an entry and returns its slot. Lengths fit in u32: one record's JSON is far below 4 GiB
+    /// (a vendor page is a few MB), and `commit_page` refuses a record that is not.
+    fn push(&mut self, id: &[u8], json: &[u8]) -> u32 {
+        for part in [id, json] {
+            self.bytes
+                .extend_from_slice(&(part.len() as u32).to_le_bytes());
+            self.bytes.extend_from_slice(part);
+        }
+        self.slots += 1;
+        self.slots - 1
+    }
+
+    fn is_full(&self) -> bool {
+        self.bytes.len() >= CHUNK_BYTES
+    }
+
+    /// Writes the chunk (if it holds anything) and starts the next one.
+    fn flush(&mut self, chunks: &sled::Tree) -> Result<(), StoreError> {
+        if self.slots > 0 {
+            chunks.insert(self.number.to_be_bytes(), self.bytes.as_slice())?;
+            self.number += 1;
+            self.bytes.clear();
+            self.slots = 0;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the entries of one chunk in slot order.
+struct ChunkEntries<'a> {
+    tree: &'a str,
+    bytes: &'a [u8],
+}
+
+impl<'a> Iterator for ChunkEntries<'a> {
+    type Item = Result<(&'a [u8], &'a [u8]), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.bytes.is_empty() {
+            return None;
+        }
+        let mut take = || -> Option<&'a [u8]> {
+            let (len, rest) = self.bytes.split_first_chunk::<4>()?;
+            let len = u32::from_le_bytes(*len) as usize;
+            let (part, rest) = (rest.get(..len)?, rest.get(len..)?);
+            self.bytes = rest;
+            Some(part)
+        };
+        match (take(), take()) {
+            (Some(id), Some(json)) => Some(Ok((id, json))),
+            _ => {
+                self.bytes = &[];
+                Some(Err(StoreError::Corrupt {
+                    tree: self.tree.to_string(),
+                    reason: "a chunk ends inside an entry".into(),
+                }))
+            }
+        }
+    }
+}
+
+fn chunk_number(tree: &str, key: &[u8]) -> Result<u64, StoreError> {
+    key.try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt {
+            tree: tree.to_string(),
+            reason: format!("a chunk key of {} bytes, expected 8", key.len()),
+        })
+}
+
+/// The two trees of one stream, with their names for error messages.
+struct StreamTrees {
+    index: sled::Tree,
+    index_name: String,
+    chunks: sled::Tree,
+    chunks_name: String,
+}
+
+impl StreamTrees {
+    fn next_chunk(&self) -> Result<u64, StoreError> {
+        match self.chunks.last()? {
+            Some((k, _)) => Ok(chunk_number(&self.chunks_name, &k)? + 1),
+            None => Ok(0),
+        }
+    }
+
+    /// The current index entry of `id`, if it is `at` (chunk, slot): whether that entry is live.
+    fn is_live(&self, id: &[u8], chunk: u64, slot: u32) -> Result<bool, StoreError> {
+        Ok(match self.index.get(id)? {
+            Some(v) => {
+                let e = IndexEntry::decode(&self.index_name, &v)?;
+                e.chunk == chunk && e.slot == slot
+            }
+            None => false,
+        })
+    }
+}
+
+impl Store {
+    fn stream_trees(&self, connector: &str, stream: &str) -> Result<StreamTrees, StoreError> {
+        let (index_name, chunks_name) = (
+            index_tree_name(connector, stream),
+            chunk_tree_name(connector, stream),
+        );
+        Ok(StreamTrees {
+            index: self.db.open_tree(&index_name)?,
+            chunks: self.db.open_tree(&chunks_name)?,
+            index_name,
+            chunks_name,
+        })
+    }
+
+    fn stream_lock(&self, connector: &str, stream: &str) -> Arc<RwLock<()>> {
+        let mut locks = self
+            .stream_locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        locks
+            .entry(index_tree_name(connector, stream))
+            .or_default()
+            .clone()
+    }
+
+    /// Stores one page through a one-page [`StreamWriter`]; see [`StreamWriter::commit_page`].
+    pub fn commit_page(
+        &self,
+        connector: &str,
+        stream: &str,
+        records: &[Record],
+        cursor: &Cursor,
+    ) -> Result<usize, StoreError> {
+        self.stream_writer(connector, stream)?
+            .commit_page(records, cursor)
+    }
+
+    /// A writer for one run of one stream. A stream that is empty now is being loaded from scratch: its
+    /// records are appended without first looking each id up, which halves the index work of a first sync
+    /// (benches/sources.rs). Ids repeated within the run are still stored once, as stale-and-live entries.
+    pub fn stream_writer(&self, connector: &str, stream: &str) -> Result<StreamWriter, StoreError> {
+        let trees = self.stream_trees(connector, stream)?;
+        Ok(StreamWriter {
+            store: self.clone(),
+            lock: self.stream_lock(connector, stream),
+            connector: connector.to_string(),
+            stream: stream.to_string(),
+            check_unchanged: !trees.index.is_empty(),
+            trees,
+        })
+    }
+
+    fn stream_stats(&self, index_name: &str) -> Result<StreamStats, StoreError> {
+        Ok(self
+            .meta
+            .get(stats_key(index_name))?
+            .map(|v| from_json("meta", &v))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// Every stored record of a stream, each once in its current version, in the order they were stored.
+    /// Streams chunk by chunk from sled; never loads the stream at once. Holds the stream's lock until the
+    /// iterator is dropped, so a page committed meanwhile waits: read and drop promptly.
+    pub fn records(&self, connector: &str, stream: &str) -> Result<StoredRecords, StoreError> {
+        let trees = self.stream_trees(connector, stream)?;
+        // Recursive: a thread already reading this stream must not deadlock behind a waiting writer.
+        let reading = self.stream_lock(connector, stream).read_arc_recursive();
+        Ok(StoredRecords {
+            chunk_iter: trees.chunks.iter(),
+            trees,
+            current: None,
+            _reading: reading,
+        })
+    }
+
+    /// How many records a stream holds (one per id).
+    pub fn record_count(&self, connector: &str, stream: &str) -> Result<usize, StoreError> {
+        Ok(self.stream_trees(connector, stream)?.index.len())
+    }
+
+    /// Every record stream in the store, as (connector, stream), from the index trees' names.
+    pub(super) fn record_streams(&self) -> Vec<(String, String)> {
+        self.db
+            .tree_names()
+            .iter()
+            .filter_map(|n| {
+                let name = std::str::from_utf8(n).ok()?;
+                let (connector, stream) = name.strip_prefix("record_index/")?.split_once('/')?;
+                Some((connector.to_string(), stream.to_string()))
+            })
+            .collect()
+    }
+
+    /// Moves schema-1 records (`records/<connector>/<stream>`, one JSON value per id) into the chunked
+    /// layout, one stream at a time, dropping each old tree once its records are all in the new one. A
+    /// crash midway repeats the unfinished stream on the next open; records already moved are found
+    /// unchanged. Cursors stay as they are.
+    pub(super) fn migrate_from_schema_1(&self) -> Result<(), StoreError> {
+        let old_trees: Vec<String> = self
+            .db
+            .tree_names()
+            .iter()
+            .filter_map(|n| std::str::from_utf8(n).ok().map(str::to_string))
+            .filter(|n| n.starts_with("records/"))
+            .collect();
+        for name in old_trees {
+            let Some((connector, stream)) = name["records/".len()..].split_once('/') else {
+                continue;
+            };
+            let old = self.db.open_tree(&name)?;
+            let trees = self.stream_trees(connector, stream)?;
+            let mut chunk = ChunkWriter::new(trees.next_chunk()?);
+            let mut pending = Vec::new();
+            let mut live = 0;
+            for kv in old.iter() {
+                let (id, json) = kv?;
+                let fingerprint = fingerprint(&json);
+                if chunk.is_full() {
+                    flush_with_index(&trees, &mut chunk, &mut pending)?;
+                }
+                let slot = chunk.push(&id, &json);
+                pending.push((
+                    id,
+                    IndexEntry {
+                        chunk: chunk.number,
+                        slot,
+                        fingerprint,
+                    },
+                ));
+                live += 1;
+            }
+            flush_with_index(&trees, &mut chunk, &mut pending)?;
+            self.meta.insert(
+                stats_key(&trees.index_name),
+                to_json(&StreamStats { live, stale: 0 }),
+            )?;
+            self.db.drop_tree(name.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the pages of one stream's run; from [`Store::stream_writer`].
+pub struct StreamWriter {
+    store: Store,
+    trees: StreamTrees,
+    lock: Arc<RwLock<()>>,
+    connector: String,
+    stream: String,
+    /// Look each record up and skip those stored unchanged; false while loading an empty stream.
+    check_unchanged: bool,
+}
+
+impl StreamWriter {
+    /// Stores a page of records, then the cursor that covers them. Returns how many records were new or
+    /// changed; a record whose JSON is already stored is not written again (unless the stream was empty
+    /// when this writer was made; see [`Store::stream_writer`]).
+    ///
+    /// Crash safety ("a cursor never advances without its records") rests on order, not on a transaction:
+    /// sled appends every write to one log and, after a crash, recovers a contiguous prefix of that log (it
+    /// stops at the first write that did not fully reach the disk; see `check_contiguity_in_unstable_tail`
+    /// in sled's recovery). The chunks are written first, then the index entries that point into them,
+    /// then the cursor, so a recovered cursor implies its index entries, which imply their chunks. A crash
+    /// midway leaves some of the page stored without the cursor; the next run re-reads the page from the
+    /// old cursor and finds those records unchanged. `tests/it/crash.rs` kills a writer with SIGKILL and
+    /// checks every recovered cursor against its records.
+    pub fn commit_page(&self, records: &[Record], cursor: &Cursor) -> Result<usize, StoreError> {
+        let (trees, store) = (&self.trees, &self.store);
+        let _writing = self.lock.write();
+        let mut chunk = ChunkWriter::new(trees.next_chunk()?);
+        let mut pending: Vec<(&str, IndexEntry)> = Vec::new();
+        let mut json = Vec::with_capacity(1024);
+        for r in records {
+            json.clear();
+            write_json(&mut json, r);
+            if u32::try_from(json.len()).is_err() || u32::try_from(r.id.len()).is_err() {
+                return Err(StoreError::Corrupt {
+                    tree: trees.chunks_name.clone(),
+                    reason: format!("record {} is over 4 GiB", r.id),
+                });
+            }
+            let fingerprint = fingerprint(&json);
+            if self.check_unchanged {
+                if let Some(old) = trees.index.get(r.id.as_bytes())? {
+                    if IndexEntry::decode(&trees.index_name, &old)?.fingerprint == fingerprint {
+                        continue;
+                    }
+                }
+            }
+            if chunk.is_full() {
+                chunk.flush(&trees.chunks)?;
+            }
+            let slot = chunk.push(r.id.as_bytes(), &json);
+            pending.push((
+                &r.id,
+                IndexEntry {
+                    chunk: chunk.number,
+                    slot,
+                    fingerprint,
+                },
+            ));
+        }
+        chunk.flush(&trees.chunks)?;
+        let mut stats = store.stream_stats(&trees.index_name)?;
+        for (id, entry) in &pending {
+            match trees.index.insert(id.as_bytes(), &entry.encode())? {
+                Some(_) => stats.stale += 1,
+                None => stats.live += 1,
+            }
+        }
+        store
+            .cursors
+            .insert(key(&[&self.connector, &self.stream]), to_json(cursor))?;
+        if stats.stale >= COMPACT_MIN_STALE && stats.stale > stats.live {
+            stats = compact(trees)?;
+        }
+        store
+            .meta
+            .insert(stats_key(&trees.index_name), to_json(&stats))?;
+        Ok(pending.len())
+    }
+}
+
+fn stats_key(index_name: &str) -> Vec<u8> {
+    key(&["record_stats", index_name])
+}
+
+/// Writes the chunk, then the index entries that point into it (the crash-safety order).
+fn flush_with_index(
+    trees: &StreamTrees,
+    chunk: &mut ChunkWriter,
+    pending: &mut Vec<(sled::IVec, IndexEntry)>,
+) -> Result<(), StoreError> {
+    chunk.flush(&trees.chunks)?;
+    for (id, entry) in pending.drain(..) {
+        trees.index.insert(id, &entry.encode())?;
+    }
+    Ok(())
+}
+
+/// Rewrites a stream's live entries into new chunks and removes the old ones. Runs under the stream's
+/// write lock. Order: each new chunk, then the index entries pointing into it, and only after every live
+/// entry has moved, the old chunks; a crash at any point leaves every index entry pointing at a chunk that
+/// exists.
+fn compact(trees: &StreamTrees) -> Result<StreamStats, StoreError> {
+    let end = trees.next_chunk()?;
+    let mut chunk = ChunkWriter::new(end);
+    let mut pending = Vec::new();
+    let mut live = 0;
+    for kv in trees.chunks.range(..end.to_be_bytes()) {
+        let (k, bytes) = kv?;
+        let number = chunk_number(&trees.chunks_name, &k)?;
+        let entries = ChunkEntries {
+            tree: &trees.chunks_name,
+            bytes: &bytes,
+        };
+        for (slot, entry) in (0u32..).zip(entries) {
+            let (id, json) = entry?;
+            let Some(current) = trees.index.get(id)? else {
+                continue;
+            };
+            let current = IndexEntry::decode(&trees.index_name, &current)?;
+            if current.chunk != number || current.slot != slot {
+                continue;
+            }
+            if chunk.is_full() {
+                flush_with_index(trees, &mut chunk, &mut pending)?;
+            }
+            let slot = chunk.push(id, json);
+            pending.push((
+                sled::IVec::from(id),
+                IndexEntry {
+                    chunk: chunk.number,
+                    slot,
+                    fingerprint: current.fingerprint,
+                },
+            ));
+            live += 1;
+        }
+    }
+    flush_with_index(trees, &mut chunk, &mut pending)?;
+    for k in trees.chunks.range(..end.to_be_bytes()).keys() {
+        trees.chunks.remove(k?)?;
+    }
+    tracing::info!(tree = %trees.chunks_name, live, "compacted records");
+    Ok(StreamStats { live, stale: 0 })
+}
+
+/// The iterator [`Store::records`] returns.
+pub struct StoredRecords {
+    trees: StreamTrees,
+    chunk_iter: sled::Iter,
+    /// The chunk being read: its number, bytes, read offset and next slot.
+    current: Option<(u64, sled::IVec, usize, u32)>,
+    _reading: ArcRwLockReadGuard<RawRwLock, ()>,
+}
+
+impl StoredRecords {
+    /// The next live record, or None at the end of the stream.
+    fn next_live(&mut self) -> Result<Option<Record>, StoreError> {
+        loop {
+            let Some((number, bytes, offset, slot)) = &mut self.current else {
+                match self.chunk_iter.next().transpose()? {
+                    Some((k, v)) => {
+                        let number = chunk_number(&self.trees.chunks_name, &k)?;
+                        self.current = Some((number, v, 0, 0));
+                        continue;
+                    }
+                    None => return Ok(None),
+                }
+            };
+            let mut entries = ChunkEntries {
+                tree: &self.trees.chunks_name,
+                bytes: &bytes[*offset..],
+            };
+            let Some(entry) = entries.next() else {
+                self.current = None;
+                continue;
+            };
+            let (id, json) = entry?;
+            *offset = bytes.len() - entries.bytes.len();
+            let this_slot = *slot;
+            *slot += 1;
+            if self.trees.is_live(id, *number, this_slot)? {
+                return from_json(&self.trees.chunks_name, json).map(Some);
+            }
+        }
+    }
+}
+
+impl Iterator for StoredRecords {
+    type Item = Result<Record, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.next_live() {
+            Ok(record) => record.map(Ok),
+            Err(e) => {
+                // A corrupt chunk ends the stream after its error rather than repeating it forever.
+                self.current = None;
+                self.chunk_iter = self.trees.chunks.range(u64::MAX.to_be_bytes()..);
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use std::collections::BTreeMap;
+
+    fn rec(id: &str, version: i64, padding: usize) -> Record {
+        let mut fields = serde_json::Map::new();
+        fields.insert("version".into(), version.into());
+        fields.insert("padding".into(), "x".repeat(padding).into());
+        Record {
+            id: id.into(),
+            updated_at: Utc.timestamp_opt(1_700_000_000 + version, 0).unwrap(),
+            account_keys: BTreeMap::new(),
+            fields,
+        }
+    }
+
+    fn cursor(n: u64) -> Cursor {
+        Cursor(serde_json::json!({ "page": n }))
+    }
+
+    fn stored(s: &Store) -> Vec<Record> {
+        s.records("c", "s").unwrap().map(Result::unwrap).collect()
+    }
+
+    fn chunk_count(s: &Store) -> usize {
+        s.stream_trees("c", "s").unwrap().chunks.len()
+    }
+
+    #[test]
+    fn an_unchanged_record_is_not_written_again_and_a_changed_one_is_read_once_in_its_new_version()
+    {
+        let s = Store::temporary().unwrap();
+        let page: Vec<Record> = (0..5).map(|i| rec(&format!("r{i}"), 1, 10)).collect();
+        assert_eq!(s.commit_page("c", "s", &page, &cursor(1)).unwrap(), 5);
+        assert_eq!(s.commit_page("c", "s", &page, &cursor(2)).unwrap(), 0);
+        assert_eq!(chunk_count(&s), 1, "an unchanged page wrote a chunk");
+        assert_eq!(s.cursor("c", "s").unwrap(), Some(cursor(2)));
+
+        assert_eq!(
+            s.commit_page("c", "s", &[rec("r3", 2, 10)], &cursor(3))
+                .unwrap(),
+            1
+        );
+        let got = stored(&s);
+        assert_eq!(got.len(), 5);
+        assert_eq!(s.record_count("c", "s").unwrap(), 5);
+        let r3: Vec<&Record> = got.iter().filter(|r| r.id == "r3").collect();
+        assert_eq!(r3, [&rec("r3", 2, 10)]);
+    }
+
+    #[test]
+    fn the_last_copy_of_an_id_repeated_in_one_page_wins() {
+        let s = Store::temporary().unwrap();
+        let page = [rec("a", 1, 0), rec("b", 1, 0), rec("a", 2, 0)];
+        s.commit_page("c", "s", &page, &cursor(1)).unwrap();
+        assert_eq!(stored(&s), [rec("b", 1, 0), rec("a", 2, 0)]);
+    }
+
+    #[test]
+    fn a_first_load_stores_ids_repeated_across_its_pages_once() {
+        let s = Store::temporary().unwrap();
+        let writer = s.stream_writer("c", "s").unwrap();
+        assert!(
+            !writer.check_unchanged,
+            "an empty stream is loaded without lookups"
+        );
+        writer
+            .commit_page(&[rec("a", 1, 0), rec("b", 1, 0)], &cursor(1))
+            .unwrap();
+        // A lookback window re-reads "b", unchanged, and brings a new version of "a".
+        writer
+            .commit_page(
+                &[rec("b", 1, 0), rec("a", 2, 0), rec("c", 1, 0)],
+                &cursor(2),
+            )
+            .unwrap();
+        assert_eq!(stored(&s), [rec("b", 1, 0), rec("a", 2, 0), rec("c", 1, 0)]);
+        assert_eq!(s.record_count("c", "s").unwrap(), 3);
+        // The next run looks records up again.
+        assert!(s.stream_writer("c", "s").unwrap().check_unchanged);
+    }
+
+    #[test]
+    fn a_large_page_spans_chunks_and_reads_back_whole_in_order() {
+        let s = Store::temporary().unwrap();
+        // 300 records of about 1 KB: about ten chunks.
+        let page: Vec<Record> = (0..300).map(|i| rec(&format!("{i:04}"), 1, 1000)).collect();
+        s.commit_page("c", "s", &page, &cursor(1)).unwrap();
+        assert!(chunk_count(&s) >= 9, "{} chunks", chunk_count(&s));
+        assert_eq!(stored(&s), page);
+    }
+
+    #[test]
+    fn compaction_keeps_every_live_record_and_drops_the_stale_chunks() {
+        let s = Store::temporary().unwrap();
+        let n = 4_000usize;
+        let mut last = Vec::new();
+        // Rewrite every record until the stale entries pass both the floor and the live count: the
+        // fourth version brings 12,000 stale entries against 4,000 live ones.
+        for version in 0..4 {
+            last = (0..n)
+                .map(|i| rec(&format!("{i:05}"), version, 50))
+                .collect();
+            s.commit_page("c", "s", &last, &cursor(version as u64))
+                .unwrap();
+        }
+        let stats = s.stream_stats(&index_tree_name("c", "s")).unwrap();
+        assert_eq!((stats.live, stats.stale), (4_000, 0), "no compaction ran");
+        assert_eq!(stored(&s), last);
+        // Only the live versions' chunks remain, not four versions' worth.
+        let bytes: usize = s
+            .stream_trees("c", "s")
+            .unwrap()
+            .chunks
+            .iter()
+            .values()
+            .map(|v| v.unwrap().len())
+            .sum();
+        let live_bytes: usize = last
+            .iter()
+            .map(|r| serde_json::to_vec(r).unwrap().len() + r.id.len() + 8)
+            .sum();
+        assert_eq!(
+            bytes, live_bytes,
+            "{bytes} bytes of chunks for {live_bytes} live"
+        );
+    }
+
+    #[test]
+    fn a_reader_sees_one_version_while_a_writer_waits_for_it() {
+        let s = Store::temporary().unwrap();
+        let v1: Vec<Record> = (0..100).map(|i| rec(&format!("{i:03}"), 1, 0)).collect();
+        s.commit_page("c", "s", &v1, &cursor(1)).unwrap();
+        let mut reader = s.records("c", "s").unwrap();
+        let first = reader.next().unwrap().unwrap();
+        let writer = {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let v2: Vec<Record> = (0..100).map(|i| rec(&format!("{i:03}"), 2, 0)).collect();
+                s.commit_page("c", "s", &v2, &cursor(2)).unwrap()
+            })
+        };
+        let rest: Vec<Record> = reader.map(Result::unwrap).collect();
+        assert_eq!(rest.len(), 99);
+        assert!(
+            std::iter::once(&first)
+                .chain(&rest)
+                .all(|r| r.fields["version"] == 1),
+            "the reader saw a version written after it started"
+        );
+        assert_eq!(writer.join().unwrap(), 100);
+        assert!(stored(&s).iter().all(|r| r.fields["version"] == 2));
+    }
+
+    #[test]
+    fn a_schema_1_store_is_migrated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<Record> = (0..50).map(|i| rec(&format!("{i:02}"), 1, 20)).collect();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("meta")
+                .unwrap()
+                .insert("schema_version", "1")
+                .unwrap();
+            let old = db.open_tree("records/c/s").unwrap();
+            for r in &records {
+                old.insert(r.id.as_bytes(), serde_json::to_vec(r).unwrap())
+                    .unwrap();
+            }
+            db.open_tree("cursors")
+                .unwrap()
+                .insert(key(&["c", "s"]), to_json(&cursor(7)))
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(stored(&s), records);
+        assert_eq!(s.cursor("c", "s").unwrap(), Some(cursor(7)));
+        assert!(!s.db.tree_names().iter().any(|n| n.starts_with(b"records/")));
+        assert_eq!(
+            s.meta::<String>("schema_version").ok(),
+            None,
+            "schema_version is stored as bare text, not JSON"
+        );
+        assert_eq!(
+            s.meta.get("schema_version").unwrap().as_deref(),
+            Some(SCHEMA_VERSION.to_string().as_bytes())
+        );
+        // The migrated records are recognised as unchanged.
+        assert_eq!(s.commit_page("c", "s", &records, &cursor(8)).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_torn_chunk_is_an_error_naming_its_tree_not_a_panic() {
+        let s = Store::temporary().unwrap();
+        s.commit_page("c", "s", &[rec("a", 1, 0)], &cursor(1))
+            .unwrap();
+        let trees = s.stream_trees("c", "s").unwrap();
+        trees
+            .chunks
+            .insert(0u64.to_be_bytes(), &[9u8, 0, 0, 0, b'a'][..])
+            .unwrap();
+        let got: Vec<_> = s.records("c", "s").unwrap().collect();
+        assert_eq!(got.len(), 1);
+        let err = got[0].as_ref().unwrap_err().to_string();
+        assert!(err.contains("record_chunks/c/s"), "{err}");
+    }
+}
