@@ -13,7 +13,9 @@
 //! `throughput`: the simulator runs in a child process (this binary with `--serve-sim`), rate limits lifted,
 //! so this process holds only healthsync's side: every source syncs into a fresh sled store. Records per
 //! CPU-second of this process (user + system, every thread) is the per-core rate; peak RSS (`VmHWM`, reset
-//! before each size) shows whether memory grows with the number of records.
+//! before each size) shows whether memory grows with the number of records. Each size is then synced again
+//! with `--full` semantics (cursors forgotten): the same records fetched and parsed again and found
+//! unchanged, the cost of a lookback window or a full refresh; and read back, as scoring reads it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
@@ -217,6 +219,43 @@ async fn throughput_run(accounts: usize, only: &[String]) {
             .collect();
         println!("    {:<10} {}", s.connector, per.join(" "));
     }
+    // A full refresh of the same data: every record is fetched and parsed again, and found unchanged.
+    let (cpu0, t) = (cpu_seconds(), Instant::now());
+    let again = rt
+        .sync(&ids, &SyncOptions { full: true }, &shutdown, &|_, _, _| {})
+        .await
+        .expect("refresh");
+    let (cpu, wall) = (cpu_seconds() - cpu0, t.elapsed().as_secs_f64());
+    let records: usize = again.iter().map(|s| s.records()).sum();
+    let changed: usize = again
+        .iter()
+        .flat_map(|s| &s.streams)
+        .map(|st| st.changed)
+        .sum();
+    println!(
+        "refresh    {accounts:>6} accounts | {} sources | {records:>8} records, {changed} changed | wall {wall:>6.2} s ({:>7.0} rec/s) | client CPU {cpu:>6.2} s ({:>7.0} rec per CPU-second) | peak RSS {:>5.0} MiB",
+        ids.len(),
+        records as f64 / wall,
+        records as f64 / cpu.max(0.01),
+        proc_status_kib("VmHWM:") / 1024.0,
+    );
+    // Reading every stream back, as scoring does.
+    let (cpu0, t) = (cpu_seconds(), Instant::now());
+    let mut read = 0usize;
+    for status in &again {
+        for st in &status.streams {
+            for r in rt.store.records(&status.connector, &st.stream).expect("records") {
+                r.expect("record");
+                read += 1;
+            }
+        }
+    }
+    let (cpu, wall) = (cpu_seconds() - cpu0, t.elapsed().as_secs_f64());
+    println!(
+        "read back  {accounts:>6} accounts | {read:>8} records | wall {wall:>6.2} s ({:>7.0} rec/s) | client CPU {cpu:>6.2} s ({:>7.0} rec per CPU-second)",
+        read as f64 / wall,
+        read as f64 / cpu.max(0.01),
+    );
     drop(child.stdin.take());
     let _ = child.wait();
 }
