@@ -244,7 +244,11 @@ async fn throughput_run(accounts: usize, only: &[String]) {
     let mut read = 0usize;
     for status in &again {
         for st in &status.streams {
-            for r in rt.store.records(&status.connector, &st.stream).expect("records") {
+            for r in rt
+                .store
+                .records(&status.connector, &st.stream)
+                .expect("records")
+            {
                 r.expect("record");
                 read += 1;
             }

@@ -1,9 +1,9 @@
 //! The local store: the only module that imports sled (`outbox.rs` holds the write-back trees).
 //!
-//! Typed trees hold synced records (one tree per connector and stream), their cursors, run status, current
-//! scores and daily score history, the values each sink last confirmed, the durable outbox with its
-//! coalescing index, dead letters, and projects opened by playbooks. Values are JSON so a person can inspect
-//! them; keys are `\0`-joined strings. This module owns atomicity (which writes share a transaction); it
+//! Typed trees hold synced records (a chunk log and an id index per connector and stream, `records.rs`),
+//! their cursors, run status, current scores and daily score history, the values each sink last confirmed,
+//! the durable outbox with its coalescing index, dead letters, and projects opened by playbooks. Values are
+//! JSON so a person can inspect them (records: JSON inside length-prefixed chunks); keys are `\0`-joined strings. This module owns atomicity (which writes share a transaction); it
 //! does not decide *what* to write: that is `sync`, `pipeline`, `planner` and `outbox`.
 
 use std::path::Path;
