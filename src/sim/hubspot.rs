@@ -1,6 +1,7 @@
 //! Simulated HubSpot CRM v3 companies API (shapes from `specs/hubspot/crm-companies-v3.json`).
 //!
-//! Owns, under the `/hubspot` prefix: `GET /crm/v3/objects/companies` (list, `after` cursor),
+//! Owns, under the `/hubspot` prefix (contacts, deals, engagements and associations are
+//! `hubspot_objects`, behind the same gate): `GET /crm/v3/objects/companies` (list, `after` cursor),
 //! `POST /crm/v3/objects/companies/search` (offset `after`, 10,000-result window), Bearer auth
 //! with HubSpot's 401 body, and the ten-secondly rolling limit with HubSpot's 429 body and
 //! `X-HubSpot-RateLimit-*` headers on every authenticated response. The write side (company updates,
@@ -36,7 +37,7 @@ use crate::sim::{
 /// HubSpot's documented Free/Starter daily allowance; only surfaced in headers in practice.
 const DAILY_LIMIT: u32 = 250_000;
 /// A single search query can page through at most this many results.
-const SEARCH_WINDOW: usize = 10_000;
+pub(super) const SEARCH_WINDOW: usize = 10_000;
 /// Properties returned when the request names none (HubSpot's default company set).
 const DEFAULTS: [&str; 5] = [
     "name",
@@ -50,6 +51,8 @@ const ALWAYS_PROPS: [&str; 3] = ["hs_object_id", "createdate", "hs_lastmodifiedd
 
 pub(crate) struct HubState {
     limiter: Mutex<Limiter>,
+    /// Contacts, deals and engagements (`hubspot_objects`).
+    pub(crate) objects: super::hubspot_objects::HubObjects,
     /// The write side (`hubspot_write`): company properties and tasks written through the API.
     pub(crate) write: super::hubspot_write::WriteState,
     /// Every authenticated request's arrival and whether it was throttled, for benchmarks.
@@ -71,8 +74,9 @@ struct Verdict {
 }
 
 impl HubState {
-    pub(crate) fn new(per_10s: u32) -> HubState {
+    pub(crate) fn new(world: &crate::sim::World, per_10s: u32) -> HubState {
         HubState {
+            objects: super::hubspot_objects::HubObjects::new(world),
             limiter: Mutex::new(Limiter {
                 ten: RollingWindow::new(per_10s, Duration::from_secs(10)),
                 daily_used: 0,
@@ -127,12 +131,24 @@ pub(crate) fn router(state: &Arc<SimState>) -> Router<Arc<SimState>> {
     Router::new()
         .route("/crm/v3/objects/companies", get(list))
         .route("/crm/v3/objects/companies/search", post(search))
+        .route(
+            "/crm/v3/objects/{object}",
+            get(super::hubspot_objects::list),
+        )
+        .route(
+            "/crm/v3/objects/{object}/search",
+            post(super::hubspot_objects::search),
+        )
+        .route(
+            "/crm/v4/associations/{from}/{to}/batch/read",
+            post(super::hubspot_objects::associations),
+        )
         .merge(super::hubspot_write::routes())
         .layer(middleware::from_fn_with_state(Arc::clone(state), gate))
         .merge(super::hubspot_write::introspection())
 }
 
-fn error(st: &SimState, status: StatusCode, category: &str, message: &str) -> Response {
+pub(super) fn error(st: &SimState, status: StatusCode, category: &str, message: &str) -> Response {
     json_response(
         status,
         json!({"status": "error", "message": message, "correlationId": st.next_uuid(), "category": category}),
@@ -228,13 +244,13 @@ fn manual_inputs(a: &SimAccount) -> (&'static str, u8) {
 
 /// Comparable value of a property: datetimes as epoch ms, numbers as numbers, else lowercase text.
 #[derive(PartialEq, PartialOrd)]
-enum Key {
+pub(super) enum Key {
     Num(f64),
     Text(String),
 }
 
 fn is_numeric(name: &str) -> bool {
-    const NUMERIC: [&str; 7] = [
+    const NUMERIC: [&str; 14] = [
         "hs_object_id",
         "numberofemployees",
         "hubspot_owner_id",
@@ -242,12 +258,25 @@ fn is_numeric(name: &str) -> bool {
         "hs_lastmodifieddate",
         "notes_last_contacted",
         "hs_last_sales_activity_timestamp",
+        // Contacts, deals and engagements (`hubspot_objects`).
+        "lastmodifieddate",
+        "hs_createdate",
+        "hs_timestamp",
+        "closedate",
+        "amount",
+        "associatedcompanyid",
+        "hs_call_duration",
     ];
     NUMERIC.contains(&name)
 }
 
 fn key_of(a: &SimAccount, name: &str) -> Option<Key> {
-    parse_value(is_numeric(name), &property(a, name)?)
+    key_of_props(&|n| property(a, n), name)
+}
+
+/// The comparable value of an object's property, for sorting search results.
+pub(super) fn key_of_props(prop: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<Key> {
+    parse_value(is_numeric(name), &prop(name)?)
 }
 
 /// Parses a value in the property's type; dates accept epoch ms, RFC 3339 or YYYY-MM-DD.
@@ -291,7 +320,7 @@ fn company_json(a: &SimAccount, requested: &[String]) -> Value {
 }
 
 /// Requested property names; `properties=a,b` and repeated `properties=a&properties=b` both work.
-fn requested_props(pairs: &[(String, String)]) -> Vec<String> {
+pub(super) fn requested_props(pairs: &[(String, String)]) -> Vec<String> {
     let mut out: Vec<String> = pairs
         .iter()
         .filter(|(k, _)| k == "properties")
@@ -351,44 +380,44 @@ async fn list(State(st): State<Arc<SimState>>, uri: Uri) -> Response {
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-struct SearchRequest {
+pub(super) struct SearchRequest {
     #[serde(default)]
-    filter_groups: Vec<FilterGroup>,
+    pub(super) filter_groups: Vec<FilterGroup>,
     #[serde(default)]
-    sorts: Vec<SortSpec>,
+    pub(super) sorts: Vec<SortSpec>,
     #[serde(default)]
-    properties: Vec<String>,
+    pub(super) properties: Vec<String>,
     #[serde(default)]
-    limit: Option<Value>,
+    pub(super) limit: Option<Value>,
     #[serde(default)]
-    after: Option<Value>,
+    pub(super) after: Option<Value>,
     #[serde(default)]
-    query: Option<String>,
+    pub(super) query: Option<String>,
 }
 
 #[derive(Deserialize)]
-struct FilterGroup {
+pub(super) struct FilterGroup {
     #[serde(default)]
-    filters: Vec<Filter>,
+    pub(super) filters: Vec<Filter>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Filter {
-    property_name: String,
-    operator: String,
+pub(super) struct Filter {
+    pub(super) property_name: String,
+    pub(super) operator: String,
     #[serde(default)]
-    value: Option<Value>,
+    pub(super) value: Option<Value>,
     #[serde(default)]
-    high_value: Option<Value>,
+    pub(super) high_value: Option<Value>,
     #[serde(default)]
-    values: Vec<Value>,
+    pub(super) values: Vec<Value>,
 }
 
 /// The spec types sorts as strings, the docs send objects: accept both.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum SortSpec {
+pub(super) enum SortSpec {
     Text(String),
     #[serde(rename_all = "camelCase")]
     Object {
@@ -400,7 +429,7 @@ enum SortSpec {
 
 impl SortSpec {
     /// `(property, descending)`; string form allows a leading `-` for descending.
-    fn parts(&self) -> (String, bool) {
+    pub(super) fn parts(&self) -> (String, bool) {
         match self {
             SortSpec::Text(s) => match s.strip_prefix('-') {
                 Some(p) => (p.to_string(), true),
@@ -428,8 +457,18 @@ fn value_text(v: &Value) -> String {
 
 /// Whether `a` passes `f`; errors are client mistakes worth a 400.
 fn matches(a: &SimAccount, f: &Filter) -> Result<bool, String> {
+    matches_props(&|name| property(a, name), f)
+}
+
+/// Whether an object whose properties `prop` reads passes `f` (companies and the other object types).
+pub(super) fn matches_props(
+    prop: &dyn Fn(&str) -> Option<String>,
+    f: &Filter,
+) -> Result<bool, String> {
     let op = f.operator.as_str();
-    let Some(have) = key_of(a, &f.property_name) else {
+    let Some(have) =
+        prop(&f.property_name).and_then(|raw| parse_value(is_numeric(&f.property_name), &raw))
+    else {
         // The sim's companies carry every known property; unknown ones are simply absent.
         return Ok(["NOT_HAS_PROPERTY", "NEQ", "NOT_IN", "NOT_CONTAINS_TOKEN"].contains(&op));
     };
@@ -464,16 +503,14 @@ fn matches(a: &SimAccount, f: &Filter) -> Result<bool, String> {
         "NOT_HAS_PROPERTY" => false,
         "CONTAINS_TOKEN" | "NOT_CONTAINS_TOKEN" => {
             let token = value_text(f.value.as_ref().unwrap_or(&Value::Null)).to_lowercase();
-            let text = property(a, &f.property_name)
-                .unwrap_or_default()
-                .to_lowercase();
+            let text = prop(&f.property_name).unwrap_or_default().to_lowercase();
             text.contains(token.trim_matches('*')) == (op == "CONTAINS_TOKEN")
         }
         other => return Err(format!("unsupported operator {other}")),
     })
 }
 
-fn int_field(v: Option<&Value>, default: usize) -> Option<usize> {
+pub(super) fn int_field(v: Option<&Value>, default: usize) -> Option<usize> {
     match v {
         None | Some(Value::Null) => Some(default),
         Some(Value::Number(n)) => n.as_u64().and_then(|n| usize::try_from(n).ok()),

@@ -22,6 +22,7 @@ mod delighted;
 mod freshdesk;
 pub mod gainsight;
 mod hubspot;
+mod hubspot_objects;
 mod hubspot_write;
 mod intercom;
 pub mod mixpanel;
@@ -280,7 +281,7 @@ impl SimState {
             base: format!("http://{addr}"),
             started: Instant::now(),
             seq: AtomicU64::new(1),
-            hubspot: hubspot::HubState::new(limits.hubspot_per_10s),
+            hubspot: hubspot::HubState::new(&world, limits.hubspot_per_10s),
             stripe: stripe::StripeState::new(&world, limits.stripe_per_sec),
             usage: usage::UsageState::new(&world, limits.usage_per_min),
             vitally: vitally::VitallyState::new(&world, limits.vitally_per_min),

@@ -8,6 +8,7 @@ mod support;
 
 mod backtest;
 mod crash;
+mod crm_sources;
 mod daemon;
 mod export;
 mod models;

@@ -1,14 +1,19 @@
-//! The `hubspot` source kind: companies and deals from HubSpot CRM v3.
+//! The `hubspot` source kind: companies, contacts, deals and engagements (meetings, calls, emails) from
+//! HubSpot CRM v3.
 //!
 //! Full runs list `GET /crm/v3/objects/{type}?limit=100&after=&properties=…&archived=false`, following
-//! `paging.next.after`. Once a run has completed, `companies` runs incrementally through
-//! `POST /crm/v3/objects/companies/search` (`hs_lastmodifieddate` GTE the high-water mark minus the
-//! lookback, as epoch milliseconds, sorted ascending). A search query stops at 10,000 results, so a long
-//! incremental run restarts its query from the last seen timestamp before reaching that.
+//! `paging.next.after`. Once a run has completed, every stream runs incrementally through
+//! `POST /crm/v3/objects/{type}/search` (the modification date GTE the high-water mark minus the lookback,
+//! as epoch milliseconds, sorted ascending; contacts call it `lastmodifieddate`, the other objects
+//! `hs_lastmodifieddate`). A search query stops at 10,000 results, so a long incremental run restarts its
+//! query from the last seen timestamp before reaching that.
 //!
-//! `deals` always re-lists fully with `associations=companies`: search results carry no associations, and
-//! the deal's company (its `crm_id`) would be lost on every incremental update. A `company_id` or
-//! `associatedcompanyid` property is used when present and no association is.
+//! Which company a record belongs to (its `crm_id`): a company is its own; a contact names its primary
+//! company in `associatedcompanyid`. Deals and engagements carry no company property, and search results
+//! carry no associations, so each page of them is followed by one
+//! `POST /crm/v4/associations/{type}/companies/batch/read` for the page's ids; the first associated
+//! company wins. HubSpot answers 207 when some ids have no association; those records keep no `crm_id`
+//! (a `company_id`/`associatedcompanyid` property is used if present) and are still stored.
 //!
 //! Records: `properties` are flattened into `fields` next to the object's own keys (which win on a clash);
 //! `updated_at` is `updatedAt` (else `hs_lastmodifieddate`). Companies carry `crm_id` (the id) and `domain`.
@@ -34,7 +39,14 @@ use crate::http::{Call, Classified, HttpClient, WindowQuota};
 pub static SPEC: KindSpec = KindSpec {
     name: "hubspot",
     role: Role::Source,
-    streams: &["companies", "deals"],
+    streams: &[
+        "companies",
+        "contacts",
+        "deals",
+        "meetings",
+        "calls",
+        "emails",
+    ],
     default_streams: &["companies"],
     auth: &[AuthScheme::Bearer],
     // Private apps on Free/Starter: 100 requests per 10 s (Pro/Enterprise 190).
@@ -128,6 +140,16 @@ impl HubSpot {
 
     fn properties(&self, stream: &str) -> Vec<String> {
         let base: &[&str] = match stream {
+            "contacts" => &[
+                "firstname",
+                "lastname",
+                "email",
+                "jobtitle",
+                "lifecyclestage",
+                "associatedcompanyid",
+                "lastmodifieddate",
+                "createdate",
+            ],
             "deals" => &[
                 "dealname",
                 "amount",
@@ -136,6 +158,32 @@ impl HubSpot {
                 "closedate",
                 "hs_lastmodifieddate",
                 "createdate",
+            ],
+            "meetings" => &[
+                "hs_timestamp",
+                "hs_meeting_title",
+                "hs_meeting_start_time",
+                "hs_meeting_end_time",
+                "hs_meeting_outcome",
+                "hubspot_owner_id",
+                "hs_lastmodifieddate",
+            ],
+            "calls" => &[
+                "hs_timestamp",
+                "hs_call_title",
+                "hs_call_direction",
+                "hs_call_duration",
+                "hs_call_status",
+                "hubspot_owner_id",
+                "hs_lastmodifieddate",
+            ],
+            "emails" => &[
+                "hs_timestamp",
+                "hs_email_subject",
+                "hs_email_direction",
+                "hs_email_status",
+                "hubspot_owner_id",
+                "hs_lastmodifieddate",
             ],
             _ => &["name", "domain", "hs_lastmodifieddate", "createdate"],
         };
@@ -154,11 +202,7 @@ impl HubSpot {
         }
         let connector = self.http.connector();
         let state = StreamCursor::load(cursor, stream, connector)?;
-        let mut run = state.current_run();
-        // Only companies search incrementally; see the module doc for deals.
-        if stream != "companies" {
-            run.since = None;
-        }
+        let run = state.current_run();
         let properties = self.properties(stream);
         let mut body = match run.since {
             None => {
@@ -167,9 +211,6 @@ impl HubSpot {
                     ("properties", properties.join(",")),
                     ("archived", "false".to_string()),
                 ];
-                if stream == "deals" {
-                    query.push(("associations", "companies".to_string()));
-                }
                 if let Some(after) = &run.token {
                     query.push(("after", after.clone()));
                 }
@@ -180,11 +221,11 @@ impl HubSpot {
             Some(since) => {
                 let mut body = json!({
                     "filterGroups": [{"filters": [{
-                        "propertyName": "hs_lastmodifieddate",
+                        "propertyName": modified_property(stream),
                         "operator": "GTE",
                         "value": since.timestamp_millis().to_string(),
                     }]}],
-                    "sorts": [{"propertyName": "hs_lastmodifieddate", "direction": "ASCENDING"}],
+                    "sorts": [{"propertyName": modified_property(stream), "direction": "ASCENDING"}],
                     "properties": properties,
                     "limit": self.limit,
                 });
@@ -209,6 +250,9 @@ impl HubSpot {
         let count = results.len();
         let (mut page, max) =
             common::map_page(results, |obj| map_object(stream, obj).map(common::marked));
+        if needs_associations(stream) && !page.records.is_empty() {
+            self.associate_companies(stream, &mut page.records).await?;
+        }
         let searching = run.since.is_some();
         let (mut new_state, done) = state
             .advance(run.clone(), max, count, next)
@@ -223,6 +267,65 @@ impl HubSpot {
         page.done = done;
         Ok(page)
     }
+}
+
+impl HubSpot {
+    /// Sets each record's `crm_id` to its first associated company, from one v4 batch read for the page.
+    async fn associate_companies(
+        &self,
+        stream: &str,
+        records: &mut [Record],
+    ) -> Result<(), SourceError> {
+        let inputs: Vec<Value> = records.iter().map(|r| json!({"id": r.id})).collect();
+        let body = json!({ "inputs": inputs });
+        let path = format!("/crm/v4/associations/{stream}/companies/batch/read");
+        let call = Call {
+            body: Some(&body),
+            ..Call::new(&Method::POST, &path)
+        };
+        let response = self.http.execute(call).await?.body;
+        let results = response
+            .get("results")
+            .and_then(Value::as_array)
+            .ok_or_else(|| {
+                common::malformed(
+                    stream,
+                    self.http.connector(),
+                    "association batch read has no `results` list",
+                )
+            })?;
+        let mut company_of: std::collections::HashMap<String, String> =
+            std::collections::HashMap::with_capacity(results.len());
+        for r in results {
+            let from = common::id_of(r.pointer("/from/id"));
+            let to = r
+                .get("to")
+                .and_then(Value::as_array)
+                .and_then(|to| to.iter().find_map(|t| common::id_of(t.get("toObjectId"))));
+            if let (Some(from), Some(to)) = (from, to) {
+                company_of.entry(from).or_insert(to);
+            }
+        }
+        for record in records {
+            if let Some(company) = company_of.remove(&record.id) {
+                record.account_keys.insert("crm_id".to_string(), company);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The search filter's modification-date property: contacts name it differently from other objects.
+fn modified_property(stream: &str) -> &'static str {
+    match stream {
+        "contacts" => "lastmodifieddate",
+        _ => "hs_lastmodifieddate",
+    }
+}
+
+/// Streams whose company comes only from associations.
+fn needs_associations(stream: &str) -> bool {
+    matches!(stream, "deals" | "meetings" | "calls" | "emails")
 }
 
 /// Starts a fresh search query at the highest timestamp seen, before the 10,000-result ceiling.
@@ -259,7 +362,7 @@ fn map_object(stream: &str, obj: Value) -> Result<Record, RejectedRecord> {
     let id = common::id_of(obj.get("id")).ok_or_else(|| common::rejected(None, "missing `id`"))?;
     let props = obj.get("properties").and_then(Value::as_object);
     let updated_at = common::timestamp(obj.get("updatedAt"))
-        .or_else(|| common::timestamp(props.and_then(|p| p.get("hs_lastmodifieddate"))))
+        .or_else(|| common::timestamp(props.and_then(|p| p.get(modified_property(stream)))))
         .ok_or_else(|| common::rejected(Some(&id), "missing or unreadable `updatedAt`"))?;
     let mut account_keys = BTreeMap::new();
     match stream {
@@ -270,7 +373,8 @@ fn map_object(stream: &str, obj: Value) -> Result<Record, RejectedRecord> {
             }
         }
         _ => {
-            if let Some(company) = deal_company(&obj) {
+            // Replaced by the association, when the page's batch read finds one.
+            if let Some(company) = company_property(&obj) {
                 account_keys.insert("crm_id".to_string(), company);
             }
         }
@@ -290,18 +394,13 @@ fn map_object(stream: &str, obj: Value) -> Result<Record, RejectedRecord> {
     })
 }
 
-/// The deal's company: the first company association, else a `company_id`/`associatedcompanyid` property.
-fn deal_company(obj: &Value) -> Option<String> {
-    let assoc = obj
-        .pointer("/associations/companies/results")
-        .and_then(Value::as_array)
-        .and_then(|r| r.iter().find_map(|a| common::id_of(a.get("id"))));
-    assoc.or_else(|| {
-        let props = obj.get("properties")?;
-        ["company_id", "associatedcompanyid"]
-            .iter()
-            .find_map(|k| common::id_of(props.get(*k)))
-    })
+/// A company named in the object's properties: a contact's primary company (`associatedcompanyid`), or a
+/// `company_id` some portals keep on deals.
+fn company_property(obj: &Value) -> Option<String> {
+    let props = obj.get("properties")?;
+    ["associatedcompanyid", "company_id"]
+        .iter()
+        .find_map(|k| common::id_of(props.get(*k)).filter(|id| !id.is_empty()))
 }
 
 #[cfg(test)]
@@ -528,18 +627,13 @@ mod tests {
             .mount(&server)
             .await;
         Mock::given(path("/hubspot/crm/v3/objects/deals"))
-            .and(query_param("associations", "companies"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(list_page(
-                vec![json!({
-                    "id": "9001",
-                    "properties": {"dealname": "Renewal", "amount": "1200", "hs_lastmodifieddate": "2024-02-01T00:00:00Z"},
-                    "createdAt": "2024-01-01T00:00:00Z", "updatedAt": "2024-02-01T00:00:00Z", "archived": false,
-                    "associations": {"companies": {"results": [{"id": "101", "type": "deal_to_company"}]}},
-                })],
-                None,
-            )))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(list_page(vec![deal("9001", "2024-02-01T00:00:00Z")], None)),
+            )
             .mount(&server)
             .await;
+        mount_associations(&server, "deals", &[("9001", Some(101))], 1).await;
         let src = source(&server, &["companies", "deals"]);
         let err = src.fetch_page("companies", None).await.unwrap_err();
         assert!(
@@ -556,6 +650,153 @@ mod tests {
             Some("101")
         );
         assert_eq!(page.records[0].fields["amount"], json!("1200"));
+    }
+
+    /// A deal as the list and search endpoints return it: no company property, no associations.
+    fn deal(id: &str, updated: &str) -> Value {
+        json!({
+            "id": id,
+            "properties": {"dealname": "Renewal", "amount": "1200", "hs_lastmodifieddate": updated},
+            "createdAt": "2024-01-01T00:00:00Z", "updatedAt": updated, "archived": false,
+        })
+    }
+
+    /// `POST /crm/v4/associations/{stream}/companies/batch/read` answering for `pairs` (id, company); an id
+    /// without a company comes back under `errors` with 207, as HubSpot's batch endpoints answer.
+    async fn mount_associations(
+        server: &MockServer,
+        stream: &str,
+        pairs: &[(&str, Option<u64>)],
+        times: u64,
+    ) {
+        let inputs: Vec<Value> = pairs.iter().map(|(id, _)| json!({"id": id})).collect();
+        let results: Vec<Value> = pairs
+            .iter()
+            .filter_map(|(id, c)| c.map(|c| json!({
+                "from": {"id": id},
+                "to": [{"toObjectId": c, "associationTypes": [{"category": "HUBSPOT_DEFINED", "typeId": 5, "label": null}]}],
+            })))
+            .collect();
+        let errors: Vec<Value> = pairs
+            .iter()
+            .filter(|(_, c)| c.is_none())
+            .map(|(id, _)| {
+                json!({
+                    "status": "error", "category": "OBJECT_NOT_FOUND",
+                    "subCategory": "crm.associations.NO_ASSOCIATIONS_FOUND",
+                    "message": format!("No companies are associated with {stream} {id}."),
+                    "context": {"fromObjectId": [id]},
+                })
+            })
+            .collect();
+        let mut body = json!({"status": "COMPLETE", "results": results,
+            "startedAt": "2024-03-06T00:00:00Z", "completedAt": "2024-03-06T00:00:01Z"});
+        let status = if errors.is_empty() { 200 } else { 207 };
+        if !errors.is_empty() {
+            body["numErrors"] = json!(errors.len());
+            body["errors"] = Value::Array(errors);
+        }
+        Mock::given(method("POST"))
+            .and(path(format!(
+                "/hubspot/crm/v4/associations/{stream}/companies/batch/read"
+            )))
+            .and(header("authorization", "Bearer tok_test"))
+            .and(body_partial_json(json!({ "inputs": inputs })))
+            .respond_with(ResponseTemplate::new(status).set_body_json(body))
+            .expect(times)
+            .mount(server)
+            .await;
+    }
+
+    #[tokio::test]
+    async fn deals_run_incrementally_and_take_their_company_from_v4_associations() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/hubspot/crm/v3/objects/deals"))
+            .and(query_param_is_missing("associations"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(list_page(
+                vec![
+                    deal("9001", "2024-03-01T00:00:00Z"),
+                    deal("9002", "2024-03-02T00:00:00Z"),
+                ],
+                None,
+            )))
+            .expect(1)
+            .mount(&server)
+            .await;
+        // 9002 has no company: HubSpot answers 207 and the deal is still stored, without crm_id.
+        mount_associations(&server, "deals", &[("9001", Some(101)), ("9002", None)], 1).await;
+        let src = source(&server, &["deals"]);
+        let (records, _, cursor, _) = run_to_end(&src, "deals", None).await;
+        let crm = |r: &Record| r.account_keys.get("crm_id").cloned();
+        assert_eq!(
+            records.iter().map(crm).collect::<Vec<_>>(),
+            [Some("101".to_string()), None]
+        );
+
+        // The next run searches by hs_lastmodifieddate and asks for the changed deal's company again.
+        Mock::given(method("POST"))
+            .and(path("/hubspot/crm/v3/objects/deals/search"))
+            .and(body_partial_json(json!({
+                "filterGroups": [{"filters": [{"propertyName": "hs_lastmodifieddate", "operator": "GTE"}]}],
+            })))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "total": 1, "results": [deal("9002", "2024-03-04T00:00:00Z")],
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        mount_associations(&server, "deals", &[("9002", Some(102))], 1).await;
+        let (records, _, _, pages) = run_to_end(&src, "deals", Some(cursor)).await;
+        assert_eq!(pages, 1);
+        assert_eq!(records.len(), 1);
+        assert_eq!(crm(&records[0]).as_deref(), Some("102"));
+    }
+
+    #[tokio::test]
+    async fn contacts_search_by_lastmodifieddate_and_name_their_primary_company() {
+        let server = MockServer::start().await;
+        let contact = |id: &str, company: &str, updated: &str| {
+            json!({
+                "id": id,
+                "properties": {"email": "ana@acme.com", "associatedcompanyid": company, "lastmodifieddate": updated},
+                "createdAt": "2024-01-01T00:00:00Z", "updatedAt": updated, "archived": false,
+            })
+        };
+        Mock::given(method("GET"))
+            .and(path("/hubspot/crm/v3/objects/contacts"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(list_page(
+                vec![contact("501", "101", "2024-03-01T00:00:00Z")],
+                None,
+            )))
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/hubspot/crm/v3/objects/contacts/search"))
+            .and(body_partial_json(json!({
+                "filterGroups": [{"filters": [{"propertyName": "lastmodifieddate", "operator": "GTE"}]}],
+                "sorts": [{"propertyName": "lastmodifieddate", "direction": "ASCENDING"}],
+            })))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "total": 1, "results": [contact("501", "103", "2024-03-05T00:00:00Z")],
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let src = source(&server, &["contacts"]);
+        let (records, _, cursor, _) = run_to_end(&src, "contacts", None).await;
+        assert_eq!(records[0].account_keys["crm_id"], "101");
+        let (records, _, _, _) = run_to_end(&src, "contacts", Some(cursor)).await;
+        assert_eq!(records[0].account_keys["crm_id"], "103");
+        // Contacts name their company themselves: no association reads.
+        let assoc = server
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.url.path().contains("/crm/v4/"))
+            .count();
+        assert_eq!(assoc, 0);
     }
 
     #[test]
