@@ -30,6 +30,7 @@ pub mod planhat;
 pub mod salesforce;
 mod sink_log;
 mod stripe;
+mod stripe_events;
 mod support;
 pub mod totango;
 mod usage;

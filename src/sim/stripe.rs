@@ -1,7 +1,8 @@
 //! Simulated Stripe list API (object shapes from `specs/stripe/spec3.2023-09-12.json` and its
 //! fixtures).
 //!
-//! Owns, under the `/stripe` prefix: `GET /v1/customers`, `GET /v1/subscriptions`,
+//! Owns, under the `/stripe` prefix (events and retrieval by id are `stripe_events`, behind the same
+//! gate): `GET /v1/customers`, `GET /v1/subscriptions`,
 //! `GET /v1/invoices` with `limit`, `starting_after`, `ending_before`, `created[gt|gte|lt|lte]`
 //! and a few per-endpoint filters; newest first (created desc, then id desc); auth by
 //! `Authorization: Bearer <key>` or Basic with the key as user; Stripe's 400/401/429 error
@@ -38,16 +39,18 @@ const PRODUCT_ID: &str = "prod_SimPlatform0001";
 pub(crate) struct StripeState {
     limiter: Mutex<RollingWindow>,
     /// Account indexes, newest customer first.
-    customers: Vec<usize>,
+    pub(super) customers: Vec<usize>,
     /// `(account, is_previous_subscription)`, newest first.
-    subscriptions: Vec<(usize, bool)>,
+    pub(super) subscriptions: Vec<(usize, bool)>,
     /// `(account, invoice index)`, newest first.
-    invoices: Vec<(usize, usize)>,
+    pub(super) invoices: Vec<(usize, usize)>,
+    /// The lifecycle events of the last 30 days, newest first (`stripe_events`).
+    pub(super) events: Vec<super::stripe_events::SimEvent>,
 }
 
-type Key<'a> = (i64, &'a str);
+pub(super) type Key<'a> = (i64, &'a str);
 
-fn sub_of(w: &World, (a, prev): (usize, bool)) -> Option<&SimSubscription> {
+pub(super) fn sub_of(w: &World, (a, prev): (usize, bool)) -> Option<&SimSubscription> {
     let acct = &w.accounts[a];
     if prev {
         acct.previous_subscription.as_ref()
@@ -74,6 +77,7 @@ impl StripeState {
         invoices.sort_by(|x, y| inv_key(w, *y).cmp(&inv_key(w, *x)));
         StripeState {
             limiter: Mutex::new(RollingWindow::new(per_sec, Duration::from_secs(1))),
+            events: super::stripe_events::events_of(w, &customers, &subscriptions, &invoices),
             customers,
             subscriptions,
             invoices,
@@ -81,7 +85,7 @@ impl StripeState {
     }
 }
 
-fn cust_key(w: &World, i: usize) -> Key<'_> {
+pub(super) fn cust_key(w: &World, i: usize) -> Key<'_> {
     let a = &w.accounts[i];
     (
         a.stripe_customer_created.timestamp(),
@@ -89,11 +93,11 @@ fn cust_key(w: &World, i: usize) -> Key<'_> {
     )
 }
 
-fn sub_key(w: &World, r: (usize, bool)) -> Key<'_> {
+pub(super) fn sub_key(w: &World, r: (usize, bool)) -> Key<'_> {
     sub_of(w, r).map_or((0, ""), |s| (s.created.timestamp(), s.id.as_str()))
 }
 
-fn inv_key(w: &World, (a, j): (usize, usize)) -> Key<'_> {
+pub(super) fn inv_key(w: &World, (a, j): (usize, usize)) -> Key<'_> {
     let inv = &w.accounts[a].invoices[j];
     (inv.created.timestamp(), inv.id.as_str())
 }
@@ -103,10 +107,17 @@ pub(crate) fn router(state: &Arc<SimState>) -> Router<Arc<SimState>> {
         .route("/v1/customers", get(customers))
         .route("/v1/subscriptions", get(subscriptions))
         .route("/v1/invoices", get(invoices))
+        .route("/v1/events", get(super::stripe_events::list_events))
+        .route("/v1/{object}/{id}", get(super::stripe_events::retrieve))
         .layer(middleware::from_fn_with_state(Arc::clone(state), gate))
 }
 
-fn error(status: StatusCode, code: Option<&str>, message: &str, param: Option<&str>) -> Response {
+pub(super) fn error(
+    status: StatusCode,
+    code: Option<&str>,
+    message: &str,
+    param: Option<&str>,
+) -> Response {
     let mut e = json!({"type": "invalid_request_error", "message": message});
     if let Some(code) = code {
         e["code"] = json!(code);
@@ -121,7 +132,7 @@ fn error(status: StatusCode, code: Option<&str>, message: &str, param: Option<&s
     json_response(status, json!({ "error": e }))
 }
 
-fn bad(message: &str, param: &str) -> Response {
+pub(super) fn bad(message: &str, param: &str) -> Response {
     error(StatusCode::BAD_REQUEST, None, message, Some(param))
 }
 
@@ -171,12 +182,12 @@ fn unauthorized(msg: &str) -> Response {
 const CREATED_OPS: [&str; 4] = ["created[gt]", "created[gte]", "created[lt]", "created[lte]"];
 
 /// Common list parameters plus the endpoint-specific ones left in `extra`.
-struct ListParams {
-    limit: usize,
-    starting_after: Option<String>,
-    ending_before: Option<String>,
-    created: [Option<i64>; 4],
-    extra: Vec<(String, String)>,
+pub(super) struct ListParams {
+    pub(super) limit: usize,
+    pub(super) starting_after: Option<String>,
+    pub(super) ending_before: Option<String>,
+    pub(super) created: [Option<i64>; 4],
+    pub(super) extra: Vec<(String, String)>,
 }
 
 fn parse_int(v: &str, param: &str) -> Result<i64, Response> {
@@ -184,7 +195,7 @@ fn parse_int(v: &str, param: &str) -> Result<i64, Response> {
         .map_err(|_| bad(&format!("Invalid integer: {v}"), param))
 }
 
-fn parse_params(uri: &Uri, allowed: &[&str]) -> Result<ListParams, Response> {
+pub(super) fn parse_params(uri: &Uri, allowed: &[&str]) -> Result<ListParams, Response> {
     let pairs = query_pairs(uri).map_err(|e| bad(&e, ""))?;
     let mut p = ListParams {
         limit: 10,
@@ -232,7 +243,7 @@ fn parse_params(uri: &Uri, allowed: &[&str]) -> Result<ListParams, Response> {
 }
 
 impl ListParams {
-    fn get(&self, k: &str) -> Option<&str> {
+    pub(super) fn get(&self, k: &str) -> Option<&str> {
         self.extra
             .iter()
             .find(|(n, _)| n == k)
@@ -250,7 +261,7 @@ impl ListParams {
 
 /// One page in Stripe's order; cursors are located among all objects of the type, so a cursor
 /// object excluded by filters still marks a valid position.
-fn page<'a, T: Copy>(
+pub(super) fn page<'a, T: Copy>(
     items: &'a [T],
     key: impl Fn(T) -> Key<'a>,
     keep: impl Fn(T) -> bool,
@@ -297,14 +308,14 @@ fn page<'a, T: Copy>(
     Ok((rest, has_more))
 }
 
-fn list_body(url: &str, data: Vec<Value>, has_more: bool) -> Response {
+pub(super) fn list_body(url: &str, data: Vec<Value>, has_more: bool) -> Response {
     json_response(
         StatusCode::OK,
         json!({"object": "list", "url": url, "has_more": has_more, "data": data}),
     )
 }
 
-fn ts(t: DateTime<Utc>) -> i64 {
+pub(super) fn ts(t: DateTime<Utc>) -> i64 {
     t.timestamp()
 }
 
@@ -314,7 +325,7 @@ fn delinquent(a: &SimAccount, now: DateTime<Utc>) -> bool {
         .any(|i| i.status == InvoiceStatus::Open && i.due_date < now)
 }
 
-fn customer_json(a: &SimAccount, now: DateTime<Utc>) -> Value {
+pub(super) fn customer_json(a: &SimAccount, now: DateTime<Utc>) -> Value {
     json!({
         "id": a.stripe_customer_id, "object": "customer", "address": null, "balance": 0,
         "created": ts(a.stripe_customer_created), "currency": "usd", "default_source": null,
@@ -338,7 +349,7 @@ fn price_json(s: &SimSubscription) -> Value {
     })
 }
 
-fn subscription_json(a: &SimAccount, s: &SimSubscription) -> Value {
+pub(super) fn subscription_json(a: &SimAccount, s: &SimSubscription) -> Value {
     let latest = a
         .invoices
         .iter()
@@ -384,7 +395,7 @@ fn merge(into: &mut Value, from: Value) {
     }
 }
 
-fn invoice_json(a: &SimAccount, inv: &SimInvoice) -> Value {
+pub(super) fn invoice_json(a: &SimAccount, inv: &SimInvoice) -> Value {
     let sub = std::iter::once(&a.subscription)
         .chain(a.previous_subscription.iter())
         .find(|s| s.id == inv.subscription_id);

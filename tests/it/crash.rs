@@ -70,6 +70,15 @@ fn comparable(dir: &Path) -> BTreeMap<String, Vec<(String, serde_json::Value)>> 
             out.insert(tree, rows);
         }
     }
+    // A full list's high-water mark is the time it began (an empty id; the Stripe kind's), which differs
+    // between any two runs however they went; the rest of each cursor must match.
+    if let Some(cursors) = out.get_mut("cursors") {
+        for (_, cursor) in cursors.iter_mut() {
+            if cursor["hwm"]["id"] == "" {
+                cursor["hwm"]["updated_at"] = serde_json::json!("(when the list began)");
+            }
+        }
+    }
     let scores: Vec<(String, serde_json::Value)> = store
         .scores::<serde_json::Value>()
         .unwrap()

@@ -8,9 +8,9 @@ mod support;
 
 mod backtest;
 mod crash;
-mod crm_sources;
 mod daemon;
 mod export;
+mod incremental_sources;
 mod models;
 mod pipeline;
 mod report;

@@ -1,11 +1,16 @@
-//! The `stripe` source kind: customers, subscriptions and invoices from Stripe's list endpoints.
+//! The `stripe` source kind: customers, subscriptions and invoices.
 //!
-//! `GET /v1/{stream}?limit=100&starting_after=<last id>` while `has_more` (newest first); subscriptions add
-//! `status=all` (the default omits canceled ones). Stripe lists have no "updated since" filter, so
-//! **customers and subscriptions re-list fully on every run**; upserts by id make that idempotent.
-//! Invoices run incrementally with `created[gte]` = the high-water mark minus the lookback. Because the
-//! filter is on `created`, the invoices cursor tracks `created` too, and an invoice paid or voided long
-//! after it was created is not re-read by incremental runs (clear the cursor for a full re-list).
+//! A first run lists `GET /v1/{stream}?limit=100&starting_after=<last id>` while `has_more` (newest first);
+//! subscriptions add `status=all` (the default omits canceled ones). Stripe lists have no "updated since"
+//! filter, so later runs read what changed from the events API instead:
+//! `GET /v1/events?created[gte]=<high-water mark minus the lookback>` with `type=invoice.*`,
+//! `type=customer.subscription.*`, or `types[]=customer.created|updated|deleted`, paged the same way.
+//! Each page's changed objects are then read by id (`GET /v1/{stream}/{id}`), so what is stored is the
+//! object as it is now, whatever order the events came in; an object that is gone (404, or a customer
+//! answered as `deleted: true`) is stored from its newest event's snapshot with `deleted: true`. The
+//! cursor's high-water mark is on the events' `created`; a full list's is the time it started (by the
+//! engine's clock; the lookback covers a few minutes of skew from Stripe's). Stripe keeps events for 30
+//! days, so a cursor older than 29 days starts a full re-list instead.
 //!
 //! `updated_at` is the latest lifecycle timestamp Stripe exposes: `created` for customers; the latest of
 //! `created`, `canceled_at`, `ended_at` for subscriptions; the latest of `created` and
@@ -45,6 +50,8 @@ pub static SPEC: KindSpec = KindSpec {
 const PARAM_KEYS: &[&str] = &["crm_id_metadata_key"];
 const DEFAULT_CRM_KEY: &str = "hubspot_company_id";
 const MAX_PAGE: u32 = 100;
+/// Stripe keeps events for 30 days; a day less leaves room for clock skew and a slow run.
+const EVENTS_KEPT: chrono::Duration = chrono::Duration::days(29);
 
 fn validate_params(params: &toml::Table) -> Result<(), String> {
     common::check_keys(params, PARAM_KEYS)?;
@@ -114,20 +121,47 @@ impl Stripe {
         let connector = self.http.connector();
         let state = StreamCursor::load(cursor, stream, connector)?;
         let mut run = state.current_run();
-        if stream != "invoices" {
-            run.since = None;
+        if let (Some(since), None) = (run.since, &run.token) {
+            if since < self.http.clock().now() - EVENTS_KEPT {
+                tracing::info!(connector, stream, since = %since, "the last sync is older than Stripe keeps events; listing everything again");
+                run.since = None;
+            }
+        }
+        if let Some(since) = run.since {
+            return self.fetch_changes(stream, state, run, since).await;
         }
         let mut query = vec![("limit", self.limit.to_string())];
         if stream == "subscriptions" {
             query.push(("status", "all".to_string()));
         }
-        if let Some(since) = run.since {
-            query.push(("created[gte]", since.timestamp().to_string()));
-        }
         if let Some(after) = &run.token {
             query.push(("starting_after", after.clone()));
         }
-        let mut body = self.http.get_json(&format!("/v1/{stream}"), &query).await?;
+        let (data, next) = self
+            .list_page(&format!("/v1/{stream}"), &query, stream)
+            .await?;
+        let count = data.len();
+        let (page, mut max) = common::map_page(data, |obj| self.map_object(stream, obj));
+        if run.token.is_none() {
+            // A full list is as of when it started: the next run reads events from then, not from the
+            // newest object's `created`, which may be older than the events Stripe still keeps.
+            max = max.max(Some(Mark {
+                updated_at: self.http.clock().now(),
+                id: String::new(),
+            }));
+        }
+        state.finish_page(run, page, max, count, next, stream, connector)
+    }
+
+    /// One page of a Stripe list: its `data` and the id to page after when `has_more`.
+    async fn list_page(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        stream: &str,
+    ) -> Result<(Vec<Value>, Option<String>), SourceError> {
+        let connector = self.http.connector();
+        let mut body = self.http.get_json(path, query).await?;
         let data = common::take_list(&mut body, "data")
             .ok_or_else(|| common::malformed(stream, connector, "response has no `data` list"))?;
         let has_more = body
@@ -148,13 +182,101 @@ impl Stripe {
         } else {
             None
         };
+        Ok((data, next))
+    }
 
-        let count = data.len();
-        let (page, max) = common::map_page(data, |obj| self.map_object(stream, obj));
+    /// One page of events since `since`, and the current version of every object they name.
+    async fn fetch_changes(
+        &self,
+        stream: &str,
+        state: StreamCursor,
+        run: common::RunState,
+        since: DateTime<Utc>,
+    ) -> Result<Page, SourceError> {
+        let connector = self.http.connector();
+        let (object_kind, types): (&str, &[(&str, &str)]) = match stream {
+            "customers" => (
+                "customer",
+                &[
+                    ("types[]", "customer.created"),
+                    ("types[]", "customer.updated"),
+                    ("types[]", "customer.deleted"),
+                ],
+            ),
+            "subscriptions" => ("subscription", &[("type", "customer.subscription.*")]),
+            _ => ("invoice", &[("type", "invoice.*")]),
+        };
+        let mut query = vec![
+            ("limit", self.limit.to_string()),
+            ("created[gte]", since.timestamp().to_string()),
+        ];
+        query.extend(types.iter().map(|(k, v)| (*k, v.to_string())));
+        if let Some(after) = &run.token {
+            query.push(("starting_after", after.clone()));
+        }
+        let (events, next) = self.list_page("/v1/events", &query, stream).await?;
+        let count = events.len();
+        let mut page = Page::default();
+        let mut max: Option<Mark> = None;
+        // Newest first: the first snapshot of an object is its newest.
+        let mut changed: Vec<(String, Value)> = Vec::new();
+        for mut event in events {
+            let event_id = common::id_of(event.get("id"));
+            let created = common::unix_seconds(event.get("created"));
+            let (Some(event_id), Some(created)) = (event_id, created) else {
+                page.rejected.push(common::rejected(
+                    None,
+                    "an event without a readable `id` or `created`",
+                ));
+                continue;
+            };
+            let mark = Mark {
+                updated_at: created,
+                id: event_id.clone(),
+            };
+            if max.as_ref().is_none_or(|m| mark > *m) {
+                max = Some(mark);
+            }
+            let snapshot = event
+                .pointer_mut("/data/object")
+                .map(Value::take)
+                .unwrap_or(Value::Null);
+            if snapshot.get("object").and_then(Value::as_str) != Some(object_kind) {
+                continue;
+            }
+            match common::id_of(snapshot.get("id")) {
+                Some(id) if !changed.iter().any(|(seen, _)| *seen == id) => {
+                    changed.push((id, snapshot))
+                }
+                Some(_) => {}
+                None => page.rejected.push(common::rejected(
+                    None,
+                    format!("event {event_id} names no object id"),
+                )),
+            }
+        }
+        for (id, mut snapshot) in changed {
+            let current = match self.http.get_json(&format!("/v1/{stream}/{id}"), &[]).await {
+                Ok(obj) if obj.get("deleted") != Some(&Value::Bool(true)) => obj,
+                Ok(_) => {
+                    snapshot["deleted"] = Value::Bool(true);
+                    snapshot
+                }
+                Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
+                    snapshot["deleted"] = Value::Bool(true);
+                    snapshot
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match self.map_object(stream, current) {
+                Ok((record, _)) => page.records.push(record),
+                Err(rejected) => page.rejected.push(rejected),
+            }
+        }
         state.finish_page(run, page, max, count, next, stream, connector)
     }
 
-    /// Maps one Stripe object; the mark is on `created`, the only time Stripe lists filter by.
+    /// Maps one Stripe object; the mark is on `created`, the order Stripe lists objects in.
     fn map_object(&self, stream: &str, obj: Value) -> Result<(Record, Mark), RejectedRecord> {
         let id =
             common::id_of(obj.get("id")).ok_or_else(|| common::rejected(None, "missing `id`"))?;
@@ -356,62 +478,141 @@ mod tests {
         assert!(!records[1].account_keys.contains_key("crm_id"));
         assert_eq!(records[0].fields["email"], json!("billing@cus_C.example"));
 
-        // Customers have no updated filter: the next run re-lists from the start.
-        let (records, _, _, _) = run_to_end(&src, "customers", Some(cursor)).await;
-        assert_eq!(records.len(), 4);
-        let reqs = server.received_requests().await.unwrap();
-        assert!(reqs
+        // Customers have no updated filter: the next run asks the events API what changed, and nothing has.
+        Mock::given(method("GET"))
+            .and(path("/v1/events"))
+            .and(query_param("types[]", "customer.created"))
+            .and(query_param("types[]", "customer.updated"))
+            .and(query_param("types[]", "customer.deleted"))
+            .respond_with(list("/v1/events", vec![], false))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let (records, _, _, pages) = run_to_end(&src, "customers", Some(cursor)).await;
+        assert_eq!((records.len(), pages), (0, 1));
+        let lists = server
+            .received_requests()
+            .await
+            .unwrap()
             .iter()
-            .all(|r| !r.url.query().unwrap_or("").contains("created")));
+            .filter(|r| r.url.path() == "/v1/customers")
+            .count();
+        assert_eq!(lists, 3, "the second run must not list customers again");
+    }
+
+    fn event(id: &str, kind: &str, created: i64, object: Value) -> Value {
+        json!({
+            "id": id, "object": "event", "api_version": "2023-10-16", "created": created,
+            "data": {"object": object}, "livemode": false, "pending_webhooks": 0,
+            "request": {"id": null, "idempotency_key": null}, "type": kind,
+        })
     }
 
     #[tokio::test]
-    async fn invoices_second_run_filters_on_created() {
+    async fn later_runs_read_events_and_refetch_what_changed_then_relist_after_30_days() {
+        // The invoices are from about ten days before the test clock's 2026-11-23T12:00Z.
+        const T0: i64 = 1_795_000_000;
         let server = MockServer::start().await;
+        let (http, clock) = bearer_client(&server.uri());
+        let listed_at = crate::http::Clock::now(&*clock).timestamp();
         Mock::given(path("/v1/invoices"))
             .and(query_param_is_missing("created[gte]"))
             .respond_with(list(
                 "/v1/invoices",
                 vec![
-                    invoice("in_2", 1_700_000_000, Some(1_700_100_000)),
-                    invoice("in_1", 1_690_000_000, None),
+                    invoice("in_2", T0, Some(T0 + 100_000)),
+                    invoice("in_1", T0 - 10_000_000, None),
+                ],
+                false,
+            ))
+            .expect(2)
+            .mount(&server)
+            .await;
+        // Since: when the full list started, minus 300 s of lookback (not the newest invoice's `created`).
+        // Newest events first; in_1 has two.
+        let (t1, t2, t3) = (listed_at + 1_000, listed_at + 150_000, listed_at + 200_000);
+        Mock::given(path("/v1/events"))
+            .and(query_param("created[gte]", (listed_at - 300).to_string()))
+            .and(query_param("type", "invoice.*"))
+            .respond_with(list(
+                "/v1/events",
+                vec![
+                    event(
+                        "evt_3",
+                        "invoice.paid",
+                        t3,
+                        invoice("in_1", T0 - 10_000_000, Some(t3)),
+                    ),
+                    event("evt_2", "invoice.created", t2, invoice("in_3", t2, None)),
+                    event(
+                        "evt_1",
+                        "invoice.finalized",
+                        t1,
+                        invoice("in_1", T0 - 10_000_000, None),
+                    ),
                 ],
                 false,
             ))
             .expect(1)
             .mount(&server)
             .await;
-        // High-water mark: created 1_700_000_000, minus 300 s of lookback.
-        Mock::given(path("/v1/invoices"))
-            .and(query_param("created[gte]", "1699999700"))
-            .respond_with(list(
-                "/v1/invoices",
-                vec![invoice("in_3", 1_700_500_000, None)],
-                false,
-            ))
+        Mock::given(path("/v1/invoices/in_1"))
+            .and(header("authorization", "Bearer tok_test"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(invoice(
+                "in_1",
+                T0 - 10_000_000,
+                Some(t3),
+            )))
             .expect(1)
             .mount(&server)
             .await;
-        let src = source(&server);
+        // in_3 was a draft, deleted since: Stripe answers 404.
+        Mock::given(path("/v1/invoices/in_3"))
+            .respond_with(ResponseTemplate::new(404).set_body_json(json!({"error": {
+                "code": "resource_missing", "message": "No such invoice: 'in_3'", "param": "id",
+                "type": "invalid_request_error"}})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let src = Stripe::new(
+            http.with_classifier(classify),
+            SPEC.streams.iter().map(|s| s.to_string()).collect(),
+            DEFAULT_CRM_KEY.into(),
+            None,
+        );
         let (records, _, cursor, _) = run_to_end(&src, "invoices", None).await;
         assert_eq!(records.len(), 2);
         assert_eq!(
             records[0].updated_at.timestamp(),
-            1_700_100_000,
+            T0 + 100_000,
             "paid_at is the latest transition"
         );
+        assert_eq!(records[0].account_keys["stripe_customer"], "cus_A");
+
+        let (records, _, cursor, pages) = run_to_end(&src, "invoices", Some(cursor)).await;
+        assert_eq!(pages, 1);
+        let got: Vec<(&str, &Value, Option<&Value>)> = records
+            .iter()
+            .map(|r| (r.id.as_str(), &r.fields["status"], r.fields.get("deleted")))
+            .collect();
         assert_eq!(
-            records[0]
-                .account_keys
-                .get("stripe_customer")
-                .map(String::as_str),
-            Some("cus_A")
+            got,
+            [
+                ("in_1", &json!("paid"), None),
+                ("in_3", &json!("open"), Some(&json!(true)))
+            ],
+            "each changed invoice once, as it is now"
         );
+        let state: StreamCursor = serde_json::from_value(cursor.0.clone()).unwrap();
+        assert_eq!(
+            state.hwm.map(|m| (m.updated_at.timestamp(), m.id)),
+            Some((t3, "evt_3".to_string()))
+        );
+
+        // Forty days later Stripe no longer has the events since the cursor: list everything again.
+        crate::http::Clock::sleep(&*clock, std::time::Duration::from_secs(40 * 86_400)).await;
         let (records, _, _, _) = run_to_end(&src, "invoices", Some(cursor)).await;
-        assert_eq!(
-            records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-            ["in_3"]
-        );
+        assert_eq!(records.len(), 2);
     }
 
     #[tokio::test]

@@ -1,6 +1,8 @@
-//! HubSpot's CRM streams against the simulator through the shipped connector file: every contact, deal
-//! and engagement lands with the company the simulator associated it with, over several pages, and the next
-//! run searches incrementally and finds nothing changed.
+//! Sources whose vendors have no plain "updated since" list, against the simulator through the shipped
+//! connector files. HubSpot: every contact, deal and engagement lands with the company the simulator
+//! associated it with, over several pages, and the next run searches incrementally and finds nothing
+//! changed. Stripe: the next run reads the events API from when the full list began
+//! instead of listing again (the kind's unit tests cover re-reading the objects events name).
 
 use std::collections::HashMap;
 
@@ -132,5 +134,37 @@ async fn hubspot_objects_join_their_companies_and_resync_incrementally() {
             a.records
         );
         assert_eq!(b.stored, a.stored);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stripe_reads_changes_from_events_after_the_first_full_list() {
+    let now = Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap();
+    let sim = sim::start(SimOptions {
+        accounts: 300,
+        seed: 4,
+        now,
+        rate_limits: SimRateLimits::default(),
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = healthsync::demo::write_config(dir.path(), &sim, &SimRateLimits::default()).unwrap();
+    let cfg = config::load(&path).unwrap_or_else(|e| panic!("{:?}", e.0));
+    let rt = Runtime::build(cfg, Store::open(&dir.path().join("state")).unwrap());
+    let (_tx, shutdown) = watch::channel(false);
+    let ids = vec!["stripe".to_string()];
+    let options = SyncOptions::default();
+    let sync = || rt.sync(&ids, &options, &shutdown, &|_, _, _| {});
+    let first = sync().await.unwrap();
+    assert!(first[0].ok(), "{:?}", first[0]);
+    let second = sync().await.unwrap();
+    assert!(second[0].ok(), "{:?}", second[0]);
+    for (a, b) in first[0].streams.iter().zip(&second[0].streams) {
+        assert!(a.pages >= 3, "{}: {} pages", a.stream, a.pages);
+        assert_eq!(b.changed, 0, "{}", b.stream);
+        // One page of events, none since the list began (the simulated history ends before it).
+        assert_eq!((b.pages, b.records), (1, 0), "{} re-listed", b.stream);
+        assert_eq!(b.stored, a.stored, "{}", b.stream);
     }
 }
