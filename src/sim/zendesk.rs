@@ -1,5 +1,5 @@
-//! Simulated Zendesk Support API v2 under the `/zendesk` prefix: organizations (cursor pagination), the
-//! cursor-based incremental ticket export and legacy CSAT satisfaction ratings, over the world's accounts
+//! Simulated Zendesk Support API v2 under the `/zendesk` prefix: organizations (cursor pagination, and the
+//! time-based incremental export), the cursor-based incremental ticket export and legacy CSAT satisfaction ratings, over the world's accounts
 //! and the support history in `support`.
 //!
 //! Wire behaviour: Basic auth `{email}/token:{token}` or `Bearer {token}` (else 401
@@ -7,6 +7,9 @@
 //! `X-Rate-Limit-Remaining` (and `ratelimit-limit`, `ratelimit-remaining`, `ratelimit-reset` seconds) on
 //! every authenticated response; the incremental export has its own per-minute
 //! budget (10 by default, as Zendesk documents); over a budget → 429 with `Retry-After` seconds.
+//! Organization export (time-based): `start_time` (unix, required, refused with 400 within the last
+//! minute) → `organizations` updated at or after it, by (updated_at, id), at most 1,000, with `count`,
+//! `end_time` (the last one's `updated_at`), `next_page` and `end_of_stream`.
 //! Export: `start_time` (unix, required on the first call, refused with 400 when within the last minute)
 //! or `cursor`, `per_page` ≤ 1000 → `tickets`, `after_cursor`, `after_url`, `before_*`, `end_of_stream`,
 //! ordered by (updated_at, id). Lists: `page[size]` ≤ 100, `page[after]` → `meta.has_more`,
@@ -36,6 +39,10 @@ use crate::sim::{
 /// The agent address the sim expects before `/token` in Basic auth.
 pub const AGENT_EMAIL: &str = "agent@healthsync.example";
 const EXPORT_PATH: &str = "/api/v2/incremental/tickets/cursor.json";
+/// The time-based organization export; shares the export budget with tickets.
+const ORG_EXPORT_PATH: &str = "/api/v2/incremental/organizations";
+/// Items a time-based export page holds at most.
+const TIME_EXPORT_PAGE: usize = 1000;
 /// The host in records' own `url` fields: fixed, so stored records do not depend on the sim's port.
 const RESOURCE_HOST: &str = "https://healthsync-sim.zendesk.com";
 const ORG_BASE: u64 = 360_000_000;
@@ -71,6 +78,7 @@ pub(crate) fn router(state: &Arc<SimState>) -> Router<Arc<SimState>> {
     Router::new()
         .route("/api/v2/organizations", get(organizations))
         .route(EXPORT_PATH, get(export))
+        .route(ORG_EXPORT_PATH, get(organization_export))
         .route("/api/v2/satisfaction_ratings", get(ratings))
         .layer(middleware::from_fn_with_state(Arc::clone(state), gate))
 }
@@ -94,7 +102,7 @@ async fn gate(State(st): State<Arc<SimState>>, req: Request, next: Next) -> Resp
     }
     let now = Instant::now();
     let general = lock(&st.zendesk.limiter).try_hit(now);
-    let export = if req.uri().path().ends_with(EXPORT_PATH) {
+    let export = if req.uri().path().contains("/api/v2/incremental/") {
         lock(&st.zendesk.export_limiter).try_hit(now).map(Some)
     } else {
         Ok(None)
@@ -178,6 +186,61 @@ fn list_body(
     })
 }
 
+fn organization_json(i: usize, a: &crate::sim::SimAccount) -> Value {
+    json!({
+        "url": format!("{RESOURCE_HOST}/api/v2/organizations/{}.json", org_id(i)),
+        "id": org_id(i), "name": a.name, "shared_tickets": false, "shared_comments": false,
+        "external_id": null, "domain_names": [a.domain], "details": "", "notes": "",
+        "group_id": null, "tags": [a.tier.as_str()], "organization_fields": {},
+        "created_at": ts(a.created_at), "updated_at": ts(a.hs_lastmodified),
+    })
+}
+
+async fn organization_export(State(st): State<Arc<SimState>>, uri: Uri) -> Response {
+    let bad = |m: &str| error(StatusCode::BAD_REQUEST, "InvalidValue", m);
+    let pairs = match query_pairs(&uri) {
+        Ok(p) => p,
+        Err(e) => return bad(&e),
+    };
+    let horizon = st.clock() - TimeDelta::seconds(60);
+    let start = match pairs
+        .iter()
+        .find(|(k, _)| k == "start_time")
+        .map(|(_, v)| v.parse::<i64>())
+    {
+        Some(Ok(t)) if t > horizon.timestamp() => {
+            return bad("Too recent start_time. Use a start_time older than 1 minute")
+        }
+        Some(Ok(t)) => t,
+        _ => return bad("start_time is required and must be a unix time"),
+    };
+    let accounts = &st.world.accounts;
+    let mut hits: Vec<usize> = (0..accounts.len())
+        .filter(|&i| {
+            let at = accounts[i].hs_lastmodified;
+            at.timestamp() >= start && at <= horizon
+        })
+        .collect();
+    hits.sort_by_key(|&i| (accounts[i].hs_lastmodified, org_id(i)));
+    let end_of_stream = hits.len() <= TIME_EXPORT_PAGE;
+    hits.truncate(TIME_EXPORT_PAGE);
+    let end_time = hits.last().map_or(horizon.timestamp(), |&i| {
+        accounts[i].hs_lastmodified.timestamp()
+    });
+    let items: Vec<Value> = hits
+        .iter()
+        .map(|&i| organization_json(i, &accounts[i]))
+        .collect();
+    json_response(
+        StatusCode::OK,
+        json!({
+            "organizations": items, "count": hits.len(), "end_time": end_time,
+            "end_of_stream": end_of_stream, "previous_page": null,
+            "next_page": format!("{}/zendesk{ORG_EXPORT_PATH}.json?start_time={end_time}", st.base),
+        }),
+    )
+}
+
 async fn organizations(State(st): State<Arc<SimState>>, uri: Uri) -> Response {
     let pairs = match query_pairs(&uri) {
         Ok(p) => p,
@@ -190,16 +253,7 @@ async fn organizations(State(st): State<Arc<SimState>>, uri: Uri) -> Response {
     let accounts = &st.world.accounts;
     let end = (start + size).min(accounts.len());
     let items: Vec<Value> = (start.min(end)..end)
-        .map(|i| {
-            let a = &accounts[i];
-            json!({
-                "url": format!("{RESOURCE_HOST}/api/v2/organizations/{}.json", org_id(i)),
-                "id": org_id(i), "name": a.name, "shared_tickets": false, "shared_comments": false,
-                "external_id": null, "domain_names": [a.domain], "details": "", "notes": "",
-                "group_id": null, "tags": [a.tier.as_str()], "organization_fields": {},
-                "created_at": ts(a.created_at), "updated_at": ts(a.hs_lastmodified),
-            })
-        })
+        .map(|i| organization_json(i, &accounts[i]))
         .collect();
     let body = list_body(&st, "organizations", items, size, start, accounts.len());
     json_response(StatusCode::OK, body)
@@ -349,11 +403,15 @@ mod tests {
         let world = sim.world();
         let expected = support::tickets(&world);
         let orgs = run_ok(&src, "organizations", None).await;
-        assert_eq!((orgs.records.len(), orgs.pages), (60, 2));
-        assert_eq!(
-            orgs.key(0, "domain"),
-            Some(world.accounts[0].domain.as_str())
-        );
+        assert_eq!((orgs.records.len(), orgs.pages), (60, 1));
+        let first_org = world
+            .accounts
+            .iter()
+            .min_by_key(|a| a.hs_lastmodified)
+            .map(|a| a.domain.as_str());
+        assert_eq!(orgs.key(0, "domain"), first_org, "oldest change first");
+        let again = run_ok(&src, "organizations", Some(orgs.cursor)).await;
+        assert!(again.records.len() < 5, "{} re-read", again.records.len());
         let first = run_ok(&src, "tickets", None).await;
         assert_eq!(first.records.len(), expected.len());
         assert!(first.pages >= 3, "{} pages", first.pages);
@@ -397,7 +455,16 @@ mod tests {
         let r = call("GET", &orgs, Auth::Bearer(TOKENS.zendesk), None).await;
         assert_eq!(
             r.status, 200,
-            "organizations are not under the export budget"
+            "the plain list is not under the export budget"
+        );
+        let org_export = format!(
+            "{}{ORG_EXPORT_PATH}?start_time=0",
+            sim.base_url(Vendor::Zendesk)
+        );
+        let r = call("GET", &org_export, Auth::Bearer(TOKENS.zendesk), None).await;
+        assert_eq!(
+            r.status, 429,
+            "the organization export shares the export budget"
         );
         let mut limits = SimRateLimits::unlimited();
         limits.zendesk_incremental_per_min = 10;

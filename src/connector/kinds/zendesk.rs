@@ -1,8 +1,10 @@
 //! The `zendesk` source kind: organizations, tickets and (legacy CSAT) satisfaction ratings from Zendesk
 //! Support's REST API v2.
 //!
-//! - `organizations`: `GET /api/v2/organizations?page[size]=100&page[after]=<meta.after_cursor>` while
-//!   `meta.has_more`. No "updated since" filter on this list, so every run re-lists (upserts by id).
+//! - `organizations`: the time-based incremental export, `GET /api/v2/incremental/organizations?start_time=<unix>`
+//!   (up to 1,000 a page), each page's `end_time` the next page's `start_time`, until `end_of_stream`.
+//!   `start_time` is the high-water mark minus the lookback (0 on the first run). Organizations updated at
+//!   a page's `end_time` come again on the next page (upserts by id). Same export limit as tickets.
 //! - `tickets`: the cursor-based incremental export, `GET /api/v2/incremental/tickets/cursor.json` with
 //!   `start_time=<unix>` on a run's first page and `cursor=<after_cursor>` after it, until `end_of_stream`.
 //!   `start_time` is the high-water mark minus the lookback (0 on the first run). Zendesk excludes items
@@ -157,7 +159,7 @@ impl Zendesk {
     async fn fetch(&self, stream: &str, cursor: Option<&Cursor>) -> Result<Page, SourceError> {
         let connector = self.http.connector();
         let state = StreamCursor::load(cursor, stream, connector)?;
-        let mut run = state.current_run();
+        let run = state.current_run();
         let (mut body, items_key, next) = match stream {
             "tickets" => {
                 // Zendesk's default (and largest) export page is 1000; `per_page` only when configured.
@@ -168,22 +170,10 @@ impl Zendesk {
                     .collect();
                 match &run.token {
                     Some(token) => query.push(("cursor", token.clone())),
-                    None => {
-                        let start = run.since.map(|s| s.timestamp().max(0)).unwrap_or(0);
-                        let latest = self.export.clock().now() - EXPORT_DELAY;
-                        if start > latest.timestamp() {
-                            // Nothing can be newer than the mark yet; Zendesk would refuse the request.
-                            let (done_state, _) = state
-                                .advance(run, None, 0, None)
-                                .map_err(|e| common::malformed(stream, connector, e))?;
-                            return Ok(Page {
-                                cursor: done_state.to_cursor(),
-                                done: true,
-                                ..Page::default()
-                            });
-                        }
-                        query.push(("start_time", start.to_string()));
-                    }
+                    None => match self.export_start(&run) {
+                        Some(start) => query.push(("start_time", start.to_string())),
+                        None => return nothing_yet(&state, run, stream, connector),
+                    },
                 }
                 let path = "/api/v2/incremental/tickets/cursor.json";
                 let body = self.get(true, path, &query, stream).await?;
@@ -206,12 +196,51 @@ impl Zendesk {
                 };
                 (body, "tickets", next)
             }
-            "organizations" | "satisfaction_ratings" => {
+            "organizations" => {
+                // The time-based export: each page's `end_time` is the next page's `start_time`.
+                let start = match &run.token {
+                    Some(token) => token.parse::<i64>().map_err(|_| {
+                        common::malformed(
+                            stream,
+                            connector,
+                            format!("stored export position `{token}` is not a unix time"),
+                        )
+                    })?,
+                    None => match self.export_start(&run) {
+                        Some(start) => start,
+                        None => return nothing_yet(&state, run, stream, connector),
+                    },
+                };
+                let query = [("start_time", start.to_string())];
+                let path = "/api/v2/incremental/organizations";
+                let body = self.get(true, path, &query, stream).await?;
+                let end = body
+                    .get("end_of_stream")
+                    .and_then(Value::as_bool)
+                    .ok_or_else(|| {
+                        common::malformed(stream, connector, "response has no `end_of_stream`")
+                    })?;
+                let next = if end {
+                    None
+                } else {
+                    let end_time =
+                        body.get("end_time")
+                            .and_then(Value::as_i64)
+                            .ok_or_else(|| {
+                                common::malformed(
+                                    stream,
+                                    connector,
+                                    "`end_of_stream` is false but there is no `end_time`",
+                                )
+                            })?;
+                    Some(end_time.to_string())
+                };
+                (body, "organizations", next)
+            }
+            "satisfaction_ratings" => {
                 let size = self.page_size.unwrap_or(LIST_PAGE).clamp(1, LIST_PAGE);
                 let mut query = vec![("page[size]", size.to_string())];
-                if stream == "organizations" {
-                    run.since = None;
-                } else if let Some(since) = run.since {
+                if let Some(since) = run.since {
                     query.push(("start_time", since.timestamp().max(0).to_string()));
                 }
                 if let Some(after) = &run.token {
@@ -249,6 +278,33 @@ impl Zendesk {
         let (page, max) = common::map_page(items, |item| map_item(stream, item));
         state.finish_page(run, page, max, count, next, stream, connector)
     }
+}
+
+impl Zendesk {
+    /// Where an export run starts: the high-water mark minus the lookback (0 on a first run), or `None`
+    /// when that is within the last minute, which Zendesk refuses and could not answer anything newer for.
+    fn export_start(&self, run: &common::RunState) -> Option<i64> {
+        let start = run.since.map(|s| s.timestamp().max(0)).unwrap_or(0);
+        let latest = self.export.clock().now() - EXPORT_DELAY;
+        (start <= latest.timestamp()).then_some(start)
+    }
+}
+
+/// A finished run with no request made: nothing can be newer than the mark yet.
+fn nothing_yet(
+    state: &StreamCursor,
+    run: common::RunState,
+    stream: &str,
+    connector: &str,
+) -> Result<Page, SourceError> {
+    let (done_state, _) = state
+        .advance(run, None, 0, None)
+        .map_err(|e| common::malformed(stream, connector, e))?;
+    Ok(Page {
+        cursor: done_state.to_cursor(),
+        done: true,
+        ..Page::default()
+    })
 }
 
 fn nonempty(v: Option<&Value>) -> Option<String> {

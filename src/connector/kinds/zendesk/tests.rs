@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use wiremock::matchers::{method, path, query_param, query_param_is_missing};
+use wiremock::matchers::{header, method, path, query_param, query_param_is_missing};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::*;
@@ -14,6 +14,7 @@ use crate::connector::kinds::support_testkit::{
 use crate::http::ManualClock;
 
 const EXPORT: &str = "/api/v2/incremental/tickets/cursor.json";
+const ORG_EXPORT: &str = "/api/v2/incremental/organizations";
 /// `agent@example.com/token:tok_zd` in base64.
 const BASIC: &str = "Basic YWdlbnRAZXhhbXBsZS5jb20vdG9rZW46dG9rX3pk";
 
@@ -240,20 +241,18 @@ async fn throttled_export_honours_retry_after_seconds_and_http_date() {
 #[tokio::test]
 async fn a_burst_of_server_errors_is_retried() {
     let server = MockServer::start().await;
-    Mock::given(path("/api/v2/organizations"))
+    Mock::given(path(ORG_EXPORT))
         .respond_with(ResponseTemplate::new(503))
         .up_to_n_times(2)
         .mount(&server)
         .await;
-    Mock::given(path("/api/v2/organizations"))
+    Mock::given(path(ORG_EXPORT))
         .respond_with(ResponseTemplate::new(500))
         .up_to_n_times(1)
         .mount(&server)
         .await;
-    Mock::given(path("/api/v2/organizations"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "organizations": [org(1, "acme.com")], "meta": {"has_more": false}, "links": {}
-        })))
+    Mock::given(path(ORG_EXPORT))
+        .respond_with(org_export(vec![org(1, "acme.com")], 1_793_491_200, true))
         .mount(&server)
         .await;
     let (src, clock) = source(&server);
@@ -285,6 +284,14 @@ fn org(id: u64, domain: &str) -> Value {
     })
 }
 
+/// A legacy CSAT rating as `GET /api/v2/satisfaction_ratings` returns it.
+fn rating(id: u64, ticket: Option<u64>, created: &str) -> Value {
+    json!({"url": "https://acme.zendesk.com/api/v2/satisfaction_ratings/1.json", "id": id,
+           "assignee_id": 30, "group_id": 40, "requester_id": 20, "ticket_id": ticket,
+           "score": "bad", "comment": "slow answers", "reason": "Issue took too long",
+           "created_at": created, "updated_at": "2026-11-06T00:00:00Z"})
+}
+
 fn list_page(key: &str, items: Vec<Value>, after: Option<&str>) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_json(json!({
         key: items,
@@ -293,31 +300,43 @@ fn list_page(key: &str, items: Vec<Value>, after: Option<&str>) -> ResponseTempl
     }))
 }
 
+/// A page of the time-based organization export.
+fn org_export(orgs: Vec<Value>, end_time: i64, end_of_stream: bool) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "organizations": orgs, "count": 1, "end_time": end_time, "end_of_stream": end_of_stream,
+        "previous_page": null,
+        "next_page": format!("https://acme.zendesk.com/api/v2/incremental/organizations.json?start_time={end_time}"),
+    }))
+}
+
 #[tokio::test]
-async fn organizations_page_with_cursors_and_relist_every_run() {
+async fn organizations_export_by_time_then_only_what_changed() {
     let server = MockServer::start().await;
-    let orgs = || Mock::given(path("/api/v2/organizations")).and(query_param("page[size]", "100"));
-    orgs()
-        .and(query_param_is_missing("page[after]"))
-        .respond_with(list_page(
-            "organizations",
-            vec![org(1, "Acme.com")],
-            Some("o1"),
-        ))
+    let at = |t: i64| {
+        Mock::given(path(ORG_EXPORT))
+            .and(header("authorization", BASIC))
+            .and(query_param("start_time", t.to_string()))
+    };
+    // 2026-11-01T00:00:00Z is 1_793_491_200: each page's end_time starts the next.
+    at(0)
+        .respond_with(org_export(vec![org(1, "Acme.com")], 1_793_000_000, false))
+        .expect(1)
         .mount(&server)
         .await;
-    orgs()
-        .and(query_param("page[after]", "o1"))
-        .respond_with(list_page(
-            "organizations",
-            vec![org(2, "beta.io")],
-            Some("o2"),
-        ))
+    at(1_793_000_000)
+        .respond_with(org_export(vec![org(2, "beta.io")], 1_793_400_000, false))
+        .expect(1)
         .mount(&server)
         .await;
-    orgs()
-        .and(query_param("page[after]", "o2"))
-        .respond_with(list_page("organizations", vec![org(3, "gamma.dev")], None))
+    at(1_793_400_000)
+        .respond_with(org_export(vec![org(3, "gamma.dev")], 1_793_491_200, true))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // The next run: from the high-water mark (every org's updated_at) minus five minutes.
+    at(1_793_491_200 - 300)
+        .respond_with(org_export(vec![], 1_793_491_200, true))
+        .expect(1)
         .mount(&server)
         .await;
     let (src, _) = source(&server);
@@ -326,24 +345,27 @@ async fn organizations_page_with_cursors_and_relist_every_run() {
     assert_eq!(r.key(0, "domain"), Some("acme.com"));
     assert_eq!(r.key(0, "zendesk_org"), Some("1"));
     let again = run_ok(&src, "organizations", Some(r.cursor)).await;
-    assert_eq!(again.records.len(), 3, "no updated filter: a full re-list");
-    assert!(server.received_requests().await.unwrap().iter().all(|r| !r
-        .url
-        .query()
-        .unwrap_or("")
-        .contains("start_time")));
+    assert!(again.records.is_empty(), "only what changed");
+
+    // A page whose end_time does not move would loop: an error, not a spin.
+    let stuck = MockServer::start().await;
+    Mock::given(path(ORG_EXPORT))
+        .respond_with(org_export(vec![org(1, "a.com")], 1_793_000_000, false))
+        .mount(&stuck)
+        .await;
+    let (src, _) = source(&stuck);
+    let err = run(&src, "organizations", None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1793000000"), "{err}");
 }
 
 #[tokio::test]
 async fn satisfaction_ratings_filter_on_created_at_from_the_second_run() {
     let server = MockServer::start().await;
-    let rating = |id: u64, ticket: Option<u64>, created: &str| {
-        json!({"url": "https://acme.zendesk.com/api/v2/satisfaction_ratings/1.json", "id": id,
-               "assignee_id": 30, "group_id": 40, "requester_id": 20, "ticket_id": ticket,
-               "score": "bad", "comment": "slow answers", "reason": "Issue took too long",
-               "created_at": created, "updated_at": "2026-11-06T00:00:00Z"})
-    };
     let ratings = || Mock::given(path("/api/v2/satisfaction_ratings"));
+    let rating = |id, ticket, created: &str| rating(id, ticket, created);
     ratings()
         .and(query_param_is_missing("start_time"))
         .respond_with(list_page(
@@ -377,8 +399,8 @@ async fn satisfaction_ratings_filter_on_created_at_from_the_second_run() {
 #[tokio::test]
 async fn oauth_bearer_is_sent_on_every_request() {
     let server = MockServer::start().await;
-    Mock::given(path("/api/v2/organizations"))
-        .respond_with(list_page("organizations", vec![org(1, "a.com")], None))
+    Mock::given(path(ORG_EXPORT))
+        .respond_with(org_export(vec![org(1, "a.com")], 1_793_491_200, true))
         .mount(&server)
         .await;
     let (http, _) =
@@ -457,23 +479,30 @@ async fn refused_credentials_are_not_retried() {
 async fn a_spent_quota_pauses_the_next_request_until_the_reset() {
     let server = MockServer::start().await;
     let spent = |items: Vec<Value>, after: Option<&str>| {
-        list_page("organizations", items, after)
+        list_page("satisfaction_ratings", items, after)
             .insert_header("ratelimit-limit", "200")
             .insert_header("ratelimit-remaining", "0")
             .insert_header("ratelimit-reset", "41")
     };
-    Mock::given(path("/api/v2/organizations"))
+    Mock::given(path("/api/v2/satisfaction_ratings"))
         .and(query_param_is_missing("page[after]"))
-        .respond_with(spent(vec![org(1, "a.com")], Some("o1")))
+        .respond_with(spent(
+            vec![rating(1, Some(7), "2026-11-01T00:00:00Z")],
+            Some("o1"),
+        ))
         .mount(&server)
         .await;
-    Mock::given(path("/api/v2/organizations"))
+    Mock::given(path("/api/v2/satisfaction_ratings"))
         .and(query_param("page[after]", "o1"))
-        .respond_with(list_page("organizations", vec![org(2, "b.com")], None))
+        .respond_with(list_page(
+            "satisfaction_ratings",
+            vec![rating(2, Some(8), "2026-11-02T00:00:00Z")],
+            None,
+        ))
         .mount(&server)
         .await;
     let (src, clock) = source(&server);
-    let r = run_ok(&src, "organizations", None).await;
+    let r = run_ok(&src, "satisfaction_ratings", None).await;
     assert_eq!(r.ids(), ["1", "2"]);
     assert_eq!(clock.sleeps(), [Duration::from_secs(41)]);
     assert_eq!(
