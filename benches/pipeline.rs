@@ -87,6 +87,8 @@ async fn one(accounts: usize) {
 }
 
 fn main() {
+    // As the binary does.
+    healthsync::decline_transparent_huge_pages();
     let counts: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())

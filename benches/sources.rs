@@ -265,6 +265,8 @@ async fn throughput_run(accounts: usize, only: &[String]) {
 }
 
 fn main() {
+    // As the binary does.
+    healthsync::decline_transparent_huge_pages();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -25,6 +25,18 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Asks Linux not to back this process's memory with transparent huge pages. mimalloc requests them for
+/// its arenas, and the first touch of each 2 MiB page then zeroes all of it: in a long sync that zeroing
+/// was 8-20 % of the CPU in profiles of a long sync, and it kept about 40 MiB more resident. Call
+/// it first thing in `main`, as the binary and the benches do.
+pub fn decline_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and only sets a flag on this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 pub mod atomic_file;
 pub mod backtest;
 pub mod cli;

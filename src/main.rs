@@ -5,6 +5,7 @@ use healthsync::cli::{self, Cli, Command};
 use healthsync::config::LogFormat;
 
 fn main() {
+    healthsync::decline_transparent_huge_pages();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Run) {
         die_quietly_on_closed_pipe();
