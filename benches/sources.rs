@@ -15,24 +15,25 @@
 //! CPU-second of this process (user + system, every thread) is the per-core rate; peak RSS (`VmHWM`, reset
 //! before each size) shows whether memory grows with the number of records. Each size is then synced again
 //! with `--full` semantics (cursors forgotten): the same records fetched and parsed again and found
-//! unchanged, the cost of a lookback window or a full refresh; and read back, as scoring reads it.
+//! unchanged, the cost of a lookback window or a full refresh; and read back, as scoring reads it
+//! (`PHASES=sync` stops after the first sync, for profiles and A/B runs).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveTime, Utc};
 use healthsync::pipeline::Runtime;
 use healthsync::sim::{self, SimOptions, SimRateLimits};
 use healthsync::store::Store;
 use healthsync::sync::SyncOptions;
 use tokio::sync::watch;
 
+/// The simulated world ends at today's midnight: the connectors run on the real clock, and a date-windowed
+/// export (Mixpanel asks for the last `backfill_days`) would find nothing in a world fixed in the past.
 fn now() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0)
-        .single()
-        .expect("valid date")
+    Utc::now().date_naive().and_time(NaiveTime::MIN).and_utc()
 }
 
 /// Rate limits nobody reaches (the same as benches/pipeline.rs).
@@ -72,6 +73,19 @@ fn proc_status_kib(field: &str) -> f64 {
                     .nth(1)
                     .and_then(|v| v.parse::<f64>().ok())
             })
+        })
+        .unwrap_or(0.0)
+}
+
+/// Bytes this process has passed to `write` and friends so far (`wchar` of `/proc/self/io`): sled's log
+/// writes, including every leaf it rewrites, so the store's write amplification shows next to its CPU.
+fn bytes_written() -> f64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("wchar:"))
+                .and_then(|v| v.trim().parse::<f64>().ok())
         })
         .unwrap_or(0.0)
 }
@@ -191,12 +205,13 @@ async fn throughput_run(accounts: usize, only: &[String]) {
     // Reset the peak-RSS mark so each size reports its own peak.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let rss_before = proc_status_kib("VmRSS:") / 1024.0;
-    let (cpu0, t) = (cpu_seconds(), Instant::now());
+    let (cpu0, written0, t) = (cpu_seconds(), bytes_written(), Instant::now());
     let statuses = rt
         .sync(&ids, &SyncOptions::default(), &shutdown, &|_, _, _| {})
         .await
         .expect("sync");
     let (cpu, wall) = (cpu_seconds() - cpu0, t.elapsed().as_secs_f64());
+    let written = bytes_written() - written0;
     let records: usize = statuses.iter().map(|s| s.records()).sum();
     let failed: Vec<String> = statuses
         .iter()
@@ -204,10 +219,12 @@ async fn throughput_run(accounts: usize, only: &[String]) {
         .map(|s| s.connector.clone())
         .collect();
     println!(
-        "throughput {accounts:>6} accounts | {} sources | {records:>8} records | wall {wall:>6.2} s ({:>7.0} rec/s) | client CPU {cpu:>6.2} s ({:>7.0} rec per CPU-second) | RSS before {rss_before:>5.0} MiB, peak {:>5.0} MiB{}",
+        "throughput {accounts:>6} accounts | {} sources | {records:>8} records | wall {wall:>6.2} s ({:>7.0} rec/s) | client CPU {cpu:>6.2} s ({:>7.0} rec per CPU-second) | written {:>6.0} MiB ({:>5.0} B/rec) | RSS before {rss_before:>5.0} MiB, peak {:>5.0} MiB{}",
         ids.len(),
         records as f64 / wall,
         records as f64 / cpu.max(0.01),
+        written / 1048576.0,
+        written / records.max(1) as f64,
         proc_status_kib("VmHWM:") / 1024.0,
         if failed.is_empty() { String::new() } else { format!(" | FAILED: {}", failed.join(", ")) },
     );
@@ -218,6 +235,11 @@ async fn throughput_run(accounts: usize, only: &[String]) {
             .map(|st| format!("{}={}", st.stream, st.records))
             .collect();
         println!("    {:<10} {}", s.connector, per.join(" "));
+    }
+    if std::env::var("PHASES").as_deref() == Ok("sync") {
+        drop(child.stdin.take());
+        let _ = child.wait();
+        return;
     }
     // A full refresh of the same data: every record is fetched and parsed again, and found unchanged.
     let (cpu0, t) = (cpu_seconds(), Instant::now());
