@@ -26,7 +26,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Asks Linux not to back this process's memory with transparent huge pages. mimalloc requests them for
-/// its arenas, and the first touch of each 2 MiB page then zeroes all of it: in a long sync that zeroing
+/// its arenas, and the first touch of each 2 MiB page then zeroes all of it: that zeroing
 /// was 8-20 % of the CPU in profiles of a long sync, and it kept about 40 MiB more resident. Call
 /// it first thing in `main`, as the binary and the benches do.
 pub fn decline_transparent_huge_pages() {
