@@ -28,6 +28,7 @@
 //! schemes and limits. Assumed: `time` is unix seconds in UTC (true for projects created after 2023; older
 //! projects use the project time zone), and gzip is not requested (the engine's reqwest has no gzip feature).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -152,6 +153,44 @@ struct Tally {
     last: Option<i64>,
 }
 
+impl Tally {
+    fn count(&mut self, event: &str, user: Option<&str>, secs: i64) {
+        self.events += 1;
+        if let Some(u) = user {
+            if !self.users.contains(u) {
+                self.users.insert(u.to_string());
+            }
+        }
+        match self.by_event.get_mut(event) {
+            Some(n) => *n += 1,
+            None => {
+                self.by_event.insert(event.to_string(), 1);
+            }
+        }
+        self.first = Some(self.first.map_or(secs, |f| f.min(secs)));
+        self.last = Some(self.last.map_or(secs, |l| l.max(secs)));
+    }
+}
+
+/// An id as `common::id_of` reads it (a non-blank string or a number), borrowed where it is a string.
+fn id_str(v: &Value) -> Option<Cow<'_, str>> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Some(Cow::Borrowed(s)),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        _ => None,
+    }
+}
+
+/// A domain trimmed and lowercased, borrowed when it already is.
+fn normalized_domain(d: Cow<'_, str>) -> Cow<'_, str> {
+    let trimmed = d.trim();
+    if trimmed.len() == d.len() && !d.bytes().any(|b| b.is_ascii_uppercase()) {
+        d
+    } else {
+        Cow::Owned(trimmed.to_ascii_lowercase())
+    }
+}
+
 fn day_start(d: NaiveDate) -> DateTime<Utc> {
     Utc.from_utc_datetime(&d.and_time(chrono::NaiveTime::MIN))
 }
@@ -247,12 +286,13 @@ impl Mixpanel {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let at = format!("{date} line {n}");
+            // Named only when a line is rejected: formatting it for every event cost more than the tally.
+            let at = || format!("{date} line {n}");
             let event = match ExportEvent::decode(&line, property) {
                 Ok(v) => v,
                 Err(e) => {
                     rejected.push(common::rejected(
-                        Some(&at),
+                        Some(&at()),
                         format!("not a json event: {e}"),
                     ));
                     if rejected.len() > MAX_REJECTED_LINES {
@@ -269,45 +309,43 @@ impl Mixpanel {
             let time = event.time.as_ref().and_then(Value::as_i64);
             let (Some(name), Some(time)) = (name, time) else {
                 rejected.push(common::rejected(
-                    Some(&at),
+                    Some(&at()),
                     "event without `event` name or `properties.time`",
                 ));
                 continue;
             };
-            let accounts: Vec<String> = match event.account.as_ref() {
-                Some(Value::Array(items)) => items
-                    .iter()
-                    .filter_map(|v| common::id_of(Some(v)))
-                    .collect(),
-                v => common::id_of(v).into_iter().collect(),
+            let accounts = match event.account.as_ref() {
+                Some(Value::Array(items)) => items.as_slice(),
+                Some(v) => std::slice::from_ref(v),
+                None => &[],
             };
-            if accounts.is_empty() {
-                unattributed += 1;
-                continue;
-            }
-            let user = common::id_of(event.user.as_ref());
+            let user = event.user.as_ref().and_then(id_str);
             // `time_in_ms` is not requested, so times are seconds; tolerate milliseconds anyway.
             let secs = if time > 100_000_000_000 {
                 time / 1000
             } else {
                 time
             };
-            for account in accounts {
+            let mut attributed = false;
+            for account in accounts.iter().filter_map(id_str) {
+                attributed = true;
                 let key = if self.params.account_key == "domain" {
-                    account.trim().to_ascii_lowercase()
+                    normalized_domain(account)
                 } else {
                     account
                 };
-                let t = tallies.entry(key).or_default();
-                t.events += 1;
-                if let Some(u) = &user {
-                    if !t.users.contains(u) {
-                        t.users.insert(u.clone());
-                    }
+                // Look up by reference first: most events land on an account already seen that day.
+                match tallies.get_mut(key.as_ref()) {
+                    Some(t) => t.count(name, user.as_deref(), secs),
+                    None => tallies.entry(key.into_owned()).or_default().count(
+                        name,
+                        user.as_deref(),
+                        secs,
+                    ),
                 }
-                *t.by_event.entry(name.to_string()).or_default() += 1;
-                t.first = Some(t.first.map_or(secs, |f| f.min(secs)));
-                t.last = Some(t.last.map_or(secs, |l| l.max(secs)));
+            }
+            if !attributed {
+                unattributed += 1;
             }
         }
         if unattributed > 0 {
