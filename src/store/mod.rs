@@ -25,7 +25,9 @@ const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Bumped when the layout of a tree changes incompatibly; `open` refuses a store it cannot read.
 /// Version 2 moved records into chunks with an id index (`records.rs`); `open` migrates a version-1 store.
-pub const SCHEMA_VERSION: u32 = 2;
+/// Version 3 compresses new chunks; version-2 chunks are read as they are, so a version-2 store only has
+/// its version bumped (which keeps an older healthsync from misreading the compressed chunks).
+pub const SCHEMA_VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -144,6 +146,7 @@ impl Store {
         match found.as_deref() {
             None => {}
             Some(b"1") => store.migrate_from_schema_1()?,
+            Some(b"2") => {}
             Some(v) if v == SCHEMA_VERSION.to_string().as_bytes() => return Ok(store),
             Some(v) => {
                 return Err(StoreError::Schema {

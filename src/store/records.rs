@@ -12,6 +12,11 @@
 //! same bytes reach when appended (BENCHMARKS.md, "Record layout"). Index values are 20 bytes, so the
 //! random part of every insert is small.
 //!
+//! Chunks are stored LZ4-compressed ([`LZ4_CHUNK_TAG`]): records of one stream repeat their keys, so a
+//! chunk shrinks several times over, and since sled rewrites whole leaves when it consolidates or splits
+//! them, each byte saved is saved again on every rewrite. Chunks written by schema 2, uncompressed, are
+//! still read as they are.
+//!
 //! A record whose JSON has the fingerprint already indexed is not written at all, so the lookback window
 //! and full refreshes cost a read, not a write. A changed record leaves its old version behind as a stale
 //! entry; reads skip entries the index no longer points to, and a stream whose stale entries outnumber its
@@ -34,11 +39,21 @@ use super::SCHEMA_VERSION;
 use super::{from_json, key, to_json, write_json, Store, StoreError};
 use crate::connector::{Cursor, Record};
 
-/// The most bytes of encoded records in one chunk, give or take its last record (a chunk holds at least
-/// one). Small enough that a sled leaf of 16 chunks stays under sled's blob threshold (a quarter of its
-/// 512 KiB segment; a larger leaf goes to a file of its own each time it is rewritten), large enough that
-/// a chunk write is a rounding error next to the index writes of its records.
-const CHUNK_BYTES: usize = 6 * 1024;
+/// The most bytes of encoded records in one chunk before compression, give or take its last record (a
+/// chunk holds at least one). Compressed (JSON records shrink 3-6x), a sled leaf of 16 chunks stays under
+/// sled's blob threshold (a quarter of its 512 KiB segment; a larger leaf goes to a file of its own each
+/// time it is rewritten, which costs time, not correctness), and a chunk write is a rounding error next to
+/// the index writes of its records.
+const CHUNK_BYTES: usize = 16 * 1024;
+
+/// How a compressed chunk starts; then the entries' length (u32 LE) and the LZ4 block. A schema-2 chunk
+/// starts with its first id's length as a u32 LE, whose fourth byte is zero for any id under 16 MiB, so
+/// the two cannot be mistaken for each other (`commit_page` refuses ids that long).
+const LZ4_CHUNK_TAG: [u8; 4] = *b"LZ4\x01";
+
+/// The longest record id `commit_page` accepts: far above any vendor's, and below the 16 MiB that would
+/// make a schema-2 chunk look compressed.
+const MAX_ID_BYTES: usize = 1 << 20;
 
 /// A stream is compacted once it holds at least this many stale entries and more stale than live ones.
 const COMPACT_MIN_STALE: u64 = 10_000;
@@ -111,11 +126,14 @@ struct StreamStats {
     stale: u64,
 }
 
-/// A chunk being filled: entries are `[u32 LE id length][id][u32 LE JSON length][JSON]`, one after another.
+/// A chunk being filled: entries are `[u32 LE id length][id][u32 LE JSON length][JSON]`, one after another,
+/// compressed as a whole when the chunk is written.
 struct ChunkWriter {
     number: u64,
     bytes: Vec<u8>,
     slots: u32,
+    /// The compressed chunk, reused from one flush to the next.
+    packed: Vec<u8>,
 }
 
 impl ChunkWriter {
@@ -124,6 +142,7 @@ impl ChunkWriter {
             number,
             bytes: Vec::with_capacity(CHUNK_BYTES + 4096),
             slots: 0,
+            packed: Vec::new(),
         }
     }
 
@@ -143,15 +162,68 @@ impl ChunkWriter {
         self.bytes.len() >= CHUNK_BYTES
     }
 
-    /// Writes the chunk (if it holds anything) and starts the next one.
-    fn flush(&mut self, chunks: &sled::Tree) -> Result<(), StoreError> {
-        if self.slots > 0 {
-            chunks.insert(self.number.to_be_bytes(), self.bytes.as_slice())?;
-            self.number += 1;
-            self.bytes.clear();
-            self.slots = 0;
+    /// Writes the chunk, compressed (if it holds anything), and starts the next one.
+    fn flush(&mut self, trees: &StreamTrees) -> Result<(), StoreError> {
+        if self.slots == 0 {
+            return Ok(());
         }
+        let corrupt = |reason: String| StoreError::Corrupt {
+            tree: trees.chunks_name.clone(),
+            reason,
+        };
+        let len = u32::try_from(self.bytes.len())
+            .map_err(|_| corrupt(format!("a chunk of {} bytes", self.bytes.len())))?;
+        let header = LZ4_CHUNK_TAG.len() + 4;
+        self.packed.clear();
+        self.packed.extend_from_slice(&LZ4_CHUNK_TAG);
+        self.packed.extend_from_slice(&len.to_le_bytes());
+        self.packed.resize(
+            header + lz4_flex::block::get_maximum_output_size(self.bytes.len()),
+            0,
+        );
+        // Cannot fail: the output has the room LZ4 needs for any input of this length.
+        let n = lz4_flex::block::compress_into(&self.bytes, &mut self.packed[header..])
+            .map_err(|e| corrupt(format!("compressing a chunk: {e}")))?;
+        self.packed.truncate(header + n);
+        trees
+            .chunks
+            .insert(self.number.to_be_bytes(), self.packed.as_slice())?;
+        self.number += 1;
+        self.bytes.clear();
+        self.slots = 0;
         Ok(())
+    }
+}
+
+/// Puts a stored chunk's entries into `out`: decompressed, or copied if the chunk is a schema-2 one.
+fn load_chunk(tree: &str, stored: &[u8], out: &mut Vec<u8>) -> Result<(), StoreError> {
+    out.clear();
+    let Some(rest) = stored.strip_prefix(&LZ4_CHUNK_TAG) else {
+        out.extend_from_slice(stored);
+        return Ok(());
+    };
+    let corrupt = |reason: String| StoreError::Corrupt {
+        tree: tree.to_string(),
+        reason,
+    };
+    let (len, block) = rest
+        .split_first_chunk::<4>()
+        .ok_or_else(|| corrupt("a compressed chunk cut short in its header".into()))?;
+    let len = u32::from_le_bytes(*len) as usize;
+    // LZ4 expands at most 255-fold: a larger length is a corrupt header, not a reason to allocate it.
+    if len > block.len().saturating_mul(255) {
+        return Err(corrupt(format!(
+            "a compressed chunk of {} bytes claiming {len}",
+            block.len()
+        )));
+    }
+    out.resize(len, 0);
+    match lz4_flex::block::decompress_into(block, out) {
+        Ok(n) if n == len => Ok(()),
+        Ok(n) => Err(corrupt(format!(
+            "a compressed chunk of {n} bytes, its header says {len}"
+        ))),
+        Err(e) => Err(corrupt(format!("a chunk that does not decompress: {e}"))),
     }
 }
 
@@ -297,6 +369,7 @@ impl Store {
             chunk_iter: trees.chunks.iter(),
             trees,
             current: None,
+            chunk: Vec::new(),
             _reading: reading,
         })
     }
@@ -401,7 +474,16 @@ impl StreamWriter {
         for r in records {
             json.clear();
             write_json(&mut json, r);
-            if u32::try_from(json.len()).is_err() || u32::try_from(r.id.len()).is_err() {
+            if r.id.len() > MAX_ID_BYTES {
+                return Err(StoreError::Corrupt {
+                    tree: trees.chunks_name.clone(),
+                    reason: format!(
+                        "a record id of {} bytes, the most is {MAX_ID_BYTES}",
+                        r.id.len()
+                    ),
+                });
+            }
+            if u32::try_from(json.len()).is_err() {
                 return Err(StoreError::Corrupt {
                     tree: trees.chunks_name.clone(),
                     reason: format!("record {} is over 4 GiB", r.id),
@@ -416,7 +498,7 @@ impl StreamWriter {
                 }
             }
             if chunk.is_full() {
-                chunk.flush(&trees.chunks)?;
+                chunk.flush(trees)?;
             }
             let slot = chunk.push(r.id.as_bytes(), &json);
             pending.push((
@@ -428,8 +510,11 @@ impl StreamWriter {
                 },
             ));
         }
-        chunk.flush(&trees.chunks)?;
+        chunk.flush(trees)?;
         let mut stats = store.stream_stats(&trees.index_name)?;
+        // In key order, neighbouring inserts walk the same upper levels of sled's tree while they are
+        // still in the CPU's cache. Stable, so of an id repeated in the page the last copy still wins.
+        pending.sort_by(|a, b| a.0.cmp(b.0));
         for (id, entry) in &pending {
             match trees.index.insert(id.as_bytes(), &entry.encode())? {
                 Some(_) => stats.stale += 1,
@@ -459,7 +544,7 @@ fn flush_with_index(
     chunk: &mut ChunkWriter,
     pending: &mut Vec<(sled::IVec, IndexEntry)>,
 ) -> Result<(), StoreError> {
-    chunk.flush(&trees.chunks)?;
+    chunk.flush(trees)?;
     for (id, entry) in pending.drain(..) {
         trees.index.insert(id, &entry.encode())?;
     }
@@ -475,9 +560,11 @@ fn compact(trees: &StreamTrees) -> Result<StreamStats, StoreError> {
     let mut chunk = ChunkWriter::new(end);
     let mut pending = Vec::new();
     let mut live = 0;
+    let mut bytes = Vec::new();
     for kv in trees.chunks.range(..end.to_be_bytes()) {
-        let (k, bytes) = kv?;
+        let (k, stored) = kv?;
         let number = chunk_number(&trees.chunks_name, &k)?;
+        load_chunk(&trees.chunks_name, &stored, &mut bytes)?;
         let entries = ChunkEntries {
             tree: &trees.chunks_name,
             bytes: &bytes,
@@ -518,8 +605,10 @@ fn compact(trees: &StreamTrees) -> Result<StreamStats, StoreError> {
 pub struct StoredRecords {
     trees: StreamTrees,
     chunk_iter: sled::Iter,
-    /// The chunk being read: its number, bytes, read offset and next slot.
-    current: Option<(u64, sled::IVec, usize, u32)>,
+    /// The chunk being read: its number, read offset into `chunk` and next slot.
+    current: Option<(u64, usize, u32)>,
+    /// The entries of the chunk being read, decompressed.
+    chunk: Vec<u8>,
     _reading: ArcRwLockReadGuard<RawRwLock, ()>,
 }
 
@@ -527,16 +616,18 @@ impl StoredRecords {
     /// The next live record, or None at the end of the stream.
     fn next_live(&mut self) -> Result<Option<Record>, StoreError> {
         loop {
-            let Some((number, bytes, offset, slot)) = &mut self.current else {
+            let Some((number, offset, slot)) = &mut self.current else {
                 match self.chunk_iter.next().transpose()? {
                     Some((k, v)) => {
                         let number = chunk_number(&self.trees.chunks_name, &k)?;
-                        self.current = Some((number, v, 0, 0));
+                        load_chunk(&self.trees.chunks_name, &v, &mut self.chunk)?;
+                        self.current = Some((number, 0, 0));
                         continue;
                     }
                     None => return Ok(None),
                 }
             };
+            let bytes = &self.chunk;
             let mut entries = ChunkEntries {
                 tree: &self.trees.chunks_name,
                 bytes: &bytes[*offset..],
@@ -684,13 +775,17 @@ mod tests {
         assert_eq!((stats.live, stats.stale), (4_000, 0), "no compaction ran");
         assert_eq!(stored(&s), last);
         // Only the live versions' chunks remain, not four versions' worth.
+        let mut entries = Vec::new();
         let bytes: usize = s
             .stream_trees("c", "s")
             .unwrap()
             .chunks
             .iter()
             .values()
-            .map(|v| v.unwrap().len())
+            .map(|v| {
+                load_chunk("t", &v.unwrap(), &mut entries).unwrap();
+                entries.len()
+            })
             .sum();
         let live_bytes: usize = last
             .iter()
@@ -764,6 +859,111 @@ mod tests {
         );
         // The migrated records are recognised as unchanged.
         assert_eq!(s.commit_page("c", "s", &records, &cursor(8)).unwrap(), 0);
+    }
+
+    #[test]
+    fn chunks_are_stored_compressed_and_read_back_whole() {
+        let s = Store::temporary().unwrap();
+        let page: Vec<Record> = (0..100).map(|i| rec(&format!("{i:03}"), 1, 100)).collect();
+        s.commit_page("c", "s", &page, &cursor(1)).unwrap();
+        let trees = s.stream_trees("c", "s").unwrap();
+        let (mut stored_bytes, mut entry_bytes, mut entries) = (0, 0, Vec::new());
+        for v in trees.chunks.iter().values() {
+            let v = v.unwrap();
+            assert!(v.starts_with(&LZ4_CHUNK_TAG), "a chunk stored uncompressed");
+            load_chunk("t", &v, &mut entries).unwrap();
+            stored_bytes += v.len();
+            entry_bytes += entries.len();
+        }
+        assert!(
+            stored_bytes * 3 < entry_bytes,
+            "{stored_bytes} bytes stored for {entry_bytes} bytes of entries"
+        );
+        assert_eq!(stored(&s), page);
+    }
+
+    #[test]
+    fn a_schema_2_store_with_uncompressed_chunks_reads_as_before_and_takes_new_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let old: Vec<Record> = (0..40).map(|i| rec(&format!("{i:02}"), 1, 20)).collect();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.commit_page("c", "s", &old, &cursor(1)).unwrap();
+            // Turn the store into what schema 2 wrote: the same entries, uncompressed.
+            let trees = s.stream_trees("c", "s").unwrap();
+            let mut entries = Vec::new();
+            for kv in trees.chunks.iter() {
+                let (k, v) = kv.unwrap();
+                load_chunk("t", &v, &mut entries).unwrap();
+                trees.chunks.insert(k, entries.as_slice()).unwrap();
+            }
+            s.meta.insert("schema_version", "2").unwrap();
+            s.flush().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let trees = s.stream_trees("c", "s").unwrap();
+        assert!(trees
+            .chunks
+            .iter()
+            .values()
+            .all(|v| !v.unwrap().starts_with(&LZ4_CHUNK_TAG)));
+        assert_eq!(stored(&s), old);
+        assert_eq!(
+            s.meta.get("schema_version").unwrap().as_deref(),
+            Some(SCHEMA_VERSION.to_string().as_bytes())
+        );
+        // Unchanged records are recognised; a changed one lands in a compressed chunk and wins.
+        assert_eq!(s.commit_page("c", "s", &old, &cursor(2)).unwrap(), 0);
+        assert_eq!(
+            s.commit_page("c", "s", &[rec("07", 2, 20)], &cursor(3))
+                .unwrap(),
+            1
+        );
+        let got = stored(&s);
+        assert_eq!(got.len(), 40);
+        assert_eq!(got.last(), Some(&rec("07", 2, 20)));
+    }
+
+    #[test]
+    fn a_record_id_over_the_limit_is_refused_naming_the_tree() {
+        let s = Store::temporary().unwrap();
+        let err = s
+            .commit_page(
+                "c",
+                "s",
+                &[rec(&"x".repeat(MAX_ID_BYTES + 1), 1, 0)],
+                &cursor(1),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("record_chunks/c/s") && err.contains("record id"),
+            "{err}"
+        );
+        assert_eq!(s.cursor("c", "s").unwrap(), None);
+    }
+
+    #[test]
+    fn a_compressed_chunk_that_does_not_decompress_is_an_error_naming_its_tree() {
+        let s = Store::temporary().unwrap();
+        s.commit_page("c", "s", &[rec("a", 1, 0)], &cursor(1))
+            .unwrap();
+        let trees = s.stream_trees("c", "s").unwrap();
+        for bad in [
+            [&LZ4_CHUNK_TAG[..], &[0x10, 0, 0, 0], &[0xff; 3]].concat(),
+            [&LZ4_CHUNK_TAG[..], &[0xff, 0xff, 0xff, 0x7f], &[0; 4]].concat(),
+            LZ4_CHUNK_TAG[..2].to_vec(),
+            LZ4_CHUNK_TAG.to_vec(),
+        ] {
+            trees
+                .chunks
+                .insert(0u64.to_be_bytes(), bad.as_slice())
+                .unwrap();
+            let got: Vec<_> = s.records("c", "s").unwrap().collect();
+            assert_eq!(got.len(), 1, "{bad:?}");
+            let err = got[0].as_ref().unwrap_err().to_string();
+            assert!(err.contains("record_chunks/c/s"), "{err}");
+        }
     }
 
     #[test]
