@@ -207,7 +207,7 @@ async fn sync_stream(
             let page = match source.fetch_page(&stream, cursor.as_ref()).await {
                 Ok(page) => page,
                 Err(e) => {
-                    tracing::warn!(error = %e, "stream failed");
+                    tracing::warn!(connector, stream = %stream, error = %e, "stream failed");
                     outcome.error = Some(e.to_string());
                     break;
                 }
@@ -222,7 +222,15 @@ async fn sync_stream(
             count_records(connector, &stream, "stored", page.records.len());
             count_records(connector, &stream, "rejected", page.rejected.len());
             for r in page.rejected {
-                tracing::warn!(record = r.id.as_deref().unwrap_or("(no id)"), reason = %r.reason, "record rejected");
+                // Named in full on the event itself, not only through the spans around it: a JSON log line
+                // or a journal entry then says which connector, stream and record on its own.
+                tracing::warn!(
+                    connector,
+                    stream = %stream,
+                    record = r.id.as_deref().unwrap_or("(no id)"),
+                    reason = %r.reason,
+                    "record rejected"
+                );
                 if outcome.rejections.len() < KEPT_REJECTIONS {
                     outcome.rejections.push(r);
                 }
@@ -294,6 +302,140 @@ fn record_metrics(status: &SyncStatus) {
                     stream: s.stream.clone(),
                 })
                 .set(lag);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connector::{BoxFuture, Cursor, Page, Record, SourceError};
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    /// `tickets`: a page with two records and one the kind rejected, then a page that does not decode.
+    /// `orgs`: one good page.
+    struct Scripted;
+
+    fn record(id: &str) -> Record {
+        Record {
+            id: id.into(),
+            updated_at: Utc::now(),
+            account_keys: BTreeMap::new(),
+            fields: serde_json::Map::new(),
+        }
+    }
+
+    impl Source for Scripted {
+        fn streams(&self) -> Vec<String> {
+            vec!["tickets".into(), "orgs".into()]
+        }
+
+        fn fetch_page<'a>(
+            &'a self,
+            stream: &'a str,
+            cursor: Option<&'a Cursor>,
+        ) -> BoxFuture<'a, Result<Page, SourceError>> {
+            Box::pin(async move {
+                match (stream, cursor) {
+                    ("tickets", None) => Ok(Page {
+                        records: vec![record("t-1"), record("t-2")],
+                        cursor: Cursor(serde_json::json!({"page": 2})),
+                        done: false,
+                        rejected: vec![RejectedRecord {
+                            id: Some("t-3".into()),
+                            reason: "no updated_at".into(),
+                        }],
+                    }),
+                    ("tickets", Some(_)) => Err(SourceError::Malformed {
+                        stream: stream.into(),
+                        reason: "expected value at line 1 column 7".into(),
+                    }),
+                    _ => Ok(Page {
+                        records: vec![record("o-1")],
+                        cursor: Cursor(serde_json::json!({"page": 1})),
+                        done: true,
+                        rejected: Vec::new(),
+                    }),
+                }
+            })
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rejected_record_and_a_failed_stream_are_named_in_full_and_the_other_stream_still_runs(
+    ) {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let store = Store::temporary().unwrap();
+        let (_tx, shutdown) = watch::channel(false);
+        let status = sync_connector(
+            &store,
+            "acme-desk",
+            "zendesk",
+            &Scripted,
+            &SyncOptions::default(),
+            &shutdown,
+            &|_, _| {},
+        )
+        .await
+        .unwrap();
+
+        let tickets = &status.streams[0];
+        assert_eq!((tickets.records, tickets.rejected), (2, 1));
+        assert_eq!(tickets.rejections[0].id.as_deref(), Some("t-3"));
+        let error = tickets.error.as_deref().unwrap();
+        assert!(
+            error.contains("tickets") && error.contains("line 1 column 7"),
+            "{error}"
+        );
+        assert_eq!(status.error.as_deref(), Some("stream tickets failed"));
+        // The records before the bad page are kept, and the next stream ran.
+        assert_eq!(store.record_count("acme-desk", "tickets").unwrap(), 2);
+        assert!(status.streams[1].error.is_none());
+        assert_eq!(store.record_count("acme-desk", "orgs").unwrap(), 1);
+
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let line = |needle: &str| {
+            text.lines()
+                .find(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no `{needle}` line in:\n{text}"))
+                .to_string()
+        };
+        let rejected = line("record rejected");
+        for part in [
+            "connector=\"acme-desk\"",
+            "stream=tickets",
+            "record=\"t-3\"",
+            "no updated_at",
+        ] {
+            assert!(rejected.contains(part), "{part} missing from: {rejected}");
+        }
+        let failed = line("stream failed");
+        for part in [
+            "connector=\"acme-desk\"",
+            "stream=tickets",
+            "line 1 column 7",
+        ] {
+            assert!(failed.contains(part), "{part} missing from: {failed}");
         }
     }
 }
