@@ -406,6 +406,7 @@ fn company_property(obj: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connector::kinds::testkit::drain;
     use crate::http::testing::bearer_client;
     use crate::http::HttpError;
     use wiremock::matchers::{
@@ -861,5 +862,330 @@ mod tests {
         assert!(validate_params(&unknown)
             .unwrap_err()
             .contains("unknown key `objects`"));
+    }
+
+    // ---- Future marks, ties, bad bodies and resuming from every checkpoint ----
+
+    /// Matches a search whose body pages `after` the given token (`None`: the query's first page).
+    fn search_after(
+        after: Option<&'static str>,
+    ) -> impl Fn(&wiremock::Request) -> bool + Send + Sync {
+        move |r| {
+            serde_json::from_slice::<Value>(&r.body)
+                .is_ok_and(|b| b.get("after").and_then(Value::as_str) == after)
+        }
+    }
+
+    /// The `GTE` value and `after` of every search the server received, in order.
+    async fn searches(server: &MockServer) -> Vec<(String, Option<String>)> {
+        server
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.url.path().ends_with("/search"))
+            .map(|r| {
+                let b: Value = serde_json::from_slice(&r.body).unwrap();
+                let gte = b
+                    .pointer("/filterGroups/0/filters/0/value")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                (
+                    gte,
+                    b.get("after").and_then(Value::as_str).map(str::to_string),
+                )
+            })
+            .collect()
+    }
+
+    fn search_page(results: Vec<Value>, next: Option<&str>) -> ResponseTemplate {
+        let mut body = list_page(results, next);
+        body["total"] = json!(4);
+        ResponseTemplate::new(200).set_body_json(body)
+    }
+
+    #[tokio::test]
+    async fn a_future_mark_searches_from_it_and_finds_nothing() {
+        let server = MockServer::start().await;
+        // 2027-01-01T12:00:00Z is after the manual clock's 2026-11-23T12:00Z; HubSpot has nothing modified
+        // since five minutes before it. The kind does not consult the clock: it asks, once.
+        Mock::given(method("POST"))
+            .and(path("/hubspot/crm/v3/objects/deals/search"))
+            .and(body_partial_json(json!({"filterGroups": [{"filters": [{
+                "propertyName": "hs_lastmodifieddate", "operator": "GTE", "value": "1798804500000",
+            }]}]})))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(json!({"total": 0, "results": []})),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let src = source(&server, &["deals"]);
+        let future = json!({"hwm": {"updated_at": "2027-01-01T12:00:00Z", "id": "9"}});
+        let r = drain(&src, "deals", Some(Cursor(future.clone())))
+            .await
+            .unwrap();
+        assert_eq!((r.pages, r.records.len(), r.rejected.len()), (1, 0, 0));
+        assert_eq!(
+            r.state(),
+            serde_json::from_value::<StreamCursor>(future).unwrap(),
+            "the mark stays where it was"
+        );
+        let reqs = server.received_requests().await.unwrap();
+        assert_eq!(
+            reqs.len(),
+            1,
+            "no list and no association read for an empty page"
+        );
+    }
+
+    #[tokio::test]
+    async fn equal_timestamps_across_a_page_boundary_and_across_runs_are_all_kept() {
+        let server = MockServer::start().await;
+        let t = "2026-11-10T12:00:00Z";
+        Mock::given(method("GET"))
+            .and(path("/hubspot/crm/v3/objects/companies"))
+            .and(query_param_is_missing("after"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(list_page(
+                vec![company("7", "a.com", t), company("8", "b.com", t)],
+                Some("c1"),
+            )))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/hubspot/crm/v3/objects/companies"))
+            .and(query_param("after", "c1"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(list_page(vec![company("9", "c.com", t)], None)),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let src = source(&server, &["companies"]);
+        let first = drain(&src, "companies", None).await.unwrap();
+        assert_eq!(first.ids(), ["7", "8", "9"]);
+        let hwm = first.state().hwm.unwrap();
+        assert_eq!(
+            (hwm.updated_at.to_rfc3339(), hwm.id.as_str()),
+            ("2026-11-10T12:00:00+00:00".to_string(), "9")
+        );
+
+        // The next run searches GTE the mark's timestamp minus five minutes, so a company committed late
+        // with the same timestamp and an id below the mark's ("6") is found, on either side of a page
+        // boundary. Search pages are offsets; ties come in any order.
+        let search =
+            || Mock::given(method("POST")).and(path("/hubspot/crm/v3/objects/companies/search"));
+        search()
+            .and(search_after(None))
+            .respond_with(search_page(
+                vec![company("8", "b.com", t), company("6", "z.com", t)],
+                Some("2"),
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        search()
+            .and(search_after(Some("2")))
+            .respond_with(search_page(
+                vec![company("7", "a.com", t), company("9", "c.com", t)],
+                None,
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let second = drain(&src, "companies", Some(first.cursor)).await.unwrap();
+        assert_eq!(second.pages, 2);
+        assert_eq!(
+            second.ids(),
+            ["8", "6", "7", "9"],
+            "each once, 6 not skipped"
+        );
+        // 2026-11-10T11:55:00Z in epoch ms, on both pages of the run.
+        let since = "1794311700000".to_string();
+        assert_eq!(
+            searches(&server).await,
+            [(since.clone(), None), (since, Some("2".to_string()))]
+        );
+        assert_eq!(second.state().hwm.map(|m| m.id), Some("9".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_search_restarted_before_the_ceiling_keeps_the_records_tied_with_the_last_one() {
+        let server = MockServer::start().await;
+        let t = "2026-11-10T12:00:00Z";
+        // 9,950 results into a query: the page after it would pass 10,000, so the query restarts GTE the
+        // highest timestamp seen (no lookback) and re-reads what shares it.
+        let cursor = json!({
+            "hwm": {"updated_at": "2026-11-01T00:05:00Z", "id": "1"},
+            "run": {"token": "9950", "prev": "9850", "since": "2026-11-01T00:00:00Z",
+                    "max": {"updated_at": "2026-11-09T00:00:00Z", "id": "50"}, "fetched": 9950},
+        });
+        let search =
+            || Mock::given(method("POST")).and(path("/hubspot/crm/v3/objects/companies/search"));
+        search()
+            .and(search_after(Some("9950")))
+            .respond_with(search_page(
+                vec![company("60", "a.com", t), company("61", "b.com", t)],
+                Some("10050"),
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        search()
+            .and(search_after(None))
+            .respond_with(search_page(
+                vec![company("61", "b.com", t), company("59", "c.com", t)],
+                None,
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let src = source(&server, &["companies"]);
+        let r = drain(&src, "companies", Some(Cursor(cursor)))
+            .await
+            .unwrap();
+        assert_eq!(r.pages, 2);
+        // 61 is read twice by design (the restart's GTE); 59, tied with it and below it, is not skipped.
+        assert_eq!(r.ids(), ["60", "61", "61", "59"]);
+        assert_eq!(
+            searches(&server).await,
+            [
+                ("1793491200000".to_string(), Some("9950".to_string())),
+                ("1794312000000".to_string(), None)
+            ]
+        );
+        assert_eq!(r.state().hwm.map(|m| m.id), Some("61".to_string()));
+    }
+
+    #[tokio::test]
+    async fn malformed_json_names_connector_and_request_path() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/hubspot/crm/v3/objects/companies"))
+            .respond_with(ResponseTemplate::new(200).set_body_string("{\"results\": ["))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/hubspot/crm/v3/objects/companies/search"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_string("{\"total\": 1, \"results\": [{\"id\": \"1\","),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/hubspot/crm/v3/objects/deals"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(list_page(vec![deal("9001", "2024-02-01T00:00:00Z")], None)),
+            )
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(
+                "/hubspot/crm/v4/associations/deals/companies/batch/read",
+            ))
+            .respond_with(
+                ResponseTemplate::new(207)
+                    .set_body_string("{\"status\": \"COMPLETE\", \"results\": [{"),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let src = source(&server, &["companies", "deals"]);
+        let decode = |err: SourceError, path: &str| {
+            assert!(
+                matches!(&err, SourceError::Http(HttpError::Decode { .. })),
+                "{err:?}"
+            );
+            let msg = err.to_string();
+            assert!(msg.contains("connector test_test"), "{msg}");
+            assert!(msg.contains(path), "{msg}");
+        };
+        let err = drain(&src, "companies", None).await.unwrap_err();
+        decode(err, "GET /hubspot/crm/v3/objects/companies:");
+        let incremental = json!({"hwm": {"updated_at": "2024-03-05T10:00:00Z", "id": "103"}});
+        let err = drain(&src, "companies", Some(Cursor(incremental)))
+            .await
+            .unwrap_err();
+        decode(err, "POST /hubspot/crm/v3/objects/companies/search:");
+        let err = drain(&src, "deals", None).await.unwrap_err();
+        decode(
+            err,
+            "POST /hubspot/crm/v4/associations/deals/companies/batch/read:",
+        );
+        // A body that does not parse is not retried (the mocks expect one request each).
+        assert_eq!(server.received_requests().await.unwrap().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn resumes_from_every_checkpoint() {
+        let server = MockServer::start().await;
+        mount_three_pages(&server).await;
+        // After the full list the mark is 103's 2024-03-05T10:00:00Z; the search from five minutes before it
+        // re-reads 103 (unchanged), which is the only duplicate the design allows.
+        Mock::given(method("POST"))
+            .and(path("/hubspot/crm/v3/objects/companies/search"))
+            .and(body_partial_json(
+                json!({"filterGroups": [{"filters": [{"value": "1709632500000"}]}]}),
+            ))
+            .respond_with(search_page(
+                vec![company("103", "gamma.dev", "2024-03-05T10:00:00Z")],
+                None,
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let src = source(&server, &["companies"]);
+        let mut cursor = None;
+        let mut checkpoints: Vec<(Vec<String>, Cursor)> = Vec::new();
+        let mut seen: Vec<String> = Vec::new();
+        loop {
+            let page = src.fetch_page("companies", cursor.as_ref()).await.unwrap();
+            seen.extend(page.records.iter().map(|r| r.id.clone()));
+            checkpoints.push((seen.clone(), page.cursor.clone()));
+            cursor = Some(page.cursor);
+            if page.done {
+                break;
+            }
+        }
+        let full = ["101", "102", "103", "104"];
+        assert_eq!(seen, full);
+        assert_eq!(checkpoints.len(), 3);
+        let expected_rest: [&[&str]; 3] = [&["103", "104"], &["104"], &["103"]];
+        for (k, ((before, checkpoint), rest)) in
+            checkpoints.into_iter().zip(expected_rest).enumerate()
+        {
+            // A fresh process resuming from the checkpoint stored after page k+1.
+            let after = drain(
+                &source(&server, &["companies"]),
+                "companies",
+                Some(checkpoint),
+            )
+            .await
+            .unwrap();
+            assert_eq!(after.ids(), rest, "resumed after page {}", k + 1);
+            let mut union: Vec<&str> = before
+                .iter()
+                .map(String::as_str)
+                .chain(after.ids())
+                .collect();
+            union.sort_unstable();
+            union.dedup();
+            assert_eq!(union, full, "nothing lost resuming after page {}", k + 1);
+        }
+        // Page 1 was fetched once (its mock expects one request); page 2 once more, page 3 twice more.
+        let reqs = server.received_requests().await.unwrap();
+        let gets = |after: &str| {
+            reqs.iter()
+                .filter(|r| r.url.query_pairs().any(|(k, v)| k == "after" && v == after))
+                .count()
+        };
+        assert_eq!((gets("p2"), gets("p3")), (2, 3));
     }
 }

@@ -350,6 +350,7 @@ impl Source for Stripe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connector::kinds::testkit::drain;
     use crate::http::testing::bearer_client;
     use serde_json::json;
     use wiremock::matchers::{header, method, path, query_param, query_param_is_missing};
@@ -723,5 +724,414 @@ mod tests {
         assert!(validate_params(&bad).is_err());
         let unknown: toml::Table = toml::from_str("api_version = \"2023-09-12\"").unwrap();
         assert!(validate_params(&unknown).is_err());
+    }
+
+    // ---- Future marks, ties, bad bodies, resuming from every checkpoint and server errors ----
+
+    /// 2026-11-23T12:00:00Z, the manual clock's start.
+    const NOW: i64 = 1_795_435_200;
+
+    /// `GET /v1/invoices/{id}` answering every id with `invoice(id, created, None)`, `times` times in all.
+    async fn mount_invoices_by_id(server: &MockServer, created: i64, times: u64) {
+        Mock::given(method("GET"))
+            .and(wiremock::matchers::path_regex("^/v1/invoices/in_[0-9]+$"))
+            .respond_with(move |r: &wiremock::Request| {
+                let id = r.url.path().trim_start_matches("/v1/invoices/").to_string();
+                ResponseTemplate::new(200).set_body_json(invoice(&id, created, None))
+            })
+            .expect(times)
+            .mount(server)
+            .await;
+    }
+
+    /// Paths of the requests the server received, in order.
+    async fn paths(server: &MockServer) -> Vec<String> {
+        server
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.url.path().to_string())
+            .collect()
+    }
+
+    /// The customers list of the first test: cus_C, cus_B | a record without id, cus_A | cus_0.
+    async fn mount_three_customer_pages(server: &MockServer) {
+        let base = || {
+            Mock::given(method("GET"))
+                .and(path("/v1/customers"))
+                .and(query_param("limit", "100"))
+        };
+        base()
+            .and(query_param_is_missing("starting_after"))
+            .respond_with(list(
+                "/v1/customers",
+                vec![
+                    customer("cus_C", 300, Some("101")),
+                    customer("cus_B", 200, None),
+                ],
+                true,
+            ))
+            .expect(1)
+            .mount(server)
+            .await;
+        base()
+            .and(query_param("starting_after", "cus_B"))
+            .respond_with(list(
+                "/v1/customers",
+                vec![
+                    json!({"object": "customer", "created": 150}),
+                    customer("cus_A", 100, None),
+                ],
+                true,
+            ))
+            .mount(server)
+            .await;
+        base()
+            .and(query_param("starting_after", "cus_A"))
+            .respond_with(list(
+                "/v1/customers",
+                vec![customer("cus_0", 50, None)],
+                false,
+            ))
+            .mount(server)
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_future_mark_reads_events_from_it_and_finds_nothing() {
+        let server = MockServer::start().await;
+        // 2027-01-01T12:00:00Z, after the clock's now: not older than Stripe keeps events, so no re-list;
+        // the events API is asked from five minutes before the mark, once, and has nothing.
+        Mock::given(method("GET"))
+            .and(path("/v1/events"))
+            .and(query_param("created[gte]", "1798804500"))
+            .and(query_param("type", "invoice.*"))
+            .respond_with(list("/v1/events", vec![], false))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let src = source(&server);
+        let future = json!({"hwm": {"updated_at": "2027-01-01T12:00:00Z", "id": "evt_9"}});
+        let r = drain(&src, "invoices", Some(Cursor(future.clone())))
+            .await
+            .unwrap();
+        assert_eq!((r.pages, r.records.len(), r.rejected.len()), (1, 0, 0));
+        assert_eq!(
+            r.state(),
+            serde_json::from_value::<StreamCursor>(future).unwrap(),
+            "the mark stays where it was"
+        );
+        assert_eq!(
+            paths(&server).await,
+            ["/v1/events"],
+            "no list, no object read"
+        );
+    }
+
+    #[tokio::test]
+    async fn equal_timestamps_across_a_page_boundary_and_across_runs_are_all_kept() {
+        let server = MockServer::start().await;
+        // A full list pages by id, so customers created in the same second split across pages are all kept.
+        Mock::given(path("/v1/customers"))
+            .and(query_param_is_missing("starting_after"))
+            .respond_with(list(
+                "/v1/customers",
+                vec![
+                    customer("cus_C", 1_000, None),
+                    customer("cus_B", 1_000, None),
+                ],
+                true,
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(path("/v1/customers"))
+            .and(query_param("starting_after", "cus_B"))
+            .respond_with(list(
+                "/v1/customers",
+                vec![customer("cus_A", 1_000, None)],
+                false,
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let src = source(&server);
+        let listed = drain(&src, "customers", None).await.unwrap();
+        assert_eq!(listed.ids(), ["cus_C", "cus_B", "cus_A"]);
+
+        // Events of one second split across two event pages: every invoice they name is read and kept once.
+        let t = NOW - 3_600;
+        let since = |at: i64| (at - 300).to_string();
+        let inv = |id: &str| invoice(id, t, None);
+        Mock::given(path("/v1/events"))
+            .and(query_param("created[gte]", since(t - 7_200)))
+            .and(query_param_is_missing("starting_after"))
+            .respond_with(list(
+                "/v1/events",
+                vec![
+                    event("evt_4", "invoice.created", t, inv("in_4")),
+                    event("evt_3", "invoice.created", t, inv("in_3")),
+                ],
+                true,
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(path("/v1/events"))
+            .and(query_param("created[gte]", since(t - 7_200)))
+            .and(query_param("starting_after", "evt_3"))
+            .respond_with(list(
+                "/v1/events",
+                vec![event("evt_2", "invoice.created", t, inv("in_2"))],
+                false,
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        // The next run asks from the mark's second minus the lookback (created[gte]): an event of that same
+        // second whose id sorts below the mark's (evt_1 < evt_4), delivered late, is not skipped. The
+        // events already read come back too, and their invoices are read again (upserts by id).
+        Mock::given(path("/v1/events"))
+            .and(query_param("created[gte]", since(t)))
+            .respond_with(list(
+                "/v1/events",
+                vec![
+                    event("evt_4", "invoice.created", t, inv("in_4")),
+                    event("evt_3", "invoice.created", t, inv("in_3")),
+                    event("evt_2", "invoice.created", t, inv("in_2")),
+                    event("evt_1", "invoice.finalized", t, inv("in_1")),
+                ],
+                false,
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        mount_invoices_by_id(&server, t, 7).await;
+        let earlier = json!({"hwm": {"updated_at": chrono::TimeZone::timestamp_opt(&Utc, t - 7_200, 0).unwrap(), "id": "evt_0"}});
+        let first = drain(&src, "invoices", Some(Cursor(earlier)))
+            .await
+            .unwrap();
+        assert_eq!(first.pages, 2);
+        assert_eq!(first.ids(), ["in_4", "in_3", "in_2"]);
+        let hwm = first.state().hwm.unwrap();
+        assert_eq!((hwm.updated_at.timestamp(), hwm.id.as_str()), (t, "evt_4"));
+        let second = drain(&src, "invoices", Some(first.cursor)).await.unwrap();
+        assert_eq!(second.ids(), ["in_4", "in_3", "in_2", "in_1"]);
+        let hwm = second.state().hwm.unwrap();
+        assert_eq!((hwm.updated_at.timestamp(), hwm.id.as_str()), (t, "evt_4"));
+    }
+
+    #[tokio::test]
+    async fn malformed_json_names_connector_and_request_path() {
+        let server = MockServer::start().await;
+        Mock::given(path("/v1/customers"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_string(
+                    "{\"object\": \"list\", \"url\": \"/v1/customers\", \"data\": [",
+                ),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        // Events are fine, but the changed invoice's own body is cut short.
+        Mock::given(path("/v1/events"))
+            .respond_with(list(
+                "/v1/events",
+                vec![event(
+                    "evt_1",
+                    "invoice.paid",
+                    NOW - 60,
+                    invoice("in_1", NOW - 600, Some(NOW - 60)),
+                )],
+                false,
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(path("/v1/invoices/in_1"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_string("{\"id\": \"in_1\", \"object\": "),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let src = source(&server);
+        let decode = |err: SourceError, path: &str| {
+            assert!(
+                matches!(
+                    &err,
+                    SourceError::Http(crate::http::HttpError::Decode { .. })
+                ),
+                "{err:?}"
+            );
+            let msg = err.to_string();
+            assert!(msg.contains("connector test_test"), "{msg}");
+            assert!(msg.contains(path), "{msg}");
+        };
+        decode(
+            drain(&src, "customers", None).await.unwrap_err(),
+            "GET /v1/customers:",
+        );
+        let incremental = json!({"hwm": {"updated_at": "2026-11-23T11:00:00Z", "id": "evt_0"}});
+        let err = drain(&src, "invoices", Some(Cursor(incremental)))
+            .await
+            .unwrap_err();
+        decode(err, "GET /v1/invoices/in_1:");
+        // Not retried: one request each.
+        assert_eq!(
+            paths(&server).await,
+            ["/v1/customers", "/v1/events", "/v1/invoices/in_1"]
+        );
+    }
+
+    #[tokio::test]
+    async fn resumes_from_every_checkpoint() {
+        let server = MockServer::start().await;
+        mount_three_customer_pages(&server).await;
+        // A completed list's mark is when it started (the clock's now); the next run reads events from five
+        // minutes before that, and there are none.
+        Mock::given(path("/v1/events"))
+            .and(query_param("created[gte]", (NOW - 300).to_string()))
+            .and(query_param("types[]", "customer.updated"))
+            .respond_with(list("/v1/events", vec![], false))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let src = source(&server);
+        let mut cursor = None;
+        let mut checkpoints: Vec<(Vec<String>, Cursor)> = Vec::new();
+        let mut seen: Vec<String> = Vec::new();
+        loop {
+            let page = src.fetch_page("customers", cursor.as_ref()).await.unwrap();
+            seen.extend(page.records.iter().map(|r| r.id.clone()));
+            checkpoints.push((seen.clone(), page.cursor.clone()));
+            cursor = Some(page.cursor);
+            if page.done {
+                break;
+            }
+        }
+        let full = ["cus_C", "cus_B", "cus_A", "cus_0"];
+        assert_eq!(seen, full);
+        assert_eq!(checkpoints.len(), 3);
+        let expected_rest: [&[&str]; 3] = [&["cus_A", "cus_0"], &["cus_0"], &[]];
+        for (k, ((before, checkpoint), rest)) in
+            checkpoints.into_iter().zip(expected_rest).enumerate()
+        {
+            let after = drain(&source(&server), "customers", Some(checkpoint))
+                .await
+                .unwrap();
+            assert_eq!(after.ids(), rest, "resumed after page {}", k + 1);
+            let mut union: Vec<&str> = before
+                .iter()
+                .map(String::as_str)
+                .chain(after.ids())
+                .collect();
+            let n = union.len();
+            union.sort_unstable();
+            union.dedup();
+            assert_eq!(union.len(), n, "no duplicate resuming after page {}", k + 1);
+            let mut want = full.to_vec();
+            want.sort_unstable();
+            assert_eq!(union, want, "nothing lost resuming after page {}", k + 1);
+        }
+        let reqs = server.received_requests().await.unwrap();
+        let after = |id: &str| {
+            reqs.iter()
+                .filter(|r| {
+                    r.url
+                        .query_pairs()
+                        .any(|(k, v)| k == "starting_after" && v == id)
+                })
+                .count()
+        };
+        // Page 1 once (its mock expects one request), page 2 once more, page 3 twice more.
+        assert_eq!((after("cus_B"), after("cus_A")), (2, 3));
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_server_errors_is_retried_then_the_run_finishes() {
+        let api_error = |status: u16| {
+            ResponseTemplate::new(status)
+                .insert_header("request-id", "req_burst")
+                .set_body_json(json!({"error": {
+                    "type": "api_error",
+                    "message": "An unknown error occurred",
+                }}))
+        };
+        let server = MockServer::start().await;
+        Mock::given(path("/v1/customers"))
+            .respond_with(api_error(500))
+            .up_to_n_times(2)
+            .expect(2)
+            .mount(&server)
+            .await;
+        Mock::given(path("/v1/customers"))
+            .respond_with(api_error(503).insert_header("stripe-should-retry", "true"))
+            .up_to_n_times(1)
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(path("/v1/customers"))
+            .and(query_param_is_missing("starting_after"))
+            .respond_with(list(
+                "/v1/customers",
+                vec![customer("cus_2", 2, None)],
+                true,
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(path("/v1/customers"))
+            .and(query_param("starting_after", "cus_2"))
+            .respond_with(list(
+                "/v1/customers",
+                vec![customer("cus_1", 1, None)],
+                false,
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let (http, clock) = bearer_client(&server.uri());
+        let src = Stripe::new(
+            http.with_classifier(classify),
+            vec!["customers".into()],
+            DEFAULT_CRM_KEY.into(),
+            None,
+        );
+        let r = drain(&src, "customers", None).await.unwrap();
+        assert_eq!((r.pages, r.ids()), (2, vec!["cus_2", "cus_1"]));
+        assert_eq!(clock.sleeps().len(), 3, "one backoff per failed attempt");
+        assert_eq!(server.received_requests().await.unwrap().len(), 5);
+
+        // A burst that outlasts the attempts ends the page with an error naming connector and path.
+        let down = MockServer::start().await;
+        Mock::given(path("/v1/customers"))
+            .respond_with(api_error(500))
+            .mount(&down)
+            .await;
+        let (http, clock) = bearer_client(&down.uri());
+        let src = Stripe::new(
+            http.with_classifier(classify),
+            vec!["customers".into()],
+            DEFAULT_CRM_KEY.into(),
+            None,
+        );
+        let err = drain(&src, "customers", None).await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                SourceError::Http(crate::http::HttpError::Transient { .. })
+            ),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("connector test_test: GET /v1/customers") && msg.contains("http 500"),
+            "{msg}"
+        );
+        let attempts = crate::http::RetryPolicy::default().max_attempts as usize;
+        assert_eq!(down.received_requests().await.unwrap().len(), attempts);
+        assert_eq!(clock.sleeps().len(), attempts - 1);
     }
 }

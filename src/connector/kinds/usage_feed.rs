@@ -136,6 +136,7 @@ impl Source for UsageFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connector::kinds::testkit::drain;
     use crate::http::testing::bearer_client;
     use serde_json::json;
     use std::time::Duration;
@@ -325,5 +326,212 @@ mod tests {
         assert!(validate_params(&toml::Table::new()).is_ok());
         let t: toml::Table = toml::from_str("x = 1").unwrap();
         assert!(validate_params(&t).is_err());
+    }
+
+    // ---- Future marks, ties, bad bodies and resuming from every checkpoint ----
+
+    /// The `updated_since` and `cursor` of every request the server received, in order.
+    async fn queries(server: &MockServer) -> Vec<(Option<String>, Option<String>)> {
+        let q = |r: &wiremock::Request, name: &str| {
+            r.url
+                .query_pairs()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        };
+        server
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (q(r, "updated_since"), q(r, "cursor")))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_future_mark_asks_from_it_and_finds_nothing() {
+        let server = MockServer::start().await;
+        // 2027-01-01T12:00:00Z is after the manual clock's 2026-11-23T12:00Z. The kind does not consult the
+        // clock: it asks once, from five minutes before the mark, and the feed has nothing.
+        Mock::given(path("/v1/usage/daily"))
+            .and(query_param("updated_since", "2027-01-01T11:55:00Z"))
+            .and(query_param_is_missing("cursor"))
+            .respond_with(page(vec![], None))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let (src, clock) = feed(&server);
+        let future = json!({"hwm": {"updated_at": "2027-01-01T12:00:00Z", "id": "u9"}});
+        let r = drain(&src, "daily_usage", Some(Cursor(future.clone())))
+            .await
+            .unwrap();
+        assert_eq!((r.pages, r.records.len(), r.rejected.len()), (1, 0, 0));
+        assert_eq!(
+            r.state(),
+            serde_json::from_value::<StreamCursor>(future).unwrap(),
+            "the mark stays where it was"
+        );
+        assert_eq!(server.received_requests().await.unwrap().len(), 1);
+        assert!(clock.sleeps().is_empty());
+    }
+
+    #[tokio::test]
+    async fn equal_timestamps_across_a_page_boundary_and_across_runs_are_all_kept() {
+        let server = MockServer::start().await;
+        let t = "2026-11-10T12:00:00Z";
+        let first_run =
+            || Mock::given(path("/v1/usage/daily")).and(query_param_is_missing("updated_since"));
+        first_run()
+            .and(query_param_is_missing("cursor"))
+            .respond_with(page(
+                vec![row("u7", "a.com", t), row("u8", "a.com", t)],
+                Some("c1"),
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        first_run()
+            .and(query_param("cursor", "c1"))
+            .respond_with(page(vec![row("u9", "a.com", t)], None))
+            .expect(1)
+            .mount(&server)
+            .await;
+        // The next run asks from the mark's timestamp minus five minutes, so a row committed late with the
+        // same updated_at and an id below the mark's (u6 < u9) is found; the tied rows already stored come
+        // back too (upserts by id), each once, across the feed's page boundary.
+        let next_run = || {
+            Mock::given(path("/v1/usage/daily"))
+                .and(query_param("updated_since", "2026-11-10T11:55:00Z"))
+        };
+        next_run()
+            .and(query_param_is_missing("cursor"))
+            .respond_with(page(
+                vec![row("u6", "a.com", t), row("u7", "a.com", t)],
+                Some("d1"),
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        next_run()
+            .and(query_param("cursor", "d1"))
+            .respond_with(page(
+                vec![row("u8", "a.com", t), row("u9", "a.com", t)],
+                None,
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let (src, _) = feed(&server);
+        let first = drain(&src, "daily_usage", None).await.unwrap();
+        assert_eq!((first.pages, first.ids()), (2, vec!["u7", "u8", "u9"]));
+        let hwm = first.state().hwm.unwrap();
+        assert_eq!(
+            (hwm.updated_at.to_rfc3339(), hwm.id.as_str()),
+            ("2026-11-10T12:00:00+00:00".to_string(), "u9")
+        );
+        let second = drain(&src, "daily_usage", Some(first.cursor))
+            .await
+            .unwrap();
+        assert_eq!(
+            (second.pages, second.ids()),
+            (2, vec!["u6", "u7", "u8", "u9"])
+        );
+        assert_eq!(second.state().hwm.map(|m| m.id), Some("u9".to_string()));
+        let since = Some("2026-11-10T11:55:00Z".to_string());
+        assert_eq!(
+            queries(&server).await,
+            [
+                (None, None),
+                (None, Some("c1".to_string())),
+                (since.clone(), None),
+                (since, Some("d1".to_string())),
+            ],
+            "every page of a run keeps the filter it started with"
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_json_names_connector_and_request_path() {
+        let server = MockServer::start().await;
+        Mock::given(path("/v1/usage/daily"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_string("{\"data\": [{\"id\": \"u1\","),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let (src, clock) = feed(&server);
+        let err = drain(&src, "daily_usage", None).await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                SourceError::Http(crate::http::HttpError::Decode { .. })
+            ),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("connector test_test") && msg.contains("GET /v1/usage/daily:"),
+            "{msg}"
+        );
+        assert!(clock.sleeps().is_empty(), "a bad body is not retried");
+    }
+
+    #[tokio::test]
+    async fn resumes_from_every_checkpoint() {
+        let server = MockServer::start().await;
+        mount_first_run(&server).await;
+        // After the full run the mark is u4's 2024-03-01T04:00:00Z; the next run asks from five minutes
+        // before it and gets u4 again (unchanged): the only duplicate the design allows.
+        Mock::given(path("/v1/usage/daily"))
+            .and(query_param("updated_since", "2024-03-01T03:55:00Z"))
+            .respond_with(page(
+                vec![row("u4", "gamma.dev", "2024-03-01T04:00:00Z")],
+                None,
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let (src, _) = feed(&server);
+        let mut cursor = None;
+        let mut checkpoints: Vec<(Vec<String>, Cursor)> = Vec::new();
+        let mut seen: Vec<String> = Vec::new();
+        loop {
+            let p = src
+                .fetch_page("daily_usage", cursor.as_ref())
+                .await
+                .unwrap();
+            seen.extend(p.records.iter().map(|r| r.id.clone()));
+            checkpoints.push((seen.clone(), p.cursor.clone()));
+            cursor = Some(p.cursor);
+            if p.done {
+                break;
+            }
+        }
+        let full = ["u1", "u2", "u3", "u4"];
+        assert_eq!(seen, full);
+        assert_eq!(checkpoints.len(), 3);
+        let expected_rest: [&[&str]; 3] = [&["u3", "u4"], &["u4"], &["u4"]];
+        for (k, ((before, checkpoint), rest)) in
+            checkpoints.into_iter().zip(expected_rest).enumerate()
+        {
+            // A fresh process resuming from the checkpoint stored after page k+1.
+            let after = drain(&feed(&server).0, "daily_usage", Some(checkpoint))
+                .await
+                .unwrap();
+            assert_eq!(after.ids(), rest, "resumed after page {}", k + 1);
+            let mut union: Vec<&str> = before
+                .iter()
+                .map(String::as_str)
+                .chain(after.ids())
+                .collect();
+            union.sort_unstable();
+            union.dedup();
+            assert_eq!(union, full, "nothing lost resuming after page {}", k + 1);
+        }
+        // Page 1 once (its mock expects one request), page 2 once more, page 3 twice more.
+        let cursors: Vec<Option<String>> =
+            queries(&server).await.into_iter().map(|(_, c)| c).collect();
+        let count = |c: &str| cursors.iter().filter(|x| x.as_deref() == Some(c)).count();
+        assert_eq!((count("c2"), count("c3")), (2, 3));
     }
 }
