@@ -8,7 +8,8 @@
 //! 10) syncs 3,001 companies, i.e. 301 requests. Once with the quota known to the client (`rate_limit` 100
 //! per 10 s) and once with the client's limit far above it (1,000 per 10 s). Requests and 429s are counted by
 //! the simulator as they arrive. The achieved rate is phase-free: 300 requests (three full quotas) divided
-//! by the time from the first request to the 301st.
+//! by the time from the first request to the 301st. Then a vendor that reports no quota at all: Stripe
+//! (1,001 accounts, page size 10, about 750 requests) against a simulated 25 per second, the client at 1,000.
 //!
 //! `throughput`: the simulator runs in a child process (this binary with `--serve-sim`), rate limits lifted,
 //! so this process holds only healthsync's side: every source syncs into a fresh sled store. Records per
@@ -119,6 +120,13 @@ async fn quota_run(label: &str, client_per_10s: u32) {
     };
     let path = healthsync::demo::write_config(dir.path(), &sim, &client_limits).expect("config");
     set_param(dir.path(), "hubspot", "page_size", 10.into());
+    // Companies only: the shipped connector's other five streams would make each run minutes long.
+    set_param(
+        dir.path(),
+        "hubspot",
+        "streams",
+        toml::Value::Array(vec!["companies".into()]),
+    );
     let cfg = healthsync::config::load(&path).expect("valid config");
     let rt = Runtime::build(cfg, Store::open(&dir.path().join("state")).expect("store"));
     let (_tx, shutdown) = watch::channel(false);
@@ -156,6 +164,78 @@ async fn quota_run(label: &str, client_per_10s: u32) {
         if let Some(e) = &s.error {
             println!("  stream {}: {e}", s.stream);
         }
+    }
+    sim.shutdown().await;
+}
+
+/// Requests the engine has counted for `connector` so far, all of them and the 429s, from its metrics.
+fn client_requests(connector: &str) -> (u64, u64) {
+    let text = healthsync::observe::metrics().render();
+    let label = format!("connector=\"{connector}\"");
+    let (mut all, mut throttled) = (0, 0);
+    for line in text
+        .lines()
+        .filter(|l| l.contains("http_requests_total{") && l.contains(&label))
+    {
+        let n: u64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0) as u64;
+        all += n;
+        if line.contains("status=\"429\"") {
+            throttled += n;
+        }
+    }
+    (all, throttled)
+}
+
+/// A vendor that reports no quota (Stripe sends no rate-limit headers and no `Retry-After`): the simulator
+/// allows 25 requests per rolling second, as Stripe's test mode does, and the client is configured far
+/// above it. The engine infers a quota from the first 429 (`SendLog::throttled`).
+async fn quota_without_headers_run() {
+    let mut sim_limits = lifted();
+    sim_limits.stripe_per_sec = 25;
+    let sim = sim::start(SimOptions {
+        accounts: 1001,
+        seed: 42,
+        now: now(),
+        rate_limits: sim_limits,
+    })
+    .await
+    .expect("simulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client_limits = SimRateLimits {
+        stripe_per_sec: 1000,
+        ..lifted()
+    };
+    let path = healthsync::demo::write_config(dir.path(), &sim, &client_limits).expect("config");
+    set_param(dir.path(), "stripe", "page_size", 10.into());
+    let cfg = healthsync::config::load(&path).expect("valid config");
+    let rt = Runtime::build(cfg, Store::open(&dir.path().join("state")).expect("store"));
+    let (_tx, shutdown) = watch::channel(false);
+    let ids = rt.select_sources(&["stripe".to_string()]).expect("stripe");
+    let before = client_requests("stripe");
+    let t = Instant::now();
+    let statuses = rt
+        .sync(&ids, &SyncOptions::default(), &shutdown, &|_, _, _| {})
+        .await
+        .expect("sync");
+    let wall = t.elapsed().as_secs_f64();
+    let after = client_requests("stripe");
+    let (requests, throttled) = (after.0 - before.0, after.1 - before.1);
+    let status = &statuses[0];
+    let accepted = requests - throttled;
+    println!(
+        "quota unknown, no quota headers (Stripe) | client limit 1000/s | sim 25/s | requests {requests:>4} | 429s {throttled:>3} ({:.2} %) | records {:>5} ok {} | {:.2} accepted req/s = {:.1} % of quota | wall {wall:.1} s",
+        100.0 * throttled as f64 / requests.max(1) as f64,
+        status.records(),
+        status.ok(),
+        accepted as f64 / wall,
+        100.0 * accepted as f64 / wall / 25.0,
+    );
+    if let Some(e) = &status.error {
+        println!("  error: {e}");
     }
     sim.shutdown().await;
 }
@@ -303,6 +383,7 @@ fn main() {
         Some("quota") => {
             rt.block_on(quota_run("quota known to the client", 100));
             rt.block_on(quota_run("quota unknown to the client", 1000));
+            rt.block_on(quota_without_headers_run());
         }
         Some("throughput") => {
             let sizes: Vec<usize> = args[1..].iter().filter_map(|a| a.parse().ok()).collect();

@@ -30,6 +30,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use governor::clock::Clock as _;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT};
@@ -654,6 +655,27 @@ impl HttpClient {
         }
     }
 
+    /// A 429 that says neither the quota nor when to come back (Stripe's): the rolling-window guard infers
+    /// a quota from it (`SendLog::throttled`), so the next requests are paced under the vendor's limit
+    /// instead of each finding it by being refused. Kinds with a quota reader learn the vendor's own
+    /// figure, and a `Retry-After` (or a kind's reset time) is honoured as it is.
+    fn learn_from_throttle(&self, now: DateTime<Utc>) {
+        if self.quota_reader.is_some() {
+            return;
+        }
+        if let Ok(mut log) = self.send_log.lock() {
+            log.throttled(now);
+            if let Some(q) = log.inferred(now) {
+                tracing::debug!(
+                    connector = %self.connector,
+                    requests = q.requests,
+                    window_ms = q.window.as_millis() as u64,
+                    "throttled without a quota header; pacing under an inferred quota"
+                );
+            }
+        }
+    }
+
     /// One attempt. On failure, also returns how long the vendor asked us to wait, if it did.
     async fn attempt(
         &self,
@@ -728,13 +750,18 @@ impl HttpClient {
             .unwrap_or_else(|| default_classify(status, &headers, now));
         let target = target.clone();
         Err(match class {
-            Classified::RateLimited { retry_after } => (
-                HttpError::RateLimited {
-                    target,
+            Classified::RateLimited { retry_after } => {
+                if retry_after.is_none() {
+                    self.learn_from_throttle(now);
+                }
+                (
+                    HttpError::RateLimited {
+                        target,
+                        retry_after,
+                    },
                     retry_after,
-                },
-                retry_after,
-            ),
+                )
+            }
             Classified::QuotaExhausted { reason } => {
                 (HttpError::QuotaExhausted { target, reason }, None)
             }

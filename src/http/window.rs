@@ -8,7 +8,9 @@
 //! keeps the send time of every request within the longest window and waits until the oldest leaves it,
 //! plus a margin of 2% of the window for the latency difference between our clock and the vendor's arrival
 //! time. A vendor-reported quota replaces the configured guess for that window (the vendor is the authority);
-//! the configured quota stays enforced too. This module does not sleep: it says how long to wait.
+//! the configured quota stays enforced too. A vendor that reports no quota teaches one by throttling: a 429
+//! with that many requests in the configured window means it allows fewer, and the guard keeps nine tenths
+//! of them for a while ([`SendLog::throttled`]). This module does not sleep: it says how long to wait.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -25,11 +27,20 @@ pub struct WindowQuota {
 /// Reads the vendor's own quota from a response's headers, when the vendor sends it.
 pub type QuotaReader = fn(&reqwest::header::HeaderMap) -> Option<WindowQuota>;
 
+/// How long a quota inferred from a 429 holds, in windows of the configured quota, and at most. Long
+/// enough that a throttled connector stays under the vendor's limit for the rest of a typical run (one 429
+/// a minute at Stripe's 25 requests per second is 0.07 % of requests); short enough that a 429 caused by
+/// someone else sharing the key does not slow this connector for good.
+const INFERRED_HOLD_WINDOWS: u32 = 60;
+const INFERRED_HOLD_MAX: Duration = Duration::from_secs(600);
+
 /// Send times within the longest window, and the quotas they are checked against.
 #[derive(Debug)]
 pub(crate) struct SendLog {
     configured: Option<WindowQuota>,
     vendor: Option<WindowQuota>,
+    /// Learned from the vendor's 429s, with when it lapses.
+    inferred: Option<(WindowQuota, DateTime<Utc>)>,
     sent: VecDeque<DateTime<Utc>>,
 }
 
@@ -38,7 +49,54 @@ impl SendLog {
         SendLog {
             configured,
             vendor: None,
+            inferred: None,
             sent: VecDeque::new(),
+        }
+    }
+
+    /// The vendor throttled a request sent in the last window without saying its quota: it allows fewer
+    /// requests per configured window than were just sent in it, the refused one included. Keeps nine
+    /// tenths of those others (at least one) as the quota for [`INFERRED_HOLD_WINDOWS`] windows; a 429
+    /// while an inferred quota holds tightens it by another tenth. Without a configured window there is
+    /// nothing to count in, and the engine's backoff alone applies.
+    pub(crate) fn throttled(&mut self, now: DateTime<Utc>) {
+        let Some(configured) = self.configured else {
+            return;
+        };
+        let span = span(configured.window);
+        let inside = self.sent.iter().filter(|t| since(now, **t) < span).count() as u32;
+        let from_count = inside.saturating_sub(1).saturating_mul(9) / 10;
+        let tightened = self
+            .inferred(now)
+            .map(|q| q.requests.saturating_mul(9) / 10);
+        let requests = match (from_count, tightened) {
+            // One or two sends in the window say nothing about a rate (the key may be shared, or the
+            // vendor's window longer): the engine's backoff alone answers this 429.
+            (0, None) => return,
+            (0, Some(t)) => t,
+            (c, None) => c,
+            (c, Some(t)) => c.min(t),
+        }
+        .max(1);
+        let hold = (configured.window * INFERRED_HOLD_WINDOWS).min(INFERRED_HOLD_MAX);
+        let until = now + chrono::TimeDelta::from_std(hold).unwrap_or(chrono::TimeDelta::zero());
+        self.inferred = Some((
+            WindowQuota {
+                requests,
+                window: configured.window,
+            },
+            until,
+        ));
+    }
+
+    /// The quota inferred from 429s, while it holds.
+    pub(crate) fn inferred(&mut self, now: DateTime<Utc>) -> Option<WindowQuota> {
+        match self.inferred {
+            Some((q, until)) if now < until => Some(q),
+            _ => {
+                self.inferred = None;
+                None
+            }
         }
     }
 
@@ -59,7 +117,7 @@ impl SendLog {
 
     /// How long a send at `now` would have to wait, without recording anything.
     pub(crate) fn wait_at(&mut self, now: DateTime<Utc>) -> Duration {
-        let quotas = [self.configured, self.vendor];
+        let quotas = [self.configured, self.vendor, self.inferred(now)];
         let longest = quotas
             .iter()
             .flatten()
@@ -151,5 +209,77 @@ mod tests {
             window: Duration::from_secs(1),
         });
         assert_eq!(log.try_send(at(1020)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_429_without_a_quota_paces_at_nine_tenths_of_what_the_vendor_took_then_lapses() {
+        let second = Duration::from_secs(1);
+        let mut log = SendLog::new(Some(WindowQuota {
+            requests: 1000,
+            window: second,
+        }));
+        // 26 sends in 26 ms; the vendor (25 per second) refuses the 26th.
+        for ms in 0..26 {
+            assert_eq!(log.try_send(at(ms)), Duration::ZERO);
+        }
+        log.throttled(at(26));
+        assert_eq!(
+            log.inferred(at(26)),
+            Some(WindowQuota {
+                requests: 22,
+                window: second
+            })
+        );
+        // 26 are inside the window: the next waits until all but 21 have left it (1.02 s after the 5th).
+        assert_eq!(log.try_send(at(27)), Duration::from_millis(1020 + 4 - 27));
+        // A later window takes 22 and no more.
+        let later = 5_000;
+        let sent = (0..30)
+            .filter(|i| log.try_send(at(later + i)).is_zero())
+            .count();
+        assert_eq!(sent, 22);
+        // After sixty windows the guess lapses and the configured quota alone applies again.
+        assert_eq!(log.inferred(at(26 + 60_000)), None);
+        assert_eq!(log.try_send(at(26 + 60_000)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_429_while_an_inferred_quota_holds_tightens_it_and_never_below_one() {
+        let mut log = SendLog::new(Some(WindowQuota {
+            requests: 100,
+            window: Duration::from_secs(10),
+        }));
+        for ms in 0..11 {
+            log.try_send(at(ms));
+        }
+        log.throttled(at(11));
+        assert_eq!(log.inferred(at(11)).map(|q| q.requests), Some(9));
+        // Throttled again with nothing sent in the window since: a tenth off the guess.
+        log.throttled(at(30_000));
+        assert_eq!(log.inferred(at(30_000)).map(|q| q.requests), Some(8));
+        for ms in 0..40 {
+            log.throttled(at(30_001 + ms));
+        }
+        assert_eq!(log.inferred(at(30_100)).map(|q| q.requests), Some(1));
+    }
+
+    #[test]
+    fn a_429_after_one_or_two_sends_or_without_a_configured_window_infers_nothing() {
+        let mut log = SendLog::new(Some(WindowQuota {
+            requests: 100,
+            window: Duration::from_secs(1),
+        }));
+        log.try_send(at(0));
+        log.throttled(at(1));
+        log.try_send(at(2));
+        log.throttled(at(3));
+        assert_eq!(log.inferred(at(3)), None);
+        assert_eq!(log.try_send(at(4)), Duration::ZERO);
+        let mut bare = SendLog::new(None);
+        for ms in 0..10 {
+            bare.try_send(at(ms));
+        }
+        bare.throttled(at(10));
+        assert_eq!(bare.inferred(at(10)), None);
     }
 }

@@ -79,8 +79,9 @@ fn validate_params(params: &toml::Table) -> Result<(), String> {
 }
 
 fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
-    let http =
-        HttpClient::new(ctx.connector, ctx.secrets)?.with_classifier(super::hubspot::classify);
+    let http = HttpClient::new(ctx.connector, ctx.secrets)?
+        .with_classifier(super::hubspot::classify)
+        .with_quota_reader(super::hubspot::quota);
     let owners =
         common::owner_map(&ctx.connector.params).map_err(|reason| BuildError::Invalid {
             connector: ctx.connector.id.clone(),

@@ -24,6 +24,7 @@ fn sink(server: &MockServer) -> (HubSpotSink, Arc<ManualClock>) {
     let http = HttpClient::new(&cfg, &s)
         .unwrap()
         .with_classifier(crate::connector::kinds::hubspot::classify)
+        .with_quota_reader(crate::connector::kinds::hubspot::quota)
         .with_clock(clock.clone());
     (HubSpotSink::new(http, clock.clone()), clock)
 }
