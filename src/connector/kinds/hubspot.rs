@@ -48,7 +48,9 @@ pub static SPEC: KindSpec = KindSpec {
         "emails",
     ],
     default_streams: &["companies"],
-    auth: &[AuthScheme::Bearer],
+    // A private app's access token, or a public app's OAuth refresh token (`token_url` =
+    // https://api.hubapi.com/oauth/v1/token; access tokens last 30 minutes and a 401 refreshes early).
+    auth: &[AuthScheme::Bearer, AuthScheme::OAuth2RefreshToken],
     // Private apps on Free/Starter: 100 requests per 10 s (Pro/Enterprise 190).
     default_rate_limit: RateLimit::per_secs(100, 10),
     validate_params,

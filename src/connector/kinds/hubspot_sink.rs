@@ -57,7 +57,8 @@ pub static SPEC: KindSpec = KindSpec {
     role: Role::Sink,
     streams: &[],
     default_streams: &[],
-    auth: &[AuthScheme::Bearer],
+    // As the source: a private app's token or a public app's OAuth refresh token.
+    auth: &[AuthScheme::Bearer, AuthScheme::OAuth2RefreshToken],
     // Private apps on Free/Starter: 100 requests per 10 s (Pro/Enterprise 190).
     default_rate_limit: RateLimit::per_secs(100, 10),
     validate_params,

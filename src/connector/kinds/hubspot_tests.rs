@@ -779,3 +779,76 @@ async fn resumes_from_every_checkpoint() {
     };
     assert_eq!((gets("p2"), gets("p3")), (2, 3));
 }
+
+#[tokio::test]
+async fn a_public_app_refreshes_its_oauth_token_on_a_401_and_sends_the_new_one() {
+    use crate::config::AuthScheme;
+    use crate::http::testing::oauth2_config;
+    use wiremock::matchers::body_string_contains;
+
+    let server = MockServer::start().await;
+    let token = |access: &str| {
+        // HubSpot's token response (OAuth v1): bearer token, refresh token, 30-minute lifetime.
+        ResponseTemplate::new(200).set_body_json(json!({
+            "token_type": "bearer", "refresh_token": "rt_test",
+            "access_token": access, "expires_in": 1800
+        }))
+    };
+    let grant = || {
+        Mock::given(method("POST"))
+            .and(path("/oauth/v1/token"))
+            .and(body_string_contains("grant_type=refresh_token"))
+            .and(body_string_contains("refresh_token=rt_test"))
+            .and(body_string_contains("client_id=cid_test"))
+    };
+    grant()
+        .respond_with(token("at-1"))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    grant()
+        .respond_with(token("at-2"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // The first token was revoked early: HubSpot answers 401 with its error body.
+    Mock::given(method("GET"))
+        .and(path("/hubspot/crm/v3/objects/companies"))
+        .and(header("authorization", "Bearer at-1"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({
+            "status": "error", "message": "The OAuth token used to make this call expired 1 second(s) ago.",
+            "correlationId": "c", "category": "EXPIRED_AUTHENTICATION"
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/hubspot/crm/v3/objects/companies"))
+        .and(header("authorization", "Bearer at-2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(list_page(
+            vec![company("1", "a.example", "2024-03-01T00:00:00Z")],
+            None,
+        )))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (cfg, secrets) = oauth2_config(
+        "hubspot",
+        &format!("{}/hubspot", server.uri()),
+        &format!("{}/oauth/v1/token", server.uri()),
+        AuthScheme::OAuth2RefreshToken,
+    );
+    assert!(SPEC.auth.contains(&AuthScheme::OAuth2RefreshToken));
+    let http = HttpClient::new(&cfg, &secrets)
+        .unwrap()
+        .with_clock(crate::http::testing::manual_clock());
+    let src = HubSpot::new(
+        http.with_classifier(classify),
+        vec!["companies".into()],
+        Vec::new(),
+        None,
+    );
+    let d = drain(&src, "companies", None).await.unwrap();
+    assert_eq!(d.ids(), ["1"]);
+}
