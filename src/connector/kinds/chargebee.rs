@@ -129,10 +129,12 @@ impl Chargebee {
         if let Some(offset) = &run.token {
             query.push(("offset", offset.clone()));
         }
-        let mut body = self
-            .http
-            .get_json(&format!("/api/v2/{stream}"), &query)
-            .await?;
+        let mut body = common::in_stream(
+            self.http
+                .get_json(&format!("/api/v2/{stream}"), &query)
+                .await,
+            stream,
+        )?;
         let list = common::take_list(&mut body, "list")
             .ok_or_else(|| common::malformed(stream, connector, "response has no `list` array"))?;
         let next = match body.get("next_offset") {

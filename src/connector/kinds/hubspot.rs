@@ -216,9 +216,12 @@ impl HubSpot {
                 if let Some(after) = &run.token {
                     query.push(("after", after.clone()));
                 }
-                self.http
-                    .get_json(&format!("/crm/v3/objects/{stream}"), &query)
-                    .await?
+                common::in_stream(
+                    self.http
+                        .get_json(&format!("/crm/v3/objects/{stream}"), &query)
+                        .await,
+                    stream,
+                )?
             }
             Some(since) => {
                 let mut body = json!({
@@ -239,7 +242,7 @@ impl HubSpot {
                     body: Some(&body),
                     ..Call::new(&Method::POST, &path)
                 };
-                self.http.execute(call).await?.body
+                common::in_stream(self.http.execute(call).await, stream)?.body
             }
         };
         let results = common::take_list(&mut body, "results").ok_or_else(|| {
@@ -285,7 +288,7 @@ impl HubSpot {
             body: Some(&body),
             ..Call::new(&Method::POST, &path)
         };
-        let response = self.http.execute(call).await?.body;
+        let response = common::in_stream(self.http.execute(call).await, stream)?.body;
         let results = response
             .get("results")
             .and_then(Value::as_array)

@@ -691,11 +691,9 @@ async fn malformed_json_names_connector_and_request_path() {
         .await;
     let src = source(&server, &["companies", "deals"]);
     let decode = |err: SourceError, path: &str| {
-        assert!(
-            matches!(&err, SourceError::Http(HttpError::Decode { .. })),
-            "{err:?}"
-        );
+        assert!(matches!(&err, SourceError::Malformed { .. }), "{err:?}");
         let msg = err.to_string();
+        assert!(msg.contains("for stream "), "{msg}");
         assert!(msg.contains("connector test_test"), "{msg}");
         assert!(msg.contains(path), "{msg}");
     };

@@ -277,7 +277,7 @@ impl Mixpanel {
             headers: &accept,
             ..Call::new(&Method::GET, "/export")
         };
-        let mut lines = self.http.execute_lines(call).await?;
+        let mut lines = common::in_stream(self.http.execute_lines(call).await, stream)?;
         let (mut tallies, mut rejected) = (BTreeMap::<String, Tally>::new(), Vec::new());
         let (mut n, mut unattributed) = (0usize, 0u64);
         let property = self.params.account_property.as_str();

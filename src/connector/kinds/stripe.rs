@@ -161,7 +161,7 @@ impl Stripe {
         stream: &str,
     ) -> Result<(Vec<Value>, Option<String>), SourceError> {
         let connector = self.http.connector();
-        let mut body = self.http.get_json(path, query).await?;
+        let mut body = common::in_stream(self.http.get_json(path, query).await, stream)?;
         let data = common::take_list(&mut body, "data")
             .ok_or_else(|| common::malformed(stream, connector, "response has no `data` list"))?;
         let has_more = body
@@ -266,7 +266,7 @@ impl Stripe {
                     snapshot["deleted"] = Value::Bool(true);
                     snapshot
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return common::in_stream(Err(e), stream),
             };
             match self.map_object(stream, current) {
                 Ok((record, _)) => page.records.push(record),

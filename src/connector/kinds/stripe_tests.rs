@@ -606,14 +606,9 @@ async fn malformed_json_names_connector_and_request_path() {
         .await;
     let src = source(&server);
     let decode = |err: SourceError, path: &str| {
-        assert!(
-            matches!(
-                &err,
-                SourceError::Http(crate::http::HttpError::Decode { .. })
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(&err, SourceError::Malformed { .. }), "{err:?}");
         let msg = err.to_string();
+        assert!(msg.contains("for stream "), "{msg}");
         assert!(msg.contains("connector test_test"), "{msg}");
         assert!(msg.contains(path), "{msg}");
     };

@@ -78,7 +78,8 @@ impl UsageFeed {
         if let Some(token) = &run.token {
             query.push(("cursor", token.clone()));
         }
-        let mut body = self.http.get_json("/v1/usage/daily", &query).await?;
+        let mut body =
+            common::in_stream(self.http.get_json("/v1/usage/daily", &query).await, stream)?;
         let data = common::take_list(&mut body, "data")
             .ok_or_else(|| common::malformed(stream, connector, "response has no `data` list"))?;
         let next = match body.get("next_cursor") {
@@ -461,16 +462,12 @@ mod tests {
             .await;
         let (src, clock) = feed(&server);
         let err = drain(&src, "daily_usage", None).await.unwrap_err();
-        assert!(
-            matches!(
-                &err,
-                SourceError::Http(crate::http::HttpError::Decode { .. })
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(&err, SourceError::Malformed { .. }), "{err:?}");
         let msg = err.to_string();
         assert!(
-            msg.contains("connector test_test") && msg.contains("GET /v1/usage/daily:"),
+            msg.contains("for stream daily_usage")
+                && msg.contains("connector test_test")
+                && msg.contains("GET /v1/usage/daily:"),
             "{msg}"
         );
         assert!(clock.sleeps().is_empty(), "a bad body is not retried");
