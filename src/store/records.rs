@@ -512,9 +512,6 @@ impl StreamWriter {
         }
         chunk.flush(trees)?;
         let mut stats = store.stream_stats(&trees.index_name)?;
-        // In key order, neighbouring inserts walk the same upper levels of sled's tree while they are
-        // still in the CPU's cache. Stable, so of an id repeated in the page the last copy still wins.
-        pending.sort_by(|a, b| a.0.cmp(b.0));
         for (id, entry) in &pending {
             match trees.index.insert(id.as_bytes(), &entry.encode())? {
                 Some(_) => stats.stale += 1,
