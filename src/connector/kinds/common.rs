@@ -7,6 +7,7 @@
 //! cursor re-requests exactly the page after the last one stored. This module owns no vendor knowledge;
 //! which field is the page token and which timestamp is filtered on is each kind's business.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -309,9 +310,14 @@ pub fn prefix_param(params: &toml::Table, key: &str) -> Result<Option<String>, S
 
 /// A vendor id: a non-empty string, or a number written as a string.
 pub fn id_of(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+    id_str(v?).map(Cow::into_owned)
+}
+
+/// [`id_of`] without the copy where the id is a string, for loops that only look it up.
+pub fn id_str(v: &Value) -> Option<Cow<'_, str>> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Some(Cow::Borrowed(s)),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
         _ => None,
     }
 }

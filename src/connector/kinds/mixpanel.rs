@@ -172,15 +172,6 @@ impl Tally {
     }
 }
 
-/// An id as `common::id_of` reads it (a non-blank string or a number), borrowed where it is a string.
-fn id_str(v: &Value) -> Option<Cow<'_, str>> {
-    match v {
-        Value::String(s) if !s.trim().is_empty() => Some(Cow::Borrowed(s)),
-        Value::Number(n) => Some(Cow::Owned(n.to_string())),
-        _ => None,
-    }
-}
-
 /// A domain trimmed and lowercased, borrowed when it already is.
 fn normalized_domain(d: Cow<'_, str>) -> Cow<'_, str> {
     let trimmed = d.trim();
@@ -319,7 +310,7 @@ impl Mixpanel {
                 Some(v) => std::slice::from_ref(v),
                 None => &[],
             };
-            let user = event.user.as_ref().and_then(id_str);
+            let user = event.user.as_ref().and_then(common::id_str);
             // `time_in_ms` is not requested, so times are seconds; tolerate milliseconds anyway.
             let secs = if time > 100_000_000_000 {
                 time / 1000
@@ -327,7 +318,7 @@ impl Mixpanel {
                 time
             };
             let mut attributed = false;
-            for account in accounts.iter().filter_map(id_str) {
+            for account in accounts.iter().filter_map(common::id_str) {
                 attributed = true;
                 let key = if self.params.account_key == "domain" {
                     normalized_domain(account)
