@@ -47,23 +47,14 @@ fn source(server: &MockServer) -> Stripe {
     )
 }
 
+/// [`drain`], as the tuple the older tests destructure.
 async fn run_to_end(
     src: &Stripe,
     stream: &str,
-    mut cursor: Option<Cursor>,
+    cursor: Option<Cursor>,
 ) -> (Vec<Record>, Vec<RejectedRecord>, Cursor, usize) {
-    let (mut records, mut rejected, mut pages) = (Vec::new(), Vec::new(), 0);
-    loop {
-        let page = src.fetch_page(stream, cursor.as_ref()).await.unwrap();
-        pages += 1;
-        records.extend(page.records);
-        rejected.extend(page.rejected);
-        cursor = Some(page.cursor);
-        if page.done {
-            return (records, rejected, cursor.unwrap_or_default(), pages);
-        }
-        assert!(pages < 20, "runaway paging");
-    }
+    let d = drain(src, stream, cursor).await.unwrap();
+    (d.records, d.rejected, d.cursor, d.pages)
 }
 
 #[tokio::test]

@@ -163,25 +163,13 @@ mod tests {
         )
     }
 
+    /// [`drain`] of `daily_usage`, as the tuple the older tests destructure.
     async fn run_to_end(
         src: &UsageFeed,
-        mut cursor: Option<Cursor>,
+        cursor: Option<Cursor>,
     ) -> (Vec<Record>, Vec<RejectedRecord>, Cursor, usize) {
-        let (mut records, mut rejected, mut pages) = (Vec::new(), Vec::new(), 0);
-        loop {
-            let p = src
-                .fetch_page("daily_usage", cursor.as_ref())
-                .await
-                .unwrap();
-            pages += 1;
-            records.extend(p.records);
-            rejected.extend(p.rejected);
-            cursor = Some(p.cursor);
-            if p.done {
-                return (records, rejected, cursor.unwrap_or_default(), pages);
-            }
-            assert!(pages < 20, "runaway paging");
-        }
+        let d = drain(src, "daily_usage", cursor).await.unwrap();
+        (d.records, d.rejected, d.cursor, d.pages)
     }
 
     async fn mount_first_run(server: &MockServer) {
