@@ -102,11 +102,17 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-async fn quota_run(label: &str, client_per_10s: u32) {
-    let mut sim_limits = lifted();
-    sim_limits.hubspot_per_10s = 100;
+/// A simulator with `sim_limits`, and one source of its config (`connector`, page size 10, its params as
+/// `tweak` leaves them) in a fresh store with `client_limits`: the setup both quota runs share.
+async fn quota_setup(
+    accounts: usize,
+    sim_limits: SimRateLimits,
+    client_limits: SimRateLimits,
+    connector: &str,
+    tweak: impl FnOnce(&Path),
+) -> (sim::SimHandle, tempfile::TempDir, Runtime, Vec<String>) {
     let sim = sim::start(SimOptions {
-        accounts: 3001,
+        accounts,
         seed: 42,
         now: now(),
         rate_limits: sim_limits,
@@ -114,25 +120,41 @@ async fn quota_run(label: &str, client_per_10s: u32) {
     .await
     .expect("simulator");
     let dir = tempfile::tempdir().expect("tempdir");
-    let client_limits = SimRateLimits {
-        hubspot_per_10s: client_per_10s,
-        ..lifted()
-    };
     let path = healthsync::demo::write_config(dir.path(), &sim, &client_limits).expect("config");
-    set_param(dir.path(), "hubspot", "page_size", 10.into());
-    // Companies only: the shipped connector's other five streams would make each run minutes long.
-    set_param(
-        dir.path(),
-        "hubspot",
-        "streams",
-        toml::Value::Array(vec!["companies".into()]),
-    );
+    set_param(dir.path(), connector, "page_size", 10.into());
+    tweak(dir.path());
     let cfg = healthsync::config::load(&path).expect("valid config");
     let rt = Runtime::build(cfg, Store::open(&dir.path().join("state")).expect("store"));
-    let (_tx, shutdown) = watch::channel(false);
     let ids = rt
-        .select_sources(&["hubspot".to_string()])
-        .expect("hubspot");
+        .select_sources(&[connector.to_string()])
+        .expect("the connector");
+    (sim, dir, rt, ids)
+}
+
+async fn quota_run(label: &str, client_per_10s: u32) {
+    let (sim, _dir, rt, ids) = quota_setup(
+        3001,
+        SimRateLimits {
+            hubspot_per_10s: 100,
+            ..lifted()
+        },
+        SimRateLimits {
+            hubspot_per_10s: client_per_10s,
+            ..lifted()
+        },
+        "hubspot",
+        // Companies only: the shipped connector's other five streams would make each run minutes long.
+        |dir| {
+            set_param(
+                dir,
+                "hubspot",
+                "streams",
+                toml::Value::Array(vec!["companies".into()]),
+            )
+        },
+    )
+    .await;
+    let (_tx, shutdown) = watch::channel(false);
     let t = Instant::now();
     let statuses = rt
         .sync(&ids, &SyncOptions::default(), &shutdown, &|_, _, _| {})
@@ -194,27 +216,21 @@ fn client_requests(connector: &str) -> (u64, u64) {
 /// allows 25 requests per rolling second, as Stripe's test mode does, and the client is configured far
 /// above it. The engine infers a quota from the first 429 (`SendLog::throttled`).
 async fn quota_without_headers_run() {
-    let mut sim_limits = lifted();
-    sim_limits.stripe_per_sec = 25;
-    let sim = sim::start(SimOptions {
-        accounts: 1001,
-        seed: 42,
-        now: now(),
-        rate_limits: sim_limits,
-    })
-    .await
-    .expect("simulator");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let client_limits = SimRateLimits {
-        stripe_per_sec: 1000,
-        ..lifted()
-    };
-    let path = healthsync::demo::write_config(dir.path(), &sim, &client_limits).expect("config");
-    set_param(dir.path(), "stripe", "page_size", 10.into());
-    let cfg = healthsync::config::load(&path).expect("valid config");
-    let rt = Runtime::build(cfg, Store::open(&dir.path().join("state")).expect("store"));
+    let (sim, _dir, rt, ids) = quota_setup(
+        1001,
+        SimRateLimits {
+            stripe_per_sec: 25,
+            ..lifted()
+        },
+        SimRateLimits {
+            stripe_per_sec: 1000,
+            ..lifted()
+        },
+        "stripe",
+        |_| {},
+    )
+    .await;
     let (_tx, shutdown) = watch::channel(false);
-    let ids = rt.select_sources(&["stripe".to_string()]).expect("stripe");
     let before = client_requests("stripe");
     let t = Instant::now();
     let statuses = rt
