@@ -120,3 +120,164 @@ pub fn oauth2_config_with(
     let secrets = ResolvedSecrets::resolve(&cfg.auth).expect("resolve secrets");
     (cfg, secrets)
 }
+
+/// What [`FaultProxy`] does with one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Reads the request and never answers: the client's timeout fires.
+    Hang,
+    /// Reads the request and closes the connection with an RST: a connection reset.
+    Reset,
+    /// Forwards the request and, after the first `n` bytes of the response, resets the connection: the
+    /// status line and headers arrive, the body is cut short.
+    CutAfter(usize),
+}
+
+/// A loopback HTTP/1.1 proxy in front of a mock server that injects network faults into chosen requests,
+/// so a kind's tests can check that every request it makes (token grants and streamed exports included)
+/// goes through the engine's retries. Each request travels on its own connection (the proxy adds
+/// `connection: close`), so faults are numbered by request, from 1, in the order they reach the proxy.
+pub struct FaultProxy {
+    url: String,
+    requests: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy to `upstream` (a `http://host:port` URL) applying `faults` as (request number, fault).
+    pub async fn start(upstream: &str, faults: &[(usize, Fault)]) -> FaultProxy {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let upstream = reqwest::Url::parse(upstream).expect("upstream url");
+        let upstream = format!(
+            "{}:{}",
+            upstream.host_str().expect("upstream host"),
+            upstream.port_or_known_default().expect("upstream port")
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind fault proxy");
+        let url = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&requests);
+        let faults: std::collections::HashMap<usize, Fault> = faults.iter().copied().collect();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                let Some(request) = read_request(&mut client).await else {
+                    continue;
+                };
+                let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                match faults.get(&n) {
+                    Some(Fault::Hang) => held.push(client),
+                    Some(Fault::Reset) => reset(client),
+                    Some(Fault::CutAfter(bytes)) => {
+                        let (upstream, bytes) = (upstream.clone(), *bytes);
+                        tokio::spawn(async move {
+                            forward(&upstream, &request, &mut client, Some(bytes)).await;
+                            reset(client);
+                        });
+                    }
+                    None => {
+                        let upstream = upstream.clone();
+                        tokio::spawn(async move {
+                            forward(&upstream, &request, &mut client, None).await;
+                        });
+                    }
+                }
+            }
+        });
+        FaultProxy { url, requests }
+    }
+
+    /// The URL to point a connector at instead of the mock server's.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// How many requests reached the proxy, faulted ones included.
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Closes `sock` with an RST: a zero linger makes the close abortive.
+fn reset(sock: tokio::net::TcpStream) {
+    // Deprecated because a nonzero linger blocks on drop; a zero linger closes at once, which is the point.
+    #[allow(deprecated)]
+    let _ = sock.set_linger(Some(Duration::ZERO));
+    drop(sock);
+}
+
+/// Reads one request (head and a `content-length` body) and returns it with `connection: close` in place
+/// of any connection header; `None` if the client went away first.
+async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = sock.read(&mut chunk).await.ok().filter(|&n| n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let body_len = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + body_len {
+        let n = sock.read(&mut chunk).await.ok().filter(|&n| n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let mut out = Vec::with_capacity(buf.len() + 20);
+    for line in head.trim_end_matches("\r\n").split("\r\n") {
+        let is_connection = line
+            .split_once(':')
+            .is_some_and(|(k, _)| k.eq_ignore_ascii_case("connection"));
+        if !is_connection {
+            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"connection: close\r\n\r\n");
+    out.extend_from_slice(&buf[head_end..head_end + body_len]);
+    Some(out)
+}
+
+/// Sends `request` upstream and copies the response back until upstream closes, or until `limit` bytes.
+async fn forward(
+    upstream: &str,
+    request: &[u8],
+    client: &mut tokio::net::TcpStream,
+    limit: Option<usize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
+        return;
+    };
+    if up.write_all(request).await.is_err() {
+        return;
+    }
+    let mut sent = 0;
+    let mut chunk = [0u8; 8192];
+    loop {
+        let Ok(n) = up.read(&mut chunk).await else {
+            return;
+        };
+        if n == 0 {
+            let _ = client.shutdown().await;
+            return;
+        }
+        let n = limit.map_or(n, |l| n.min(l - sent));
+        if client.write_all(&chunk[..n]).await.is_err() {
+            return;
+        }
+        sent += n;
+        if limit == Some(sent) {
+            let _ = client.flush().await;
+            return;
+        }
+    }
+}

@@ -12,7 +12,7 @@ use super::*;
 use crate::config::AuthScheme;
 use crate::connector::kinds::testkit::drain;
 use crate::connector::Role;
-use crate::http::testing::{config, manual_clock, secrets};
+use crate::http::testing::{config, manual_clock, secrets, Fault, FaultProxy};
 use crate::http::{HttpError, ManualClock};
 
 /// `Authorization` for API key `test_cbkey` with an empty password.
@@ -22,12 +22,27 @@ struct Fixture {
     server: MockServer,
     src: Chargebee,
     clock: Arc<ManualClock>,
+    proxy: Option<FaultProxy>,
 }
 
 impl Fixture {
     async fn new() -> Fixture {
+        Fixture::with_faults(&[]).await
+    }
+
+    /// A fixture whose source reaches the server through a [`FaultProxy`] injecting `faults`, with a 50 ms
+    /// request timeout (real time: reqwest's timeout cannot be paused), when `faults` is not empty.
+    async fn with_faults(faults: &[(usize, Fault)]) -> Fixture {
         let server = MockServer::start().await;
-        let mut cfg = config("chargebee", Role::Source, &server.uri(), AuthScheme::Basic);
+        let proxy = match faults {
+            [] => None,
+            _ => Some(FaultProxy::start(&server.uri(), faults).await),
+        };
+        let url = proxy.as_ref().map_or(server.uri(), |p| p.url().to_string());
+        let mut cfg = config("chargebee", Role::Source, &url, AuthScheme::Basic);
+        if proxy.is_some() {
+            cfg.timeout = Duration::from_millis(50);
+        }
         let s = secrets(&mut cfg, &[("username", "test_cbkey")]);
         let clock = manual_clock();
         let http = HttpClient::new(&cfg, &s)
@@ -40,7 +55,12 @@ impl Fixture {
             Some("cf_hubspot_company_id".into()),
             Some(2),
         );
-        Fixture { server, src, clock }
+        Fixture {
+            server,
+            src,
+            clock,
+            proxy,
+        }
     }
 
     /// A page of `stream` at `offset` (`None`: the first page), answering `body`.
@@ -233,6 +253,26 @@ async fn a_429_waits_for_retry_after_in_seconds_as_a_date_or_a_quarter_minute() 
     throttle_then_ok(&f, limit_exceeded()).await;
     drain(&f.src, "customers", None).await.unwrap();
     assert_eq!(f.clock.sleeps(), [NO_RETRY_AFTER_WAIT]);
+}
+
+#[tokio::test]
+async fn a_timeout_and_a_reset_midway_are_retried_and_every_request_carries_the_key() {
+    // Requests 2 and 3 are the second page's first two attempts: one times out, one is reset.
+    let f = Fixture::with_faults(&[(2, Fault::Hang), (3, Fault::Reset)]).await;
+    three_pages(&f).await;
+    let d = drain(&f.src, "customers", None).await.unwrap();
+    assert_eq!(d.ids(), vec!["c1", "c2", "c3", "c4"]);
+    assert_eq!(f.proxy.as_ref().map(FaultProxy::requests), Some(5));
+    assert_eq!(f.clock.sleeps().len(), 2, "one backoff per failed attempt");
+    let reqs = f.server.received_requests().await.unwrap();
+    assert_eq!(
+        reqs.len(),
+        3,
+        "the faulted attempts never reached the server"
+    );
+    assert!(reqs
+        .iter()
+        .all(|r| r.headers.get("authorization").map(|v| v.as_bytes()) == Some(BASIC.as_bytes())));
 }
 
 #[tokio::test]
