@@ -146,6 +146,19 @@ impl HttpError {
         }
     }
 
+    /// The request the error is about; none for a client that could not be built.
+    fn target(&self) -> Option<&RequestTarget> {
+        match self {
+            HttpError::RateLimited { target, .. }
+            | HttpError::QuotaExhausted { target, .. }
+            | HttpError::Auth { target, .. }
+            | HttpError::Permanent { target, .. }
+            | HttpError::Transient { target, .. }
+            | HttpError::Decode { target, .. } => Some(target),
+            HttpError::Config { .. } => None,
+        }
+    }
+
     /// Whether the engine should retry now (within this call).
     fn retry_now(&self) -> bool {
         matches!(
@@ -565,32 +578,62 @@ impl HttpClient {
                     }
                 }
             }
-            if !err.retry_now() || attempt >= self.policy.max_attempts {
+            if !self.wait_to_retry(&err, hint, attempt, &mut waited).await {
                 return Err(err);
             }
-            let wait =
-                hint.unwrap_or_else(|| self.policy.backoff(attempt - 1, &mut rand::thread_rng()));
-            if waited + wait > self.policy.max_total_wait {
-                return Err(err);
-            }
-            tracing::debug!(
-                connector = %self.connector,
-                path = %target.path,
-                attempt,
-                wait_ms = wait.as_millis() as u64,
-                error = %err,
-                "retrying request"
-            );
-            crate::observe::metrics()
-                .http_retries
-                .get_or_create(&crate::observe::connector(&self.connector))
-                .inc();
-            if hint.is_some() {
-                crate::observe::rate_limit_wait(&self.connector, wait);
-            }
-            self.clock.sleep(wait).await;
-            waited += wait;
         }
+    }
+
+    /// Whether `err`, the `attempt`th failure of one call, earns another attempt; if it does, waits
+    /// first (the vendor's `hint`, else the policy's backoff, through the clock) and adds the wait to
+    /// `waited`. No when the error is not worth retrying now, the attempts are spent or the wait would
+    /// take the call past its retry budget.
+    async fn wait_to_retry(
+        &self,
+        err: &HttpError,
+        hint: Option<Duration>,
+        attempt: u32,
+        waited: &mut Duration,
+    ) -> bool {
+        if !err.retry_now() || attempt >= self.policy.max_attempts {
+            return false;
+        }
+        let wait =
+            hint.unwrap_or_else(|| self.policy.backoff(attempt - 1, &mut rand::thread_rng()));
+        if *waited + wait > self.policy.max_total_wait {
+            return false;
+        }
+        tracing::debug!(
+            connector = %self.connector,
+            path = %err.target().map_or("", |t| t.path.as_str()),
+            attempt,
+            wait_ms = wait.as_millis() as u64,
+            error = %err,
+            "retrying request"
+        );
+        crate::observe::metrics()
+            .http_retries
+            .get_or_create(&crate::observe::connector(&self.connector))
+            .inc();
+        if hint.is_some() {
+            crate::observe::rate_limit_wait(&self.connector, wait);
+        }
+        self.clock.sleep(wait).await;
+        *waited += wait;
+        true
+    }
+
+    /// For a streamed body ([`HttpClient::execute_lines`]) that broke off partway with `err` on the
+    /// `attempt`th read of it: whether to request it again, after the same backoff and within the same
+    /// budget (`waited`) as a failed request. The engine cannot replay half a body, so the caller, which
+    /// knows what it folded from the lines already read, discards that and starts over.
+    pub async fn wait_to_re_request(
+        &self,
+        err: &HttpError,
+        attempt: u32,
+        waited: &mut Duration,
+    ) -> bool {
+        self.wait_to_retry(err, None, attempt, waited).await
     }
 
     /// The session token to send, when the connector uses OAuth 2.0 or a vendor login.

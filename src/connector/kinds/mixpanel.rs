@@ -46,7 +46,7 @@ use crate::connector::{
     BoxFuture, BuildContext, BuildError, Built, Cursor, KindSpec, Page, Record, RejectedRecord,
     Role, Source, SourceError,
 };
-use crate::http::{retry_after, Call, Classified, HttpClient};
+use crate::http::{retry_after, Call, Classified, HttpClient, HttpError};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "mixpanel",
@@ -182,6 +182,9 @@ fn normalized_domain(d: Cow<'_, str>) -> Cow<'_, str> {
     }
 }
 
+/// One day's export folded: a tally per account, and the lines and events that were rejected.
+type DayTallies = (BTreeMap<String, Tally>, Vec<RejectedRecord>);
+
 fn day_start(d: NaiveDate) -> DateTime<Utc> {
     Utc.from_utc_datetime(&d.and_time(chrono::NaiveTime::MIN))
 }
@@ -247,12 +250,35 @@ impl Mixpanel {
         )
     }
 
-    /// Streams one day's export and folds it into per-account tallies.
-    async fn export_day(
+    /// Streams one day's export and folds it into per-account tallies. An export that breaks off
+    /// partway (a reset, a timeout) is requested again from its start, with the engine's backoff and
+    /// budget, and what was folded from the broken one is dropped: a day is counted whole or not at all.
+    async fn export_day(&self, stream: &str, day: NaiveDate) -> Result<DayTallies, SourceError> {
+        let (mut attempt, mut waited) = (0, Duration::ZERO);
+        loop {
+            attempt += 1;
+            match self.read_day(stream, day).await {
+                Ok(read) => return read,
+                Err(broken) => {
+                    if !self
+                        .http
+                        .wait_to_re_request(&broken, attempt, &mut waited)
+                        .await
+                    {
+                        return common::in_stream(Err(broken), stream);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One request for a day's export, read to its end. The outer error is the body breaking off
+    /// partway, which [`Mixpanel::export_day`] may retry; the inner result is the day's outcome.
+    async fn read_day(
         &self,
         stream: &str,
         day: NaiveDate,
-    ) -> Result<(BTreeMap<String, Tally>, Vec<RejectedRecord>), SourceError> {
+    ) -> Result<Result<DayTallies, SourceError>, HttpError> {
         let connector = self.http.connector();
         let date = day.format("%Y-%m-%d").to_string();
         let mut query = vec![("from_date", date.clone()), ("to_date", date.clone())];
@@ -268,7 +294,10 @@ impl Mixpanel {
             headers: &accept,
             ..Call::new(&Method::GET, "/export")
         };
-        let mut lines = common::in_stream(self.http.execute_lines(call).await, stream)?;
+        let mut lines = match common::in_stream(self.http.execute_lines(call).await, stream) {
+            Ok(lines) => lines,
+            Err(e) => return Ok(Err(e)),
+        };
         let (mut tallies, mut rejected) = (BTreeMap::<String, Tally>::new(), Vec::new());
         let (mut n, mut unattributed) = (0usize, 0u64);
         let property = self.params.account_property.as_str();
@@ -287,11 +316,11 @@ impl Mixpanel {
                         format!("not a json event: {e}"),
                     ));
                     if rejected.len() > MAX_REJECTED_LINES {
-                        return Err(common::malformed(
+                        return Ok(Err(common::malformed(
                             stream,
                             connector,
                             format!("more than {MAX_REJECTED_LINES} unreadable lines in the export of {date}"),
-                        ));
+                        )));
                     }
                     continue;
                 }
@@ -345,7 +374,7 @@ impl Mixpanel {
                 format!("{unattributed} event(s) on {date} carry no `{property}` property and count for no account"),
             ));
         }
-        Ok((tallies, rejected))
+        Ok(Ok((tallies, rejected)))
     }
 }
 

@@ -9,7 +9,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use super::*;
 use crate::connector::kinds::testkit::drain;
 use crate::connector::Role;
-use crate::http::testing::{config, manual_clock, secrets};
+use crate::http::testing::{config, manual_clock, secrets, Fault, FaultProxy};
 use crate::http::{HttpError, ManualClock};
 
 /// `Authorization` for project secret `mp_secret_test` with an empty password.
@@ -19,17 +19,32 @@ struct Fixture {
     server: MockServer,
     src: Mixpanel,
     clock: Arc<ManualClock>,
+    proxy: Option<FaultProxy>,
 }
 
 impl Fixture {
     async fn new() -> Fixture {
+        Fixture::with_faults(&[]).await
+    }
+
+    /// A fixture whose source reaches the server through a [`FaultProxy`] injecting `faults`, with a 50 ms
+    /// request timeout (real time: reqwest's timeout cannot be paused), when `faults` is not empty.
+    async fn with_faults(faults: &[(usize, Fault)]) -> Fixture {
         let server = MockServer::start().await;
+        let proxy = match faults {
+            [] => None,
+            _ => Some(FaultProxy::start(&server.uri(), faults).await),
+        };
+        let url = proxy.as_ref().map_or(server.uri(), |p| p.url().to_string());
         let mut cfg = config(
             "mixpanel",
             Role::Source,
-            &format!("{}/api/2.0", server.uri()),
+            &format!("{url}/api/2.0"),
             AuthScheme::Basic,
         );
+        if proxy.is_some() {
+            cfg.timeout = std::time::Duration::from_millis(50);
+        }
         let s = secrets(&mut cfg, &[("username", "mp_secret_test")]);
         let clock = manual_clock();
         let http = HttpClient::new(&cfg, &s)
@@ -43,7 +58,12 @@ impl Fixture {
             streams: vec!["daily_activity".into()],
             params,
         };
-        Fixture { server, src, clock }
+        Fixture {
+            server,
+            src,
+            clock,
+            proxy,
+        }
     }
 
     /// The export of `date` answers `lines` (joined with newlines).
@@ -243,6 +263,74 @@ async fn a_429_waits_a_minute_and_a_5xx_burst_backs_off() {
     let sleeps = f.clock.sleeps();
     assert_eq!(sleeps.len(), 3);
     assert_eq!(sleeps[0], NO_RETRY_AFTER_WAIT);
+}
+
+#[tokio::test]
+async fn a_timeout_and_a_reset_midway_are_retried_and_every_request_carries_the_secret() {
+    // Requests 2 and 3 are the first two attempts at 2026-11-21's export.
+    let f = Fixture::with_faults(&[(2, Fault::Hang), (3, Fault::Reset)]).await;
+    four_days(&f).await;
+    let d = drain(&f.src, "daily_activity", None).await.unwrap();
+    assert_eq!(d.ids().len(), 4);
+    assert_eq!(d.records[2].id, "beta.io:2026-11-21");
+    assert_eq!(f.proxy.as_ref().map(FaultProxy::requests), Some(6));
+    assert_eq!(f.clock.sleeps().len(), 2, "one backoff per failed attempt");
+    let reqs = f.server.received_requests().await.unwrap();
+    assert_eq!(
+        reqs.len(),
+        4,
+        "the faulted attempts never reached the server"
+    );
+    assert!(reqs
+        .iter()
+        .all(|r| r.headers.get("authorization").map(|v| v.as_bytes()) == Some(BASIC.as_bytes())));
+}
+
+#[tokio::test]
+async fn an_export_cut_off_midway_is_requested_again_and_counted_once() {
+    // The first answer is cut after 4,000 bytes: its headers and a part of the ~15 KB of lines.
+    let f = Fixture::with_faults(&[(1, Fault::CutAfter(4_000))]).await;
+    let lines: Vec<String> = (0..100)
+        .map(|i| event("Login", D20 + i, &format!("u{i}"), json!("acme.com")))
+        .collect();
+    f.day("2026-11-20", &lines).await;
+    let p = f.src.fetch_page("daily_activity", None).await.unwrap();
+    assert_eq!(p.records.len(), 1);
+    let acme = &p.records[0];
+    assert_eq!(
+        (
+            acme.fields["events"].clone(),
+            acme.fields["active_users"].clone()
+        ),
+        (json!(100), json!(100)),
+        "the lines read before the cut are not counted twice"
+    );
+    assert!(p.rejected.is_empty(), "{:?}", p.rejected);
+    assert_eq!(f.requested_dates().await, ["2026-11-20", "2026-11-20"]);
+    assert_eq!(f.clock.sleeps().len(), 1);
+}
+
+#[tokio::test]
+async fn an_export_cut_off_on_every_attempt_fails_the_day() {
+    let cuts: Vec<(usize, Fault)> = (1..=10).map(|n| (n, Fault::CutAfter(4_000))).collect();
+    let f = Fixture::with_faults(&cuts).await;
+    let lines: Vec<String> = (0..100)
+        .map(|i| event("Login", D20 + i, &format!("u{i}"), json!("acme.com")))
+        .collect();
+    f.day("2026-11-20", &lines).await;
+    let err = f.src.fetch_page("daily_activity", None).await.unwrap_err();
+    assert!(
+        matches!(err, SourceError::Http(HttpError::Transient { .. })),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("/api/2.0/export"), "{err}");
+    // The default policy's six attempts; its backoffs (at most 15.5 s) stay inside its 120 s budget.
+    let policy = crate::http::RetryPolicy::default();
+    assert_eq!(
+        f.requested_dates().await.len(),
+        policy.max_attempts as usize
+    );
+    assert_eq!(f.clock.sleeps().len(), policy.max_attempts as usize - 1);
 }
 
 #[tokio::test]
