@@ -77,6 +77,48 @@ pub fn bearer_client(base_url: &str) -> (HttpClient, Arc<ManualClock>) {
     (client, clock)
 }
 
+/// The request timeout of a client behind a [`FaultProxy`]: short, because reqwest's timeout runs on real
+/// time (it cannot be paused), so each hung request costs this much wall time.
+pub const FAULT_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// [`bearer_client`] with a [`FAULT_TIMEOUT`], for a `base_url` behind a [`FaultProxy`].
+pub fn bearer_client_behind_proxy(base_url: &str) -> (HttpClient, Arc<ManualClock>) {
+    let mut cfg = config("test", Role::Source, base_url, AuthScheme::Bearer);
+    cfg.timeout = FAULT_TIMEOUT;
+    let s = secrets(&mut cfg, &[("token", "tok_test")]);
+    let clock = manual_clock();
+    let client = HttpClient::new(&cfg, &s)
+        .expect("client")
+        .with_clock(clock.clone());
+    (client, clock)
+}
+
+/// Asserts that every request `server` received whose path starts with `prefix` carried `name: value`,
+/// and returns how many there were.
+pub async fn assert_every_request_carries(
+    server: &wiremock::MockServer,
+    prefix: &str,
+    name: &str,
+    value: &str,
+) -> usize {
+    let received = server.received_requests().await.expect("request recording");
+    let matching: Vec<_> = received
+        .iter()
+        .filter(|r| r.url.path().starts_with(prefix))
+        .collect();
+    for r in &matching {
+        let got = r.headers.get(name).map(|v| v.as_bytes());
+        assert_eq!(
+            got,
+            Some(value.as_bytes()),
+            "{} {} without the expected {name}",
+            r.method,
+            r.url.path()
+        );
+    }
+    matching.len()
+}
+
 /// An OAuth 2.0 config for `kind` at `base_url` whose token endpoint is `token_url`, with client id
 /// `cid_test`, client secret `csecret_test` and (for the refresh grant) refresh token `rt_test`.
 pub fn oauth2_config(

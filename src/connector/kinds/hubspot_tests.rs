@@ -3,7 +3,9 @@
 
 use super::*;
 use crate::connector::kinds::testkit::drain;
-use crate::http::testing::bearer_client;
+use crate::http::testing::{
+    assert_every_request_carries, bearer_client, bearer_client_behind_proxy, Fault, FaultProxy,
+};
 use crate::http::HttpError;
 use wiremock::matchers::{
     body_partial_json, header, method, path, query_param, query_param_is_missing,
@@ -98,6 +100,30 @@ async fn mount_three_pages(server: &MockServer) {
         )))
         .mount(server)
         .await;
+}
+
+#[tokio::test]
+async fn a_timeout_and_a_reset_midway_are_retried_and_every_request_carries_the_token() {
+    let server = MockServer::start().await;
+    mount_three_pages(&server).await;
+    // Requests 2 and 3 are the first two attempts at the second page.
+    let proxy = FaultProxy::start(&server.uri(), &[(2, Fault::Hang), (3, Fault::Reset)]).await;
+    let (http, clock) = bearer_client_behind_proxy(&format!("{}/hubspot", proxy.url()));
+    let src = HubSpot::new(
+        http.with_classifier(classify),
+        vec!["companies".into()],
+        vec!["industry".into()],
+        None,
+    );
+    let d = drain(&src, "companies", None).await.unwrap();
+    assert_eq!(d.ids(), ["101", "102", "103", "104"]);
+    assert_eq!(proxy.requests(), 5);
+    assert_eq!(clock.sleeps().len(), 2, "one backoff per failed attempt");
+    assert_eq!(
+        assert_every_request_carries(&server, "/", "authorization", "Bearer tok_test").await,
+        3,
+        "the faulted attempts never reached the server"
+    );
 }
 
 #[tokio::test]

@@ -9,7 +9,9 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::*;
 use crate::connector::kinds::testkit::drain;
-use crate::http::testing::{manual_clock, oauth2_config};
+use crate::http::testing::{
+    assert_every_request_carries, manual_clock, oauth2_config, Fault, FaultProxy, FAULT_TIMEOUT,
+};
 use crate::http::ManualClock;
 
 const QUERY: &str = "/services/data/v62.0/query";
@@ -18,6 +20,7 @@ struct Fixture {
     server: MockServer,
     src: Salesforce,
     clock: Arc<ManualClock>,
+    proxy: Option<FaultProxy>,
 }
 
 impl Fixture {
@@ -26,14 +29,32 @@ impl Fixture {
     }
 
     async fn with_params(params: &str) -> Fixture {
+        Fixture::build(params, &[]).await
+    }
+
+    /// A fixture whose source (token grant included) reaches the server through a [`FaultProxy`]
+    /// injecting `faults`, with a [`FAULT_TIMEOUT`], when `faults` is not empty.
+    async fn with_faults(faults: &[(usize, Fault)]) -> Fixture {
+        Fixture::build("crm_id_field = \"HubSpot_Company_Id__c\"", faults).await
+    }
+
+    async fn build(params: &str, faults: &[(usize, Fault)]) -> Fixture {
         let server = MockServer::start().await;
-        let token_url = format!("{}/services/oauth2/token", server.uri());
-        let (cfg, secrets) = oauth2_config(
+        let proxy = match faults {
+            [] => None,
+            _ => Some(FaultProxy::start(&server.uri(), faults).await),
+        };
+        let url = proxy.as_ref().map_or(server.uri(), |p| p.url().to_string());
+        let token_url = format!("{url}/services/oauth2/token");
+        let (mut cfg, secrets) = oauth2_config(
             "salesforce",
-            &server.uri(),
+            &url,
             &token_url,
             AuthScheme::OAuth2ClientCredentials,
         );
+        if proxy.is_some() {
+            cfg.timeout = FAULT_TIMEOUT;
+        }
         Self::mount_token(&server, "at-1").await;
         let clock = manual_clock();
         let http = HttpClient::new(&cfg, &secrets)
@@ -47,7 +68,12 @@ impl Fixture {
             params,
             None,
         );
-        Fixture { server, src, clock }
+        Fixture {
+            server,
+            src,
+            clock,
+            proxy,
+        }
     }
 
     async fn mount_token(server: &MockServer, token: &str) {
@@ -201,6 +227,24 @@ async fn pages_through_next_records_urls_with_keys_and_rejections() {
             "batchSize=2000"
         );
     }
+}
+
+#[tokio::test]
+async fn a_reset_token_grant_and_a_timeout_midway_are_retried_and_queries_carry_the_token() {
+    // Request 1 is the token grant (reset); 2 is the first batch; 3 the first attempt at the second
+    // batch (times out).
+    let f = Fixture::with_faults(&[(1, Fault::Reset), (3, Fault::Hang)]).await;
+    three_account_batches(&f).await;
+    let d = drain(&f.src, "accounts", None).await.unwrap();
+    assert_eq!(d.ids(), ["001A", "001B", "001C", "001D"]);
+    assert_eq!(f.proxy.as_ref().map(FaultProxy::requests), Some(6));
+    assert_eq!(f.clock.sleeps().len(), 2, "one backoff per failed attempt");
+    assert_eq!(
+        assert_every_request_carries(&f.server, QUERY, "authorization", "Bearer at-1").await,
+        3,
+        "the faulted attempt never reached the server"
+    );
+    assert_eq!(f.server.received_requests().await.unwrap().len(), 4);
 }
 
 #[tokio::test]

@@ -138,7 +138,9 @@ impl Source for UsageFeed {
 mod tests {
     use super::*;
     use crate::connector::kinds::testkit::drain;
-    use crate::http::testing::bearer_client;
+    use crate::http::testing::{
+        assert_every_request_carries, bearer_client, bearer_client_behind_proxy, Fault, FaultProxy,
+    };
     use serde_json::json;
     use std::time::Duration;
     use wiremock::matchers::{header, path, query_param, query_param_is_missing};
@@ -210,6 +212,28 @@ mod tests {
             ))
             .mount(server)
             .await;
+    }
+
+    #[tokio::test]
+    async fn a_timeout_and_a_reset_midway_are_retried_and_every_request_carries_the_token() {
+        let server = MockServer::start().await;
+        mount_first_run(&server).await;
+        // Requests 2 and 3 are the first two attempts at the second page (cursor c2).
+        let proxy = FaultProxy::start(&server.uri(), &[(2, Fault::Hang), (3, Fault::Reset)]).await;
+        let (http, clock) = bearer_client_behind_proxy(proxy.url());
+        let src = UsageFeed::new(http, vec!["daily_usage".into()], None);
+        let (records, _, _, _) = run_to_end(&src, None).await;
+        assert_eq!(
+            records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["u1", "u2", "u3", "u4"]
+        );
+        assert_eq!(proxy.requests(), 5);
+        assert_eq!(clock.sleeps().len(), 2, "one backoff per failed attempt");
+        assert_eq!(
+            assert_every_request_carries(&server, "/", "authorization", "Bearer tok_test").await,
+            3,
+            "the faulted attempts never reached the server"
+        );
     }
 
     #[tokio::test]
