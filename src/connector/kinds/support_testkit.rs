@@ -1,14 +1,16 @@
 //! Test setup shared by the support and survey source kinds (zendesk, intercom, freshdesk, delighted): an
-//! HTTP client with any auth scheme and a manual clock, a loop that runs a stream to its end, and checks
-//! over what a wiremock server received. Test-only; it owns no vendor knowledge.
+//! HTTP client with any auth scheme and a manual clock (optionally with the short request timeout that runs
+//! through a [`FaultProxy`](crate::http::testing::FaultProxy) need), a loop that runs a stream to its end,
+//! and checks over what a wiremock server received. Test-only; it owns no vendor knowledge.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use wiremock::MockServer;
 
-use crate::config::AuthScheme;
+use crate::config::{AuthScheme, ConnectorConfig};
 use crate::connector::{Cursor, Page, Record, RejectedRecord, Role, Source, SourceError};
 use crate::http::testing::{config, manual_clock, secrets};
 use crate::http::{HttpClient, ManualClock};
@@ -19,7 +21,24 @@ pub fn client(
     scheme: AuthScheme,
     values: &[(&str, &str)],
 ) -> (HttpClient, Arc<ManualClock>) {
+    build(config("test", Role::Source, base_url, scheme), values)
+}
+
+pub use crate::http::testing::FAULT_TIMEOUT;
+
+/// [`client`] whose requests time out after `timeout` (in real time), e.g. [`FAULT_TIMEOUT`].
+pub fn client_with_timeout(
+    base_url: &str,
+    scheme: AuthScheme,
+    values: &[(&str, &str)],
+    timeout: Duration,
+) -> (HttpClient, Arc<ManualClock>) {
     let mut cfg = config("test", Role::Source, base_url, scheme);
+    cfg.timeout = timeout;
+    build(cfg, values)
+}
+
+fn build(mut cfg: ConnectorConfig, values: &[(&str, &str)]) -> (HttpClient, Arc<ManualClock>) {
     let s = secrets(&mut cfg, values);
     let clock = manual_clock();
     let http = HttpClient::new(&cfg, &s)

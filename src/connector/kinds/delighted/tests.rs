@@ -1,6 +1,7 @@
 //! Tests of the `delighted` kind against wiremock serving Delighted's shapes: page-number paging,
 //! `updated_since`, resume, ties, a repeated page, throttling, server errors, bad bodies and auth.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -9,8 +10,9 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::*;
 use crate::connector::kinds::support_testkit::{
-    self, assert_auth_on_every_request, hwm, run, run_ok,
+    self, assert_auth_on_every_request, hwm, run, run_ok, FAULT_TIMEOUT,
 };
+use crate::http::testing::{Fault, FaultProxy};
 use crate::http::ManualClock;
 
 const PATH: &str = "/v1/survey_responses.json";
@@ -33,9 +35,25 @@ fn listing(items: Vec<Value>) -> ResponseTemplate {
 }
 
 /// Two records per page, so a page of two is full and a shorter page ends the run.
-fn source(server: &MockServer) -> (Delighted, std::sync::Arc<ManualClock>) {
-    let (http, clock) =
-        support_testkit::client(&server.uri(), AuthScheme::Basic, &[("username", "dl_key")]);
+fn source(server: &MockServer) -> (Delighted, Arc<ManualClock>) {
+    delighted(support_testkit::client(
+        &server.uri(),
+        AuthScheme::Basic,
+        &[("username", "dl_key")],
+    ))
+}
+
+/// [`source`] reaching the server through `proxy`, its requests timing out after [`FAULT_TIMEOUT`].
+fn source_through(proxy: &FaultProxy) -> (Delighted, Arc<ManualClock>) {
+    delighted(support_testkit::client_with_timeout(
+        proxy.url(),
+        AuthScheme::Basic,
+        &[("username", "dl_key")],
+        FAULT_TIMEOUT,
+    ))
+}
+
+fn delighted((http, clock): (HttpClient, Arc<ManualClock>)) -> (Delighted, Arc<ManualClock>) {
     (
         Delighted::new(http, vec!["survey_responses".into()], Some(2)),
         clock,
@@ -118,6 +136,32 @@ async fn responses_over_three_pages_then_only_changes() {
     let second = run_ok(&src, "survey_responses", Some(first.cursor)).await;
     assert_eq!(second.ids(), ["2"]);
     assert_eq!(assert_auth_on_every_request(&server, BASIC).await, 4);
+}
+
+#[tokio::test]
+async fn a_timeout_and_a_reset_midway_are_retried_and_every_request_carries_the_key() {
+    let server = MockServer::start().await;
+    mount_three_pages(&server).await;
+    // Request 1 is page 1; requests 2 and 3 are the first two attempts at page 2: one times out, one is
+    // reset. Request 4 fetches it, request 5 page 3.
+    let proxy = FaultProxy::start(&server.uri(), &[(2, Fault::Hang), (3, Fault::Reset)]).await;
+    let (src, clock) = source_through(&proxy);
+    let r = run_ok(&src, "survey_responses", None).await;
+    assert_eq!((r.pages, r.ids()), (3, vec!["1", "2", "3", "5"]));
+    assert_eq!(r.rejected.len(), 1, "the second page arrived whole");
+    assert_eq!(proxy.requests(), 5);
+    assert_eq!(clock.sleeps().len(), 2, "one backoff per failed attempt");
+    assert_eq!(
+        assert_auth_on_every_request(&server, BASIC).await,
+        3,
+        "the faulted attempts never reached the server"
+    );
+    assert_eq!(
+        support_testkit::query_of(&server, 1, "page")
+            .await
+            .as_deref(),
+        Some("2")
+    );
 }
 
 #[tokio::test]

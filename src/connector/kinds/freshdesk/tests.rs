@@ -1,6 +1,7 @@
 //! Tests of the `freshdesk` kind against wiremock serving Freshdesk's shapes: `Link` paging, incremental
 //! `updated_since`, resume, ties, loops, foreign links, the page cap, throttling and bad bodies.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -9,8 +10,9 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::*;
 use crate::connector::kinds::support_testkit::{
-    self, assert_auth_on_every_request, hwm, run, run_ok,
+    self, assert_auth_on_every_request, hwm, run, run_ok, FAULT_TIMEOUT,
 };
+use crate::http::testing::{Fault, FaultProxy};
 use crate::http::ManualClock;
 
 /// `fd_key:X` in base64.
@@ -39,18 +41,34 @@ fn page(items: Vec<Value>, next: Option<&str>) -> ResponseTemplate {
     r
 }
 
-fn source(server: &MockServer) -> (Freshdesk, std::sync::Arc<ManualClock>) {
-    let (http, clock) = support_testkit::client(
+/// The API key and Freshdesk's dummy password `X` as secret roles.
+const SECRETS: [(&str, &str); 2] = [("username", "fd_key"), ("password", "X")];
+
+fn source(server: &MockServer) -> (Freshdesk, Arc<ManualClock>) {
+    freshdesk(support_testkit::client(
         &server.uri(),
         AuthScheme::Basic,
-        &[("username", "fd_key"), ("password", "X")],
-    );
+        &SECRETS,
+    ))
+}
+
+/// A source reaching the server through `proxy`, its requests timing out after [`FAULT_TIMEOUT`].
+fn source_through(proxy: &FaultProxy) -> (Freshdesk, Arc<ManualClock>) {
+    freshdesk(support_testkit::client_with_timeout(
+        proxy.url(),
+        AuthScheme::Basic,
+        &SECRETS,
+        FAULT_TIMEOUT,
+    ))
+}
+
+fn freshdesk((http, clock): (HttpClient, Arc<ManualClock>)) -> (Freshdesk, Arc<ManualClock>) {
     let streams = SPEC.streams.iter().map(|s| s.to_string()).collect();
     (Freshdesk::new(http, streams, None), clock)
 }
 
-async fn mount_three_pages(server: &MockServer) {
-    let base = server.uri();
+/// Three ticket pages whose `Link` headers point at `base` (the host the source is configured with).
+async fn mount_three_pages(server: &MockServer, base: &str) {
     let tickets = || Mock::given(method("GET")).and(path("/api/v2/tickets"));
     let link = |p: u32| {
         format!("{base}/api/v2/tickets?updated_since=2000-01-01T00:00:00Z&order_by=updated_at&order_type=asc&per_page=100&page={p}")
@@ -93,7 +111,7 @@ async fn mount_three_pages(server: &MockServer) {
 #[tokio::test]
 async fn tickets_follow_link_pages_then_only_changes() {
     let server = MockServer::start().await;
-    mount_three_pages(&server).await;
+    mount_three_pages(&server, &server.uri()).await;
     let (src, _) = source(&server);
     let first = run_ok(&src, "tickets", None).await;
     assert_eq!((first.pages, first.ids()), (3, vec!["1", "2", "3", "5"]));
@@ -117,9 +135,36 @@ async fn tickets_follow_link_pages_then_only_changes() {
 }
 
 #[tokio::test]
+async fn a_timeout_and_a_reset_midway_are_retried_and_every_request_carries_the_key() {
+    let server = MockServer::start().await;
+    let proxy = FaultProxy::start(&server.uri(), &[(2, Fault::Hang), (3, Fault::Reset)]).await;
+    // The `Link` headers name the proxy: the source refuses a next page on another host.
+    mount_three_pages(&server, proxy.url()).await;
+    // Request 1 is page 1; requests 2 and 3 are the first two attempts at page 2 (the `Link` target):
+    // one times out, one is reset. Request 4 fetches it, request 5 page 3.
+    let (src, clock) = source_through(&proxy);
+    let r = run_ok(&src, "tickets", None).await;
+    assert_eq!((r.pages, r.ids()), (3, vec!["1", "2", "3", "5"]));
+    assert_eq!(r.rejected.len(), 1, "the second page arrived whole");
+    assert_eq!(proxy.requests(), 5);
+    assert_eq!(clock.sleeps().len(), 2, "one backoff per failed attempt");
+    assert_eq!(
+        assert_auth_on_every_request(&server, BASIC).await,
+        3,
+        "the faulted attempts never reached the server"
+    );
+    assert_eq!(
+        support_testkit::query_of(&server, 1, "page")
+            .await
+            .as_deref(),
+        Some("2")
+    );
+}
+
+#[tokio::test]
 async fn resumes_from_every_checkpoint_and_a_future_mark_finds_nothing() {
     let server = MockServer::start().await;
-    mount_three_pages(&server).await;
+    mount_three_pages(&server, &server.uri()).await;
     let (src, _) = source(&server);
     let p1 = src.fetch_page("tickets", None).await.unwrap();
     let p2 = src.fetch_page("tickets", Some(&p1.cursor)).await.unwrap();

@@ -1,6 +1,7 @@
 //! Tests of the `intercom` kind against wiremock serving the 2.14 spec's shapes: list then search,
 //! resume, ties, loops, `X-RateLimit-Reset`, server errors, bad bodies, and auth plus version headers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -11,8 +12,9 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::*;
 use crate::connector::kinds::support_testkit::{
-    self, assert_auth_on_every_request, hwm, run, run_ok,
+    self, assert_auth_on_every_request, hwm, run, run_ok, FAULT_TIMEOUT,
 };
+use crate::http::testing::{Fault, FaultProxy};
 use crate::http::ManualClock;
 
 /// 2026-11-23T12:00:00Z, the manual clock's start.
@@ -49,9 +51,25 @@ fn conversation_list(items: Vec<Value>, next: Option<&str>) -> ResponseTemplate 
     }))
 }
 
-fn source(server: &MockServer) -> (Intercom, std::sync::Arc<ManualClock>) {
-    let (http, clock) =
-        support_testkit::client(&server.uri(), AuthScheme::Bearer, &[("token", "tok_ic")]);
+fn source(server: &MockServer) -> (Intercom, Arc<ManualClock>) {
+    intercom(support_testkit::client(
+        &server.uri(),
+        AuthScheme::Bearer,
+        &[("token", "tok_ic")],
+    ))
+}
+
+/// A source reaching the server through `proxy`, its requests timing out after [`FAULT_TIMEOUT`].
+fn source_through(proxy: &FaultProxy) -> (Intercom, Arc<ManualClock>) {
+    intercom(support_testkit::client_with_timeout(
+        proxy.url(),
+        AuthScheme::Bearer,
+        &[("token", "tok_ic")],
+        FAULT_TIMEOUT,
+    ))
+}
+
+fn intercom((http, clock): (HttpClient, Arc<ManualClock>)) -> (Intercom, Arc<ManualClock>) {
     let streams = SPEC.streams.iter().map(|s| s.to_string()).collect();
     (Intercom::new(http, streams, None), clock)
 }
@@ -141,6 +159,35 @@ async fn conversations_list_three_pages_then_search_only_changes() {
     for r in server.received_requests().await.unwrap() {
         assert_eq!(r.headers.get("intercom-version").unwrap(), "2.14");
     }
+}
+
+#[tokio::test]
+async fn a_timeout_and_a_reset_midway_are_retried_and_every_request_carries_the_key() {
+    let server = MockServer::start().await;
+    mount_three_list_pages(&server).await;
+    // Request 1 is the first list page; requests 2 and 3 are the first two attempts at the second
+    // (`starting_after=WzE3…`): one times out, one is reset. Request 4 fetches it, request 5 the third page.
+    let proxy = FaultProxy::start(&server.uri(), &[(2, Fault::Hang), (3, Fault::Reset)]).await;
+    let (src, clock) = source_through(&proxy);
+    let r = run_ok(&src, "conversations", None).await;
+    assert_eq!((r.pages, r.ids()), (3, vec!["1", "2", "3", "5"]));
+    assert_eq!(r.rejected.len(), 1, "the second page arrived whole");
+    assert_eq!(proxy.requests(), 5);
+    assert_eq!(clock.sleeps().len(), 2, "one backoff per failed attempt");
+    assert_eq!(
+        assert_auth_on_every_request(&server, "Bearer tok_ic").await,
+        3,
+        "the faulted attempts never reached the server"
+    );
+    for r in server.received_requests().await.unwrap() {
+        assert_eq!(r.headers.get("intercom-version").unwrap(), "2.14");
+    }
+    assert_eq!(
+        support_testkit::query_of(&server, 1, "starting_after")
+            .await
+            .as_deref(),
+        Some("WzE3OTAwMDA1MDAsMl0=")
+    );
 }
 
 #[tokio::test]

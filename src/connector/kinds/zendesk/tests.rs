@@ -1,6 +1,7 @@
 //! Tests of the `zendesk` kind against wiremock serving Zendesk's response shapes: paging, incremental
 //! runs, resume, ties, loops, throttling, server errors, bad bodies and auth on every request.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -9,8 +10,9 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::*;
 use crate::connector::kinds::support_testkit::{
-    self, assert_auth_on_every_request, hwm, run, run_ok,
+    self, assert_auth_on_every_request, hwm, run, run_ok, FAULT_TIMEOUT,
 };
+use crate::http::testing::{Fault, FaultProxy};
 use crate::http::ManualClock;
 
 const EXPORT: &str = "/api/v2/incremental/tickets/cursor.json";
@@ -39,13 +41,32 @@ fn export_page(tickets: Vec<Value>, after: Option<&str>) -> ResponseTemplate {
     }))
 }
 
-fn source(server: &MockServer) -> (Zendesk, std::sync::Arc<ManualClock>) {
-    let secrets = [
-        ("username", "agent@example.com/token"),
-        ("password", "tok_zd"),
-    ];
-    let (http, clock) = support_testkit::client(&server.uri(), AuthScheme::Basic, &secrets);
-    let (export, _) = support_testkit::client(&server.uri(), AuthScheme::Basic, &secrets);
+/// Basic `{email}/token:{api_token}` as secret roles.
+const SECRETS: [(&str, &str); 2] = [
+    ("username", "agent@example.com/token"),
+    ("password", "tok_zd"),
+];
+
+fn source(server: &MockServer) -> (Zendesk, Arc<ManualClock>) {
+    zendesk(|| support_testkit::client(&server.uri(), AuthScheme::Basic, &SECRETS))
+}
+
+/// A source reaching the server through `proxy`, its requests timing out after [`FAULT_TIMEOUT`].
+fn source_through(proxy: &FaultProxy) -> (Zendesk, Arc<ManualClock>) {
+    zendesk(|| {
+        support_testkit::client_with_timeout(
+            proxy.url(),
+            AuthScheme::Basic,
+            &SECRETS,
+            FAULT_TIMEOUT,
+        )
+    })
+}
+
+/// A source of every stream whose list and export clients both come from `client`, on one clock.
+fn zendesk(client: impl Fn() -> (HttpClient, Arc<ManualClock>)) -> (Zendesk, Arc<ManualClock>) {
+    let (http, clock) = client();
+    let (export, _) = client();
     let export = export.with_clock(clock.clone());
     let streams = SPEC.streams.iter().map(|s| s.to_string()).collect();
     (Zendesk::new(http, export, streams, None), clock)
@@ -124,6 +145,32 @@ async fn tickets_export_three_pages_then_only_changes() {
     assert_eq!(second.ids(), ["2"]);
     assert_eq!(hwm(&second.cursor).map(|m| m.1), Some("2".to_string()));
     assert_eq!(assert_auth_on_every_request(&server, BASIC).await, 4);
+}
+
+#[tokio::test]
+async fn a_timeout_and_a_reset_midway_are_retried_and_every_request_carries_the_key() {
+    let server = MockServer::start().await;
+    mount_three_export_pages(&server).await;
+    // Request 1 is the first export page; requests 2 and 3 are the first two attempts at the second
+    // (`cursor=c1`): one times out, one is reset. Request 4 fetches it, request 5 the third page.
+    let proxy = FaultProxy::start(&server.uri(), &[(2, Fault::Hang), (3, Fault::Reset)]).await;
+    let (src, clock) = source_through(&proxy);
+    let r = run_ok(&src, "tickets", None).await;
+    assert_eq!((r.pages, r.ids()), (3, vec!["1", "2", "3", "5"]));
+    assert_eq!(r.rejected.len(), 1, "the second page arrived whole");
+    assert_eq!(proxy.requests(), 5);
+    assert_eq!(clock.sleeps().len(), 2, "one backoff per failed attempt");
+    assert_eq!(
+        assert_auth_on_every_request(&server, BASIC).await,
+        3,
+        "the faulted attempts never reached the server"
+    );
+    assert_eq!(
+        support_testkit::query_of(&server, 1, "cursor")
+            .await
+            .as_deref(),
+        Some("c1")
+    );
 }
 
 #[tokio::test]
