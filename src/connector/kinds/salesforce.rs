@@ -442,9 +442,9 @@ impl Salesforce {
                 );
                 run.token = None;
                 run.prev = None;
-                self.request(stream, &run).await?
+                common::in_stream(self.request(stream, &run).await, stream)?
             }
-            other => other?,
+            other => common::in_stream(other, stream)?,
         };
         self.check_quota(&headers);
         let records = common::take_list(&mut body, "records").ok_or_else(|| {

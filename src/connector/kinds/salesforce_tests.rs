@@ -456,7 +456,7 @@ async fn an_expired_session_refreshes_the_token_once() {
 }
 
 #[tokio::test]
-async fn malformed_json_names_connector_and_path() {
+async fn malformed_json_names_connector_stream_and_path() {
     let f = Fixture::new().await;
     Mock::given(path(QUERY))
         .respond_with(ResponseTemplate::new(200).set_body_string("{\"records\": [ {\"Id\": "))
@@ -469,7 +469,9 @@ async fn malformed_json_names_connector_and_path() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("connector test_salesforce") && err.contains(QUERY),
+        err.contains("connector test_salesforce")
+            && err.contains(QUERY)
+            && err.contains("opportunities"),
         "{err}"
     );
     let g = Fixture::new().await;

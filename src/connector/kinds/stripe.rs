@@ -75,7 +75,9 @@ fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     ))))
 }
 
-/// Stripe's own retry advice wins over the status code.
+/// Stripe's own retry advice (`Stripe-Should-Retry`, which its SDKs obey before looking at the status)
+/// wins over the status code: `true` retries even a 409 (`lock_timeout`), `false` is final even for a
+/// 5xx. A response without it falls back to the engine's rules.
 fn classify(
     status: StatusCode,
     headers: &HeaderMap,
@@ -88,6 +90,7 @@ fn classify(
             Some(Classified::RateLimited { retry_after: None })
         }
         ("true", _) => Some(Classified::Transient),
+        ("false", _) => Some(Classified::Permanent),
         _ => None,
     }
 }

@@ -6,6 +6,7 @@ use crate::connector::kinds::testkit::drain;
 use crate::http::testing::{
     assert_every_request_carries, bearer_client, bearer_client_behind_proxy, Fault, FaultProxy,
 };
+use crate::http::HttpError;
 use serde_json::json;
 use wiremock::matchers::{header, method, path, query_param, query_param_is_missing};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -358,6 +359,49 @@ async fn rate_limit_without_retry_after_backs_off() {
     let page = src.fetch_page("customers", None).await.unwrap();
     assert_eq!(page.records.len(), 1);
     assert_eq!(clock.sleeps().len(), 2);
+}
+
+#[tokio::test]
+async fn stripe_should_retry_decides_over_the_status() {
+    let server = MockServer::start().await;
+    // A 409 lock_timeout Stripe says to retry, then a 500 it says not to.
+    Mock::given(path("/v1/customers"))
+        .respond_with(
+            ResponseTemplate::new(409)
+                .insert_header("stripe-should-retry", "true")
+                .set_body_json(json!({"error": {"type": "invalid_request_error", "code": "lock_timeout",
+                    "message": "This object cannot be accessed right now because another API request or Stripe process is currently accessing it."}})),
+        )
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/v1/customers"))
+        .respond_with(
+            ResponseTemplate::new(500)
+                .insert_header("stripe-should-retry", "false")
+                .set_body_json(
+                    json!({"error": {"type": "api_error", "message": "An unknown error occurred"}}),
+                ),
+        )
+        .mount(&server)
+        .await;
+    let (http, clock) = bearer_client(&server.uri());
+    let src = Stripe::new(
+        http.with_classifier(classify),
+        vec!["customers".into()],
+        DEFAULT_CRM_KEY.into(),
+        None,
+    );
+    let err = src.fetch_page("customers", None).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SourceError::Http(HttpError::Permanent { status, .. }) if status.as_u16() == 500
+        ),
+        "{err:?}"
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    assert_eq!(clock.sleeps().len(), 1, "only the 409 was retried");
 }
 
 #[test]
