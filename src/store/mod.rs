@@ -14,6 +14,7 @@ use sled::transaction::TransactionError;
 
 use crate::connector::{Cursor, FieldValue};
 
+mod index;
 mod outbox;
 mod records;
 
@@ -25,9 +26,11 @@ const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Bumped when the layout of a tree changes incompatibly; `open` refuses a store it cannot read.
 /// Version 2 moved records into chunks with an id index (`records.rs`); `open` migrates a version-1 store.
-/// Version 3 compresses new chunks; version-2 chunks are read as they are, so a version-2 store only has
-/// its version bumped (which keeps an older healthsync from misreading the compressed chunks).
-pub const SCHEMA_VERSION: u32 = 3;
+/// Version 3 compresses new chunks; version-2 chunks are read as they are.
+/// Version 4 keeps each stream's id index as sorted runs (`index.rs`) instead of one sled entry per id;
+/// `open` adopts a version-2 or -3 index tree as a stream's first run, in id order, without rewriting its
+/// chunks.
+pub const SCHEMA_VERSION: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -146,7 +149,7 @@ impl Store {
         match found.as_deref() {
             None => {}
             Some(b"1") => store.migrate_from_schema_1()?,
-            Some(b"2") => {}
+            Some(b"2") | Some(b"3") => store.adopt_id_index_trees()?,
             Some(v) if v == SCHEMA_VERSION.to_string().as_bytes() => return Ok(store),
             Some(v) => {
                 return Err(StoreError::Schema {
@@ -302,6 +305,7 @@ impl Store {
                 n != "__sled__default"
                     && !n.starts_with("record_index/")
                     && !n.starts_with("record_chunks/")
+                    && !n.starts_with("record_runs/")
             })
             .collect();
         names.sort();

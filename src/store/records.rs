@@ -3,14 +3,16 @@
 //! migration from the schema-1 layout; it does not decide which records to store (`sync`) or what they
 //! mean (`metrics`, `identity`).
 //!
-//! A stream has two trees. `record_chunks/<connector>/<stream>` is a log: each value is a chunk of up to
-//! [`CHUNK_BYTES`] of encoded records, keyed by a big-endian sequence number, so new chunks always land at
-//! the right edge of the tree. `record_index/<connector>/<stream>` maps each record id to where its
-//! current version sits (chunk, slot) and a fingerprint of its JSON. The split exists because sled 0.34
-//! rewrites a whole leaf (16 entries) for every insert: keyed by id, a 1 M-record stream synced in
-//! timestamp order hits a random leaf of ~6 KB each time, and storing fell to a quarter of the rate the
-//! same bytes reach when appended (BENCHMARKS.md, "Record layout"). Index values are 20 bytes, so the
-//! random part of every insert is small.
+//! A stream has a chunk log and an id index. `record_chunks/<connector>/<stream>` is the log: each value
+//! is a chunk of up to [`CHUNK_BYTES`] of encoded records, keyed by a big-endian sequence number, so new
+//! chunks always land at the right edge of the tree. The index (`index.rs`, in
+//! `record_runs/<connector>/<stream>`) maps each record id to where its current version sits (chunk,
+//! slot) and a fingerprint of its JSON. The split exists because sled 0.34 rewrites a whole leaf (16
+//! entries) for every insert: keyed by id, a 1 M-record stream synced in timestamp order hits a random
+//! leaf of ~6 KB each time, and storing fell to a quarter of the rate the same bytes reach when appended
+//! (BENCHMARKS.md, "Record layout"). The index in turn keeps its entries in sorted runs rather than one
+//! sled entry per id, for the same reason and for memory (see `index.rs`); it treats the chunk log as its
+//! write-ahead log.
 //!
 //! Chunks are stored LZ4-compressed ([`LZ4_CHUNK_TAG`]): records of one stream repeat their keys, so a
 //! chunk shrinks several times over, and since sled rewrites whole leaves when it consolidates or splits
@@ -22,9 +24,9 @@
 //! entry; reads skip entries the index no longer points to, and a stream whose stale entries outnumber its
 //! live ones is compacted after the page that tipped it.
 //!
-//! Writers and readers of one stream exclude each other through a per-stream lock that a reader holds for
-//! the life of its iterator: a read sees one consistent version of the stream, and compaction never
-//! removes a chunk under a reader.
+//! Writers and readers of one stream exclude each other through a per-stream lock, which guards the
+//! stream's open index and which a reader holds for the life of its iterator: a read sees one consistent
+//! version of the stream, and compaction never removes a chunk under a reader.
 
 use std::collections::HashMap;
 use std::hash::Hasher as _;
@@ -34,6 +36,7 @@ use parking_lot::lock_api::ArcRwLockReadGuard;
 use parking_lot::{RawRwLock, RwLock};
 use serde::{Deserialize, Serialize};
 
+use super::index::{IndexEntry, StreamIndex};
 #[cfg(test)]
 use super::SCHEMA_VERSION;
 use super::{from_json, key, to_json, write_json, Store, StoreError};
@@ -58,8 +61,8 @@ const MAX_ID_BYTES: usize = 1 << 20;
 /// A stream is compacted once it holds at least this many stale entries and more stale than live ones.
 const COMPACT_MIN_STALE: u64 = 10_000;
 
-/// Per-stream locks, shared by every clone of a [`Store`].
-pub(super) type StreamLocks = Arc<Mutex<HashMap<String, Arc<RwLock<()>>>>>;
+/// Per-stream locks, each guarding the stream's open index, shared by every clone of a [`Store`].
+pub(super) type StreamLocks = Arc<Mutex<HashMap<String, Arc<RwLock<StreamIndex>>>>>;
 
 fn index_tree_name(connector: &str, stream: &str) -> String {
     format!("record_index/{connector}/{stream}")
@@ -69,50 +72,20 @@ fn chunk_tree_name(connector: &str, stream: &str) -> String {
     format!("record_chunks/{connector}/{stream}")
 }
 
-/// Where a record version sits, and the fingerprint of its JSON: the value of an index entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct IndexEntry {
-    chunk: u64,
-    slot: u32,
-    fingerprint: u64,
+fn runs_tree_name(connector: &str, stream: &str) -> String {
+    format!("record_runs/{connector}/{stream}")
 }
 
-impl IndexEntry {
-    const LEN: usize = 20;
-
-    fn encode(&self) -> [u8; Self::LEN] {
-        let mut out = [0u8; Self::LEN];
-        out[..8].copy_from_slice(&self.chunk.to_be_bytes());
-        out[8..12].copy_from_slice(&self.slot.to_be_bytes());
-        out[12..].copy_from_slice(&self.fingerprint.to_be_bytes());
-        out
-    }
-
-    fn decode(tree: &str, bytes: &[u8]) -> Result<IndexEntry, StoreError> {
-        let corrupt = || StoreError::Corrupt {
-            tree: tree.to_string(),
-            reason: format!(
-                "an index entry of {} bytes, expected {}",
-                bytes.len(),
-                Self::LEN
-            ),
-        };
-        if bytes.len() != Self::LEN {
-            return Err(corrupt());
-        }
-        let (chunk, rest) = bytes.split_at(8);
-        let (slot, fingerprint) = rest.split_at(4);
-        Ok(IndexEntry {
-            chunk: u64::from_be_bytes(chunk.try_into().map_err(|_| corrupt())?),
-            slot: u32::from_be_bytes(slot.try_into().map_err(|_| corrupt())?),
-            fingerprint: u64::from_be_bytes(fingerprint.try_into().map_err(|_| corrupt())?),
-        })
-    }
+/// Whether the index entry of `id` points at (chunk, slot): whether that chunk entry is live.
+fn is_live(index: &StreamIndex, id: &[u8], chunk: u64, slot: u32) -> Result<bool, StoreError> {
+    Ok(index
+        .get(id)?
+        .is_some_and(|e| e.chunk == chunk && e.slot == slot))
 }
 
 /// FNV-1a over a record's JSON: stable across builds and platforms (unlike std's hasher), which matters
 /// because fingerprints are stored.
-fn fingerprint(json: &[u8]) -> u64 {
+pub(super) fn fingerprint(json: &[u8]) -> u64 {
     let mut h = fnv::FnvHasher::default();
     h.write(json);
     h.finish()
@@ -196,7 +169,7 @@ impl ChunkWriter {
 }
 
 /// Puts a stored chunk's entries into `out`: decompressed, or copied if the chunk is a schema-2 one.
-fn load_chunk(tree: &str, stored: &[u8], out: &mut Vec<u8>) -> Result<(), StoreError> {
+pub(super) fn load_chunk(tree: &str, stored: &[u8], out: &mut Vec<u8>) -> Result<(), StoreError> {
     out.clear();
     let Some(rest) = stored.strip_prefix(&LZ4_CHUNK_TAG) else {
         out.extend_from_slice(stored);
@@ -228,9 +201,9 @@ fn load_chunk(tree: &str, stored: &[u8], out: &mut Vec<u8>) -> Result<(), StoreE
 }
 
 /// Reads the entries of one chunk in slot order.
-struct ChunkEntries<'a> {
-    tree: &'a str,
-    bytes: &'a [u8],
+pub(super) struct ChunkEntries<'a> {
+    pub tree: &'a str,
+    pub bytes: &'a [u8],
 }
 
 impl<'a> Iterator for ChunkEntries<'a> {
@@ -260,7 +233,7 @@ impl<'a> Iterator for ChunkEntries<'a> {
     }
 }
 
-fn chunk_number(tree: &str, key: &[u8]) -> Result<u64, StoreError> {
+pub(super) fn chunk_number(tree: &str, key: &[u8]) -> Result<u64, StoreError> {
     key.try_into()
         .map(u64::from_be_bytes)
         .map_err(|_| StoreError::Corrupt {
@@ -269,9 +242,10 @@ fn chunk_number(tree: &str, key: &[u8]) -> Result<u64, StoreError> {
         })
 }
 
-/// The two trees of one stream, with their names for error messages.
+/// The chunk tree of one stream, with its name for error messages, and the name its stats go by.
 struct StreamTrees {
-    index: sled::Tree,
+    /// `record_index/<connector>/<stream>`: the stream's name in the meta tree's stats (kept from the
+    /// schema-3 layout, whose id index tree had this name).
     index_name: String,
     chunks: sled::Tree,
     chunks_name: String,
@@ -284,17 +258,6 @@ impl StreamTrees {
             None => Ok(0),
         }
     }
-
-    /// The current index entry of `id`, if it is `at` (chunk, slot): whether that entry is live.
-    fn is_live(&self, id: &[u8], chunk: u64, slot: u32) -> Result<bool, StoreError> {
-        Ok(match self.index.get(id)? {
-            Some(v) => {
-                let e = IndexEntry::decode(&self.index_name, &v)?;
-                e.chunk == chunk && e.slot == slot
-            }
-            None => false,
-        })
-    }
 }
 
 impl Store {
@@ -304,22 +267,49 @@ impl Store {
             chunk_tree_name(connector, stream),
         );
         Ok(StreamTrees {
-            index: self.db.open_tree(&index_name)?,
             chunks: self.db.open_tree(&chunks_name)?,
             index_name,
             chunks_name,
         })
     }
 
-    fn stream_lock(&self, connector: &str, stream: &str) -> Arc<RwLock<()>> {
+    /// The lock of a stream, with its index open behind it: opened (and its delta replayed from the
+    /// chunks) the first time this process touches the stream. A schema-3 id index tree is adopted into
+    /// the new index here, then dropped.
+    fn stream_lock(
+        &self,
+        connector: &str,
+        stream: &str,
+    ) -> Result<Arc<RwLock<StreamIndex>>, StoreError> {
         let mut locks = self
             .stream_locks
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        locks
-            .entry(index_tree_name(connector, stream))
-            .or_default()
-            .clone()
+        let name = index_tree_name(connector, stream);
+        if let Some(lock) = locks.get(&name) {
+            return Ok(lock.clone());
+        }
+        let trees = self.stream_trees(connector, stream)?;
+        let old = match self.db.tree_names().iter().any(|n| n == name.as_bytes()) {
+            true => Some(self.db.open_tree(&name)?),
+            false => None,
+        };
+        let index = StreamIndex::open(
+            self.db.open_tree(runs_tree_name(connector, stream))?,
+            runs_tree_name(connector, stream),
+            &trees.chunks,
+            &trees.chunks_name,
+            old.as_ref().map(|t| (t, name.as_str())),
+        )?;
+        if let Some(old) = old {
+            // Dropping a tree while a handle to it was open made a later reopen of the store fail as
+            // locked now and then (seen in this module's tests); let go first.
+            drop(old);
+            self.db.drop_tree(name.as_bytes())?;
+        }
+        let lock = Arc::new(RwLock::new(index));
+        locks.insert(name, lock.clone());
+        Ok(lock)
     }
 
     /// Stores one page through a one-page [`StreamWriter`]; see [`StreamWriter::commit_page`].
@@ -334,18 +324,14 @@ impl Store {
             .commit_page(records, cursor)
     }
 
-    /// A writer for one run of one stream. A stream that is empty now is being loaded from scratch: its
-    /// records are appended without first looking each id up, which halves the index work of a first sync
-    /// (benches/sources.rs). Ids repeated within the run are still stored once, as stale-and-live entries.
+    /// A writer for one run of one stream.
     pub fn stream_writer(&self, connector: &str, stream: &str) -> Result<StreamWriter, StoreError> {
-        let trees = self.stream_trees(connector, stream)?;
         Ok(StreamWriter {
             store: self.clone(),
-            lock: self.stream_lock(connector, stream),
+            lock: self.stream_lock(connector, stream)?,
             connector: connector.to_string(),
             stream: stream.to_string(),
-            check_unchanged: !trees.index.is_empty(),
-            trees,
+            trees: self.stream_trees(connector, stream)?,
         })
     }
 
@@ -364,32 +350,44 @@ impl Store {
     pub fn records(&self, connector: &str, stream: &str) -> Result<StoredRecords, StoreError> {
         let trees = self.stream_trees(connector, stream)?;
         // Recursive: a thread already reading this stream must not deadlock behind a waiting writer.
-        let reading = self.stream_lock(connector, stream).read_arc_recursive();
+        let reading = self.stream_lock(connector, stream)?.read_arc_recursive();
         Ok(StoredRecords {
             chunk_iter: trees.chunks.iter(),
             trees,
             current: None,
             chunk: Vec::new(),
-            _reading: reading,
+            index: reading,
         })
     }
 
-    /// How many records a stream holds (one per id).
+    /// How many records a stream holds (one per id), as counted when they were stored. A crash midway
+    /// through a page can leave the count that page off; the next compaction counts afresh.
     pub fn record_count(&self, connector: &str, stream: &str) -> Result<usize, StoreError> {
-        Ok(self.stream_trees(connector, stream)?.index.len())
+        let live = self.stream_stats(&index_tree_name(connector, stream))?.live;
+        Ok(usize::try_from(live).unwrap_or(usize::MAX))
     }
 
-    /// Every record stream in the store, as (connector, stream), from the index trees' names.
+    /// Every record stream in the store, as (connector, stream), from the chunk trees' names.
     pub(super) fn record_streams(&self) -> Vec<(String, String)> {
         self.db
             .tree_names()
             .iter()
             .filter_map(|n| {
                 let name = std::str::from_utf8(n).ok()?;
-                let (connector, stream) = name.strip_prefix("record_index/")?.split_once('/')?;
+                let (connector, stream) = name.strip_prefix("record_chunks/")?.split_once('/')?;
                 Some((connector.to_string(), stream.to_string()))
             })
             .collect()
+    }
+
+    /// Opens every record stream, which adopts its schema-2/3 id index tree into the run-based index
+    /// ([`Store::stream_lock`]). A crash midway leaves the streams not yet opened with their old trees, to
+    /// be adopted on the next open.
+    pub(super) fn adopt_id_index_trees(&self) -> Result<(), StoreError> {
+        for (connector, stream) in self.record_streams() {
+            self.stream_lock(&connector, &stream)?;
+        }
+        Ok(())
     }
 
     /// Moves schema-1 records (`records/<connector>/<stream>`, one JSON value per id) into the chunked
@@ -410,6 +408,8 @@ impl Store {
             };
             let old = self.db.open_tree(&name)?;
             let trees = self.stream_trees(connector, stream)?;
+            let lock = self.stream_lock(connector, stream)?;
+            let mut index = lock.write();
             let mut chunk = ChunkWriter::new(trees.next_chunk()?);
             let mut pending = Vec::new();
             let mut live = 0;
@@ -417,7 +417,7 @@ impl Store {
                 let (id, json) = kv?;
                 let fingerprint = fingerprint(&json);
                 if chunk.is_full() {
-                    flush_with_index(&trees, &mut chunk, &mut pending)?;
+                    flush_with_index(&trees, &mut index, &mut chunk, &mut pending)?;
                 }
                 let slot = chunk.push(&id, &json);
                 pending.push((
@@ -430,7 +430,7 @@ impl Store {
                 ));
                 live += 1;
             }
-            flush_with_index(&trees, &mut chunk, &mut pending)?;
+            flush_with_index(&trees, &mut index, &mut chunk, &mut pending)?;
             self.meta.insert(
                 stats_key(&trees.index_name),
                 to_json(&StreamStats { live, stale: 0 }),
@@ -445,31 +445,30 @@ impl Store {
 pub struct StreamWriter {
     store: Store,
     trees: StreamTrees,
-    lock: Arc<RwLock<()>>,
+    lock: Arc<RwLock<StreamIndex>>,
     connector: String,
     stream: String,
-    /// Look each record up and skip those stored unchanged; false while loading an empty stream.
-    check_unchanged: bool,
 }
 
 impl StreamWriter {
     /// Stores a page of records, then the cursor that covers them. Returns how many records were new or
-    /// changed; a record whose JSON is already stored is not written again (unless the stream was empty
-    /// when this writer was made; see [`Store::stream_writer`]).
+    /// changed; a record whose JSON is already stored is not written again.
     ///
     /// Crash safety ("a cursor never advances without its records") rests on order, not on a transaction:
     /// sled appends every write to one log and, after a crash, recovers a contiguous prefix of that log (it
     /// stops at the first write that did not fully reach the disk; see `check_contiguity_in_unstable_tail`
-    /// in sled's recovery). The chunks are written first, then the index entries that point into them,
-    /// then the cursor, so a recovered cursor implies its index entries, which imply their chunks. A crash
+    /// in sled's recovery). The chunks are written first, then the cursor; the index entries pointing into
+    /// the chunks go to the index's delta, which is rebuilt from the chunks after a crash (`index.rs`), so a
+    /// recovered cursor implies its chunks, which imply their index entries. A crash
     /// midway leaves some of the page stored without the cursor; the next run re-reads the page from the
     /// old cursor and finds those records unchanged. `tests/it/crash.rs` kills a writer with SIGKILL and
     /// checks every recovered cursor against its records.
     pub fn commit_page(&self, records: &[Record], cursor: &Cursor) -> Result<usize, StoreError> {
         let (trees, store) = (&self.trees, &self.store);
-        let _writing = self.lock.write();
+        let mut index = self.lock.write();
         let mut chunk = ChunkWriter::new(trees.next_chunk()?);
-        let mut pending: Vec<(&str, IndexEntry)> = Vec::new();
+        // Each new version with whether its id already had one (before this page).
+        let mut pending: Vec<(&str, IndexEntry, bool)> = Vec::new();
         let mut json = Vec::with_capacity(1024);
         for r in records {
             json.clear();
@@ -490,12 +489,9 @@ impl StreamWriter {
                 });
             }
             let fingerprint = fingerprint(&json);
-            if self.check_unchanged {
-                if let Some(old) = trees.index.get(r.id.as_bytes())? {
-                    if IndexEntry::decode(&trees.index_name, &old)?.fingerprint == fingerprint {
-                        continue;
-                    }
-                }
+            let old = index.get(r.id.as_bytes())?;
+            if old.is_some_and(|o| o.fingerprint == fingerprint) {
+                continue;
             }
             if chunk.is_full() {
                 chunk.flush(trees)?;
@@ -508,21 +504,25 @@ impl StreamWriter {
                     slot,
                     fingerprint,
                 },
+                old.is_some(),
             ));
         }
         chunk.flush(trees)?;
         let mut stats = store.stream_stats(&trees.index_name)?;
-        for (id, entry) in &pending {
-            match trees.index.insert(id.as_bytes(), &entry.encode())? {
-                Some(_) => stats.stale += 1,
-                None => stats.live += 1,
+        for (id, entry, existed) in &pending {
+            // An id seen earlier in this page is in the delta by now, so `insert` reports it.
+            if index.insert(id.as_bytes(), *entry) || *existed {
+                stats.stale += 1;
+            } else {
+                stats.live += 1;
             }
         }
+        index.flush_if_full(chunk.number)?;
         store
             .cursors
             .insert(key(&[&self.connector, &self.stream]), to_json(cursor))?;
         if stats.stale >= COMPACT_MIN_STALE && stats.stale > stats.live {
-            stats = compact(trees)?;
+            stats = compact(trees, &mut index)?;
         }
         store
             .meta
@@ -535,25 +535,28 @@ fn stats_key(index_name: &str) -> Vec<u8> {
     key(&["record_stats", index_name])
 }
 
-/// Writes the chunk, then the index entries that point into it (the crash-safety order).
+/// Writes the chunk, then points the index at its entries (the crash-safety order).
 fn flush_with_index(
     trees: &StreamTrees,
+    index: &mut StreamIndex,
     chunk: &mut ChunkWriter,
     pending: &mut Vec<(sled::IVec, IndexEntry)>,
 ) -> Result<(), StoreError> {
     chunk.flush(trees)?;
     for (id, entry) in pending.drain(..) {
-        trees.index.insert(id, &entry.encode())?;
+        index.insert(&id, entry);
     }
-    Ok(())
+    index.flush_if_full(chunk.number)
 }
 
 /// Rewrites a stream's live entries into new chunks and removes the old ones. Runs under the stream's
-/// write lock. Order: each new chunk, then the index entries pointing into it, and only after every live
-/// entry has moved, the old chunks; a crash at any point leaves every index entry pointing at a chunk that
-/// exists.
-fn compact(trees: &StreamTrees) -> Result<StreamStats, StoreError> {
+/// write lock. Order: the index's delta is written out first, so the delta then indexes only the new
+/// chunks (which a crash replays); then each new chunk, then the index entries pointing into it, and only
+/// after every live entry has moved, the old chunks. A crash at any point leaves every index entry
+/// pointing at a chunk that exists.
+fn compact(trees: &StreamTrees, index: &mut StreamIndex) -> Result<StreamStats, StoreError> {
     let end = trees.next_chunk()?;
+    index.flush(end)?;
     let mut chunk = ChunkWriter::new(end);
     let mut pending = Vec::new();
     let mut live = 0;
@@ -568,15 +571,14 @@ fn compact(trees: &StreamTrees) -> Result<StreamStats, StoreError> {
         };
         for (slot, entry) in (0u32..).zip(entries) {
             let (id, json) = entry?;
-            let Some(current) = trees.index.get(id)? else {
+            let Some(current) = index.get(id)? else {
                 continue;
             };
-            let current = IndexEntry::decode(&trees.index_name, &current)?;
             if current.chunk != number || current.slot != slot {
                 continue;
             }
             if chunk.is_full() {
-                flush_with_index(trees, &mut chunk, &mut pending)?;
+                flush_with_index(trees, index, &mut chunk, &mut pending)?;
             }
             let slot = chunk.push(id, json);
             pending.push((
@@ -590,7 +592,7 @@ fn compact(trees: &StreamTrees) -> Result<StreamStats, StoreError> {
             live += 1;
         }
     }
-    flush_with_index(trees, &mut chunk, &mut pending)?;
+    flush_with_index(trees, index, &mut chunk, &mut pending)?;
     for k in trees.chunks.range(..end.to_be_bytes()).keys() {
         trees.chunks.remove(k?)?;
     }
@@ -606,7 +608,8 @@ pub struct StoredRecords {
     current: Option<(u64, usize, u32)>,
     /// The entries of the chunk being read, decompressed.
     chunk: Vec<u8>,
-    _reading: ArcRwLockReadGuard<RawRwLock, ()>,
+    /// The stream's lock, held for reading, and the index it guards.
+    index: ArcRwLockReadGuard<RawRwLock, StreamIndex>,
 }
 
 impl StoredRecords {
@@ -637,7 +640,7 @@ impl StoredRecords {
             *offset = bytes.len() - entries.bytes.len();
             let this_slot = *slot;
             *slot += 1;
-            if self.trees.is_live(id, *number, this_slot)? {
+            if is_live(&self.index, id, *number, this_slot)? {
                 return from_json(&self.trees.chunks_name, json).map(Some);
             }
         }
@@ -724,24 +727,105 @@ mod tests {
     fn a_first_load_stores_ids_repeated_across_its_pages_once() {
         let s = Store::temporary().unwrap();
         let writer = s.stream_writer("c", "s").unwrap();
-        assert!(
-            !writer.check_unchanged,
-            "an empty stream is loaded without lookups"
-        );
         writer
             .commit_page(&[rec("a", 1, 0), rec("b", 1, 0)], &cursor(1))
             .unwrap();
         // A lookback window re-reads "b", unchanged, and brings a new version of "a".
-        writer
+        let written = writer
             .commit_page(
                 &[rec("b", 1, 0), rec("a", 2, 0), rec("c", 1, 0)],
                 &cursor(2),
             )
             .unwrap();
+        assert_eq!(written, 2, "the unchanged b is not written again");
         assert_eq!(stored(&s), [rec("b", 1, 0), rec("a", 2, 0), rec("c", 1, 0)]);
         assert_eq!(s.record_count("c", "s").unwrap(), 3);
-        // The next run looks records up again.
-        assert!(s.stream_writer("c", "s").unwrap().check_unchanged);
+    }
+
+    /// Pages of 500 records `0..n` at `version`, committed one by one.
+    fn load(s: &Store, n: usize, version: i64) -> usize {
+        let ids: Vec<Record> = (0..n)
+            .map(|i| rec(&format!("{:07}", (i * 7_919) % n), version, 0))
+            .collect();
+        let w = s.stream_writer("c", "s").unwrap();
+        ids.chunks(500)
+            .enumerate()
+            .map(|(p, page)| w.commit_page(page, &cursor(p as u64)).unwrap())
+            .sum()
+    }
+
+    #[test]
+    fn a_stream_past_several_deltas_reads_back_once_each_and_survives_a_reopen_unflushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = super::super::index::DELTA_MAX * 5 + 123;
+        {
+            let s = Store::open(dir.path()).unwrap();
+            assert_eq!(load(&s, n, 1), n);
+            assert_eq!(load(&s, n, 1), 0, "a refresh finds every record unchanged");
+            assert_eq!(s.record_count("c", "s").unwrap(), n);
+            let lock = s.stream_lock("c", "s").unwrap();
+            let index = lock.read();
+            assert!(index.delta_len() > 0, "the last part is only in the delta");
+            assert!(index.run_levels().contains(&1), "{:?}", index.run_levels());
+        }
+        // Reopened: the delta is gone from memory and replayed from the chunks it indexed.
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(load(&s, n, 1), 0, "still unchanged after the reopen");
+        let got = stored(&s);
+        assert_eq!(got.len(), n);
+        let ids: std::collections::BTreeSet<&str> = got.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids.len(), n);
+        // A new version of every record: all stale, compacted, and read back in the new version.
+        assert_eq!(load(&s, n, 2), n);
+        let got = stored(&s);
+        assert_eq!(got.len(), n);
+        assert!(got.iter().all(|r| r.fields["version"] == 2));
+        assert_eq!(s.record_count("c", "s").unwrap(), n);
+    }
+
+    #[test]
+    fn a_schema_3_id_index_tree_is_adopted_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let old: Vec<Record> = (0..300).map(|i| rec(&format!("{i:03}"), 1, 20)).collect();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.commit_page("c", "s", &old, &cursor(1)).unwrap();
+            // Turn the index into what schema 3 kept: one sled entry per id, and no runs.
+            let lock = s.stream_lock("c", "s").unwrap();
+            let index = lock.read();
+            let tree = s.db.open_tree("record_index/c/s").unwrap();
+            for r in &old {
+                let e = index.get(r.id.as_bytes()).unwrap().unwrap();
+                let mut v = Vec::new();
+                v.extend_from_slice(&e.chunk.to_be_bytes());
+                v.extend_from_slice(&e.slot.to_be_bytes());
+                v.extend_from_slice(&e.fingerprint.to_be_bytes());
+                tree.insert(r.id.as_bytes(), v).unwrap();
+            }
+            // Emptied rather than dropped: this store's open index still holds the tree.
+            s.db.open_tree("record_runs/c/s").unwrap().clear().unwrap();
+            s.meta.insert("schema_version", "3").unwrap();
+            s.flush().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert!(!s
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == b"record_index/c/s"));
+        assert_eq!(
+            s.meta.get("schema_version").unwrap().as_deref(),
+            Some(SCHEMA_VERSION.to_string().as_bytes())
+        );
+        assert_eq!(s.stream_lock("c", "s").unwrap().read().delta_len(), 0);
+        assert_eq!(stored(&s), old);
+        assert_eq!(s.commit_page("c", "s", &old, &cursor(2)).unwrap(), 0);
+        assert_eq!(
+            s.commit_page("c", "s", &[rec("007", 2, 20)], &cursor(3))
+                .unwrap(),
+            1
+        );
+        assert_eq!(stored(&s).len(), 300);
     }
 
     #[test]
