@@ -13,7 +13,7 @@
 //!   `(run, block)` in the stream's `record_runs/<connector>/<stream>` tree, plus the run's fences (each
 //!   block's first id) and a Bloom filter, which stay in memory;
 //! - runs have levels; [`MERGE_FAN_IN`] runs of one level merge into one of the next, the newer version of
-//!   an id winning, so each entry is rewritten about once per level (log₄ of the stream's size).
+//!   an id winning, so each entry is rewritten about once per level (log₈ of the stream's size in deltas).
 //!
 //! Lookups try the delta, then the runs from newest to oldest, skipping any run whose filter rules the id
 //! out. The manifest (the runs, and `flushed_through`: every chunk numbered below it has its entries in a
@@ -39,7 +39,7 @@ pub(super) const DELTA_MAX: usize = 16_384;
 const BLOCK_ENTRIES: usize = 128;
 
 /// How many runs of one level merge into one run of the next.
-const MERGE_FAN_IN: usize = 4;
+pub(super) const MERGE_FAN_IN: usize = 8;
 
 /// Bits of Bloom filter per entry, and probes per lookup: about a 1 % false-positive rate.
 const BLOOM_BITS_PER_ENTRY: usize = 10;
@@ -570,9 +570,9 @@ impl StreamIndex {
         Ok(())
     }
 
-    /// While the newest level holding runs holds [`MERGE_FAN_IN`] of them, merges them into one run of the
-    /// next level, in their place (they are the newest runs of their level and older than any run below
-    /// it, so order by age is kept).
+    /// While some level holds [`MERGE_FAN_IN`] runs (the lowest such level first), merges them into one
+    /// run of the next level, in their place: a level's runs sit together, newer than every run of a
+    /// higher level and older than every run of a lower one, so the list stays in age order.
     fn merge_full_levels(&mut self) -> Result<(), StoreError> {
         loop {
             let Some(level) = (0..=u8::MAX)
@@ -737,8 +737,8 @@ mod tests {
     fn entries_survive_flushes_and_merges_and_the_newest_version_wins() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let mut ix = open(&db);
-        // Five deltas' worth, each id written twice (the second version later), in a scattered order.
-        let n = (DELTA_MAX * 5 / 2 + 7) as u64;
+        // Enough for one merge: each id written twice (the second version later), in a scattered order.
+        let n = (DELTA_MAX * (MERGE_FAN_IN + 1) / 2 + 7) as u64;
         let ids: Vec<String> = (0..n).map(|i| format!("{:08}", (i * 7_919) % n)).collect();
         let mut chunk = 0;
         for version in 0..2u64 {
@@ -753,7 +753,7 @@ mod tests {
         }
         assert!(
             ix.run_levels().contains(&1),
-            "four level-0 runs merged: {:?}",
+            "level-0 runs merged: {:?}",
             ix.run_levels()
         );
         for id in &ids {

@@ -757,7 +757,8 @@ mod tests {
     #[test]
     fn a_stream_past_several_deltas_reads_back_once_each_and_survives_a_reopen_unflushed() {
         let dir = tempfile::tempdir().unwrap();
-        let n = super::super::index::DELTA_MAX * 5 + 123;
+        // Enough deltas for one merge.
+        let n = super::super::index::DELTA_MAX * (super::super::index::MERGE_FAN_IN + 1) + 123;
         {
             let s = Store::open(dir.path()).unwrap();
             assert_eq!(load(&s, n, 1), n);
