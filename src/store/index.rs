@@ -777,6 +777,43 @@ mod tests {
     }
 
     #[test]
+    fn a_corrupt_manifest_or_a_torn_block_is_an_error_naming_the_tree_not_a_panic() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("runs").unwrap();
+        tree.insert(MANIFEST_KEY, b"{not json".as_slice()).unwrap();
+        let chunks = db.open_tree("chunks").unwrap();
+        let err = StreamIndex::open(tree.clone(), "runs".into(), &chunks, "chunks", None)
+            .err()
+            .expect("a corrupt manifest is refused");
+        assert!(
+            matches!(&err, StoreError::Corrupt { tree, .. } if tree == "runs"),
+            "{err:?}"
+        );
+
+        tree.clear().unwrap();
+        let mut ix = open(&db);
+        for i in 0..300u64 {
+            ix.insert(format!("{i:04}").as_bytes(), entry(i));
+        }
+        ix.flush(1).unwrap();
+        // Cut the run's second block short.
+        let run = ix.runs[0].head.id;
+        let block = tree.get(block_key(run, 1)).unwrap().unwrap();
+        tree.insert(block_key(run, 1), &block[..block.len() / 2])
+            .unwrap();
+        let err = ix.get(b"0200").unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Corrupt { tree, .. } if tree == "runs"),
+            "{err:?}"
+        );
+        assert_eq!(
+            ix.get(b"0001").unwrap(),
+            Some(entry(1)),
+            "other blocks still read"
+        );
+    }
+
+    #[test]
     fn blocks_of_a_run_the_manifest_does_not_name_are_removed_on_open() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let tree = db.open_tree("runs").unwrap();
