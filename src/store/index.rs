@@ -110,7 +110,11 @@ struct Bloom {
 
 impl Bloom {
     fn with_capacity(entries: usize) -> Bloom {
-        let bits = (entries.max(1) * BLOOM_BITS_PER_ENTRY).next_multiple_of(64);
+        // Capped so that a corrupt run length cannot ask for more than about 320 MiB.
+        let bits = entries
+            .clamp(1, 1 << 28)
+            .saturating_mul(BLOOM_BITS_PER_ENTRY)
+            .next_multiple_of(64);
         Bloom {
             words: vec![0; bits / 64],
         }
@@ -458,12 +462,17 @@ impl StreamIndex {
             delta: BTreeMap::new(),
             runs,
             flushed_through: manifest.flushed_through,
-            next_run: manifest.next_run,
+            // Never an id a named run has, whatever the manifest says.
+            next_run: manifest
+                .runs
+                .iter()
+                .map(|r| r.id.saturating_add(1))
+                .fold(manifest.next_run, u64::max),
         };
         if let Some((old, old_name)) = old {
             if index.runs.is_empty() {
                 let next_chunk = match chunks.last()? {
-                    Some((k, _)) => chunk_number(chunks_name, &k)? + 1,
+                    Some((k, _)) => chunk_number(chunks_name, &k)?.saturating_add(1),
                     None => 0,
                 };
                 index.adopt(old, old_name, next_chunk)?;
@@ -522,6 +531,11 @@ impl StreamIndex {
         Ok(None)
     }
 
+    /// Every chunk numbered below this has its entries in a run.
+    pub(super) fn flushed_through(&self) -> u64 {
+        self.flushed_through
+    }
+
     /// Points `id` at `entry`. Returns whether the delta already held the id (a repeat within the delta;
     /// the caller's earlier [`StreamIndex::get`] tells it about the runs).
     pub(super) fn insert(&mut self, id: &[u8], entry: IndexEntry) -> bool {
@@ -556,8 +570,9 @@ impl StreamIndex {
     }
 
     fn take_run_id(&mut self) -> u64 {
-        self.next_run += 1;
-        self.next_run - 1
+        let id = self.next_run;
+        self.next_run = self.next_run.saturating_add(1);
+        id
     }
 
     fn write_manifest(&self) -> Result<(), StoreError> {
@@ -608,7 +623,10 @@ impl StreamIndex {
 
     /// Merges `inputs` (oldest first) into a new run at `level`; an id in several keeps its newest entry.
     fn merge(&mut self, inputs: &[RunHead], level: u8) -> Result<Run, StoreError> {
-        let capacity = inputs.iter().map(|r| r.len as usize).sum();
+        let capacity = inputs
+            .iter()
+            .map(|r| usize::try_from(r.len).unwrap_or(usize::MAX))
+            .fold(0usize, usize::saturating_add);
         let id = self.take_run_id();
         let mut w = RunWriter::new(&self.tree, id, capacity);
         let mut readers: Vec<RunEntries> = inputs

@@ -45,8 +45,7 @@ use crate::connector::{Cursor, Record};
 /// The most bytes of encoded records in one chunk before compression, give or take its last record (a
 /// chunk holds at least one). Compressed (JSON records shrink 3-6x), a sled leaf of 16 chunks stays under
 /// sled's blob threshold (a quarter of its 512 KiB segment; a larger leaf goes to a file of its own each
-/// time it is rewritten, which costs time, not correctness), and a chunk write is a rounding error next to
-/// the index writes of its records.
+/// time it is rewritten, which costs time, not correctness).
 const CHUNK_BYTES: usize = 16 * 1024;
 
 /// How a compressed chunk starts; then the entries' length (u32 LE) and the LZ4 block. A schema-2 chunk
@@ -91,8 +90,10 @@ pub(super) fn fingerprint(json: &[u8]) -> u64 {
     h.finish()
 }
 
-/// Live and stale entry counts of a stream, kept to decide when to compact. A crash can leave them a page
-/// off; they only time compaction, nothing reads records by them.
+/// Live and stale entry counts of a stream: they time compaction and are what `record_count` reports. A
+/// crash or an error between a page's chunks and its stats leaves them that page off, and such drift
+/// adds up until a compaction (or an adoption of a schema-3 index) counts afresh; nothing reads records
+/// by them.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct StreamStats {
     live: u64,
@@ -254,7 +255,7 @@ struct StreamTrees {
 impl StreamTrees {
     fn next_chunk(&self) -> Result<u64, StoreError> {
         match self.chunks.last()? {
-            Some((k, _)) => Ok(chunk_number(&self.chunks_name, &k)? + 1),
+            Some((k, _)) => Ok(chunk_number(&self.chunks_name, &k)?.saturating_add(1)),
             None => Ok(0),
         }
     }
@@ -302,6 +303,10 @@ impl Store {
             old.as_ref().map(|t| (t, name.as_str())),
         )?;
         if let Some(old) = old {
+            // The old tree held one entry per id: an exact count to start from.
+            let mut stats = self.stream_stats(&name)?;
+            stats.live = old.len() as u64;
+            self.meta.insert(stats_key(&name), to_json(&stats))?;
             // Dropping a tree while a handle to it was open made a later reopen of the store fail as
             // locked now and then (seen in this module's tests); let go first.
             drop(old);
@@ -360,8 +365,8 @@ impl Store {
         })
     }
 
-    /// How many records a stream holds (one per id), as counted when they were stored. A crash midway
-    /// through a page can leave the count that page off; the next compaction counts afresh.
+    /// How many records a stream holds (one per id), as counted when they were stored ([`StreamStats`]:
+    /// a crash midway through a page can leave the count that page off).
     pub fn record_count(&self, connector: &str, stream: &str) -> Result<usize, StoreError> {
         let live = self.stream_stats(&index_tree_name(connector, stream))?.live;
         Ok(usize::try_from(live).unwrap_or(usize::MAX))
@@ -393,7 +398,7 @@ impl Store {
     /// Moves schema-1 records (`records/<connector>/<stream>`, one JSON value per id) into the chunked
     /// layout, one stream at a time, dropping each old tree once its records are all in the new one. A
     /// crash midway repeats the unfinished stream on the next open; records already moved are found
-    /// unchanged. Cursors stay as they are.
+    /// unchanged only in that they are stored again, as stale copies. Cursors stay as they are.
     pub(super) fn migrate_from_schema_1(&self) -> Result<(), StoreError> {
         let old_trees: Vec<String> = self
             .db
@@ -466,23 +471,30 @@ impl StreamWriter {
     pub fn commit_page(&self, records: &[Record], cursor: &Cursor) -> Result<usize, StoreError> {
         let (trees, store) = (&self.trees, &self.store);
         let mut index = self.lock.write();
-        let mut chunk = ChunkWriter::new(trees.next_chunk()?);
-        // Each new version with whether its id already had one (before this page).
+        if let Some(r) = records.iter().find(|r| r.id.len() > MAX_ID_BYTES) {
+            return Err(StoreError::Corrupt {
+                tree: trees.chunks_name.clone(),
+                reason: format!(
+                    "a record id of {} bytes, the most is {MAX_ID_BYTES}",
+                    r.id.len()
+                ),
+            });
+        }
+        // Never below what the runs already cover, even if the chunk tree were emptied.
+        let mut chunk = ChunkWriter::new(trees.next_chunk()?.max(index.flushed_through()));
+        let mut stats = store.stream_stats(&trees.index_name)?;
+        // The current chunk's new versions, each with whether its id already had one (before this page).
+        // They go into the index as soon as their chunk is written, so that whatever error ends the page,
+        // the index in memory is the one replaying the chunks would rebuild.
         let mut pending: Vec<(&str, IndexEntry, bool)> = Vec::new();
+        let mut written = 0;
         let mut json = Vec::with_capacity(1024);
         for r in records {
             json.clear();
             write_json(&mut json, r);
-            if r.id.len() > MAX_ID_BYTES {
-                return Err(StoreError::Corrupt {
-                    tree: trees.chunks_name.clone(),
-                    reason: format!(
-                        "a record id of {} bytes, the most is {MAX_ID_BYTES}",
-                        r.id.len()
-                    ),
-                });
-            }
             if u32::try_from(json.len()).is_err() {
+                chunk.flush(trees)?;
+                index_chunk(&mut index, &mut pending, &mut stats);
                 return Err(StoreError::Corrupt {
                     tree: trees.chunks_name.clone(),
                     reason: format!("record {} is over 4 GiB", r.id),
@@ -495,6 +507,7 @@ impl StreamWriter {
             }
             if chunk.is_full() {
                 chunk.flush(trees)?;
+                index_chunk(&mut index, &mut pending, &mut stats);
             }
             let slot = chunk.push(r.id.as_bytes(), &json);
             pending.push((
@@ -506,17 +519,10 @@ impl StreamWriter {
                 },
                 old.is_some(),
             ));
+            written += 1;
         }
         chunk.flush(trees)?;
-        let mut stats = store.stream_stats(&trees.index_name)?;
-        for (id, entry, existed) in &pending {
-            // An id seen earlier in this page is in the delta by now, so `insert` reports it.
-            if index.insert(id.as_bytes(), *entry) || *existed {
-                stats.stale += 1;
-            } else {
-                stats.live += 1;
-            }
-        }
+        index_chunk(&mut index, &mut pending, &mut stats);
         index.flush_if_full(chunk.number)?;
         store
             .cursors
@@ -527,7 +533,23 @@ impl StreamWriter {
         store
             .meta
             .insert(stats_key(&trees.index_name), to_json(&stats))?;
-        Ok(pending.len())
+        Ok(written)
+    }
+}
+
+/// Points the index at a written chunk's new versions and counts them.
+fn index_chunk(
+    index: &mut StreamIndex,
+    pending: &mut Vec<(&str, IndexEntry, bool)>,
+    stats: &mut StreamStats,
+) {
+    for (id, entry, existed) in pending.drain(..) {
+        // An id seen earlier in this page is in the delta by now, so `insert` reports it.
+        if index.insert(id.as_bytes(), entry) || existed {
+            stats.stale += 1;
+        } else {
+            stats.live += 1;
+        }
     }
 }
 
@@ -555,7 +577,7 @@ fn flush_with_index(
 /// after every live entry has moved, the old chunks. A crash at any point leaves every index entry
 /// pointing at a chunk that exists.
 fn compact(trees: &StreamTrees, index: &mut StreamIndex) -> Result<StreamStats, StoreError> {
-    let end = trees.next_chunk()?;
+    let end = trees.next_chunk()?.max(index.flushed_through());
     index.flush(end)?;
     let mut chunk = ChunkWriter::new(end);
     let mut pending = Vec::new();
@@ -806,6 +828,13 @@ mod tests {
             // Emptied rather than dropped: this store's open index still holds the tree.
             s.db.open_tree("record_runs/c/s").unwrap().clear().unwrap();
             s.meta.insert("schema_version", "3").unwrap();
+            // Counts that drifted under schema 3; the adopted tree's length is exact.
+            s.meta
+                .insert(
+                    stats_key("record_index/c/s"),
+                    to_json(&StreamStats { live: 7, stale: 0 }),
+                )
+                .unwrap();
             s.flush().unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
@@ -819,6 +848,7 @@ mod tests {
             Some(SCHEMA_VERSION.to_string().as_bytes())
         );
         assert_eq!(s.stream_lock("c", "s").unwrap().read().delta_len(), 0);
+        assert_eq!(s.record_count("c", "s").unwrap(), 300);
         assert_eq!(stored(&s), old);
         assert_eq!(s.commit_page("c", "s", &old, &cursor(2)).unwrap(), 0);
         assert_eq!(
