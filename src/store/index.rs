@@ -429,7 +429,9 @@ impl StreamIndex {
     /// chunk in `chunks` from the manifest's `flushed_through` on, and deleting runs the manifest does not
     /// name (a crash between writing a run and its manifest). `old`, a schema-3 id index tree with its
     /// name, is adopted as the first run unless the manifest already names runs (a crash after adopting
-    /// it, before the caller dropped it).
+    /// it, before the caller dropped it). A chunk in the replayed range that does not decode fails the
+    /// open (naming its tree), and with it every read and write of the stream: the index cannot be
+    /// rebuilt past it, and guessing would serve wrong versions.
     pub(super) fn open(
         tree: sled::Tree,
         name: String,
