@@ -106,6 +106,10 @@ pub async fn assert_every_request_carries(
         .iter()
         .filter(|r| r.url.path().starts_with(prefix))
         .collect();
+    assert!(
+        !matching.is_empty(),
+        "no request under {prefix} reached the server"
+    );
     for r in &matching {
         let got = r.headers.get(name).map(|v| v.as_bytes());
         assert_eq!(

@@ -97,17 +97,7 @@ pub async fn run_ok(src: &dyn Source, stream: &str, cursor: Option<Cursor>) -> R
 
 /// The `authorization` header of every request the server received; asserts each one is `expected`.
 pub async fn assert_auth_on_every_request(server: &MockServer, expected: &str) -> usize {
-    let reqs = server.received_requests().await.unwrap_or_default();
-    assert!(!reqs.is_empty(), "no request reached the server");
-    for r in &reqs {
-        let got = r
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        assert_eq!(got, expected, "request {} {}", r.method, r.url);
-    }
-    reqs.len()
+    crate::http::testing::assert_every_request_carries(server, "/", "authorization", expected).await
 }
 
 /// Query value `name` of the `i`th request the server received.
