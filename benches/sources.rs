@@ -315,7 +315,7 @@ async fn throughput_run(accounts: usize, only: &[String]) {
         .map(|s| s.connector.clone())
         .collect();
     println!(
-        "throughput {accounts:>6} accounts | {} sources | {records:>8} records | wall {wall:>6.2} s ({:>7.0} rec/s) | client CPU {cpu:>6.2} s ({:>7.0} rec per CPU-second) | written {:>6.0} MiB ({:>5.0} B/rec) | RSS before {rss_before:>5.0} MiB, peak {:>5.0} MiB, after {:>5.0} MiB{}",
+        "throughput {accounts:>6} accounts | {} sources | {records:>8} records | wall {wall:>6.2} s ({:>7.0} rec/s) | client CPU {cpu:>6.2} s ({:>7.0} rec per CPU-second) | written {:>6.0} MiB ({:>5.0} B/rec) | RSS before {rss_before:>5.0} MiB, peak {:>5.0} MiB, after {:>5.0} MiB (anon {:>5.0}, file {:>4.0}){}",
         ids.len(),
         records as f64 / wall,
         records as f64 / cpu.max(0.01),
@@ -323,6 +323,8 @@ async fn throughput_run(accounts: usize, only: &[String]) {
         written / records.max(1) as f64,
         proc_status_kib("VmHWM:") / 1024.0,
         proc_status_kib("VmRSS:") / 1024.0,
+        proc_status_kib("RssAnon:") / 1024.0,
+        proc_status_kib("RssFile:") / 1024.0,
         if failed.is_empty() { String::new() } else { format!(" | FAILED: {}", failed.join(", ")) },
     );
     for s in &statuses {

@@ -17,6 +17,7 @@ use crate::connector::{Cursor, FieldValue};
 mod index;
 mod outbox;
 mod records;
+mod run_file;
 
 pub use outbox::{DeadLetter, OutboxEntry, ProjectRecord, ProjectState, ReplayReport};
 pub use records::{StoredRecords, StreamWriter};
@@ -30,7 +31,9 @@ const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// Version 4 keeps each stream's id index as sorted runs (`index.rs`) instead of one sled entry per id;
 /// `open` adopts a version-2 or -3 index tree as a stream's first run, in id order, without rewriting its
 /// chunks.
-pub const SCHEMA_VERSION: u32 = 4;
+/// Version 5 keeps those runs in files of their own under `record_runs/` in the store's folder, not in
+/// sled (`run_file.rs`); `open` moves a version-4 store's runs out of its trees.
+pub const SCHEMA_VERSION: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -44,6 +47,12 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("store: corrupt value in tree {tree}: {reason}")]
     Corrupt { tree: String, reason: String },
+    #[error("store: {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// One tree's rows as (key with `\0` shown as `/`, value as JSON), from `Store::dump`.
@@ -64,6 +73,10 @@ pub struct Store {
     projects: sled::Tree,
     meta: sled::Tree,
     stream_locks: records::StreamLocks,
+    /// The folder under which each stream's index keeps its run files.
+    run_files: std::path::PathBuf,
+    /// A temporary store's folder for run files, removed when the last clone is dropped.
+    _temporary_dir: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
 fn key(parts: &[&str]) -> Vec<u8> {
@@ -120,16 +133,35 @@ impl Store {
                 }
                 other => StoreError::Sled(other),
             })?;
-        Store::from_db(db, &dir.display().to_string())
+        Store::from_db(
+            db,
+            &dir.display().to_string(),
+            dir.join("record_runs"),
+            None,
+        )
     }
 
     /// An in-memory store for tests and benchmarks.
     pub fn temporary() -> Result<Store, StoreError> {
         let db = sled::Config::new().temporary(true).open()?;
-        Store::from_db(db, "(temporary)")
+        let dir = tempfile::tempdir().map_err(|source| StoreError::Io {
+            path: std::env::temp_dir().display().to_string(),
+            source,
+        })?;
+        Store::from_db(
+            db,
+            "(temporary)",
+            dir.path().to_path_buf(),
+            Some(std::sync::Arc::new(dir)),
+        )
     }
 
-    fn from_db(db: sled::Db, path: &str) -> Result<Store, StoreError> {
+    fn from_db(
+        db: sled::Db,
+        path: &str,
+        run_files: std::path::PathBuf,
+        temporary_dir: Option<std::sync::Arc<tempfile::TempDir>>,
+    ) -> Result<Store, StoreError> {
         let meta = db.open_tree("meta")?;
         let found = meta.get("schema_version")?;
         let store = Store {
@@ -145,11 +177,14 @@ impl Store {
             meta,
             db,
             stream_locks: Default::default(),
+            run_files,
+            _temporary_dir: temporary_dir,
         };
         match found.as_deref() {
             None => {}
             Some(b"1") => store.migrate_from_schema_1()?,
             Some(b"2") | Some(b"3") => store.adopt_id_index_trees()?,
+            Some(b"4") => store.move_runs_to_files()?,
             Some(v) if v == SCHEMA_VERSION.to_string().as_bytes() => return Ok(store),
             Some(v) => {
                 return Err(StoreError::Schema {

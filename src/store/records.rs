@@ -75,6 +75,19 @@ fn runs_tree_name(connector: &str, stream: &str) -> String {
     format!("record_runs/{connector}/{stream}")
 }
 
+/// A connector id or stream name as one file name: ASCII letters, digits, `-` and `_` as they are, every
+/// other byte as `%XX`, so no name can climb out of its folder or collide with another.
+fn file_name_part(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 /// Whether the index entry of `id` points at (chunk, slot): whether that chunk entry is live.
 fn is_live(index: &StreamIndex, id: &[u8], chunk: u64, slot: u32) -> Result<bool, StoreError> {
     Ok(index
@@ -274,6 +287,13 @@ impl Store {
         })
     }
 
+    /// The folder of a stream's index run files.
+    fn run_folder(&self, connector: &str, stream: &str) -> std::path::PathBuf {
+        self.run_files
+            .join(file_name_part(connector))
+            .join(file_name_part(stream))
+    }
+
     /// The lock of a stream, with its index open behind it: opened (and its delta replayed from the
     /// chunks) the first time this process touches the stream. A schema-3 id index tree is adopted into
     /// the new index here, then dropped.
@@ -298,6 +318,7 @@ impl Store {
         let index = StreamIndex::open(
             self.db.open_tree(runs_tree_name(connector, stream))?,
             runs_tree_name(connector, stream),
+            self.run_folder(connector, stream),
             &trees.chunks,
             &trees.chunks_name,
             old.as_ref().map(|t| (t, name.as_str())),
@@ -391,6 +412,23 @@ impl Store {
     pub(super) fn adopt_id_index_trees(&self) -> Result<(), StoreError> {
         for (connector, stream) in self.record_streams() {
             self.stream_lock(&connector, &stream)?;
+        }
+        Ok(())
+    }
+
+    /// Moves each stream's index runs out of its sled tree into files (schema 4 → 5), before any stream
+    /// is opened. A crash midway moves what is left on the next open (`index::move_runs_to_files`).
+    pub(super) fn move_runs_to_files(&self) -> Result<(), StoreError> {
+        for (connector, stream) in self.record_streams() {
+            let name = runs_tree_name(&connector, &stream);
+            if !self.db.tree_names().iter().any(|n| n == name.as_bytes()) {
+                continue;
+            }
+            super::index::move_runs_to_files(
+                &self.db.open_tree(&name)?,
+                &name,
+                &self.run_folder(&connector, &stream),
+            )?;
         }
         Ok(())
     }
