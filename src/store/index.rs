@@ -9,8 +9,8 @@
 //! (BENCHMARKS.md, "Index in sorted runs"). So the index is a small log-structured merge tree:
 //!
 //! - new entries go to an in-memory **delta** (a sorted map, at most [`DELTA_MAX`] entries);
-//! - a full delta is written as a **run**: a file of sorted blocks in the stream's folder, whose fences
-//!   (each block's first id), block ends and Bloom filter stay in memory (`run_file.rs`);
+//! - a full delta is written as a **run**: a file of sorted blocks in the stream's folder, with a table of
+//!   each block's first id and Bloom filter that is mapped, not loaded (`run_file.rs`);
 //! - runs have levels; [`MERGE_FAN_IN`] runs of one level merge into one of the next, the newer version of
 //!   an id winning, so each entry is rewritten about once per level (log₈ of the stream's size in deltas).
 //!
@@ -119,8 +119,7 @@ pub(super) fn move_runs_to_files(
         if !tree.contains_key(meta)? {
             continue;
         }
-        let capacity = usize::try_from(head.len).unwrap_or(usize::MAX);
-        let mut w = RunWriter::create(dir, head.id, capacity)?;
+        let mut w = RunWriter::create(dir, head.id)?;
         for kv in tree.range(schema_4_key(head.id, 0)..meta) {
             let (_, bytes) = kv?;
             let block = Block::parse(path, &bytes)?;
@@ -293,7 +292,7 @@ impl StreamIndex {
     pub(super) fn flush(&mut self, next_chunk: u64) -> Result<(), StoreError> {
         if !self.delta.is_empty() {
             let id = self.take_run_id();
-            let mut w = RunWriter::create(&self.dir, id, self.delta.len())?;
+            let mut w = RunWriter::create(&self.dir, id)?;
             for (k, e) in &self.delta {
                 w.push(k, e)?;
             }
@@ -372,7 +371,7 @@ impl StreamIndex {
             return self.write_manifest();
         }
         let id = self.take_run_id();
-        let mut w = RunWriter::create(&self.dir, id, old.len())?;
+        let mut w = RunWriter::create(&self.dir, id)?;
         for kv in old.iter() {
             let (k, v) = kv?;
             let entry = (v.len() == IndexEntry::LEN)
@@ -414,11 +413,7 @@ impl StreamIndex {
 /// Merges `inputs` (oldest first) into run `id` at `level` in `dir`; an id in several keeps its newest
 /// entry.
 fn merge(inputs: &[Run], dir: &Path, id: u64, level: u8) -> Result<Run, StoreError> {
-    let capacity = inputs
-        .iter()
-        .map(|r| usize::try_from(r.head.len).unwrap_or(usize::MAX))
-        .fold(0usize, usize::saturating_add);
-    let mut w = RunWriter::create(dir, id, capacity)?;
+    let mut w = RunWriter::create(dir, id)?;
     let mut readers: Vec<_> = inputs.iter().map(Run::entries).collect();
     let mut heads: Vec<Option<Owned>> = Vec::with_capacity(readers.len());
     for r in &mut readers {
@@ -581,7 +576,7 @@ mod tests {
         ix.flush(1).unwrap();
         drop(ix);
         // A run written but never named (a crash before its manifest), and a file that is not a run.
-        let mut w = RunWriter::create(dir.path(), 5, 1).unwrap();
+        let mut w = RunWriter::create(dir.path(), 5).unwrap();
         w.push(b"a", &entry(2)).unwrap();
         w.finish(0).unwrap();
         std::fs::write(dir.path().join("notes.txt"), "not a run").unwrap();

@@ -1,26 +1,34 @@
-//! One run of a stream's id index, as a file of its own: the format (sorted blocks, then each block's
-//! end and first id and the run's Bloom filter, then a footer), writing a run from entries in id order
+//! One run of a stream's id index, as a file of its own: the format (sorted blocks, then a table with
+//! each block's end, first id and Bloom filter, then a footer), writing a run from entries in id order
 //! with the fsyncs that make it safe to name in a manifest, and reading it back a block at a time. It does
 //! not know which runs a stream has or when they merge: `index.rs` owns the manifest and the merges.
 //!
 //! Why files and not sled: a run is written once, read by block and deleted whole, which a file does
 //! well and sled 0.34 does badly. Kept in a sled tree, runs cost about 1.4 KB of log writes per record
-//! (sled copies a leaf on every insert) and memory that grew with the blocks ever written, about 11 bytes
-//! per record beyond the index's own filters and fences (BENCHMARKS.md, "Runs in files"). A file read with
-//! `pread` goes through the kernel's page cache, which is not the process's memory and is given back
-//! under pressure; the process keeps only each run's fences, block ends and filter.
+//! (sled copies a leaf on every insert) and memory that grew with the blocks ever written (BENCHMARKS.md,
+//! "Runs in files").
 //!
-//! Layout, integers little-endian: `[block]… [meta] [footer]`. A block is `[u32 n][n × u32 offset]`
-//! then its entries, each `[u32 id length][id][20-byte IndexEntry]`, in id order; the offsets allow a
-//! binary search without decoding the block. The meta is `[u32 blocks]`, then per block `[u64 end]`
-//! `[u32 fence length][fence]` (the fence is the block's first id), then `[u32 words][words × u64]`, the
-//! filter. The footer is `[u64 meta offset][u64 FNV-1a of the meta][8-byte magic]`.
+//! Why the table is mapped and not loaded: the filters and first ids come to about 1.6 bytes a record,
+//! which held on the heap made the process grow with the stream (13 MiB at 8.7 M records) and a merge
+//! build a second copy. Mapped read-only, they are file pages: the kernel keeps the hot ones and can drop
+//! any of them, and the process's own memory stays the same whatever the stream's size. Blocks are read
+//! with `pread`, through the page cache, one per lookup that gets past a filter. Writing keeps one block
+//! in memory: the table is built at the end by reading the blocks back.
+//!
+//! Layout, integers little-endian: `[block]… [table] [footer]`. A block is `[u32 byte length]`, then
+//! `[u32 n][n × u32 offset]` and its entries, each `[u32 id length][id][20-byte IndexEntry]`, in id
+//! order; the offsets allow a binary search without decoding the block. The table is `[u32 blocks][u32
+//! fence bytes]`, one row per block (`[u64 end][u32 fence offset][u32 fence length][filter]`, fixed
+//! width so it can be searched in place), then the fences (each block's first id) end to end. A block's
+//! filter is a Bloom filter of its ids, [`FILTER_BYTES`] long. The footer is `[u64 table offset][u64
+//! FNV-1a of the table][8-byte magic]`.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write as _;
+use std::io::{BufReader, Read as _, Write as _};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
+use memmap2::{Mmap, MmapOptions};
 use serde::{Deserialize, Serialize};
 
 use super::index::IndexEntry;
@@ -33,8 +41,14 @@ pub(super) const BLOCK_ENTRIES: usize = 128;
 /// Bits of Bloom filter per entry, and probes per lookup: about a 1 % false-positive rate.
 const BLOOM_BITS_PER_ENTRY: usize = 10;
 const BLOOM_PROBES: usize = 7;
+/// One block's filter: room for a full block at [`BLOOM_BITS_PER_ENTRY`].
+const FILTER_BYTES: usize = BLOCK_ENTRIES * BLOOM_BITS_PER_ENTRY / 8;
+/// A table row: block end, fence offset and length, filter.
+const ROW_BYTES: usize = 8 + 4 + 4 + FILTER_BYTES;
+/// The table's own header: block count and fence bytes.
+const TABLE_HEADER: usize = 8;
 
-const MAGIC: [u8; 8] = *b"hsrun\0\0\x01";
+const MAGIC: [u8; 8] = *b"hsrun\0\0\x02";
 const FOOTER_LEN: u64 = 24;
 
 /// A run as the manifest names it.
@@ -72,51 +86,49 @@ fn corrupt(path: &Path, reason: impl Into<String>) -> StoreError {
     }
 }
 
-/// A Bloom filter over ids, by double hashing one stable 64-bit hash.
-pub(super) struct Bloom {
-    words: Vec<u64>,
+/// The bits of a block's filter that `id` sets: double hashing of FNV-1a, with splitmix64's finaliser
+/// giving the second hash its own bits.
+fn filter_bits(id: &[u8]) -> [usize; BLOOM_PROBES] {
+    let h = fingerprint(id);
+    let mut h2 = h ^ (h >> 30);
+    h2 = h2.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h2 ^= h2 >> 27;
+    h2 = h2.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h2 ^= h2 >> 31;
+    let bits = (FILTER_BYTES * 8) as u64;
+    let mut out = [0; BLOOM_PROBES];
+    for (i, bit) in (0u64..).zip(out.iter_mut()) {
+        *bit = (h.wrapping_add(i.wrapping_mul(h2 | 1)) % bits) as usize;
+    }
+    out
 }
 
-impl Bloom {
-    pub(super) fn with_capacity(entries: usize) -> Bloom {
-        // Capped so that a corrupt run length cannot ask for more than about 320 MiB.
-        let bits = entries
-            .clamp(1, 1 << 28)
-            .saturating_mul(BLOOM_BITS_PER_ENTRY)
-            .next_multiple_of(64);
-        Bloom {
-            words: vec![0; bits / 64],
-        }
+fn filter_insert(filter: &mut [u8; FILTER_BYTES], id: &[u8]) {
+    for bit in filter_bits(id) {
+        filter[bit / 8] |= 1 << (bit % 8);
     }
+}
 
-    /// The bits `id` sets: double hashing of FNV-1a, with splitmix64's finaliser giving the second hash
-    /// its own bits.
-    fn probes(&self, id: &[u8]) -> [usize; BLOOM_PROBES] {
-        let h = fingerprint(id);
-        let mut h2 = h ^ (h >> 30);
-        h2 = h2.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        h2 ^= h2 >> 27;
-        h2 = h2.wrapping_mul(0x94d0_49bb_1331_11eb);
-        h2 ^= h2 >> 31;
-        let bits = (self.words.len() * 64) as u64;
-        let mut out = [0; BLOOM_PROBES];
-        for (i, bit) in (0u64..).zip(out.iter_mut()) {
-            *bit = (h.wrapping_add(i.wrapping_mul(h2 | 1)) % bits) as usize;
-        }
-        out
-    }
-
-    pub(super) fn insert(&mut self, id: &[u8]) {
-        for bit in self.probes(id) {
-            self.words[bit / 64] |= 1 << (bit % 64);
-        }
-    }
-
-    pub(super) fn may_contain(&self, id: &[u8]) -> bool {
-        self.probes(id)
+/// Whether `filter` (a block's, [`FILTER_BYTES`] long) may hold `id`; a short slice holds nothing.
+fn filter_may_contain(filter: &[u8], id: &[u8]) -> bool {
+    filter.len() == FILTER_BYTES
+        && filter_bits(id)
             .iter()
-            .all(|bit| self.words[bit / 64] & (1 << (bit % 64)) != 0)
-    }
+            .all(|bit| filter[bit / 8] & (1 << (bit % 8)) != 0)
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    bytes
+        .get(at..at.checked_add(4)?)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+    bytes
+        .get(at..at.checked_add(8)?)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
 }
 
 /// Reads the length-prefixed parts of a meta or a block, reporting a short value as corrupt.
@@ -213,19 +225,20 @@ impl<'a> Block<'a> {
     }
 }
 
-/// A run, open for reading: the file, each block's end and first id, and the filter.
+/// A run, open for reading: the file for its blocks and its table, mapped.
 pub(super) struct Run {
     pub(super) head: RunHead,
     path: PathBuf,
     file: File,
-    /// Where each block ends; block `i` starts where block `i - 1` ends (the first at 0).
-    block_ends: Vec<u64>,
-    fences: Vec<Box<[u8]>>,
-    bloom: Bloom,
+    table: Mmap,
+    blocks: usize,
+    /// Where the fences start in `table`.
+    fences_at: usize,
 }
 
 impl Run {
-    /// Opens run `head` in `dir`, checking its footer and meta.
+    /// Opens run `head` in `dir`, checking its footer and its table (checksum, block ends in order and
+    /// inside the file, fences inside the table), so that lookups can trust the table's shape.
     pub(super) fn open(dir: &Path, head: RunHead) -> Result<Run, StoreError> {
         let path = run_path(dir, head.id);
         let file = File::open(&path).map_err(io_error(&path))?;
@@ -240,62 +253,91 @@ impl Run {
             path: &path,
             bytes: &footer,
         };
-        let meta_at = r.u64("its footer")?;
-        let meta_sum = r.u64("its footer")?;
+        let table_at = r.u64("its footer")?;
+        let table_sum = r.u64("its footer")?;
         if r.bytes != MAGIC {
             return Err(corrupt(&path, "not an index run (its footer has no magic)"));
         }
-        if meta_at > footer_at {
-            return Err(corrupt(&path, "its meta starts past its footer"));
+        let table_len = footer_at
+            .checked_sub(table_at)
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| *n >= TABLE_HEADER)
+            .ok_or_else(|| corrupt(&path, "its table starts past its footer"))?;
+        // SAFETY: the file is a finished run: written, fsynced and never written again (runs are
+        // immutable; a merge writes a new file and deletes old ones, and a mapping outlives an unlink).
+        // It lives in the store's own folder, which the store's lock file keeps to one process. Only
+        // another process truncating the file could invalidate the mapping, which no path of this
+        // program does.
+        let table = unsafe {
+            MmapOptions::new()
+                .offset(table_at)
+                .len(table_len)
+                .map(&file)
         }
-        let mut meta = vec![0u8; (footer_at - meta_at) as usize];
-        file.read_exact_at(&mut meta, meta_at)
-            .map_err(io_error(&path))?;
-        if fingerprint(&meta) != meta_sum {
-            return Err(corrupt(&path, "its meta does not match its checksum"));
+        .map_err(io_error(&path))?;
+        if fingerprint(&table) != table_sum {
+            return Err(corrupt(&path, "its table does not match its checksum"));
         }
-        let mut r = Reader {
-            path: &path,
-            bytes: &meta,
-        };
-        let blocks = r.u32("its block count")? as usize;
-        let mut block_ends = Vec::with_capacity(blocks.min(1 << 20));
-        let mut fences = Vec::with_capacity(blocks.min(1 << 20));
-        for _ in 0..blocks {
-            let end = r.u64("a block end")?;
-            if end > meta_at || block_ends.last().is_some_and(|&last| end <= last) {
-                return Err(corrupt(&path, "its block ends are out of order"));
-            }
-            block_ends.push(end);
-            let fence_len = r.u32("a fence")? as usize;
-            fences.push(r.take(fence_len, "a fence")?.into());
+        let blocks = u32_at(&table, 0).unwrap_or_default() as usize;
+        let fence_bytes = u32_at(&table, 4).unwrap_or_default() as usize;
+        let fences_at = TABLE_HEADER + blocks * ROW_BYTES;
+        if fences_at.checked_add(fence_bytes) != Some(table_len) {
+            return Err(corrupt(
+                &path,
+                format!("a table of {table_len} bytes for {blocks} blocks and {fence_bytes} bytes of fences"),
+            ));
         }
-        let words = r.u32("its filter")? as usize;
-        let words = r
-            .take(words.saturating_mul(8), "its filter")?
-            .chunks_exact(8)
-            .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()))
-            .collect::<Vec<u64>>();
-        if words.is_empty() {
-            return Err(corrupt(&path, "its filter is empty"));
-        }
-        Ok(Run {
+        let run = Run {
             head,
             path,
             file,
-            block_ends,
-            fences,
-            bloom: Bloom { words },
-        })
+            table,
+            blocks,
+            fences_at,
+        };
+        let mut last_end = 0;
+        for i in 0..blocks {
+            let row = TABLE_HEADER + i * ROW_BYTES;
+            let end = u64_at(&run.table, row).unwrap_or_default();
+            if end <= last_end || end > table_at {
+                return Err(corrupt(&run.path, "its block ends are out of order"));
+            }
+            last_end = end;
+            let at = u32_at(&run.table, row + 8).unwrap_or_default() as usize;
+            let len = u32_at(&run.table, row + 12).unwrap_or_default() as usize;
+            if at.checked_add(len).is_none_or(|end| end > fence_bytes) {
+                return Err(corrupt(&run.path, "a fence outside its table"));
+            }
+        }
+        Ok(run)
     }
 
-    /// Reads block `i` into `buf`.
-    fn read_block(&self, i: usize, buf: &mut Vec<u8>) -> Result<(), StoreError> {
+    /// Where block `i` ends in the file. Block ends were checked on open.
+    fn block_end(&self, i: usize) -> u64 {
+        u64_at(&self.table, TABLE_HEADER + i * ROW_BYTES).unwrap_or_default()
+    }
+
+    /// Block `i`'s first id. Fences were checked on open; a missing one reads as empty.
+    fn fence(&self, i: usize) -> &[u8] {
+        let row = TABLE_HEADER + i * ROW_BYTES;
+        let at = u32_at(&self.table, row + 8).unwrap_or_default() as usize;
+        let len = u32_at(&self.table, row + 12).unwrap_or_default() as usize;
+        let start = self.fences_at + at;
+        self.table.get(start..start + len).unwrap_or_default()
+    }
+
+    fn filter(&self, i: usize) -> &[u8] {
+        let at = TABLE_HEADER + i * ROW_BYTES + 16;
+        self.table.get(at..at + FILTER_BYTES).unwrap_or_default()
+    }
+
+    /// Reads block `i` into `buf` and returns its bytes without their length prefix.
+    fn read_block<'b>(&self, i: usize, buf: &'b mut Vec<u8>) -> Result<&'b [u8], StoreError> {
         let start = match i {
             0 => 0,
-            _ => self.block_ends[i - 1],
+            _ => self.block_end(i - 1),
         };
-        let end = self.block_ends[i];
+        let end = self.block_end(i);
         buf.clear();
         buf.resize((end - start) as usize, 0);
         self.file
@@ -303,24 +345,34 @@ impl Run {
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::UnexpectedEof => corrupt(&self.path, "a block past its end"),
                 _ => io_error(&self.path)(e),
-            })
+            })?;
+        match buf.split_first_chunk::<4>() {
+            Some((len, block)) if u32::from_le_bytes(*len) as usize == block.len() => Ok(block),
+            _ => Err(corrupt(&self.path, "a block whose length is not its own")),
+        }
     }
 
     /// The entry of `id` in this run, if the run has one.
     pub(super) fn get(&self, id: &[u8]) -> Result<Option<IndexEntry>, StoreError> {
-        if !self.bloom.may_contain(id) {
-            return Ok(None);
+        // The last block whose first id is at most `id`.
+        let (mut lo, mut hi) = (0, self.blocks);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.fence(mid) <= id {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
         }
-        let Some(block) = self
-            .fences
-            .partition_point(|f| f.as_ref() <= id)
-            .checked_sub(1)
-        else {
+        let Some(block) = lo.checked_sub(1) else {
             return Ok(None);
         };
+        if !filter_may_contain(self.filter(block), id) {
+            return Ok(None);
+        }
         let mut buf = Vec::new();
-        self.read_block(block, &mut buf)?;
-        Block::parse(&self.path, &buf)?.find(id)
+        let bytes = self.read_block(block, &mut buf)?;
+        Block::parse(&self.path, bytes)?.find(id)
     }
 
     /// The run's entries in id order.
@@ -364,7 +416,7 @@ impl RunEntries<'_> {
     pub(super) fn next_entry(&mut self) -> Result<Option<Owned>, StoreError> {
         loop {
             if self.loaded {
-                let block = Block::parse(&self.run.path, &self.buf)?;
+                let block = Block::parse(&self.run.path, self.buf.get(4..).unwrap_or_default())?;
                 if self.next < block.len() {
                     let (id, entry) = block.entry(self.next)?;
                     self.next += 1;
@@ -372,7 +424,7 @@ impl RunEntries<'_> {
                 }
                 self.block += 1;
             }
-            if self.block >= self.run.block_ends.len() {
+            if self.block >= self.run.blocks {
                 return Ok(None);
             }
             self.run.read_block(self.block, &mut self.buf)?;
@@ -382,16 +434,16 @@ impl RunEntries<'_> {
     }
 }
 
-/// Writes a run block by block, from entries given in id order.
+/// Writes a run block by block, from entries given in id order. Holds one block; the table is built by
+/// [`RunWriter::finish`] from the blocks as written.
 pub(super) struct RunWriter {
     path: PathBuf,
     dir: PathBuf,
     id: u64,
     file: File,
     written: u64,
-    block_ends: Vec<u64>,
-    fences: Vec<Box<[u8]>>,
-    bloom: Bloom,
+    blocks: u32,
+    fence_bytes: u64,
     len: u64,
     offsets: Vec<u8>,
     entries: Vec<u8>,
@@ -399,9 +451,9 @@ pub(super) struct RunWriter {
 }
 
 impl RunWriter {
-    /// Creates run `id` in `dir` (replacing a file of that name: only a run no manifest names can have
-    /// it), sizing its filter for `capacity` entries.
-    pub(super) fn create(dir: &Path, id: u64, capacity: usize) -> Result<RunWriter, StoreError> {
+    /// Creates run `id` in `dir`, replacing a file of that name: only a run no manifest names can have
+    /// it.
+    pub(super) fn create(dir: &Path, id: u64) -> Result<RunWriter, StoreError> {
         let path = run_path(dir, id);
         let file = OpenOptions::new()
             .read(true)
@@ -416,9 +468,8 @@ impl RunWriter {
             id,
             file,
             written: 0,
-            block_ends: Vec::new(),
-            fences: Vec::new(),
-            bloom: Bloom::with_capacity(capacity),
+            blocks: 0,
+            fence_bytes: 0,
             len: 0,
             offsets: Vec::new(),
             entries: Vec::new(),
@@ -432,7 +483,7 @@ impl RunWriter {
 
     pub(super) fn push(&mut self, id: &[u8], entry: &IndexEntry) -> Result<(), StoreError> {
         if self.offsets.is_empty() {
-            self.fences.push(id.into());
+            self.fence_bytes += id.len() as u64;
         }
         // Ids are at most `MAX_ID_BYTES` (records.rs) and a block at most `BLOCK_ENTRIES` of them.
         self.offsets
@@ -441,7 +492,6 @@ impl RunWriter {
             .extend_from_slice(&(id.len() as u32).to_le_bytes());
         self.entries.extend_from_slice(id);
         entry.encode_into(&mut self.entries);
-        self.bloom.insert(id);
         self.len += 1;
         if self.offsets.len() / 4 >= BLOCK_ENTRIES {
             self.flush_block()?;
@@ -453,58 +503,133 @@ impl RunWriter {
         if self.offsets.is_empty() {
             return Ok(());
         }
+        let len = 4 + self.offsets.len() + self.entries.len();
         self.out.clear();
+        self.out.extend_from_slice(&(len as u32).to_le_bytes());
         self.out
             .extend_from_slice(&((self.offsets.len() / 4) as u32).to_le_bytes());
         self.out.extend_from_slice(&self.offsets);
         self.out.extend_from_slice(&self.entries);
         self.written += write_all(&self.file, &self.path, &self.out)?;
-        self.block_ends.push(self.written);
+        self.blocks += 1;
         self.offsets.clear();
         self.entries.clear();
         Ok(())
     }
 
-    /// Writes the last block, the meta and the footer, and makes the file and its name durable (file,
-    /// then folder fsync) before returning the run: a manifest may name it from then on.
+    /// Writes the last block, the table and the footer, and makes the file and its name durable (file,
+    /// then folder fsync) before opening the run: a manifest may name it from then on.
     pub(super) fn finish(mut self, level: u8) -> Result<Run, StoreError> {
         self.flush_block()?;
-        let meta_at = self.written;
-        self.out.clear();
-        self.out
-            .extend_from_slice(&(self.block_ends.len() as u32).to_le_bytes());
-        for (end, fence) in self.block_ends.iter().zip(&self.fences) {
-            self.out.extend_from_slice(&end.to_le_bytes());
-            self.out
-                .extend_from_slice(&(fence.len() as u32).to_le_bytes());
-            self.out.extend_from_slice(fence);
-        }
-        self.out
-            .extend_from_slice(&(self.bloom.words.len() as u32).to_le_bytes());
-        for w in &self.bloom.words {
-            self.out.extend_from_slice(&w.to_le_bytes());
-        }
-        let sum = fingerprint(&self.out);
-        self.out.extend_from_slice(&meta_at.to_le_bytes());
-        self.out.extend_from_slice(&sum.to_le_bytes());
-        self.out.extend_from_slice(&MAGIC);
-        write_all(&self.file, &self.path, &self.out)?;
+        let fence_bytes = u32::try_from(self.fence_bytes)
+            .map_err(|_| corrupt(&self.path, "more than 4 GiB of fences in one run"))?;
+        let table_at = self.written;
+        let mut table = TableWriter {
+            file: &self.file,
+            path: &self.path,
+            buf: std::mem::take(&mut self.out),
+            sum: fnv::FnvHasher::default(),
+        };
+        table.buf.clear();
+        table.put(&self.blocks.to_le_bytes())?;
+        table.put(&fence_bytes.to_le_bytes())?;
+        // Two passes over the blocks as written (they are in the page cache): the rows, then the fences.
+        let mut fence_at = 0u32;
+        for_each_block(&self.path, table_at, |end, block| {
+            let mut filter = [0u8; FILTER_BYTES];
+            let mut fence_len = 0;
+            for i in 0..block.len() {
+                let (id, _) = block.entry(i)?;
+                if i == 0 {
+                    fence_len = id.len() as u32;
+                }
+                filter_insert(&mut filter, id);
+            }
+            table.put(&end.to_le_bytes())?;
+            table.put(&fence_at.to_le_bytes())?;
+            table.put(&fence_len.to_le_bytes())?;
+            table.put(&filter)?;
+            fence_at += fence_len;
+            Ok(())
+        })?;
+        for_each_block(&self.path, table_at, |_, block| match block.len() {
+            0 => Ok(()),
+            _ => table.put(block.entry(0)?.0),
+        })?;
+        let sum = table.finish()?;
+        let mut footer = [0u8; FOOTER_LEN as usize];
+        footer[..8].copy_from_slice(&table_at.to_le_bytes());
+        footer[8..16].copy_from_slice(&sum.to_le_bytes());
+        footer[16..].copy_from_slice(&MAGIC);
+        write_all(&self.file, &self.path, &footer)?;
         self.file.sync_all().map_err(io_error(&self.path))?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io_error(&self.dir))?;
-        Ok(Run {
-            head: RunHead {
+        Run::open(
+            &self.dir,
+            RunHead {
                 id: self.id,
                 level,
                 len: self.len,
             },
-            path: self.path,
-            file: self.file,
-            block_ends: self.block_ends,
-            fences: self.fences,
-            bloom: self.bloom,
-        })
+        )
+    }
+}
+
+/// Reads the blocks of the run file at `path`, which end where its table starts, in order, giving
+/// `each` every block with where it ends.
+fn for_each_block(
+    path: &Path,
+    table_at: u64,
+    mut each: impl FnMut(u64, &Block<'_>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let file = File::open(path).map_err(io_error(path))?;
+    let mut reader = BufReader::with_capacity(64 * 1024, file);
+    let mut buf = Vec::new();
+    let mut at = 0u64;
+    while at < table_at {
+        let mut len = [0u8; 4];
+        reader.read_exact(&mut len).map_err(io_error(path))?;
+        buf.resize(u32::from_le_bytes(len) as usize, 0);
+        reader.read_exact(&mut buf).map_err(io_error(path))?;
+        at += 4 + buf.len() as u64;
+        each(at, &Block::parse(path, &buf)?)?;
+    }
+    Ok(())
+}
+
+/// A run's table on its way to the file: bytes gather in `buf` and go out, and into the checksum, a
+/// buffer at a time. FNV-1a is byte by byte, so the sum is that of the whole table.
+struct TableWriter<'a> {
+    file: &'a File,
+    path: &'a Path,
+    buf: Vec<u8>,
+    sum: fnv::FnvHasher,
+}
+
+impl TableWriter<'_> {
+    const BUF_BYTES: usize = 64 * 1024;
+
+    fn put(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= Self::BUF_BYTES {
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self) -> Result<(), StoreError> {
+        std::hash::Hasher::write(&mut self.sum, &self.buf);
+        write_all(self.file, self.path, &self.buf)?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes what is left and returns the table's checksum.
+    fn finish(mut self) -> Result<u64, StoreError> {
+        self.drain()?;
+        Ok(std::hash::Hasher::finish(&self.sum))
     }
 }
 
@@ -514,8 +639,8 @@ fn write_all(mut file: &File, path: &Path, bytes: &[u8]) -> Result<u64, StoreErr
     Ok(bytes.len() as u64)
 }
 
-/// Encodes entries (in id order) as one block, as a run file holds it; schema 4 kept the same bytes in
-/// sled, which is what its migration reads.
+/// Encodes entries (in id order) as one block, as schema 4 kept it in sled, which is what its migration
+/// reads (a run file puts the block's length before it).
 #[cfg(test)]
 pub(super) fn encode_block(entries: &[(&[u8], IndexEntry)]) -> Vec<u8> {
     let mut offsets = Vec::new();
@@ -545,20 +670,27 @@ mod tests {
     }
 
     #[test]
-    fn a_bloom_filter_has_no_false_negatives_and_few_false_positives() {
-        let mut b = Bloom::with_capacity(10_000);
-        for i in 0..10_000u32 {
-            b.insert(format!("id-{i}").as_bytes());
+    fn a_full_blocks_filter_has_no_false_negatives_and_few_false_positives() {
+        let mut filter = [0u8; FILTER_BYTES];
+        for i in 0..BLOCK_ENTRIES {
+            filter_insert(&mut filter, format!("id-{i}").as_bytes());
         }
-        assert!((0..10_000u32).all(|i| b.may_contain(format!("id-{i}").as_bytes())));
-        let false_positives = (0..10_000u32)
-            .filter(|i| b.may_contain(format!("other-{i}").as_bytes()))
+        assert!(
+            (0..BLOCK_ENTRIES).all(|i| filter_may_contain(&filter, format!("id-{i}").as_bytes()))
+        );
+        let false_positives = (0..100_000u32)
+            .filter(|i| filter_may_contain(&filter, format!("other-{i}").as_bytes()))
             .count();
-        assert!(false_positives < 300, "{false_positives} of 10,000");
+        // 10 bits an entry and 7 probes: 0.8 % in theory.
+        assert!(false_positives < 2_000, "{false_positives} of 100,000");
+        assert!(
+            !filter_may_contain(&filter[1..], b"id-0"),
+            "a short filter holds nothing"
+        );
     }
 
     fn write_run(dir: &Path, id: u64, n: u64) -> Run {
-        let mut w = RunWriter::create(dir, id, n as usize).unwrap();
+        let mut w = RunWriter::create(dir, id).unwrap();
         for i in 0..n {
             w.push(format!("{i:05}").as_bytes(), &entry(i)).unwrap();
         }
@@ -582,7 +714,7 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(run.block_ends.len(), 4);
+        assert_eq!(run.blocks, 4);
         for i in 0..n {
             assert_eq!(
                 run.get(format!("{i:05}").as_bytes()).unwrap(),
