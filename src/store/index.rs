@@ -60,6 +60,16 @@ pub(super) struct IndexEntry {
 impl IndexEntry {
     const LEN: usize = 20;
 
+    /// A distinct entry for each `n`, for tests of the index and its files.
+    #[cfg(test)]
+    pub(super) fn numbered(n: u64) -> IndexEntry {
+        IndexEntry {
+            chunk: n,
+            slot: (n % 7) as u32,
+            fingerprint: n * 31,
+        }
+    }
+
     pub(super) fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.chunk.to_be_bytes());
         out.extend_from_slice(&self.slot.to_be_bytes());
@@ -450,11 +460,7 @@ mod tests {
     use super::*;
 
     fn entry(n: u64) -> IndexEntry {
-        IndexEntry {
-            chunk: n,
-            slot: (n % 7) as u32,
-            fingerprint: n * 31,
-        }
+        IndexEntry::numbered(n)
     }
 
     fn try_open(db: &sled::Db, dir: &Path) -> Result<StreamIndex, StoreError> {

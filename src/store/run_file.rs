@@ -662,11 +662,7 @@ mod tests {
     use super::*;
 
     fn entry(n: u64) -> IndexEntry {
-        IndexEntry {
-            chunk: n,
-            slot: (n % 7) as u32,
-            fingerprint: n * 31,
-        }
+        IndexEntry::numbered(n)
     }
 
     #[test]
