@@ -265,7 +265,7 @@ impl Run {
             .ok_or_else(|| corrupt(&path, "its table starts past its footer"))?;
         // SAFETY: the file is a finished run: written, fsynced and never written again (runs are
         // immutable; a merge writes a new file and deletes old ones, and a mapping outlives an unlink).
-        // It lives in the store's own folder, which the store's lock file keeps to one process. Only
+        // It lives in the store's own folder, which sled's lock on the store keeps to one process. Only
         // another process truncating the file could invalidate the mapping, which no path of this
         // program does.
         let table = unsafe {
