@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use super::records::{chunk_number, fingerprint, load_chunk, ChunkEntries};
 use super::run_file::{run_id_of, Block, Owned, Run, RunHead, RunWriter};
-use super::{from_json, to_json, StoreError};
+use super::{from_json, io_error, to_json, StoreError};
 
 /// The most entries the delta holds before it is written as a run: about 1.5 MiB of memory per stream.
 pub(super) const DELTA_MAX: usize = 16_384;
@@ -153,10 +153,7 @@ pub(super) fn move_runs_to_files(
 }
 
 fn create_dir(dir: &Path) -> Result<(), StoreError> {
-    std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-        path: dir.display().to_string(),
-        source,
-    })
+    std::fs::create_dir_all(dir).map_err(io_error(dir))
 }
 
 /// One stream's index, open: the delta, the runs, the tree that holds the manifest and the folder that
@@ -196,26 +193,14 @@ impl StreamIndex {
             runs.push(Run::open(&dir, *head)?);
         }
         let named: HashSet<u64> = manifest.runs.iter().map(|r| r.id).collect();
-        let listing = std::fs::read_dir(&dir).map_err(|source| StoreError::Io {
-            path: dir.display().to_string(),
-            source,
-        })?;
-        for entry in listing {
-            let path = entry
-                .map_err(|source| StoreError::Io {
-                    path: dir.display().to_string(),
-                    source,
-                })?
-                .path();
+        for entry in std::fs::read_dir(&dir).map_err(io_error(&dir))? {
+            let path = entry.map_err(io_error(&dir))?.path();
             let id = path
                 .file_name()
                 .and_then(|f| f.to_str())
                 .and_then(run_id_of);
             if id.is_some_and(|id| !named.contains(&id)) {
-                std::fs::remove_file(&path).map_err(|source| StoreError::Io {
-                    path: path.display().to_string(),
-                    source,
-                })?;
+                std::fs::remove_file(&path).map_err(io_error(&path))?;
             }
         }
         let mut index = StreamIndex {
@@ -600,7 +585,7 @@ mod tests {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let tree = db.open_tree("runs").unwrap();
-        // Two runs as schema 4 wrote them: "b" is in both, and the newer run (id 7) wins.
+        // Two runs as schema 4 wrote them: "0001" is in both, and the newer run (id 7) wins.
         let ids: Vec<String> = (0..300u64).map(|i| format!("{i:04}")).collect();
         for (block, part) in ids.chunks(128).enumerate() {
             let entries: Vec<(&[u8], IndexEntry)> = part

@@ -98,6 +98,14 @@ fn write_json<T: Serialize>(out: &mut Vec<u8>, v: &T) {
     }
 }
 
+/// Turns an I/O error on `path` (a run file or its folder) into a [`StoreError::Io`] naming it.
+fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
 fn from_json<T: DeserializeOwned>(tree: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         tree: tree.to_string(),
@@ -144,10 +152,7 @@ impl Store {
     /// An in-memory store for tests and benchmarks.
     pub fn temporary() -> Result<Store, StoreError> {
         let db = sled::Config::new().temporary(true).open()?;
-        let dir = tempfile::tempdir().map_err(|source| StoreError::Io {
-            path: std::env::temp_dir().display().to_string(),
-            source,
-        })?;
+        let dir = tempfile::tempdir().map_err(io_error(&std::env::temp_dir()))?;
         Store::from_db(
             db,
             "(temporary)",

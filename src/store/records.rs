@@ -419,9 +419,11 @@ impl Store {
     /// Moves each stream's index runs out of its sled tree into files (schema 4 → 5), before any stream
     /// is opened. A crash midway moves what is left on the next open (`index::move_runs_to_files`).
     pub(super) fn move_runs_to_files(&self) -> Result<(), StoreError> {
+        let trees: std::collections::HashSet<Vec<u8>> =
+            self.db.tree_names().iter().map(|n| n.to_vec()).collect();
         for (connector, stream) in self.record_streams() {
             let name = runs_tree_name(&connector, &stream);
-            if !self.db.tree_names().iter().any(|n| n == name.as_bytes()) {
+            if !trees.contains(name.as_bytes()) {
                 continue;
             }
             super::index::move_runs_to_files(

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use super::index::IndexEntry;
 use super::records::fingerprint;
-use super::StoreError;
+use super::{io_error, StoreError};
 
 /// The most entries in one block of a run: a block is about 7 KiB for 30-byte ids, one `pread`.
 pub(super) const BLOCK_ENTRIES: usize = 128;
@@ -70,13 +70,6 @@ pub(super) fn run_id_of(file_name: &str) -> Option<u64> {
     (hex.len() == 16)
         .then(|| u64::from_str_radix(hex, 16).ok())
         .flatten()
-}
-
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.display().to_string(),
-        source,
-    }
 }
 
 fn corrupt(path: &Path, reason: impl Into<String>) -> StoreError {
@@ -225,6 +218,26 @@ impl<'a> Block<'a> {
     }
 }
 
+/// One row of a run's table, as read from the mapping.
+struct Row<'a> {
+    /// Where the block ends in the file; it starts where the previous one ends (the first at 0).
+    end: u64,
+    /// Where the block's first id sits among the fences, and its length.
+    fence_at: usize,
+    fence_len: usize,
+    /// The Bloom filter of the block's ids.
+    filter: &'a [u8],
+}
+
+/// Maps `len` bytes of `file` from `at`, read-only: a run's table.
+fn map_table(file: &File, path: &Path, at: u64, len: usize) -> Result<Mmap, StoreError> {
+    // SAFETY: the file is a finished run: written, fsynced and never written again (runs are
+    // immutable; a merge writes a new file and deletes old ones, and a mapping outlives an unlink). It
+    // lives in the store's own folder, which sled's lock on the store keeps to one process. Only another
+    // process truncating the file could invalidate the mapping, which no path of this program does.
+    unsafe { MmapOptions::new().offset(at).len(len).map(file) }.map_err(io_error(path))
+}
+
 /// A run, open for reading: the file for its blocks and its table, mapped.
 pub(super) struct Run {
     pub(super) head: RunHead,
@@ -263,28 +276,33 @@ impl Run {
             .and_then(|n| usize::try_from(n).ok())
             .filter(|n| *n >= TABLE_HEADER)
             .ok_or_else(|| corrupt(&path, "its table starts past its footer"))?;
-        // SAFETY: the file is a finished run: written, fsynced and never written again (runs are
-        // immutable; a merge writes a new file and deletes old ones, and a mapping outlives an unlink).
-        // It lives in the store's own folder, which sled's lock on the store keeps to one process. Only
-        // another process truncating the file could invalidate the mapping, which no path of this
-        // program does.
-        let table = unsafe {
-            MmapOptions::new()
-                .offset(table_at)
-                .len(table_len)
-                .map(&file)
-        }
-        .map_err(io_error(&path))?;
+        let table = map_table(&file, &path, table_at, table_len)?;
         if fingerprint(&table) != table_sum {
             return Err(corrupt(&path, "its table does not match its checksum"));
         }
+        Run::from_table(head, path, file, table, table_at)
+    }
+
+    /// The run whose table, mapped, is `table`, starting at `table_at` in `file`: checks the table's
+    /// shape (its size, block ends in order and inside the file, fences inside the table), so that
+    /// lookups can trust it.
+    fn from_table(
+        head: RunHead,
+        path: PathBuf,
+        file: File,
+        table: Mmap,
+        table_at: u64,
+    ) -> Result<Run, StoreError> {
         let blocks = u32_at(&table, 0).unwrap_or_default() as usize;
         let fence_bytes = u32_at(&table, 4).unwrap_or_default() as usize;
         let fences_at = TABLE_HEADER + blocks * ROW_BYTES;
-        if fences_at.checked_add(fence_bytes) != Some(table_len) {
+        if fences_at.checked_add(fence_bytes) != Some(table.len()) {
             return Err(corrupt(
                 &path,
-                format!("a table of {table_len} bytes for {blocks} blocks and {fence_bytes} bytes of fences"),
+                format!(
+                    "a table of {} bytes for {blocks} blocks and {fence_bytes} bytes of fences",
+                    table.len()
+                ),
             ));
         }
         let run = Run {
@@ -297,47 +315,52 @@ impl Run {
         };
         let mut last_end = 0;
         for i in 0..blocks {
-            let row = TABLE_HEADER + i * ROW_BYTES;
-            let end = u64_at(&run.table, row).unwrap_or_default();
-            if end <= last_end || end > table_at {
+            let row = run.row(i);
+            if row.end <= last_end || row.end > table_at {
                 return Err(corrupt(&run.path, "its block ends are out of order"));
             }
-            last_end = end;
-            let at = u32_at(&run.table, row + 8).unwrap_or_default() as usize;
-            let len = u32_at(&run.table, row + 12).unwrap_or_default() as usize;
-            if at.checked_add(len).is_none_or(|end| end > fence_bytes) {
+            last_end = row.end;
+            if row
+                .fence_at
+                .checked_add(row.fence_len)
+                .is_none_or(|end| end > fence_bytes)
+            {
                 return Err(corrupt(&run.path, "a fence outside its table"));
             }
         }
         Ok(run)
     }
 
-    /// Where block `i` ends in the file. Block ends were checked on open.
-    fn block_end(&self, i: usize) -> u64 {
-        u64_at(&self.table, TABLE_HEADER + i * ROW_BYTES).unwrap_or_default()
+    /// Row `i` of the table; a row past the table reads as zeros (rows were checked on open).
+    fn row(&self, i: usize) -> Row<'_> {
+        let at = TABLE_HEADER + i * ROW_BYTES;
+        Row {
+            end: u64_at(&self.table, at).unwrap_or_default(),
+            fence_at: u32_at(&self.table, at + 8).unwrap_or_default() as usize,
+            fence_len: u32_at(&self.table, at + 12).unwrap_or_default() as usize,
+            filter: self
+                .table
+                .get(at + 16..at + 16 + FILTER_BYTES)
+                .unwrap_or_default(),
+        }
     }
 
-    /// Block `i`'s first id. Fences were checked on open; a missing one reads as empty.
+    /// Block `i`'s first id; a missing one reads as empty.
     fn fence(&self, i: usize) -> &[u8] {
-        let row = TABLE_HEADER + i * ROW_BYTES;
-        let at = u32_at(&self.table, row + 8).unwrap_or_default() as usize;
-        let len = u32_at(&self.table, row + 12).unwrap_or_default() as usize;
-        let start = self.fences_at + at;
-        self.table.get(start..start + len).unwrap_or_default()
-    }
-
-    fn filter(&self, i: usize) -> &[u8] {
-        let at = TABLE_HEADER + i * ROW_BYTES + 16;
-        self.table.get(at..at + FILTER_BYTES).unwrap_or_default()
+        let row = self.row(i);
+        let start = self.fences_at + row.fence_at;
+        self.table
+            .get(start..start + row.fence_len)
+            .unwrap_or_default()
     }
 
     /// Reads block `i` into `buf` and returns its bytes without their length prefix.
     fn read_block<'b>(&self, i: usize, buf: &'b mut Vec<u8>) -> Result<&'b [u8], StoreError> {
         let start = match i {
             0 => 0,
-            _ => self.block_end(i - 1),
+            _ => self.row(i - 1).end,
         };
-        let end = self.block_end(i);
+        let end = self.row(i).end;
         buf.clear();
         buf.resize((end - start) as usize, 0);
         self.file
@@ -367,7 +390,7 @@ impl Run {
         let Some(block) = lo.checked_sub(1) else {
             return Ok(None);
         };
-        if !filter_may_contain(self.filter(block), id) {
+        if !filter_may_contain(self.row(block).filter, id) {
             return Ok(None);
         }
         let mut buf = Vec::new();
@@ -566,14 +589,14 @@ impl RunWriter {
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io_error(&self.dir))?;
-        Run::open(
-            &self.dir,
-            RunHead {
-                id: self.id,
-                level,
-                len: self.len,
-            },
-        )
+        let table_len = TABLE_HEADER + self.blocks as usize * ROW_BYTES + fence_bytes as usize;
+        let table = map_table(&self.file, &self.path, table_at, table_len)?;
+        let head = RunHead {
+            id: self.id,
+            level,
+            len: self.len,
+        };
+        Run::from_table(head, self.path, self.file, table, table_at)
     }
 }
 
@@ -775,6 +798,20 @@ mod tests {
             Some(entry(200)),
             "other blocks still read"
         );
+
+        // A table that passes its checksum but whose shape is wrong (here the first row's fence runs past
+        // the fences) is refused on open, not trusted by lookups.
+        let mut bad_row = bytes.clone();
+        let footer_at = bytes.len() - FOOTER_LEN as usize;
+        let table_at =
+            u64::from_le_bytes(bytes[footer_at..footer_at + 8].try_into().unwrap()) as usize;
+        let fence_len_at = table_at + TABLE_HEADER + 12;
+        bad_row[fence_len_at..fence_len_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let sum = fingerprint(&bad_row[table_at..footer_at]);
+        bad_row[footer_at + 8..footer_at + 16].copy_from_slice(&sum.to_le_bytes());
+        std::fs::write(&path, &bad_row).unwrap();
+        let reason = names_file(Run::open(dir.path(), head).err().expect("refused"));
+        assert!(reason.contains("fence outside"), "{reason}");
 
         // A missing file is an I/O error that names it.
         std::fs::remove_file(&path).unwrap();
