@@ -93,8 +93,11 @@ fn main() {
         .find(|a| !a.starts_with('-'))
         .and_then(|a| a.parse().ok())
         .unwrap_or(10_000);
-    let config =
-        healthsync::config::load(Path::new("config/healthsync.toml")).expect("shipped config");
+    let config = healthsync::config::load(
+        Path::new("config/healthsync.toml"),
+        &healthsync::connector::kinds::catalog(),
+    )
+    .expect("shipped config");
     let model = &config.model;
     let run = scores(model, n, 0);
     println!(

@@ -52,8 +52,9 @@ async fn one(accounts: usize) {
     .await
     .expect("simulator");
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = healthsync::demo::write_config(dir.path(), &sim, &limits).expect("config");
-    let cfg = healthsync::config::load(&path).expect("valid config");
+    let path = healthsync::cli::demo::write_config(dir.path(), &sim, &limits).expect("config");
+    let cfg = healthsync::config::load(&path, &healthsync::connector::kinds::catalog())
+        .expect("valid config");
     let rt = Runtime::build(cfg, Store::open(&dir.path().join("state")).expect("store"));
     let (_tx, shutdown) = watch::channel(false);
 

@@ -120,10 +120,12 @@ async fn quota_setup(
     .await
     .expect("simulator");
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = healthsync::demo::write_config(dir.path(), &sim, &client_limits).expect("config");
+    let path =
+        healthsync::cli::demo::write_config(dir.path(), &sim, &client_limits).expect("config");
     set_param(dir.path(), connector, "page_size", 10.into());
     tweak(dir.path());
-    let cfg = healthsync::config::load(&path).expect("valid config");
+    let cfg = healthsync::config::load(&path, &healthsync::connector::kinds::catalog())
+        .expect("valid config");
     let rt = Runtime::build(cfg, Store::open(&dir.path().join("state")).expect("store"));
     let ids = rt
         .select_sources(&[connector.to_string()])
@@ -266,7 +268,7 @@ async fn serve_sim(accounts: usize, dir: &Path) {
     })
     .await
     .expect("simulator");
-    healthsync::demo::write_config(dir, &sim, &lifted()).expect("config");
+    healthsync::cli::demo::write_config(dir, &sim, &lifted()).expect("config");
     println!("ready");
     std::io::stdout().flush().expect("stdout");
     tokio::task::spawn_blocking(|| {
@@ -294,7 +296,11 @@ async fn throughput_run(accounts: usize, only: &[String]) {
         .expect("child says ready");
     assert_eq!(line.trim(), "ready", "simulator child did not start");
 
-    let cfg = healthsync::config::load(&dir.path().join("healthsync.toml")).expect("valid config");
+    let cfg = healthsync::config::load(
+        &dir.path().join("healthsync.toml"),
+        &healthsync::connector::kinds::catalog(),
+    )
+    .expect("valid config");
     let rt = Runtime::build(cfg, Store::open(&dir.path().join("state")).expect("store"));
     let (_tx, shutdown) = watch::channel(false);
     let ids = rt.select_sources(only).expect("sources");

@@ -34,8 +34,11 @@ fn score(id: &str, overall: f64) -> AccountScore {
 
 fn proportional(accounts: usize) {
     let now = Utc::now();
-    let mut config = healthsync::config::load(std::path::Path::new("config/healthsync.toml"))
-        .expect("shipped config");
+    let mut config = healthsync::config::load(
+        std::path::Path::new("config/healthsync.toml"),
+        &healthsync::connector::kinds::catalog(),
+    )
+    .expect("shipped config");
     config.model.playbooks.clear();
     let rt = Runtime::build(config, Store::temporary().expect("store"));
     let scores: Vec<AccountScore> = (0..accounts)
@@ -92,8 +95,9 @@ async fn under_quota(per_min: u32) {
     .await
     .expect("simulator");
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = healthsync::demo::write_config(dir.path(), &sim, &limits).expect("config");
-    let mut cfg = healthsync::config::load(&path).expect("valid config");
+    let path = healthsync::cli::demo::write_config(dir.path(), &sim, &limits).expect("config");
+    let mut cfg = healthsync::config::load(&path, &healthsync::connector::kinds::catalog())
+        .expect("valid config");
     cfg.model.playbooks.clear();
     let rt = Runtime::build(cfg, Store::open(&dir.path().join("state")).expect("store"));
     let state: serde_json::Value = reqwest::get(format!("http://{}/_sim/state", sim.addr()))

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AccountsSpec, StreamRef};
-use crate::connector::Record;
+use crate::vocab::Record;
 
 /// Who an account is, as the CS platform and the CSM know it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,7 +50,7 @@ pub struct Resolved {
 const EXAMPLES: usize = 5;
 
 fn field_text(r: &Record, field: &str) -> Option<String> {
-    crate::metrics::lookup(&r.fields, field).and_then(|v| match v {
+    crate::vocab::lookup(&r.fields, field).and_then(|v| match v {
         serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
         serde_json::Value::Number(n) => Some(n.to_string()),
         _ => None,

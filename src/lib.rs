@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //!
+//! - [`vocab`]: the shared vocabulary (records, cursors, writes, roles, auth schemes, budgets); imports nothing.
 //! - [`config`]: raw TOML types → pure validation (all problems at once, with file and line) → validated types.
 //! - [`secrets`]: secret references (`env:`, `file:`, `credential:`) resolved into `SecretString`.
 //! - [`store`]: the only module that touches sled; typed trees for records, cursors, scores, outbox.
@@ -17,7 +18,7 @@
 //! - [`report`]: the HTML report (charts, project impact) from the stored scores, history and projects.
 //! - [`pipeline`]: sync → score → plan → push as library calls shared by the CLI, the daemon and the demo.
 //! - [`sim`]: simulated vendor APIs used by `healthsync demo`, `healthsync sim` and the tests.
-//! - [`cli`], [`demo`], [`daemon`], [`telemetry`]: the edges.
+//! - [`cli`] (with the demo), [`daemon`], [`telemetry`]: the edges.
 
 /// The process allocator for every binary that links healthsync (the daemon, the benches, the tests):
 /// syncing decodes and frees millions of small JSON values, which glibc's malloc handled with a
@@ -39,11 +40,11 @@ pub fn decline_transparent_huge_pages() {
 
 pub mod atomic_file;
 pub mod backtest;
+pub mod book;
 pub mod cli;
 pub mod config;
 pub mod connector;
 pub mod daemon;
-pub mod demo;
 pub mod http;
 pub mod identity;
 pub mod metrics;
@@ -59,3 +60,4 @@ pub mod status;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+pub mod vocab;

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::{Aggregate, Expr, Filter, Metric, MetricInput, Model};
-use crate::connector::Record;
 use crate::identity::AccountData;
+use crate::vocab::{lookup, Record};
 
 /// A metric's value for one account, or why there is none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,20 +43,6 @@ impl MetricValue {
             missing: Some(reason.into()),
         }
     }
-}
-
-/// Looks up a dotted path (`items.data.0.price.unit_amount`) in a record's fields.
-pub fn lookup<'a>(fields: &'a serde_json::Map<String, Value>, path: &str) -> Option<&'a Value> {
-    let mut parts = path.split('.');
-    let mut cur = fields.get(parts.next()?)?;
-    for p in parts {
-        cur = match cur {
-            Value::Object(m) => m.get(p)?,
-            Value::Array(a) => a.get(p.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    Some(cur)
 }
 
 /// A number from a JSON value; vendors such as HubSpot send every property as a string.

@@ -232,14 +232,10 @@ pub fn rate_limit_wait(connector: &str, wait: Duration) {
         .inc_by(wait.as_secs_f64());
 }
 
-/// Sets the accounts-by-band gauges from a scoring run's distribution.
-pub fn set_accounts(d: &crate::scoring::Distribution) {
-    for (band, n) in [
-        ("red", d.red),
-        ("amber", d.amber),
-        ("green", d.green),
-        ("not_scored", d.not_scored),
-    ] {
+/// Sets the accounts-by-band gauges from a scoring run's counts: (band label, accounts), the label being
+/// `red`, `amber`, `green` or `not_scored`.
+pub fn set_accounts(bands: [(&str, usize); 4]) {
+    for (band, n) in bands {
         metrics()
             .accounts
             .get_or_create(&BandLabel { band: band.into() })

@@ -20,9 +20,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
-use crate::connector::{Delivered, DeliveryError, Sink, WriteOp};
+use crate::connector::{Delivered, DeliveryError, Sink};
 use crate::observe;
 use crate::store::{OutboxEntry, Store, StoreError};
+use crate::vocab::WriteOp;
 
 /// Delivery attempts a write may fail transiently before it is dead-lettered.
 pub const MAX_ATTEMPTS: u32 = 10;

@@ -6,23 +6,23 @@
 //! one. This module wires; the work itself is in `sync`, `identity`, `metrics`, `scoring`, `planner` and
 //! `outbox`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
-use crate::config::{Config, MetricInput, StreamRef};
+use crate::book::{Book, ExportOutcome, ScoreRun};
+use crate::config::Config;
 use crate::connector::{self, BuildContext, Built, Sink, Source};
-use crate::identity::{self, Unmatched};
 use crate::outbox::{self, DeliveryReport};
 use crate::planner::{self, Plan};
-use crate::scoring::{self, AccountScore, Distribution};
+use crate::scoring::{self, AccountScore};
 use crate::secrets::ResolvedSecrets;
-use crate::store::{ProjectState, Store, StoreError};
+use crate::store::{ProjectState, RunKey, Store, StoreError};
 use crate::sync::{self, SyncOptions, SyncStatus};
+use crate::vocab::Role;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -32,33 +32,6 @@ pub enum PipelineError {
     NotASource(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// The result of one scoring run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ScoreRun {
-    pub as_of: DateTime<Utc>,
-    pub model: String,
-    pub model_hash: String,
-    pub scores: Vec<AccountScore>,
-    pub distribution: Distribution,
-    /// Records that joined no account, by `connector.stream`.
-    pub unmatched: BTreeMap<String, Unmatched>,
-    pub duration_ms: u64,
-    /// What each export wrote after this run (empty for a run that stored nothing).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exports: Vec<ExportOutcome>,
-}
-
-/// What one export did after a scoring run; stored as the `export/<id>` status.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExportOutcome {
-    pub export: String,
-    pub as_of: DateTime<Utc>,
-    /// The current files written (not the timestamped copies or the history).
-    pub files: Vec<std::path::PathBuf>,
-    pub error: Option<String>,
-    pub duration_ms: u64,
 }
 
 /// Whether every enabled export can write into its folder: an effect (a probe file is created and
@@ -79,18 +52,6 @@ pub fn check_exports(config: &Config) -> Vec<crate::config::Diagnostic> {
                 })
         })
         .collect()
-}
-
-/// Summary of the last scoring run, stored in meta for `status`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ScoreSummary {
-    pub as_of: DateTime<Utc>,
-    pub model: String,
-    pub model_hash: String,
-    pub accounts: usize,
-    pub distribution: Distribution,
-    pub unmatched: BTreeMap<String, Unmatched>,
-    pub duration_ms: u64,
 }
 
 /// Everything one `once` run did: sync, score, plan and delivery.
@@ -119,6 +80,14 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// The read side: the store and the model, without the connectors.
+    pub fn book(&self) -> Book<'_> {
+        Book {
+            config: &self.config,
+            store: &self.store,
+        }
+    }
+
     /// Resolves secrets and builds every enabled connector. Failures are kept per connector.
     pub fn build(config: Config, store: Store) -> Runtime {
         let mut sources = BTreeMap::new();
@@ -128,9 +97,9 @@ impl Runtime {
             let built = ResolvedSecrets::resolve(&c.auth)
                 .map_err(|e| e.to_string())
                 .and_then(|secrets| {
-                    let spec = connector::kind(&c.kind)
+                    let kind = connector::kind(&c.kind)
                         .ok_or_else(|| format!("unknown kind {}", c.kind))?;
-                    (spec.build)(&BuildContext {
+                    (kind.build)(&BuildContext {
                         connector: c,
                         secrets: &secrets,
                     })
@@ -191,7 +160,7 @@ impl Runtime {
                             .join(", "),
                     })
                 }
-                Some(c) if c.role != connector::Role::Source => {
+                Some(c) if c.role != Role::Source => {
                     return Err(PipelineError::NotASource(name.clone()))
                 }
                 Some(c) => out.push(c.id.clone()),
@@ -238,7 +207,7 @@ impl Runtime {
                         .cloned()
                         .unwrap_or_else(|| "not built".into());
                     let s = SyncStatus::failed(id, &cfg.kind, Utc::now(), reason);
-                    self.store.put_status(&format!("sync/{id}"), &s)?;
+                    self.store.put_status(RunKey::Sync(id), &s)?;
                     s
                 }
             };
@@ -247,79 +216,12 @@ impl Runtime {
         Ok(out)
     }
 
-    /// Streams scoring reads: every stream of every connector the model refers to, since streams the model
-    /// does not score (Stripe customers) may be the bridge that joins others (invoices) to an account.
-    pub fn model_streams(&self) -> BTreeSet<StreamRef> {
-        let m = &self.config.model;
-        let mut connectors = BTreeSet::from([m.accounts.stream.connector.clone()]);
-        for metric in &m.metrics {
-            if let MetricInput::Records { stream, .. } = &metric.input {
-                connectors.insert(stream.connector.clone());
-            }
-        }
-        if let Some(o) = &m.outcomes {
-            connectors.insert(o.subscriptions.connector.clone());
-        }
-        let mut set = BTreeSet::new();
-        for id in connectors {
-            if let Some(c) = self.config.connector(&id) {
-                for stream in &c.streams {
-                    set.insert(StreamRef {
-                        connector: id.clone(),
-                        stream: stream.clone(),
-                    });
-                }
-            }
-        }
-        set
-    }
-
     /// Scores every account from cached records as of `as_of`, stores the scores and their history, then
     /// runs every export (a failing export is recorded in its outcome; the run still counts).
     pub fn score(&self, as_of: DateTime<Utc>) -> Result<ScoreRun, StoreError> {
-        let mut run = self.score_and_store(as_of)?;
+        let mut run = self.book().score_and_store(as_of)?;
         run.exports = self.export(&run)?;
         Ok(run)
-    }
-
-    /// Scores and stores, without the exports: a backfilled past week is history, not a new current file.
-    fn score_and_store(&self, as_of: DateTime<Utc>) -> Result<ScoreRun, StoreError> {
-        let run = self.compute_scores(as_of)?;
-        let pairs: Vec<(String, &AccountScore)> = run
-            .scores
-            .iter()
-            .map(|s| (s.account.id.clone(), s))
-            .collect();
-        self.store.put_scores(as_of.date_naive(), &pairs)?;
-        self.store.put_meta(
-            "last_score_run",
-            &ScoreSummary {
-                as_of,
-                model: run.model.clone(),
-                model_hash: run.model_hash.clone(),
-                accounts: run.scores.len(),
-                distribution: run.distribution.clone(),
-                unmatched: run.unmatched.clone(),
-                duration_ms: run.duration_ms,
-            },
-        )?;
-        Ok(run)
-    }
-
-    /// Scores and stores every account as of each of the `weeks` weeks before `now`, oldest first, from
-    /// cached records (metrics never read a record from after their date). For a first install, so trends
-    /// and backtests have a history; `on_week(done, total)` reports progress.
-    pub fn backfill(
-        &self,
-        now: DateTime<Utc>,
-        weeks: u32,
-        on_week: &dyn Fn(usize, usize),
-    ) -> Result<(), StoreError> {
-        for week in (1..=weeks).rev() {
-            self.score_and_store(now - chrono::Duration::weeks(i64::from(week)))?;
-            on_week((weeks - week + 1) as usize, weeks as usize);
-        }
-        Ok(())
     }
 
     /// Writes a scoring run to every built export, and stores each outcome as the `export/<id>` status.
@@ -358,61 +260,10 @@ impl Runtime {
                 }
                 Some(e) => tracing::error!(export = %id, error = %e, "export failed"),
             }
-            self.store.put_status(&format!("export/{id}"), &outcome)?;
+            self.store.put_status(RunKey::Export(id), &outcome)?;
             out.push(outcome);
         }
         Ok(out)
-    }
-
-    /// Scores every account from cached records as of `as_of` and stores nothing: what `score` persists,
-    /// and what a shadow (candidate) model is judged by. Hysteresis compares with the stored scores.
-    pub fn compute_scores(&self, as_of: DateTime<Utc>) -> Result<ScoreRun, StoreError> {
-        let clock = Instant::now();
-        let model = &self.config.model;
-        let resolved = self.resolve_accounts()?;
-        // Values first, so percentile metrics rank each account against the whole book of business.
-        let mut inputs = Vec::with_capacity(resolved.accounts.len());
-        let mut previous = BTreeMap::new();
-        for data in &resolved.accounts {
-            if let Some(p) = self.store.score::<AccountScore>(&data.account.id)? {
-                previous.insert(data.account.id.clone(), p);
-            }
-            let values = crate::metrics::compute(model, data, as_of);
-            inputs.push((data.account.clone(), values));
-        }
-        let scores = scoring::score_all(model, &inputs, |id| previous.get(id).cloned(), as_of);
-        Ok(ScoreRun {
-            as_of,
-            model: model.name.clone(),
-            model_hash: model.hash.clone(),
-            distribution: Distribution::of(&scores),
-            unmatched: resolved
-                .unmatched
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-            scores,
-            duration_ms: clock.elapsed().as_millis() as u64,
-            exports: Vec::new(),
-        })
-    }
-
-    /// Every account with its cached records from the streams the model reads.
-    pub fn resolve_accounts(&self) -> Result<identity::Resolved, StoreError> {
-        let mut streams = BTreeMap::new();
-        for s in self.model_streams() {
-            let records = self
-                .store
-                .records(&s.connector, &s.stream)?
-                .collect::<Result<Vec<_>, _>>()?;
-            streams.insert(s, records);
-        }
-        Ok(identity::resolve(&self.config.model.accounts, streams))
-    }
-
-    /// The current stored scores (from the last scoring run).
-    pub fn stored_scores(&self) -> Result<Vec<AccountScore>, StoreError> {
-        self.store.scores()
     }
 
     /// Plans writes for every enabled sink from the given scores. Sends and stores nothing.
@@ -444,7 +295,7 @@ impl Runtime {
         progress: &(dyn Fn(usize, usize) + Send + Sync),
     ) -> Result<DeliveryReport, StoreError> {
         let report = outbox::deliver(&self.store, &self.sinks, shutdown, now, progress).await?;
-        self.store.put_status("delivery", &report)?;
+        self.store.put_status(RunKey::Delivery, &report)?;
         self.store.flush()?;
         Ok(report)
     }
@@ -463,7 +314,7 @@ impl Runtime {
         let statuses = self
             .sync(&ids, &SyncOptions::default(), shutdown, progress.records)
             .await?;
-        self.backfill(now, backfill_weeks, &|_, _| {})?;
+        self.book().backfill(now, backfill_weeks, &|_, _| {})?;
         let run = self.score(now)?;
         let plan = self.plan(&run.scores, now)?;
         self.enqueue(&plan, now)?;

@@ -14,9 +14,9 @@ use minijinja::{context, Environment};
 use serde::Serialize;
 
 use crate::config::{Band, ConnectorConfig, FieldMap, ForEach, Model, Playbook, Target};
-use crate::connector::{AccountRef, FieldValue, TaskSpec, WriteOp};
 use crate::scoring::AccountScore;
 use crate::store::{ProjectRecord, ProjectState, Store, StoreError};
+use crate::vocab::{AccountRef, FieldValue, TaskSpec, WriteOp};
 
 /// One field whose value changes on the platform.
 #[derive(Debug, Clone, PartialEq, Serialize)]

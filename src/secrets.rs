@@ -11,6 +11,8 @@ use std::path::PathBuf;
 
 use secrecy::SecretString;
 
+use crate::vocab::AuthScheme;
+
 /// Where a secret lives. Holds no secret itself, so it is safe to print.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretRef {
@@ -127,7 +129,7 @@ impl fmt::Debug for ResolvedSecrets {
 
 impl ResolvedSecrets {
     /// Resolves every reference of a connector's auth table, failing on the first that cannot be read.
-    pub fn resolve(auth: &crate::config::AuthConfig) -> Result<ResolvedSecrets, SecretError> {
+    pub fn resolve(auth: &crate::secrets::AuthConfig) -> Result<ResolvedSecrets, SecretError> {
         let mut values = BTreeMap::new();
         for (name, r) in auth.secret_refs() {
             values.insert(name, r.resolve()?);
@@ -137,6 +139,53 @@ impl ResolvedSecrets {
 
     pub fn get(&self, name: &str) -> Option<&SecretString> {
         self.values.get(name)
+    }
+}
+
+/// Auth settings: the scheme and *references* to secrets, never their values.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub scheme: AuthScheme,
+    pub token: Option<SecretRef>,
+    pub username: Option<SecretRef>,
+    pub password: Option<SecretRef>,
+    pub header: Option<String>,
+    /// For `api_key_query`: the query parameter that carries the key.
+    pub param: Option<String>,
+    /// Set for the `oauth2_*` schemes.
+    pub oauth2: Option<OAuth2Settings>,
+}
+
+/// Where and how an OAuth 2.0 access token is obtained. Secrets are references, as everywhere in config.
+#[derive(Debug, Clone)]
+pub struct OAuth2Settings {
+    pub token_url: reqwest::Url,
+    pub client_id: SecretRef,
+    pub client_secret: SecretRef,
+    /// Required by `oauth2_refresh_token`, unused by `oauth2_client_credentials`.
+    pub refresh_token: Option<SecretRef>,
+    pub scope: Option<String>,
+}
+
+impl AuthConfig {
+    /// Every secret reference of this auth table, by role (`token`, `client_secret`, …).
+    pub fn secret_refs(&self) -> Vec<(&'static str, &SecretRef)> {
+        let mut out: Vec<(&'static str, &SecretRef)> = [
+            ("token", &self.token),
+            ("username", &self.username),
+            ("password", &self.password),
+        ]
+        .into_iter()
+        .filter_map(|(n, r)| r.as_ref().map(|r| (n, r)))
+        .collect();
+        if let Some(o) = &self.oauth2 {
+            out.push(("client_id", &o.client_id));
+            out.push(("client_secret", &o.client_secret));
+            if let Some(r) = &o.refresh_token {
+                out.push(("refresh_token", r));
+            }
+        }
+        out
     }
 }
 

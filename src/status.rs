@@ -11,20 +11,15 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::book::ScoreSummary;
 use crate::config::Config;
-use crate::connector::Role;
 use crate::outbox::DeliveryReport;
-use crate::pipeline::ScoreSummary;
-use crate::store::{ProjectRecord, ProjectState, Store, StoreError};
+use crate::store::{MetaKey, ProjectRecord, ProjectState, RunKey, Store, StoreError};
 use crate::sync::SyncStatus;
+use crate::vocab::Role;
 
 /// Dead letters shown in a status report; the count is always exact.
 const DEAD_LETTER_EXAMPLES: usize = 5;
-
-/// The store key of a source's last fully successful sync time, written by `crate::sync`.
-pub fn last_success_key(connector: &str) -> String {
-    format!("sync_ok/{connector}")
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -52,7 +47,7 @@ pub struct ExportStatus {
     pub id: String,
     pub kind: String,
     pub build_error: Option<String>,
-    pub last_run: Option<crate::pipeline::ExportOutcome>,
+    pub last_run: Option<crate::book::ExportOutcome>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -170,8 +165,8 @@ pub fn collect(
         let source = c.role == Role::Source;
         let (last_run, last_success) = if source {
             (
-                store.status::<SyncStatus>(&format!("sync/{}", c.id))?,
-                store.status::<DateTime<Utc>>(&last_success_key(&c.id))?,
+                store.status::<SyncStatus>(RunKey::Sync(&c.id))?,
+                store.status::<DateTime<Utc>>(RunKey::SyncOk(&c.id))?,
             )
         } else {
             (None, None)
@@ -220,8 +215,8 @@ pub fn collect(
                 failed_at: d.failed_at,
             })
             .collect(),
-        last_score_run: store.meta("last_score_run")?,
-        last_delivery: store.status("delivery")?,
+        last_score_run: store.meta(MetaKey::LastScoreRun)?,
+        last_delivery: store.status(RunKey::Delivery)?,
         exports: config
             .exports
             .iter()
@@ -231,7 +226,7 @@ pub fn collect(
                     id: e.id.clone(),
                     kind: e.kind.clone(),
                     build_error: build_errors.get(&e.id).cloned(),
-                    last_run: store.status(&format!("export/{}", e.id))?,
+                    last_run: store.status(RunKey::Export(&e.id))?,
                 })
             })
             .collect::<Result<_, StoreError>>()?,

@@ -14,7 +14,7 @@ use tracing::Instrument as _;
 
 use crate::connector::{RejectedRecord, Source};
 use crate::observe;
-use crate::store::{Store, StoreError};
+use crate::store::{RunKey, Store, StoreError};
 
 /// A safety net against a source that never says `done`: far above any real stream's page count.
 pub const MAX_PAGES_PER_RUN: usize = 100_000;
@@ -118,7 +118,7 @@ pub async fn sync_connector(
         error: None,
         interrupted: false,
     };
-    let previous: Option<SyncStatus> = store.status(&format!("sync/{connector}"))?;
+    let previous: Option<SyncStatus> = store.status(RunKey::Sync(connector))?;
     for stream in source.streams() {
         if *shutdown.borrow() {
             status.interrupted = true;
@@ -148,12 +148,9 @@ pub async fn sync_connector(
     if let Some(failed) = status.streams.iter().find(|s| s.error.is_some()) {
         status.error = Some(format!("stream {} failed", failed.stream));
     }
-    store.put_status(&format!("sync/{connector}"), &status)?;
+    store.put_status(RunKey::Sync(connector), &status)?;
     if status.ok() && !status.interrupted {
-        store.put_status(
-            &crate::status::last_success_key(connector),
-            &status.finished_at(),
-        )?;
+        store.put_status(RunKey::SyncOk(connector), &status.finished_at())?;
     }
     record_metrics(&status);
     Ok(status)
@@ -309,7 +306,8 @@ fn record_metrics(status: &SyncStatus) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connector::{BoxFuture, Cursor, Page, Record, SourceError};
+    use crate::connector::{Page, SourceError};
+    use crate::vocab::{BoxFuture, Cursor, Record};
     use std::collections::BTreeMap;
     use std::sync::{Arc, Mutex};
 

@@ -12,10 +12,10 @@ use chrono::{DateTime, Duration, Utc};
 use super::outcomes::{self, Outcomes};
 use super::stats;
 use super::*;
+use crate::book::Book;
 use crate::config::Model;
-use crate::pipeline::Runtime;
 use crate::scoring::{self, AccountScore};
-use crate::store::StoreError;
+use crate::store::{RunKey, StoreError};
 
 /// Fewer churned accounts (or fewer that stayed) than this and a figure is not given.
 pub const MIN_EVENTS: usize = 10;
@@ -67,10 +67,10 @@ fn observe(model: &Model, account: usize, s: &AccountScore) -> Observation {
     }
 }
 
-/// Backtests the runtime's model against the outcomes in its cache, with data observed until `now` (or
+/// Backtests the book's model against the outcomes in its cache, with data observed until `now` (or
 /// the outcome connector's last successful sync, when that is earlier).
 pub fn run(
-    rt: &Runtime,
+    rt: &Book<'_>,
     now: DateTime<Utc>,
     options: BacktestOptions,
 ) -> Result<Backtest, BacktestError> {
@@ -79,7 +79,7 @@ pub fn run(
 
 /// [`run`], reporting `(done, total)` as it reads the history (per account) or recomputes (per date).
 pub fn run_with_progress(
-    rt: &Runtime,
+    rt: &Book<'_>,
     now: DateTime<Utc>,
     options: BacktestOptions,
     progress: &dyn Fn(usize, usize),
@@ -89,9 +89,9 @@ pub fn run_with_progress(
         .outcomes
         .as_ref()
         .ok_or_else(|| BacktestError::NoOutcomes(model.name.clone()))?;
-    let last_sync: Option<DateTime<Utc>> = rt.store.status(&crate::status::last_success_key(
-        &spec.subscriptions.connector,
-    ))?;
+    let last_sync: Option<DateTime<Utc>> = rt
+        .store
+        .status(RunKey::SyncOk(&spec.subscriptions.connector))?;
     let observed_until = last_sync.map_or(now, |t| t.min(now));
     let resolved = rt.resolve_accounts()?;
     if resolved.accounts.is_empty() {
@@ -141,7 +141,7 @@ pub fn run_with_progress(
 
 /// Stored history of this model, grouped by scoring date.
 fn replay(
-    rt: &Runtime,
+    rt: &Book<'_>,
     model: &Model,
     ids: &[String],
     progress: &dyn Fn(usize, usize),

@@ -13,9 +13,10 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::CohortRetention;
 use crate::config::OutcomesSpec;
-use crate::connector::Record;
 use crate::identity::AccountData;
-use crate::metrics::{as_time, eval_number, lookup, to_cel};
+use crate::metrics::{as_time, eval_number, to_cel};
+use crate::vocab::lookup;
+use crate::vocab::Record;
 
 /// One subscription: when it ran and what it was worth per month.
 #[derive(Debug, Clone, PartialEq)]

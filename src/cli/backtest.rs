@@ -11,7 +11,7 @@ use super::CliError;
 use crate::backtest::{
     Backtest, BacktestError, BacktestOptions, ScoreSource, SignalKind, HORIZONS,
 };
-use crate::pipeline::Runtime;
+use crate::book::Book;
 
 /// A share as a whole percentage, `–` when there is none.
 pub(crate) fn pct(x: Option<f64>) -> String {
@@ -35,8 +35,8 @@ fn cli_error(e: BacktestError) -> CliError {
 /// `healthsync backtest`: the current model, and a candidate beside it on the same recomputed dates (a
 /// candidate has no stored history of its own), with a progress bar on a terminal.
 pub fn run(
-    current: &Runtime,
-    candidate: Option<&Runtime>,
+    current: Book<'_>,
+    candidate: Option<Book<'_>>,
     now: DateTime<Utc>,
     recompute: bool,
     json: bool,
@@ -45,9 +45,9 @@ pub fn run(
         recompute: recompute || candidate.is_some(),
     };
     let progress = Progress::new(json);
-    let judge = |rt: &Runtime, label: &str| {
+    let judge = |rt: Book<'_>, label: &str| {
         let step = |done, total| progress.steps(label, done, total, "steps");
-        crate::backtest::run_with_progress(rt, now, options, &step).map_err(cli_error)
+        crate::backtest::run_with_progress(&rt, now, options, &step).map_err(cli_error)
     };
     let a = judge(current, "backtest");
     let b = candidate.map(|c| judge(c, "backtest candidate"));

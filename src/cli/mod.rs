@@ -3,9 +3,11 @@
 //! Exit codes: 0 success, 2 invalid input or configuration, 1 runtime failure. Human output goes to stdout
 //! (tables made for reading, in `output.rs`), progress and logs to stderr; `--json` prints the same data as
 //! JSON for machines. This module decides what to run and how to show it; the work is in `crate::pipeline`,
-//! `crate::daemon` and `crate::demo`.
+//! `crate::daemon` and `demo.rs` (`healthsync demo` and `healthsync sim`,
+//! which print with the same tables).
 
 pub(crate) mod backtest;
+pub mod demo;
 mod output;
 mod report;
 mod status;
@@ -17,6 +19,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use tokio::sync::watch;
 
+use crate::book::Book;
 use crate::config::{self, Config, ConfigErrors};
 use crate::pipeline::{PipelineError, RunProgress, Runtime};
 use crate::store::{Store, StoreError};
@@ -239,7 +242,8 @@ impl From<PipelineError> for CliError {
 
 /// Loads and validates the config, applying the `--state-dir` override.
 pub fn load_config(global: &Global) -> Result<Config, CliError> {
-    let mut config = config::load(&global.config).map_err(CliError::Config)?;
+    let mut config = config::load(&global.config, &crate::connector::kinds::catalog())
+        .map_err(CliError::Config)?;
     if let Some(dir) = &global.state_dir {
         config.daemon.state_dir = dir.clone();
     }
@@ -266,20 +270,22 @@ pub fn shutdown_on_signal() -> watch::Receiver<bool> {
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let g = &cli.global;
     match cli.command {
-        Command::Validate(JsonFlag { json }) => match config::load(&g.config) {
-            // The pure checks passed; whether export folders are writable is an effect, checked after.
-            Ok(config) => match crate::pipeline::check_exports(&config) {
-                problems if problems.is_empty() => output::validated(&config, json),
-                problems => {
-                    output::invalid(&ConfigErrors(problems), json);
+        Command::Validate(JsonFlag { json }) => {
+            match config::load(&g.config, &crate::connector::kinds::catalog()) {
+                // The pure checks passed; whether export folders are writable is an effect, checked after.
+                Ok(config) => match crate::pipeline::check_exports(&config) {
+                    problems if problems.is_empty() => output::validated(&config, json),
+                    problems => {
+                        output::invalid(&ConfigErrors(problems), json);
+                        Err(CliError::Reported(2))
+                    }
+                },
+                Err(errors) => {
+                    output::invalid(&errors, json);
                     Err(CliError::Reported(2))
                 }
-            },
-            Err(errors) => {
-                output::invalid(&errors, json);
-                Err(CliError::Reported(2))
             }
-        },
+        }
         Command::Run => {
             let config = match load_config(g) {
                 Ok(config) => config,
@@ -299,7 +305,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             let (path, state_dir) = (g.config.clone(), g.state_dir.clone());
             let loader: crate::daemon::ConfigLoader = Box::new(move || {
-                let mut config = config::load(&path)?;
+                let mut config = config::load(&path, &crate::connector::kinds::catalog())?;
                 if let Some(dir) = &state_dir {
                     config.daemon.state_dir = dir.clone();
                 }
@@ -345,7 +351,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let rt = open_runtime(g)?;
             let as_of = as_of.unwrap_or_else(|| g.now());
             let progress = Progress::new(table.json);
-            rt.backfill(as_of, backfill_weeks, &|done, total| {
+            rt.book().backfill(as_of, backfill_weeks, &|done, total| {
                 progress.steps("backfill", done, total, "weeks")
             })?;
             progress.finish();
@@ -355,7 +361,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Plan { json, model: None } => {
             let rt = open_runtime(g)?;
-            let scores = rt.stored_scores()?;
+            let scores = rt.book().stored_scores()?;
             if scores.is_empty() {
                 return Err(CliError::Usage(
                     "no scores yet: run `healthsync sync` and `healthsync score` first".into(),
@@ -369,15 +375,19 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             json,
             model: Some(candidate),
         } => {
-            let mut config =
-                config::load_with_model(&g.config, Some(&candidate)).map_err(CliError::Config)?;
+            let mut config = config::load_with_model(
+                &g.config,
+                Some(&candidate),
+                &crate::connector::kinds::catalog(),
+            )
+            .map_err(CliError::Config)?;
             if let Some(dir) = &g.state_dir {
                 config.daemon.state_dir = dir.clone();
             }
             let store = Store::open(&config.daemon.state_dir)?;
             let rt = Runtime::build(config, store);
             let now = g.now();
-            let run = rt.compute_scores(now)?;
+            let run = rt.book().compute_scores(now)?;
             let plan = rt.plan(&run.scores, now)?;
             writeback::shadow_plan(&run, &plan, json);
             Ok(())
@@ -388,15 +398,19 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             recompute,
         } => {
             let current = open_runtime(g)?;
+            // Two models on one store: the candidate reads the open store, and builds no connector.
             let candidate = match model {
                 None => None,
-                // Two models on one store: the candidate borrows the open store, not a second handle.
-                Some(path) => Some(Runtime::build(
-                    config::load_for_reading(&g.config, &path).map_err(CliError::Config)?,
-                    current.store.clone(),
-                )),
+                Some(path) => Some(
+                    config::load_for_reading(&g.config, &path, &crate::connector::kinds::catalog())
+                        .map_err(CliError::Config)?,
+                ),
             };
-            backtest::run(&current, candidate.as_ref(), g.now(), recompute, json)
+            let candidate = candidate.as_ref().map(|config| Book {
+                config,
+                store: &current.store,
+            });
+            backtest::run(current.book(), candidate, g.now(), recompute, json)
         }
         Command::Deadletters { json, replay, sink } => {
             let rt = open_runtime(g)?;
@@ -404,7 +418,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 if rt
                     .config
                     .connector(s)
-                    .is_none_or(|c| c.role != crate::connector::Role::Sink)
+                    .is_none_or(|c| c.role != crate::vocab::Role::Sink)
                 {
                     return Err(CliError::Usage(format!(
                         "--sink {s}: no sink connector with that id"
@@ -432,7 +446,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Push(JsonFlag { json }) => {
             let rt = open_runtime(g)?;
             let now = g.now();
-            let plan = rt.plan(&rt.stored_scores()?, now)?;
+            let plan = rt.plan(&rt.book().stored_scores()?, now)?;
             rt.enqueue(&plan, now)?;
             let progress = Progress::new(json);
             let report = rt
@@ -466,7 +480,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Explain { account, json } => {
             let rt = open_runtime(g)?;
-            let scores = rt.stored_scores()?;
+            let scores = rt.book().stored_scores()?;
             let found = scores.iter().find(|s| s.account.id == account).or_else(|| {
                 scores
                     .iter()
@@ -503,14 +517,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Report { out, json } => {
             let rt = open_runtime(g)?;
-            report::run(&rt, out.as_deref(), json, g.now())
+            report::run(rt.book(), out.as_deref(), json, g.now())
         }
         Command::Sim {
             accounts,
             seed,
             config_out,
             fast,
-        } => crate::demo::serve_sim(accounts, seed, config_out, fast)
+        } => demo::serve_sim(accounts, seed, config_out, fast)
             .await
             .map_err(CliError::Runtime),
         Command::Demo {
@@ -524,11 +538,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             if accounts == 0 {
                 return Err(CliError::Usage("--accounts must be at least 1".into()));
             }
-            let export = (!sink.is_empty()).then_some(crate::demo::DemoExport {
+            let export = (!sink.is_empty()).then_some(demo::DemoExport {
                 formats: sink,
                 directory: export_dir,
             });
-            crate::demo::run(accounts, seed, json, serve, export)
+            demo::run(accounts, seed, json, serve, export)
                 .await
                 .map_err(CliError::Runtime)
         }
@@ -537,7 +551,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 /// Reports what each export wrote after a scoring run (to stderr, so `--json` output stays one document);
 /// a failed export fails the command, after everything else was done and shown.
-fn exported(outcomes: &[crate::pipeline::ExportOutcome], json: bool) -> Result<(), CliError> {
+fn exported(outcomes: &[crate::book::ExportOutcome], json: bool) -> Result<(), CliError> {
     let failed: Vec<String> = outcomes
         .iter()
         .filter_map(|o| o.error.as_ref().map(|e| format!("{}: {e}", o.export)))

@@ -8,9 +8,9 @@ use std::io::IsTerminal;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
+use crate::book::ScoreRun;
 use crate::config::{Config, ConfigErrors, Model};
 use crate::outbox::DeliveryReport;
-use crate::pipeline::ScoreRun;
 use crate::planner::Plan;
 use crate::scoring::AccountScore;
 use crate::sync::SyncStatus;
@@ -120,7 +120,7 @@ pub fn validated(config: &Config, json: bool) -> Result<(), super::CliError> {
             "model": {"name": m.name, "hash": m.hash, "metrics": m.metrics.len(), "categories": m.categories.len(), "playbooks": m.playbooks.len()},
             "warnings": config.warnings,
             "exports": config.exports.iter().map(|e| json!({"id": e.id, "kind": e.kind, "enabled": e.enabled, "directory": e.directory})).collect::<Vec<_>>(),
-            "sink_limitations": config.sinks().map(|c| json!({"connector": c.id, "kind": c.kind, "limitations": crate::connector::kinds::limitations(&c.kind)})).collect::<Vec<_>>(),
+            "sink_limitations": config.sinks().map(|c| json!({"connector": c.id, "kind": c.kind, "limitations": limitations(&c.kind)})).collect::<Vec<_>>(),
         }));
     } else {
         for w in &config.warnings {
@@ -135,7 +135,7 @@ pub fn validated(config: &Config, json: bool) -> Result<(), super::CliError> {
             m.playbooks.len()
         );
         for c in config.sinks() {
-            for l in crate::connector::kinds::limitations(&c.kind) {
+            for l in limitations(&c.kind) {
                 println!("note: sink {} ({}): {l}", c.id, c.kind);
             }
         }
@@ -516,4 +516,9 @@ pub fn explain(s: &AccountScore, history: &[(String, AccountScore)], model: &Mod
         }
         _ => println!("no earlier score to compare with"),
     }
+}
+
+/// What a sink kind's platform cannot do, from its catalog entry.
+fn limitations(kind: &str) -> &'static [&'static str] {
+    crate::connector::kind(kind).map_or(&[], |k| k.spec.limitations)
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 
 use super::CliError;
-use crate::pipeline::Runtime;
+use crate::book::Book;
 use crate::report::{self, ReportError};
 
 fn cli_error(e: ReportError) -> CliError {
@@ -18,16 +18,17 @@ fn cli_error(e: ReportError) -> CliError {
 }
 
 pub fn run(
-    rt: &Runtime,
+    book: Book<'_>,
     out: Option<&Path>,
     json: bool,
     now: DateTime<Utc>,
 ) -> Result<(), CliError> {
-    let data = report::gather(&rt.store, &rt.config.model, now).map_err(cli_error)?;
+    let data = report::gather(book.store, &book.config.model, now).map_err(cli_error)?;
     if let Some(path) = out {
         // A report without a backtest is still a report: the section says why it is missing. Only the
         // page shows it; `--json` prints the report's own data (`healthsync backtest --json` has the rest).
-        let tested = crate::backtest::run(rt, now, Default::default()).map_err(|e| e.to_string());
+        let tested =
+            crate::backtest::run(&book, now, Default::default()).map_err(|e| e.to_string());
         let backtest = tested.as_ref().map_err(String::as_str);
         let html = report::render(&data, backtest).map_err(cli_error)?;
         report::write(path, &html).map_err(cli_error)?;

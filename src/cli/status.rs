@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::connector::Role;
 use crate::status::{ConnectorStatus, StatusReport};
+use crate::vocab::Role;
 
 /// "3m", "2h05m", "4d": a duration as a person reads it.
 pub fn fmt_age(secs: i64) -> String {

@@ -5,11 +5,11 @@
 use serde_json::json;
 
 use super::output::{distribution_line, print_json};
-use crate::connector::WriteOp;
+use crate::book::ScoreRun;
 use crate::outbox::DeliveryReport;
-use crate::pipeline::ScoreRun;
 use crate::planner::Plan;
 use crate::store::{DeadLetter, ReplayReport};
+use crate::vocab::WriteOp;
 
 pub fn plan(plan: &Plan, json: bool) {
     if json {

@@ -5,6 +5,7 @@
 //! line before giving up, so an admin fixes a config in one pass. Runtime code sees only the types defined
 //! here and in `model.rs`. Reading secret values is `crate::secrets`'s job, not this module's.
 
+mod catalog;
 mod model;
 mod raw;
 mod validate;
@@ -15,11 +16,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use catalog::{Catalog, KindSpec};
 pub use model::*;
 pub use validate::{load, load_for_reading, load_with_model};
 
-use crate::connector::Role;
-use crate::secrets::SecretRef;
+use crate::secrets::AuthConfig;
+use crate::vocab::{RateLimit, Role};
+
+/// The file stem an export writes when its `[params]` set none (`healthsync-scores.csv`, `.xlsx`).
+pub const DEFAULT_FILE_STEM: &str = "healthsync-scores";
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
@@ -122,105 +127,14 @@ pub struct ConnectorConfig {
     pub file: PathBuf,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthScheme {
-    /// `Authorization: Bearer <token>`.
-    Bearer,
-    /// HTTP Basic with `username` and optional `password` (many vendors use the API key as the username).
-    Basic,
-    /// The key in a vendor-named header (`header`), e.g. Gainsight's `accessKey`.
-    ApiKeyHeader,
-    /// The key in a vendor-named query parameter (`param`), e.g. ChurnZero's `appKey`. Engine errors and
-    /// logs never show query strings, so the key stays out of them.
-    ApiKeyQuery,
-    /// OAuth 2.0 client-credentials grant (RFC 6749 §4.4) at `token_url`; the access token is cached and
-    /// sent as a bearer token (Salesforce connected apps, HubSpot/Zendesk apps).
-    OAuth2ClientCredentials,
-    /// OAuth 2.0 refresh-token grant (RFC 6749 §6) at `token_url` with a stored `refresh_token`.
-    OAuth2RefreshToken,
-}
-
-impl AuthScheme {
-    pub const ALL: &'static [(&'static str, AuthScheme)] = &[
-        ("bearer", AuthScheme::Bearer),
-        ("basic", AuthScheme::Basic),
-        ("api_key_header", AuthScheme::ApiKeyHeader),
-        ("api_key_query", AuthScheme::ApiKeyQuery),
-        (
-            "oauth2_client_credentials",
-            AuthScheme::OAuth2ClientCredentials,
-        ),
-        ("oauth2_refresh_token", AuthScheme::OAuth2RefreshToken),
-    ];
-
-    pub fn name(self) -> &'static str {
-        AuthScheme::ALL
-            .iter()
-            .find(|(_, s)| *s == self)
-            .map(|(n, _)| *n)
-            .unwrap_or("unknown")
-    }
-}
-
-/// Auth settings: the scheme and *references* to secrets, never their values.
-#[derive(Debug, Clone)]
-pub struct AuthConfig {
-    pub scheme: AuthScheme,
-    pub token: Option<SecretRef>,
-    pub username: Option<SecretRef>,
-    pub password: Option<SecretRef>,
-    pub header: Option<String>,
-    /// For `api_key_query`: the query parameter that carries the key.
-    pub param: Option<String>,
-    /// Set for the `oauth2_*` schemes.
-    pub oauth2: Option<OAuth2Settings>,
-}
-
-/// Where and how an OAuth 2.0 access token is obtained. Secrets are references, as everywhere in config.
-#[derive(Debug, Clone)]
-pub struct OAuth2Settings {
-    pub token_url: reqwest::Url,
-    pub client_id: SecretRef,
-    pub client_secret: SecretRef,
-    /// Required by `oauth2_refresh_token`, unused by `oauth2_client_credentials`.
-    pub refresh_token: Option<SecretRef>,
-    pub scope: Option<String>,
-}
-
-impl AuthConfig {
-    /// Every secret reference of this auth table, by role (`token`, `client_secret`, …).
-    pub fn secret_refs(&self) -> Vec<(&'static str, &SecretRef)> {
-        let mut out: Vec<(&'static str, &SecretRef)> = [
-            ("token", &self.token),
-            ("username", &self.username),
-            ("password", &self.password),
-        ]
-        .into_iter()
-        .filter_map(|(n, r)| r.as_ref().map(|r| (n, r)))
-        .collect();
-        if let Some(o) = &self.oauth2 {
-            out.push(("client_id", &o.client_id));
-            out.push(("client_secret", &o.client_secret));
-            if let Some(r) = &o.refresh_token {
-                out.push(("refresh_token", r));
-            }
-        }
-        out
-    }
-}
-
-/// A request budget: `requests` per `per`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    pub requests: u32,
-    pub per: Duration,
-}
-
-impl RateLimit {
-    pub const fn per_secs(requests: u32, secs: u64) -> RateLimit {
-        RateLimit {
-            requests,
-            per: Duration::from_secs(secs),
+impl<'a> From<&'a ConnectorConfig> for crate::http::Endpoint<'a> {
+    fn from(c: &'a ConnectorConfig) -> Self {
+        crate::http::Endpoint {
+            connector: &c.id,
+            base_url: &c.base_url,
+            auth: &c.auth,
+            rate_limit: c.rate_limit,
+            timeout: c.timeout,
         }
     }
 }

@@ -8,57 +8,13 @@
 pub mod kinds;
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
+use crate::config::KindSpec;
 use crate::http::HttpError;
-
-/// A boxed, sendable future: the object-safe shape of the async trait methods below.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Whether a connector reads from a vendor, writes to a CS platform, or writes whole files per scoring run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Source,
-    Sink,
-    /// Writes every account's score to files after each scoring run (spreadsheets, BI tools). Not a sink:
-    /// it does not diff against confirmed values and never goes through the outbox.
-    Export,
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Role::Source => "source",
-            Role::Sink => "sink",
-            Role::Export => "export",
-        })
-    }
-}
-
-/// One normalized vendor record. Kinds map the vendor's shape onto this without losing raw fields.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    /// Vendor id, unique within (connector, stream).
-    pub id: String,
-    /// When the vendor last changed the record; the incremental cursor's tie-breaker is (updated_at, id).
-    pub updated_at: DateTime<Utc>,
-    /// Keys that tie the record to an account, by key name: `crm_id`, `domain`, `stripe_customer`…
-    /// `crate::identity` joins records from different sources on shared key names.
-    pub account_keys: BTreeMap<String, String>,
-    /// The vendor's fields, flattened one level where the vendor nests them (HubSpot `properties`).
-    pub fields: serde_json::Map<String, Value>,
-}
-
-/// Where a stream's sync stands. Opaque to the store and the sync loop; each kind decides what goes in
-/// (a page token, a high-water mark, both). Persisted only together with the records it covers.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Cursor(pub Value);
+use crate::vocab::{BoxFuture, Cursor, Record, WriteOp};
 
 /// One page from a source.
 #[derive(Debug, Clone, Default)]
@@ -101,107 +57,6 @@ pub enum SourceError {
     Malformed { stream: String, reason: String },
     #[error("unknown stream {0}")]
     UnknownStream(String),
-}
-
-/// A value written to a CS platform field.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum FieldValue {
-    Number(f64),
-    Text(String),
-    Null,
-}
-
-impl FieldValue {
-    pub fn to_json(&self) -> Value {
-        match self {
-            FieldValue::Number(n) => serde_json::Number::from_f64(*n)
-                .map(Value::Number)
-                .unwrap_or(Value::Null),
-            FieldValue::Text(s) => Value::String(s.clone()),
-            FieldValue::Null => Value::Null,
-        }
-    }
-}
-
-impl std::fmt::Display for FieldValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FieldValue::Number(n) => write!(f, "{n}"),
-            FieldValue::Text(s) => f.write_str(s),
-            FieldValue::Null => f.write_str("(none)"),
-        }
-    }
-}
-
-/// How a sink finds the account on its side: the CRM id the platform stores as external id.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AccountRef {
-    pub account_id: String,
-    pub external_id: String,
-    pub name: String,
-}
-
-/// One task of a project, rendered.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskSpec {
-    pub name: String,
-    pub description: String,
-    pub due_days: u32,
-}
-
-/// A write the planner wants made on a CS platform.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum WriteOp {
-    /// Set platform fields (already mapped to the platform's field names) on one account.
-    SetFields {
-        account: AccountRef,
-        fields: BTreeMap<String, FieldValue>,
-    },
-    /// Create a project with tasks. `key` is stable per (account, playbook, opening) and is sent as the
-    /// platform's external id, so a resend finds the project instead of creating a second one.
-    CreateProject {
-        account: AccountRef,
-        key: String,
-        playbook: String,
-        name: String,
-        description: String,
-        tasks: Vec<TaskSpec>,
-        /// The account's owner as the model reads it (`accounts.owner_field`, e.g. the CRM owner id). A
-        /// sink assigns the tasks only where its `[params.owners]` maps this to a platform user.
-        #[serde(default)]
-        owner: Option<String>,
-    },
-    /// The account recovered: resolve the project opened under `key`. A platform whose API cannot close a
-    /// project adds `note` as a closing note or task instead (its kind's docs say which); closing a project
-    /// that is already closed, or that the platform no longer has, is `AlreadyPresent`.
-    CloseProject {
-        account: AccountRef,
-        key: String,
-        playbook: String,
-        name: String,
-        note: String,
-    },
-}
-
-impl WriteOp {
-    pub fn account(&self) -> &AccountRef {
-        match self {
-            WriteOp::SetFields { account, .. }
-            | WriteOp::CreateProject { account, .. }
-            | WriteOp::CloseProject { account, .. } => account,
-        }
-    }
-
-    /// What kind of write this is, for logs and metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            WriteOp::SetFields { .. } => "set_fields",
-            WriteOp::CreateProject { .. } => "create_project",
-            WriteOp::CloseProject { .. } => "close_project",
-        }
-    }
 }
 
 /// What a sink did with one write.
@@ -273,20 +128,10 @@ pub struct BuildContext<'a> {
     pub secrets: &'a crate::secrets::ResolvedSecrets,
 }
 
-/// A registered kind: its name, role, streams, and how to validate params and build an instance.
-pub struct KindSpec {
-    pub name: &'static str,
-    pub role: Role,
-    /// Streams a source kind can sync (empty for sinks).
-    pub streams: &'static [&'static str],
-    /// Streams synced when the connector file does not list any.
-    pub default_streams: &'static [&'static str],
-    /// Auth schemes the kind accepts, e.g. `bearer`, `basic`.
-    pub auth: &'static [crate::config::AuthScheme],
-    /// Default rate limit (requests per period) when the file does not set one: the vendor's documented quota.
-    pub default_rate_limit: crate::config::RateLimit,
-    /// Pure check of the kind-specific `[params]` table: no network, no secrets.
-    pub validate_params: fn(&toml::Table) -> Result<(), String>,
+/// A registered kind: its catalog entry (what validation knows of it, `crate::config::KindSpec`) and the
+/// factory that builds an instance from a connector config that entry has already validated.
+pub struct Kind {
+    pub spec: &'static KindSpec,
     pub build: fn(&BuildContext<'_>) -> Result<Built, BuildError>,
 }
 
@@ -331,11 +176,6 @@ pub enum BuildError {
 }
 
 /// Finds a kind by name. The list lives in `kinds::KINDS`.
-pub fn kind(name: &str) -> Option<&'static KindSpec> {
-    kinds::KINDS.iter().copied().find(|k| k.name == name)
-}
-
-/// Names of all registered kinds, for "unknown kind" messages.
-pub fn kind_names() -> Vec<&'static str> {
-    kinds::KINDS.iter().map(|k| k.name).collect()
+pub fn kind(name: &str) -> Option<&'static Kind> {
+    kinds::KINDS.iter().find(|k| k.spec.name == name)
 }

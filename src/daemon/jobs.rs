@@ -173,6 +173,7 @@ async fn run_sync(rt: &Runtime, id: &str, shutdown: &watch::Receiver<bool>) {
 /// plans and enqueues.
 async fn run_scoring(rt: &Runtime, ctx: &JobContext) {
     let inputs: std::collections::BTreeSet<String> = rt
+        .book()
         .model_streams()
         .into_iter()
         .map(|s| s.connector)

@@ -32,7 +32,7 @@ use crate::config::{Config, ConfigErrors};
 use crate::observe;
 use crate::pipeline::Runtime;
 use crate::status::{self, DaemonInfo, ReloadOutcome, StatusReport};
-use crate::store::{Store, StoreError};
+use crate::store::{MetaKey, RunKey, Store, StoreError};
 
 use jobs::{JobContext, JobGuards};
 
@@ -113,8 +113,7 @@ impl DaemonState {
         m.dead_letters.set(self.store.dead_letter_len() as i64);
         for c in rt.config.sources() {
             let label = observe::connector(&c.id);
-            let last: Option<DateTime<Utc>> =
-                self.store.status(&status::last_success_key(&c.id))?;
+            let last: Option<DateTime<Utc>> = self.store.status(RunKey::SyncOk(&c.id))?;
             if let Some(t) = last {
                 m.last_success_timestamp
                     .get_or_create(&label)
@@ -125,9 +124,9 @@ impl DaemonState {
                 .get_or_create(&label)
                 .set(i64::from(stale));
         }
-        let summary: Option<crate::pipeline::ScoreSummary> = self.store.meta("last_score_run")?;
+        let summary: Option<crate::book::ScoreSummary> = self.store.meta(MetaKey::LastScoreRun)?;
         if let Some(s) = summary {
-            observe::set_accounts(&s.distribution);
+            observe::set_accounts(s.distribution.by_label());
         }
         Ok(())
     }

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::status::StatusReport;
+use serde::de::DeserializeOwned;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -18,8 +18,9 @@ pub enum LocalError {
     Decode { addr: SocketAddr, reason: String },
 }
 
-/// `GET /status` from the daemon listening on `addr`.
-pub async fn fetch_status(addr: SocketAddr) -> Result<StatusReport, LocalError> {
+/// `GET /status` from the daemon listening on `addr`, decoded as the caller's report type (the status
+/// report belongs to `crate::status`, above this engine).
+pub async fn fetch_status<R: DeserializeOwned>(addr: SocketAddr) -> Result<R, LocalError> {
     let unreachable = |e: reqwest::Error| LocalError::Unreachable {
         addr,
         reason: e.to_string(),

@@ -122,10 +122,10 @@ mod tests {
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     use super::*;
-    use crate::config::AuthScheme;
-    use crate::connector::Role;
     use crate::http::testing::{config, manual_clock, secrets};
     use crate::http::HttpClient;
+    use crate::vocab::AuthScheme;
+    use crate::vocab::Role;
 
     const SPEC: LoginSpec = LoginSpec {
         path: "/v1/auth",

@@ -32,14 +32,16 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use governor::clock::Clock as _;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT};
 use reqwest::{Method, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use crate::config::{AuthScheme, ConnectorConfig, RateLimit};
-use crate::secrets::ResolvedSecrets;
+use crate::secrets::{AuthConfig, ResolvedSecrets};
+use crate::vocab::{AuthScheme, RateLimit};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use lines::LineStream;
@@ -203,52 +205,59 @@ impl fmt::Debug for Auth {
 }
 
 impl Auth {
-    fn from_config(config: &ConnectorConfig, secrets: &ResolvedSecrets) -> Result<Auth, HttpError> {
+    fn from_endpoint(
+        endpoint: &Endpoint<'_>,
+        secrets: &ResolvedSecrets,
+    ) -> Result<Auth, HttpError> {
         let missing = |name: &str| HttpError::Config {
-            connector: config.id.clone(),
+            connector: endpoint.connector.to_string(),
             reason: format!(
                 "auth scheme {} needs secret `{name}`",
-                config.auth.scheme.name()
+                endpoint.auth.scheme.name()
             ),
         };
         let get = |name: &str| secrets.get(name).cloned().ok_or_else(|| missing(name));
-        Ok(match config.auth.scheme {
+        Ok(match endpoint.auth.scheme {
             AuthScheme::Bearer => Auth::Bearer(get("token")?),
             AuthScheme::Basic => Auth::Basic {
                 username: get("username")?,
                 password: secrets.get("password").cloned(),
             },
             AuthScheme::ApiKeyHeader => {
-                let header = config
+                let header = endpoint
                     .auth
                     .header
                     .as_deref()
                     .ok_or_else(|| HttpError::Config {
-                        connector: config.id.clone(),
+                        connector: endpoint.connector.to_string(),
                         reason: "auth scheme api_key_header needs `header`".into(),
                     })?;
                 let name =
                     HeaderName::from_bytes(header.as_bytes()).map_err(|_| HttpError::Config {
-                        connector: config.id.clone(),
+                        connector: endpoint.connector.to_string(),
                         reason: format!("auth header `{header}` is not a valid header name"),
                     })?;
                 let value = get("token")?;
                 // Check once here that the value can be a header, so requests cannot fail on it later.
                 HeaderValue::from_str(value.expose_secret()).map_err(|_| HttpError::Config {
-                    connector: config.id.clone(),
+                    connector: endpoint.connector.to_string(),
                     reason: "auth token contains characters not allowed in a header".into(),
                 })?;
                 Auth::Header { name, value }
             }
             AuthScheme::ApiKeyQuery => Auth::Query {
-                name: config.auth.param.clone().ok_or_else(|| HttpError::Config {
-                    connector: config.id.clone(),
-                    reason: "auth scheme api_key_query needs `param`".into(),
-                })?,
+                name: endpoint
+                    .auth
+                    .param
+                    .clone()
+                    .ok_or_else(|| HttpError::Config {
+                        connector: endpoint.connector.to_string(),
+                        reason: "auth scheme api_key_query needs `param`".into(),
+                    })?,
                 value: get("token")?,
             },
             AuthScheme::OAuth2ClientCredentials | AuthScheme::OAuth2RefreshToken => {
-                Auth::OAuth2(Box::new(oauth2::OAuth2::from_config(config, secrets)?))
+                Auth::OAuth2(Box::new(oauth2::OAuth2::from_endpoint(endpoint, secrets)?))
             }
         })
     }
@@ -330,6 +339,9 @@ impl<'a> Call<'a> {
     }
 }
 
+/// governor's GCRA limiter, measuring time on the engine's clock.
+type Limiter = RateLimiter<NotKeyed, InMemoryState, clock::LimiterClock, NoOpMiddleware<Duration>>;
+
 /// The HTTP client of one connector.
 pub struct HttpClient {
     connector: String,
@@ -337,7 +349,9 @@ pub struct HttpClient {
     client: reqwest::Client,
     auth: Auth,
     rate_limit: RateLimit,
-    limiter: DefaultDirectRateLimiter,
+    /// The configured rate limit as governor's quota, kept to rebuild the limiter on a new clock.
+    quota: Quota,
+    limiter: Limiter,
     policy: RetryPolicy,
     classifier: Option<Classifier>,
     clock: Arc<dyn Clock>,
@@ -360,15 +374,29 @@ impl fmt::Debug for HttpClient {
     }
 }
 
+/// What the engine needs to know of one connector to build its client: a borrowed view of the connector's
+/// validated config (`crate::config` provides it with `From`), so the engine does not import the config
+/// layer above it.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint<'a> {
+    /// The connector's id, named in every error and metric.
+    pub connector: &'a str,
+    pub base_url: &'a Url,
+    pub auth: &'a AuthConfig,
+    pub rate_limit: RateLimit,
+    pub timeout: Duration,
+}
+
 impl HttpClient {
     /// Builds the connector's client. Fails when a secret the auth scheme needs was not resolved.
-    pub fn new(
-        config: &ConnectorConfig,
+    pub fn new<'c>(
+        endpoint: impl Into<Endpoint<'c>>,
         secrets: &ResolvedSecrets,
     ) -> Result<HttpClient, HttpError> {
-        let auth = Auth::from_config(config, secrets)?;
+        let config = endpoint.into();
+        let auth = Auth::from_endpoint(&config, secrets)?;
         let config_error = |reason: String| HttpError::Config {
-            connector: config.id.clone(),
+            connector: config.connector.to_string(),
             reason,
         };
         let mut headers = HeaderMap::new();
@@ -381,19 +409,22 @@ impl HttpClient {
             .default_headers(headers)
             .build()
             .map_err(|e| config_error(format!("cannot build http client: {}", e.without_url())))?;
-        let limiter = RateLimiter::direct(quota(config.rate_limit).ok_or_else(|| {
+        let quota = quota(config.rate_limit).ok_or_else(|| {
             config_error("rate_limit must allow at least one request per period".into())
-        })?);
+        })?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let limiter = RateLimiter::direct_with_clock(quota, clock::LimiterClock(clock.clone()));
         Ok(HttpClient {
-            connector: config.id.clone(),
+            connector: config.connector.to_string(),
             base: config.base_url.clone(),
             client,
             auth,
             rate_limit: config.rate_limit,
+            quota,
             limiter,
             policy: RetryPolicy::default(),
             classifier: None,
-            clock: Arc::new(SystemClock),
+            clock,
             extra_headers: HeaderMap::new(),
             send_log: Mutex::new(window::SendLog::new(Some(WindowQuota {
                 requests: config.rate_limit.requests,
@@ -438,8 +469,11 @@ impl HttpClient {
         self
     }
 
-    /// Replaces the clock used for `Retry-After` dates, backoff and rate-limit waits.
+    /// Replaces the clock used for `Retry-After` dates, backoff and rate-limit waits. The rate limiter
+    /// starts afresh on the new clock (this is a build-time setting; nothing has been sent yet).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> HttpClient {
+        self.limiter =
+            RateLimiter::direct_with_clock(self.quota, clock::LimiterClock(clock.clone()));
         self.clock = clock;
         self
     }

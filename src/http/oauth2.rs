@@ -24,8 +24,8 @@ use serde_json::Value;
 
 use super::retry::{default_classify, Classified};
 use super::{excerpt, network_error, Clock, HttpError, RequestTarget};
-use crate::config::{AuthScheme, ConnectorConfig};
 use crate::secrets::ResolvedSecrets;
+use crate::vocab::AuthScheme;
 
 /// A token is renewed this long before its announced expiry, so a request never leaves with a token that
 /// expires in flight.
@@ -114,12 +114,12 @@ impl OAuth2 {
         }
     }
 
-    pub(super) fn from_config(
-        config: &ConnectorConfig,
+    pub(super) fn from_endpoint(
+        config: &super::Endpoint<'_>,
         secrets: &ResolvedSecrets,
     ) -> Result<OAuth2, HttpError> {
         let err = |reason: String| HttpError::Config {
-            connector: config.id.clone(),
+            connector: config.connector.to_string(),
             reason,
         };
         let grant = match config.auth.scheme {

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 
-use crate::config::{AuthConfig, AuthScheme, ConnectorConfig, FieldMap, OAuth2Settings, RateLimit};
-use crate::connector::Role;
+use crate::config::{ConnectorConfig, FieldMap};
+use crate::secrets::{AuthConfig, OAuth2Settings};
 use crate::secrets::{ResolvedSecrets, SecretRef};
+use crate::vocab::Role;
+use crate::vocab::{AuthScheme, RateLimit};
 
 use super::{HttpClient, ManualClock};
 

@@ -10,7 +10,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::testing::{bearer_client, config, secrets};
 use super::*;
-use crate::connector::Role;
+use crate::vocab::Role;
 
 #[tokio::test]
 async fn auth_header_on_every_request_for_each_scheme() {
@@ -585,4 +585,30 @@ async fn a_spent_quota_that_refills_beyond_the_wait_budget_is_rate_limited_at_on
         other => panic!("expected rate limited, got {other:?}"),
     }
     assert!(clock.sleeps().is_empty());
+}
+
+#[tokio::test]
+async fn the_rate_limiter_waits_on_the_injected_clock() {
+    // 2 requests per 10 s: governor spaces them 5 s apart after the burst of 2. Under a manual clock the
+    // third request must wait exactly once for governor (5 s of manual time), not spin through many
+    // instant sleeps while governor's real clock catches up; the rolling window then holds it until the
+    // first send leaves its 10 s window (plus the 2% margin).
+    let server = MockServer::start().await;
+    Mock::given(path("/x"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .expect(3)
+        .mount(&server)
+        .await;
+    let mut c = config("t", Role::Source, &server.uri(), AuthScheme::Bearer);
+    c.rate_limit = RateLimit::per_secs(2, 10);
+    let s = secrets(&mut c, &[("token", "tok_t")]);
+    let clock = super::testing::manual_clock();
+    let client = HttpClient::new(&c, &s).unwrap().with_clock(clock.clone());
+    for _ in 0..3 {
+        client.get_json("/x", &[]).await.unwrap();
+    }
+    assert_eq!(
+        clock.sleeps(),
+        vec![Duration::from_secs(5), Duration::from_millis(5_200)]
+    );
 }

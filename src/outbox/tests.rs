@@ -9,8 +9,8 @@ use chrono::TimeZone as _;
 use tokio::sync::Notify;
 
 use super::*;
-use crate::connector::{AccountRef, BoxFuture, FieldValue, TaskSpec};
 use crate::store::{ProjectRecord, ProjectState};
+use crate::vocab::{AccountRef, BoxFuture, FieldValue, TaskSpec};
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0)

@@ -22,7 +22,11 @@ fn config(limit: Option<OpenLimit>) -> Config {
 }
 
 fn config_with(limit: Option<OpenLimit>, drop: Option<ScoreDrop>) -> Config {
-    let mut c = crate::config::load(Path::new("config/healthsync.toml")).expect("shipped config");
+    let mut c = crate::config::load(
+        Path::new("config/healthsync.toml"),
+        &crate::connector::kinds::catalog(),
+    )
+    .expect("shipped config");
     c.model.playbooks = vec![Playbook {
         id: "overall_red".into(),
         when: Target::Overall,

@@ -18,9 +18,12 @@ fn t(day: u32) -> DateTime<Utc> {
 }
 
 fn model() -> Model {
-    crate::config::load(Path::new("config/healthsync.toml"))
-        .expect("shipped config")
-        .model
+    crate::config::load(
+        Path::new("config/healthsync.toml"),
+        &crate::connector::kinds::catalog(),
+    )
+    .expect("shipped config")
+    .model
 }
 
 fn band(score: f64) -> Band {

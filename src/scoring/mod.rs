@@ -587,6 +587,16 @@ pub struct Distribution {
 }
 
 impl Distribution {
+    /// The counts by band label, as the `/metrics` gauges name them.
+    pub fn by_label(&self) -> [(&'static str, usize); 4] {
+        [
+            ("red", self.red),
+            ("amber", self.amber),
+            ("green", self.green),
+            ("not_scored", self.not_scored),
+        ]
+    }
+
     pub fn of<'a>(scores: impl IntoIterator<Item = &'a AccountScore>) -> Distribution {
         let mut d = Distribution::default();
         for s in scores {

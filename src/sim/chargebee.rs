@@ -316,12 +316,14 @@ async fn list(State(st): State<Arc<SimState>>, Path(resource): Path<String>, uri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AuthScheme, ConnectorConfig};
+    use crate::config::ConnectorConfig;
     use crate::connector::kinds::testkit::drain;
-    use crate::connector::{BuildContext, Built, Role, Source};
+    use crate::connector::{BuildContext, Built, Source};
     use crate::http::testing::{config, secrets};
     use crate::sim::test_support::*;
     use crate::sim::{SimHandle, SimRateLimits, Vendor};
+    use crate::vocab::AuthScheme;
+    use crate::vocab::Role;
 
     fn source(sim: &SimHandle, tweak: impl Fn(&mut ConnectorConfig)) -> Box<dyn Source> {
         let mut cfg = config(
@@ -338,7 +340,7 @@ mod tests {
             "invoices".into(),
         ];
         tweak(&mut cfg);
-        match (crate::connector::kinds::chargebee::SPEC.build)(&BuildContext {
+        match crate::connector::kinds::chargebee::build(&BuildContext {
             connector: &cfg,
             secrets: &s,
         }) {
@@ -376,13 +378,9 @@ mod tests {
             );
         }
         let future = serde_json::json!({"hwm": {"updated_at": "2099-01-01T00:00:00Z", "id": "x"}});
-        let none = drain(
-            src.as_ref(),
-            "invoices",
-            Some(crate::connector::Cursor(future)),
-        )
-        .await
-        .unwrap();
+        let none = drain(src.as_ref(), "invoices", Some(crate::vocab::Cursor(future)))
+            .await
+            .unwrap();
         assert_eq!(none.records.len(), 0);
     }
 

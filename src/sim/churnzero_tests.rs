@@ -2,14 +2,15 @@
 //! item by item, playbook attributes are idempotent, and the three request forms are understood.
 
 use super::*;
-use crate::config::AuthScheme;
-use crate::connector::kinds::churnzero::{parse_params, ChurnZero, SPEC};
+use crate::connector::kinds::churnzero::{build, parse_params, ChurnZero};
 use crate::connector::kinds::sink_testkit::{close_op, num, project_op, set_fields, text, KEY};
-use crate::connector::{BuildContext, Built, Delivered, DeliveryError, Role, Sink, WriteOp};
+use crate::connector::{BuildContext, Built, Delivered, DeliveryError, Sink};
 use crate::http::testing::{config, manual_clock, secrets};
 use crate::http::HttpClient;
 use crate::sim::test_support::{call, client, start_sim, Auth};
 use crate::sim::{SimHandle, SimRateLimits, Vendor};
+use crate::vocab::AuthScheme;
+use crate::vocab::{Role, WriteOp};
 
 fn sink(sim: &SimHandle) -> ChurnZero {
     let mut cfg = config(
@@ -24,7 +25,7 @@ fn sink(sim: &SimHandle) -> ChurnZero {
         connector: &cfg,
         secrets: &s,
     };
-    assert!(matches!((SPEC.build)(&ctx), Ok(Built::Sink(_))));
+    assert!(matches!(build(&ctx), Ok(Built::Sink(_))));
     let clock = manual_clock();
     let http = HttpClient::new(&cfg, &s).unwrap().with_clock(clock.clone());
     ChurnZero::new(http, parse_params(&toml::Table::new()).unwrap(), clock)

@@ -3,14 +3,15 @@
 //! an expired token means one new login, and the login and token checks hold.
 
 use super::*;
-use crate::config::AuthScheme;
-use crate::connector::kinds::clientsuccess::{ClientSuccess, LOGIN, SPEC};
+use crate::connector::kinds::clientsuccess::{build, ClientSuccess, LOGIN};
 use crate::connector::kinds::sink_testkit::{close_op, num, project_op, set_fields, text, KEY};
-use crate::connector::{BuildContext, Built, Delivered, DeliveryError, Role, Sink};
+use crate::connector::{BuildContext, Built, Delivered, DeliveryError, Sink};
 use crate::http::testing::{config, manual_clock, secrets};
 use crate::http::HttpClient;
 use crate::sim::test_support::{call, start_sim, Auth};
 use crate::sim::{SimHandle, SimRateLimits, Vendor};
+use crate::vocab::AuthScheme;
+use crate::vocab::Role;
 
 fn sink(sim: &SimHandle) -> ClientSuccess {
     let mut cfg = config(
@@ -24,7 +25,7 @@ fn sink(sim: &SimHandle) -> ClientSuccess {
         connector: &cfg,
         secrets: &s,
     };
-    assert!(matches!((SPEC.build)(&ctx), Ok(Built::Sink(_))));
+    assert!(matches!(build(&ctx), Ok(Built::Sink(_))));
     let clock = manual_clock();
     let http = HttpClient::new(&cfg, &s)
         .unwrap()

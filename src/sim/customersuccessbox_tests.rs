@@ -3,14 +3,14 @@
 //! forms and the budget behave as documented.
 
 use super::*;
-use crate::config::AuthScheme;
-use crate::connector::kinds::customersuccessbox::{parse_params, CustomerSuccessBox, SPEC};
+use crate::connector::kinds::customersuccessbox::{build, parse_params, CustomerSuccessBox};
 use crate::connector::kinds::sink_testkit::{
     client as http_client, close_op, num, project_op, set_fields, sink_config, text, KEY,
 };
 use crate::connector::{BuildContext, Built, Delivered, DeliveryError, Sink};
 use crate::sim::test_support::{call, start_sim, Auth};
 use crate::sim::{SimHandle, SimRateLimits, Vendor};
+use crate::vocab::AuthScheme;
 
 fn sink(sim: &SimHandle) -> CustomerSuccessBox {
     let (cfg, s) = sink_config(
@@ -24,7 +24,7 @@ fn sink(sim: &SimHandle) -> CustomerSuccessBox {
         connector: &cfg,
         secrets: &s,
     };
-    assert!(matches!((SPEC.build)(&ctx), Ok(Built::Sink(_))));
+    assert!(matches!(build(&ctx), Ok(Built::Sink(_))));
     let (http, clock) = http_client(&cfg, &s, None);
     CustomerSuccessBox::new(http, parse_params(&toml::Table::new()).unwrap(), clock)
 }

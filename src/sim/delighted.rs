@@ -238,12 +238,12 @@ async fn list(State(st): State<Arc<SimState>>, uri: Uri) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AuthScheme;
     use crate::connector::kinds::delighted::Delighted;
     use crate::connector::kinds::support_testkit::{client, run_ok};
     use crate::sim::test_support::{call, now, start_sim, Auth};
     use crate::sim::world::Trajectory;
     use crate::sim::{SimRateLimits, Vendor};
+    use crate::vocab::AuthScheme;
 
     #[test]
     fn scores_follow_the_trajectory() {

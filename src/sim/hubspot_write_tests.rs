@@ -2,14 +2,13 @@
 //! tasks, closing, and what the simulator records.
 
 use super::*;
-use crate::config::AuthScheme;
 use crate::connector::kinds::sink_testkit::{close_op, num, set_fields, text, KEY};
-use crate::connector::{
-    AccountRef, BuildContext, Built, Delivered, DeliveryError, Role, Sink, TaskSpec, WriteOp,
-};
+use crate::connector::{BuildContext, Built, Delivered, DeliveryError, Sink};
 use crate::http::testing::{config, manual_clock, secrets};
 use crate::sim::test_support::{call, start_sim, Auth};
 use crate::sim::{SimHandle, SimRateLimits, Vendor, TOKENS};
+use crate::vocab::AuthScheme;
+use crate::vocab::{AccountRef, Role, TaskSpec, WriteOp};
 
 fn sink(sim: &SimHandle) -> Box<dyn Sink> {
     let mut cfg = config(
@@ -24,7 +23,7 @@ fn sink(sim: &SimHandle) -> Box<dyn Sink> {
         secrets: &secrets,
     };
     assert!(matches!(
-        (crate::connector::kinds::hubspot_sink::SPEC.build)(&ctx),
+        crate::connector::kinds::hubspot_sink::build(&ctx),
         Ok(Built::Sink(_))
     ));
     // The same kind with a manual clock, so due dates are fixed.

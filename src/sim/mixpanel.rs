@@ -209,12 +209,13 @@ async fn export(State(st): State<Arc<SimState>>, uri: Uri) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AuthScheme;
     use crate::connector::kinds::testkit::drain;
-    use crate::connector::{BuildContext, Built, Role, Source};
+    use crate::connector::{BuildContext, Built, Source};
     use crate::http::testing::{config, secrets};
     use crate::sim::test_support::*;
     use crate::sim::{SimRateLimits, Vendor};
+    use crate::vocab::AuthScheme;
+    use crate::vocab::Role;
 
     #[tokio::test]
     async fn the_kind_rolls_up_the_simulated_export_per_account_day() {
@@ -232,14 +233,13 @@ mod tests {
         cfg.params =
             toml::from_str(&format!("project_id = {PROJECT_ID}\nbackfill_days = 3")).unwrap();
         cfg.streams = vec!["daily_activity".into()];
-        let src: Box<dyn Source> =
-            match (crate::connector::kinds::mixpanel::SPEC.build)(&BuildContext {
-                connector: &cfg,
-                secrets: &s,
-            }) {
-                Ok(Built::Source(src)) => src,
-                _ => panic!("mixpanel builds a source"),
-            };
+        let src: Box<dyn Source> = match crate::connector::kinds::mixpanel::build(&BuildContext {
+            connector: &cfg,
+            secrets: &s,
+        }) {
+            Ok(Built::Source(src)) => src,
+            _ => panic!("mixpanel builds a source"),
+        };
         let d = drain(src.as_ref(), "daily_activity", None).await.unwrap();
         assert!(d.pages >= 4 && d.rejected.is_empty(), "{:?}", d.rejected);
         assert!(

@@ -1,7 +1,6 @@
 //! Tests of the simulated Salesforce org, and of the `salesforce` kind syncing from it end to end.
 
 use super::*;
-use crate::config::AuthScheme;
 use crate::connector::kinds::common::LOOKBACK;
 use crate::connector::kinds::testkit::drain;
 use crate::connector::{BuildContext, Built, Source, SourceError};
@@ -9,6 +8,7 @@ use crate::http::testing::oauth2_config_with;
 use crate::http::HttpError;
 use crate::sim::test_support::*;
 use crate::sim::{SimHandle, SimRateLimits, Vendor};
+use crate::vocab::AuthScheme;
 
 fn source(sim: &SimHandle, scheme: AuthScheme) -> Box<dyn Source> {
     let base = sim.base_url(Vendor::Salesforce);
@@ -31,7 +31,7 @@ fn source(sim: &SimHandle, scheme: AuthScheme) -> Box<dyn Source> {
         connector: &cfg,
         secrets: &secrets,
     };
-    match (crate::connector::kinds::salesforce::SPEC.build)(&ctx) {
+    match crate::connector::kinds::salesforce::build(&ctx) {
         Ok(Built::Source(s)) => s,
         _ => panic!("salesforce builds a source"),
     }
@@ -124,13 +124,9 @@ async fn a_future_cursor_yields_nothing_and_the_refresh_grant_works() {
     let sim = start_sim(20, SimRateLimits::unlimited()).await;
     let src = source(&sim, AuthScheme::OAuth2RefreshToken);
     let future = serde_json::json!({"hwm": {"updated_at": "2099-01-01T00:00:00Z", "id": "001"}});
-    let d = drain(
-        src.as_ref(),
-        "cases",
-        Some(crate::connector::Cursor(future)),
-    )
-    .await
-    .unwrap();
+    let d = drain(src.as_ref(), "cases", Some(crate::vocab::Cursor(future)))
+        .await
+        .unwrap();
     assert_eq!((d.records.len(), d.pages), (0, 1));
     assert_eq!(
         d.state().hwm.unwrap().updated_at.to_rfc3339(),

@@ -2,14 +2,15 @@
 //! per-record results, a refused collection resent record by record, idempotent Tasks, closing.
 
 use super::*;
-use crate::config::AuthScheme;
-use crate::connector::kinds::salesforce_sink::{parse_params, SalesforceSink, SPEC};
+use crate::connector::kinds::salesforce_sink::{build, parse_params, SalesforceSink};
 use crate::connector::kinds::sink_testkit::{close_op, num, project_op, set_fields, text, KEY};
-use crate::connector::{BuildContext, Built, Delivered, DeliveryError, Role, Sink, WriteOp};
+use crate::connector::{BuildContext, Built, Delivered, DeliveryError, Sink};
 use crate::http::testing::{manual_clock, oauth2_config_with};
 use crate::http::HttpClient;
 use crate::sim::test_support::start_sim;
 use crate::sim::{SimHandle, SimRateLimits, Vendor};
+use crate::vocab::AuthScheme;
+use crate::vocab::{Role, WriteOp};
 
 const PARAMS: &str = "account_id_field = \"HubSpot_Company_Id__c\"";
 
@@ -28,7 +29,7 @@ fn sink(sim: &SimHandle) -> SalesforceSink {
         connector: &cfg,
         secrets: &secrets,
     };
-    assert!(matches!((SPEC.build)(&ctx), Ok(Built::Sink(_))));
+    assert!(matches!(build(&ctx), Ok(Built::Sink(_))));
     let clock = manual_clock();
     let http = HttpClient::new(&cfg, &secrets)
         .unwrap()

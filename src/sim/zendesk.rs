@@ -386,11 +386,11 @@ async fn ratings(State(st): State<Arc<SimState>>, uri: Uri) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AuthScheme;
     use crate::connector::kinds::support_testkit::{client, run_ok};
     use crate::connector::kinds::zendesk::Zendesk;
     use crate::sim::test_support::{call, start_sim, Auth};
     use crate::sim::{SimRateLimits, Vendor};
+    use crate::vocab::AuthScheme;
 
     #[tokio::test]
     async fn the_kind_syncs_everything_then_only_changes() {

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sled::transaction::TransactionError;
 
-use crate::connector::{Cursor, FieldValue};
+use crate::vocab::{Cursor, FieldValue};
 
 mod index;
 mod outbox;
@@ -57,6 +57,47 @@ pub enum StoreError {
 
 /// One tree's rows as (key with `\0` shown as `/`, value as JSON), from `Store::dump`.
 pub type TreeDump = (String, Vec<(String, serde_json::Value)>);
+
+/// A run-status entry: what the last run of something did. Each has one key in the `runs` tree, built
+/// only here, so the writer (`sync`, `pipeline`) and the readers (`status`, `daemon`, `backtest`) cannot
+/// disagree on its spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKey<'a> {
+    /// A connector's last sync, per stream (`sync::SyncStatus`).
+    Sync(&'a str),
+    /// When a connector last synced every stream without error or interruption.
+    SyncOk(&'a str),
+    /// An export's last run (`book::ExportOutcome`).
+    Export(&'a str),
+    /// The last delivery of the outbox (`outbox::DeliveryReport`).
+    Delivery,
+}
+
+impl std::fmt::Display for RunKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunKey::Sync(c) => write!(f, "sync/{c}"),
+            RunKey::SyncOk(c) => write!(f, "sync_ok/{c}"),
+            RunKey::Export(e) => write!(f, "export/{e}"),
+            RunKey::Delivery => f.write_str("delivery"),
+        }
+    }
+}
+
+/// A process-wide fact kept in the `meta` tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaKey {
+    /// The last scoring run's summary (`book::ScoreSummary`).
+    LastScoreRun,
+}
+
+impl MetaKey {
+    fn name(self) -> &'static str {
+        match self {
+            MetaKey::LastScoreRun => "last_score_run",
+        }
+    }
+}
 
 /// The sled database with its named trees.
 #[derive(Clone)]
@@ -226,14 +267,14 @@ impl Store {
 
     // --- run status ----------------------------------------------------------------------------------
 
-    pub fn put_status<T: Serialize>(&self, name: &str, status: &T) -> Result<(), StoreError> {
-        self.runs.insert(name, to_json(status))?;
+    pub fn put_status<T: Serialize>(&self, key: RunKey<'_>, status: &T) -> Result<(), StoreError> {
+        self.runs.insert(key.to_string(), to_json(status))?;
         Ok(())
     }
 
-    pub fn status<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StoreError> {
+    pub fn status<T: DeserializeOwned>(&self, key: RunKey<'_>) -> Result<Option<T>, StoreError> {
         self.runs
-            .get(name)?
+            .get(key.to_string())?
             .map(|v| from_json("runs", &v))
             .transpose()
     }
@@ -310,14 +351,14 @@ impl Store {
 
     // --- meta ----------------------------------------------------------------------------------------
 
-    pub fn put_meta<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
-        self.meta.insert(name, to_json(value))?;
+    pub fn put_meta<T: Serialize>(&self, key: MetaKey, value: &T) -> Result<(), StoreError> {
+        self.meta.insert(key.name(), to_json(value))?;
         Ok(())
     }
 
-    pub fn meta<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StoreError> {
+    pub fn meta<T: DeserializeOwned>(&self, key: MetaKey) -> Result<Option<T>, StoreError> {
         self.meta
-            .get(name)?
+            .get(key.name())?
             .map(|v| from_json("meta", &v))
             .transpose()
     }
@@ -369,7 +410,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connector::{AccountRef, Record, WriteOp};
+    use crate::vocab::{AccountRef, Record, WriteOp};
     use chrono::{TimeZone, Utc};
     use std::collections::BTreeMap;
 

@@ -8,7 +8,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
 
 use super::{from_json, key, to_json, unwrap_tx, Store, StoreError};
-use crate::connector::WriteOp;
+use crate::vocab::WriteOp;
 
 /// A write waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

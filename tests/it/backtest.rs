@@ -4,6 +4,7 @@
 
 use chrono::{Duration, TimeZone, Utc};
 use healthsync::backtest::{self, BacktestError, BacktestOptions, ScoreSource};
+use healthsync::book::Book;
 use healthsync::config;
 use healthsync::pipeline::Runtime;
 use healthsync::sim::{self, SimOptions, SimRateLimits};
@@ -31,8 +32,9 @@ async fn backtest_reads_the_simulated_churn_and_the_score_predicts_it() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = healthsync::demo::write_config(dir.path(), &sim, &limits).unwrap();
-    let cfg = config::load(&path).unwrap_or_else(|e| panic!("{:?}", e.0));
+    let path = healthsync::cli::demo::write_config(dir.path(), &sim, &limits).unwrap();
+    let cfg = config::load(&path, &healthsync::connector::kinds::catalog())
+        .unwrap_or_else(|e| panic!("{:?}", e.0));
     let store = Store::open(&cfg.daemon.state_dir).unwrap();
     let rt = Runtime::build(cfg.clone(), store.clone());
     let (_tx, shutdown) = watch::channel(false);
@@ -40,10 +42,10 @@ async fn backtest_reads_the_simulated_churn_and_the_score_predicts_it() {
     rt.sync(&ids, &SyncOptions::default(), &shutdown, &|_, _, _| {})
         .await
         .unwrap();
-    rt.backfill(now, 16, &|_, _| {}).unwrap();
+    rt.book().backfill(now, 16, &|_, _| {}).unwrap();
     rt.score(now).unwrap();
 
-    let b = backtest::run(&rt, now, BacktestOptions::default()).unwrap();
+    let b = backtest::run(&rt.book(), now, BacktestOptions::default()).unwrap();
     // Outcomes come from the billing records alone; they must match the simulator's hidden truth: every
     // account whose subscription ended more than the 30-day grace period ago, and no other.
     let truth = sim.world().truth();
@@ -91,7 +93,7 @@ async fn backtest_reads_the_simulated_churn_and_the_score_predicts_it() {
     assert!(s.configured_auc.is_some() && s.suggested_auc.is_some());
 
     // Recomputed from the cached records: the same dates, none stored, and the score still predicts.
-    let r = backtest::run(&rt, now, BacktestOptions { recompute: true }).unwrap();
+    let r = backtest::run(&rt.book(), now, BacktestOptions { recompute: true }).unwrap();
     assert!(r.dates.iter().all(|d| d.source == ScoreSource::Recomputed));
     assert_eq!(r.churn_events, expected);
     assert!(
@@ -102,7 +104,7 @@ async fn backtest_reads_the_simulated_churn_and_the_score_predicts_it() {
 
     // An empty cache is told to sync first, not given a page of empty figures.
     let empty = Runtime::build(cfg.clone(), Store::temporary().unwrap());
-    let err = backtest::run(&empty, now, BacktestOptions::default()).unwrap_err();
+    let err = backtest::run(&empty.book(), now, BacktestOptions::default()).unwrap_err();
     assert!(matches!(err, BacktestError::NoAccounts(_)), "{err}");
     assert!(err.to_string().contains("healthsync sync"), "{err}");
 
@@ -110,7 +112,10 @@ async fn backtest_reads_the_simulated_churn_and_the_score_predicts_it() {
     let mut bare = cfg;
     bare.model.outcomes = None;
     let err = backtest::run(
-        &Runtime::build(bare, store),
+        &Book {
+            config: &bare,
+            store: &store,
+        },
         now,
         BacktestOptions::default(),
     )

@@ -252,7 +252,7 @@ fn page_writer_child() {
                 "writer",
                 "pages",
                 &records,
-                &healthsync::connector::Cursor(serde_json::json!({ "page": page })),
+                &healthsync::vocab::Cursor(serde_json::json!({ "page": page })),
             )
             .unwrap();
         let mut out = stdout.lock();
@@ -265,11 +265,11 @@ const PAGE_WRITER_DIR: &str = "HEALTHSYNC_TEST_PAGE_WRITER_DIR";
 const PAGE_RECORDS: u32 = 200;
 
 /// Record `i` of page `page`: about 1 KB, so that sled's background flushes land inside pages.
-fn page_record(page: u32, i: u32) -> healthsync::connector::Record {
+fn page_record(page: u32, i: u32) -> healthsync::vocab::Record {
     let mut fields = serde_json::Map::new();
     fields.insert("page".into(), page.into());
     fields.insert("padding".into(), "x".repeat(1000).into());
-    healthsync::connector::Record {
+    healthsync::vocab::Record {
         id: format!("{page:06}-{i:03}"),
         updated_at: chrono::DateTime::from_timestamp(1_700_000_000 + i64::from(page), 0).unwrap(),
         account_keys: BTreeMap::new(),
@@ -319,7 +319,7 @@ fn a_cursor_never_survives_without_its_records() {
         let store = Store::open(dir.path()).unwrap();
         let cursor = store.cursor("writer", "pages").unwrap();
         let upto = cursor.map_or(0, |c| c.0["page"].as_u64().unwrap() as u32);
-        let stored: BTreeMap<String, healthsync::connector::Record> = store
+        let stored: BTreeMap<String, healthsync::vocab::Record> = store
             .records("writer", "pages")
             .unwrap()
             .map(|r| r.map(|r| (r.id.clone(), r)))

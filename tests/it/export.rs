@@ -4,8 +4,9 @@
 
 use calamine::{open_workbook, Reader, Xlsx};
 use chrono::{TimeZone, Utc};
+use healthsync::book::ExportOutcome;
 use healthsync::config;
-use healthsync::pipeline::{ExportOutcome, Runtime};
+use healthsync::pipeline::Runtime;
 use healthsync::store::Store;
 
 use crate::support::{run, text, ConfigCopy};
@@ -111,7 +112,8 @@ fn a_scoring_run_records_each_export_and_a_broken_one_does_not_fail_it() {
         );
         c
     };
-    let config = config::load(&c.daemon()).unwrap_or_else(|e| panic!("{:?}", e.0));
+    let config = config::load(&c.daemon(), &healthsync::connector::kinds::catalog())
+        .unwrap_or_else(|e| panic!("{:?}", e.0));
     let state = tempfile::tempdir().unwrap();
     let rt = Runtime::build(config, Store::open(state.path()).unwrap());
     // Sources without their secrets on this machine are not built; both exports are.
@@ -143,7 +145,11 @@ fn a_scoring_run_records_each_export_and_a_broken_one_does_not_fail_it() {
         ]
     );
     // Stored for `status` and the daemon, like a sync's status.
-    let stored: ExportOutcome = rt.store.status("export/file_export").unwrap().unwrap();
+    let stored: ExportOutcome = rt
+        .store
+        .status(healthsync::store::RunKey::Export("file_export"))
+        .unwrap()
+        .unwrap();
     assert_eq!(&stored, good);
     // And `status` reports both, the failure with its reason.
     let report = healthsync::status::collect(&rt.config, &rt.store, &rt.build_errors, now).unwrap();

@@ -35,8 +35,10 @@ async fn hubspot_objects_join_their_companies_and_resync_incrementally() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = healthsync::demo::write_config(dir.path(), &sim, &SimRateLimits::default()).unwrap();
-    let cfg = config::load(&path).unwrap_or_else(|e| panic!("{:?}", e.0));
+    let path =
+        healthsync::cli::demo::write_config(dir.path(), &sim, &SimRateLimits::default()).unwrap();
+    let cfg = config::load(&path, &healthsync::connector::kinds::catalog())
+        .unwrap_or_else(|e| panic!("{:?}", e.0));
     let rt = Runtime::build(cfg, Store::open(&dir.path().join("state")).unwrap());
     let (_tx, shutdown) = watch::channel(false);
     let ids = vec!["hubspot".to_string()];
@@ -149,8 +151,10 @@ async fn stripe_reads_changes_from_events_after_the_first_full_list() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = healthsync::demo::write_config(dir.path(), &sim, &SimRateLimits::default()).unwrap();
-    let cfg = config::load(&path).unwrap_or_else(|e| panic!("{:?}", e.0));
+    let path =
+        healthsync::cli::demo::write_config(dir.path(), &sim, &SimRateLimits::default()).unwrap();
+    let cfg = config::load(&path, &healthsync::connector::kinds::catalog())
+        .unwrap_or_else(|e| panic!("{:?}", e.0));
     let rt = Runtime::build(cfg, Store::open(&dir.path().join("state")).unwrap());
     let (_tx, shutdown) = watch::channel(false);
     let ids = vec!["stripe".to_string()];

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use healthsync::config::{self, Band, Model, RiskKind, StreamRef};
-use healthsync::connector::Record;
 use healthsync::identity;
 use healthsync::scoring::{self, AccountScore};
 use healthsync::sim::{self, SimOptions, SimRateLimits};
 use healthsync::store::Store;
 use healthsync::sync::SyncOptions;
+use healthsync::vocab::Record;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
@@ -56,7 +56,7 @@ fn every_shipped_model_validates() {
 }
 
 fn load_model(copy: &ConfigCopy) -> Model {
-    config::load(&copy.daemon())
+    config::load(&copy.daemon(), &healthsync::connector::kinds::catalog())
         .unwrap_or_else(|e| panic!("{:?}", e.0))
         .model
 }
@@ -244,8 +244,9 @@ async fn every_shipped_model_scores_the_simulator() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = healthsync::demo::write_config(dir.path(), &sim, &limits()).unwrap();
-    let cfg = config::load(&path).unwrap_or_else(|e| panic!("{:?}", e.0));
+    let path = healthsync::cli::demo::write_config(dir.path(), &sim, &limits()).unwrap();
+    let cfg = config::load(&path, &healthsync::connector::kinds::catalog())
+        .unwrap_or_else(|e| panic!("{:?}", e.0));
     let store = Store::open(&cfg.daemon.state_dir).unwrap();
     let rt = healthsync::pipeline::Runtime::build(cfg, store);
     let (_tx, shutdown) = watch::channel(false);
@@ -346,7 +347,7 @@ async fn every_shipped_model_scores_the_simulator() {
                 .writes
                 .iter()
                 .filter_map(|w| match &w.op {
-                    healthsync::connector::WriteOp::CreateProject {
+                    healthsync::vocab::WriteOp::CreateProject {
                         playbook, account, ..
                     } if playbook == "overdue_invoice_call" => Some(account.account_id.as_str()),
                     _ => None,
@@ -543,7 +544,7 @@ async fn explain_tells_input_moves_from_model_changes() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = healthsync::demo::write_config(dir.path(), &sim, &limits()).unwrap();
+    let cfg = healthsync::cli::demo::write_config(dir.path(), &sim, &limits()).unwrap();
     let model_path = dir.path().join("models/starter.toml");
     let shipped = std::fs::read_to_string(
         crate::support::repo().join("config/models/four-relationships.toml"),

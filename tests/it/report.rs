@@ -200,8 +200,9 @@ async fn populated_store(dir: &Path) -> Runtime {
     })
     .await
     .unwrap();
-    let path = healthsync::demo::write_config(dir, &sim, &limits).unwrap();
-    let cfg = config::load(&path).unwrap_or_else(|e| panic!("{:?}", e.0));
+    let path = healthsync::cli::demo::write_config(dir, &sim, &limits).unwrap();
+    let cfg = config::load(&path, &healthsync::connector::kinds::catalog())
+        .unwrap_or_else(|e| panic!("{:?}", e.0));
     let store = Store::open(&cfg.daemon.state_dir).unwrap();
     let rt = Runtime::build(cfg, store);
     let (_tx, shutdown) = watch::channel(false);

@@ -101,9 +101,10 @@ async fn synced(
     };
     let sim = sim::start(opts).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = healthsync::demo::write_config(dir.path(), &sim, &limits).unwrap();
+    let path = healthsync::cli::demo::write_config(dir.path(), &sim, &limits).unwrap();
     swap_sink(dir.path(), &sim, kind, vendor, token);
-    let cfg = config::load(&path).unwrap_or_else(|e| panic!("{:?}", e.0));
+    let cfg = config::load(&path, &healthsync::connector::kinds::catalog())
+        .unwrap_or_else(|e| panic!("{:?}", e.0));
     let store = Store::open(&cfg.daemon.state_dir).unwrap();
     let rt = Runtime::build(cfg, store);
     assert!(rt.build_errors.is_empty(), "{:?}", rt.build_errors);

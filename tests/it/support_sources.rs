@@ -34,8 +34,10 @@ async fn support_and_survey_records_all_join_a_simulated_account() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = healthsync::demo::write_config(dir.path(), &sim, &SimRateLimits::default()).unwrap();
-    let cfg = config::load(&path).unwrap_or_else(|e| panic!("{:?}", e.0));
+    let path =
+        healthsync::cli::demo::write_config(dir.path(), &sim, &SimRateLimits::default()).unwrap();
+    let cfg = config::load(&path, &healthsync::connector::kinds::catalog())
+        .unwrap_or_else(|e| panic!("{:?}", e.0));
     let store = Store::open(&cfg.daemon.state_dir).unwrap();
     let rt = Runtime::build(cfg, store);
     assert!(rt.build_errors.is_empty(), "{:?}", rt.build_errors);
@@ -55,7 +57,7 @@ async fn support_and_survey_records_all_join_a_simulated_account() {
         connector: c.to_string(),
         stream: s.to_string(),
     };
-    let read = |c: &str, s: &str| -> Vec<healthsync::connector::Record> {
+    let read = |c: &str, s: &str| -> Vec<healthsync::vocab::Record> {
         rt.store
             .records(c, s)
             .unwrap()

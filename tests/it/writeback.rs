@@ -53,8 +53,9 @@ async fn a_thousand_red_accounts_open_a_thousand_projects_once() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = healthsync::demo::write_config(dir.path(), &sim, &limits()).unwrap();
-    let mut cfg = config::load(&path).unwrap_or_else(|e| panic!("{:?}", e.0));
+    let path = healthsync::cli::demo::write_config(dir.path(), &sim, &limits()).unwrap();
+    let mut cfg = config::load(&path, &healthsync::connector::kinds::catalog())
+        .unwrap_or_else(|e| panic!("{:?}", e.0));
     cfg.model.playbooks = vec![Playbook {
         id: "overall_red".into(),
         when: Target::Overall,

@@ -9,13 +9,14 @@ use std::path::Path;
 
 use super::{join, resolve_path, valid_id, Diagnostics, SourceFile};
 use crate::config::raw::RawExport;
-use crate::config::ExportConfig;
-use crate::connector::{self, Role};
+use crate::config::{Catalog, ExportConfig, DEFAULT_FILE_STEM};
+use crate::vocab::Role;
 
 pub(super) fn check_export(
     f: &SourceFile,
     raw: RawExport,
     base: &Path,
+    catalog: &Catalog,
     out: &mut Diagnostics,
 ) -> Option<ExportConfig> {
     let before = out.errors.len();
@@ -28,7 +29,7 @@ pub(super) fn check_export(
             ),
         );
     }
-    let spec = connector::kind(raw.kind.get_ref());
+    let spec = catalog.get(raw.kind.get_ref());
     match spec {
         None => f.err(
             out,
@@ -36,12 +37,7 @@ pub(super) fn check_export(
             format!(
                 "unknown connector kind `{}`; export kinds: {}",
                 raw.kind.get_ref(),
-                join(
-                    connector::kinds::KINDS
-                        .iter()
-                        .filter(|k| k.role == Role::Export)
-                        .map(|k| k.name)
-                )
+                join(catalog.names_with_role(Role::Export))
             ),
         ),
         Some(spec) if spec.role != Role::Export => f.err(
@@ -111,7 +107,7 @@ pub(super) fn check_distinct(exports: &[ExportConfig], out: &mut Diagnostics) {
     for e in exports.iter().filter(|e| e.enabled) {
         let stem = match e.params.get("file_stem") {
             Some(toml::Value::String(s)) => s.clone(),
-            _ => crate::connector::kinds::file_export::DEFAULT_FILE_STEM.to_string(),
+            _ => DEFAULT_FILE_STEM.to_string(),
         };
         if let Some((_, _, first)) = seen
             .iter()

@@ -20,25 +20,34 @@ mod rules;
 
 use super::raw::*;
 use super::*;
-use crate::connector::{self, KindSpec, Role};
 use crate::secrets::SecretRef;
+use crate::vocab::{AuthScheme, Role};
 
 /// Loads and validates everything reachable from the daemon config at `path`.
-pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    load_with_model(path, None)
+/// `catalog` is every kind a connector file may name (`connector::kinds::catalog()`).
+pub fn load(path: &Path, catalog: &Catalog) -> Result<Config, ConfigErrors> {
+    load_with_model(path, None, catalog)
 }
 
 /// Like [`load`], with the health model read from `model` instead of the file the config names: a
 /// candidate (shadow) model is validated against the same connectors and field maps.
-pub fn load_with_model(path: &Path, model: Option<&Path>) -> Result<Config, ConfigErrors> {
-    load_inner(path, model, true)
+pub fn load_with_model(
+    path: &Path,
+    model: Option<&Path>,
+    catalog: &Catalog,
+) -> Result<Config, ConfigErrors> {
+    load_inner(path, model, true, catalog)
 }
 
 /// A candidate model for reading only (a backtest): validated against the same sources, but the sinks'
 /// field maps are not held against its categories, and every sink is disabled, so nothing can be written
 /// with a model whose categories the sinks were not set up for.
-pub fn load_for_reading(path: &Path, model: &Path) -> Result<Config, ConfigErrors> {
-    let mut config = load_inner(path, Some(model), false)?;
+pub fn load_for_reading(
+    path: &Path,
+    model: &Path,
+    catalog: &Catalog,
+) -> Result<Config, ConfigErrors> {
+    let mut config = load_inner(path, Some(model), false, catalog)?;
     for c in &mut config.connectors {
         if c.role == Role::Sink {
             c.enabled = false;
@@ -51,6 +60,7 @@ fn load_inner(
     path: &Path,
     model: Option<&Path>,
     check_sink_fields: bool,
+    catalog: &Catalog,
 ) -> Result<Config, ConfigErrors> {
     let mut out = Diagnostics::default();
     let daemon_file = SourceFile::read(path).map_err(|d| ConfigErrors(vec![d]))?;
@@ -86,7 +96,9 @@ fn load_inner(
                     let kind = head.as_ref().and_then(|r| r.kind.as_ref());
                     if let Some(k) = kind.filter(|k| {
                         role != Some("export")
-                            && connector::kind(k.get_ref()).is_some_and(|s| s.role == Role::Export)
+                            && catalog
+                                .get(k.get_ref())
+                                .is_some_and(|s| s.role == Role::Export)
                     }) {
                         f.err(
                             &mut out,
@@ -103,7 +115,7 @@ fn load_inner(
                         match f.parse::<RawExport>() {
                             Ok(raw) => {
                                 if let Some(e) =
-                                    export::check_export(&f, raw, &export_base, &mut out)
+                                    export::check_export(&f, raw, &export_base, catalog, &mut out)
                                 {
                                     exports.push(e);
                                 }
@@ -116,12 +128,14 @@ fn load_inner(
                 match SourceFile::read(&file)
                     .and_then(|f| f.parse::<RawConnector>().map(|r| (f, r)))
                 {
-                    Ok((f, raw)) => match check_connector(&f, raw, &mut out, &mut field_refs) {
-                        Some(c) => connectors.push(c),
-                        None => {
-                            broken.insert(stem(&file));
+                    Ok((f, raw)) => {
+                        match check_connector(&f, raw, catalog, &mut out, &mut field_refs) {
+                            Some(c) => connectors.push(c),
+                            None => {
+                                broken.insert(stem(&file));
+                            }
                         }
-                    },
+                    }
                     Err(d) => {
                         broken.insert(stem(&file));
                         out.push(d)
@@ -463,6 +477,7 @@ fn valid_id(id: &str) -> bool {
 fn check_connector(
     f: &SourceFile,
     raw: RawConnector,
+    catalog: &Catalog,
     out: &mut Diagnostics,
     field_refs: &mut Vec<FieldRef>,
 ) -> Option<ConnectorConfig> {
@@ -481,7 +496,7 @@ fn check_connector(
             ),
         );
     }
-    let spec: Option<&KindSpec> = connector::kind(raw.kind.get_ref());
+    let spec: Option<&KindSpec> = catalog.get(raw.kind.get_ref());
     if spec.is_none() {
         f.err(
             out,
@@ -489,7 +504,7 @@ fn check_connector(
             format!(
                 "unknown connector kind `{}`; known kinds: {}",
                 raw.kind.get_ref(),
-                join(connector::kind_names())
+                join(catalog.iter().map(|k| k.name))
             ),
         );
     }

@@ -13,7 +13,7 @@ use super::rules::{check_outcomes, check_playbook, check_risk};
 use super::{join, Diagnostics, SourceFile};
 use crate::config::raw::*;
 use crate::config::*;
-use crate::connector::Role;
+use crate::vocab::Role;
 
 fn parse_stream_ref(s: &str) -> Option<StreamRef> {
     let (c, st) = s.split_once('.')?;

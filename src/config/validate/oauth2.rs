@@ -7,9 +7,10 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::super::raw::RawAuth;
-use super::super::{AuthScheme, OAuth2Settings};
 use super::{Diagnostics, SourceFile};
+use crate::secrets::OAuth2Settings;
 use crate::secrets::SecretRef;
+use crate::vocab::AuthScheme;
 
 /// The `oauth2_*` keys: required (with file:line) for the OAuth 2.0 schemes, refused for the others.
 pub(super) fn check_oauth2(

@@ -32,12 +32,13 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use super::common::{self, StreamCursor};
-use crate::config::{AuthScheme, RateLimit};
+use crate::config::KindSpec;
 use crate::connector::{
-    BoxFuture, BuildContext, BuildError, Built, Cursor, KindSpec, Page, Record, RejectedRecord,
-    Role, Source, SourceError,
+    BuildContext, BuildError, Built, Page, RejectedRecord, Source, SourceError,
 };
 use crate::http::{retry_after, Classified, HttpClient};
+use crate::vocab::{AuthScheme, RateLimit};
+use crate::vocab::{BoxFuture, Cursor, Record, Role};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "chargebee",
@@ -48,7 +49,7 @@ pub static SPEC: KindSpec = KindSpec {
     // Starter plan and test sites: 150 requests per minute.
     default_rate_limit: RateLimit::per_secs(150, 60),
     validate_params,
-    build,
+    limitations: &[],
 };
 
 const MAX_PAGE: u32 = 100;
@@ -61,7 +62,7 @@ fn validate_params(params: &toml::Table) -> Result<(), String> {
     Ok(())
 }
 
-fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let crm_id_field =
         common::string_param(&ctx.connector.params, "crm_id_field").map_err(|reason| {
             BuildError::Invalid {

@@ -9,13 +9,13 @@ use wiremock::matchers::{header, method, path, query_param, query_param_is_missi
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::*;
-use crate::config::AuthScheme;
 use crate::connector::kinds::testkit::drain;
-use crate::connector::Role;
 use crate::http::testing::{
     assert_every_request_carries, config, manual_clock, secrets, Fault, FaultProxy, FAULT_TIMEOUT,
 };
 use crate::http::{HttpError, ManualClock};
+use crate::vocab::AuthScheme;
+use crate::vocab::Role;
 
 /// `Authorization` for API key `test_cbkey` with an empty password.
 const BASIC: &str = "Basic dGVzdF9jYmtleTo=";

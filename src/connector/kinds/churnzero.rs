@@ -40,12 +40,11 @@ use serde_json::{json, Map, Value};
 
 use super::common;
 use super::sink_support::{self, Errors, FieldWrite};
-use crate::config::{AuthScheme, RateLimit};
-use crate::connector::{
-    AccountRef, BoxFuture, BuildContext, BuildError, Built, Delivered, DeliveryError, KindSpec,
-    Role, Sink, TaskSpec, WriteOp,
-};
+use crate::config::KindSpec;
+use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError, Sink};
 use crate::http::{Call, Clock, HttpClient, HttpError, SystemClock};
+use crate::vocab::{AccountRef, BoxFuture, Role, TaskSpec, WriteOp};
+use crate::vocab::{AuthScheme, RateLimit};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "churnzero",
@@ -56,7 +55,10 @@ pub static SPEC: KindSpec = KindSpec {
     // Not published for the push API; ChurnZero's read API allows about 200 per minute.
     default_rate_limit: RateLimit::per_secs(200, 60),
     validate_params,
-    build,
+    limitations: &[
+            "the push API cannot create tasks: a playbook sets account attributes a ChurnZero Play can act on",
+            "it answers 200 to everything: unknown accounts and attribute names are not reported back",
+        ],
 };
 
 /// Accounts per JSON-array call (assumed; ChurnZero documents no maximum).
@@ -90,7 +92,7 @@ fn validate_params(params: &toml::Table) -> Result<(), String> {
     parse_params(params).map(|_| ())
 }
 
-fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let params = parse_params(&ctx.connector.params).map_err(|reason| BuildError::Invalid {
         connector: ctx.connector.id.clone(),
         reason,
@@ -163,7 +165,7 @@ impl ChurnZero {
     }
 
     fn field_attrs(
-        fields: &std::collections::BTreeMap<String, crate::connector::FieldValue>,
+        fields: &std::collections::BTreeMap<String, crate::vocab::FieldValue>,
     ) -> Vec<(String, String)> {
         fields
             .iter()

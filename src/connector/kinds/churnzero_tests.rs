@@ -3,9 +3,9 @@
 
 use super::*;
 use crate::connector::kinds::sink_testkit::*;
-use crate::connector::FieldValue;
 use crate::http::testing::{config, manual_clock, secrets};
 use crate::http::ManualClock;
+use crate::vocab::FieldValue;
 use wiremock::matchers::{body_json, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

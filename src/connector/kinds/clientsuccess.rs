@@ -41,12 +41,11 @@ use serde_json::{json, Map, Value};
 
 use super::common;
 use super::sink_support::{self, Errors};
-use crate::config::{AuthScheme, RateLimit};
-use crate::connector::{
-    AccountRef, BoxFuture, BuildContext, BuildError, Built, Delivered, DeliveryError, FieldValue,
-    KindSpec, Role, Sink, TaskSpec, WriteOp,
-};
+use crate::config::KindSpec;
+use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError, Sink};
 use crate::http::{encode_segment, Call, Clock, HttpClient, HttpError, LoginSpec, SystemClock};
+use crate::vocab::{AccountRef, BoxFuture, FieldValue, Role, TaskSpec, WriteOp};
+use crate::vocab::{AuthScheme, RateLimit};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "clientsuccess",
@@ -57,7 +56,10 @@ pub static SPEC: KindSpec = KindSpec {
     // ClientSuccess publishes no limit; assumed.
     default_rate_limit: RateLimit::per_secs(300, 60),
     validate_params,
-    build,
+    limitations: &[
+            "ClientSuccess's Open API has no projects: each playbook task is a to-do on the client, found again by a key in its name",
+            "recovery completes the to-dos; no closing note is written, and to-dos are not assigned to the account owner",
+        ],
 };
 
 /// ClientSuccess's login: the token comes back bare in `Authorization`.
@@ -70,7 +72,7 @@ fn validate_params(params: &toml::Table) -> Result<(), String> {
     common::check_keys(params, &[])
 }
 
-fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     validate_params(&ctx.connector.params).map_err(|reason| BuildError::Invalid {
         connector: ctx.connector.id.clone(),
         reason,

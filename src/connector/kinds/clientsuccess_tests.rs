@@ -25,7 +25,7 @@ fn sink(server: &MockServer) -> (ClientSuccess, Arc<ManualClock>) {
         connector: &cfg,
         secrets: &s,
     };
-    assert!(matches!((SPEC.build)(&ctx), Ok(Built::Sink(_))));
+    assert!(matches!(build(&ctx), Ok(Built::Sink(_))));
     let clock = manual_clock();
     let http = HttpClient::new(&cfg, &s)
         .unwrap()
@@ -390,7 +390,7 @@ fn a_connector_without_a_password_cannot_log_in() {
         connector: &cfg,
         secrets: &s,
     };
-    match (SPEC.build)(&ctx) {
+    match build(&ctx) {
         Err(e) => assert!(e.to_string().contains("`password`"), "{e}"),
         Ok(_) => panic!("built without a password"),
     }

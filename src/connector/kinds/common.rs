@@ -14,7 +14,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::connector::{Cursor, Page, Record, RejectedRecord, SourceError};
+use crate::connector::{Page, RejectedRecord, SourceError};
+use crate::vocab::{Cursor, Record};
 
 /// How far before the last high-water mark an incremental run starts, to absorb clock skew and records
 /// committed late on the vendor's side. Upserts by id make the re-read harmless.

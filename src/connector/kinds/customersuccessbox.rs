@@ -36,12 +36,11 @@ use serde_json::{json, Map, Value};
 
 use super::common;
 use super::sink_support::{self, Errors};
-use crate::config::{AuthScheme, RateLimit};
-use crate::connector::{
-    AccountRef, BoxFuture, BuildContext, BuildError, Built, Delivered, DeliveryError, FieldValue,
-    KindSpec, Role, Sink, TaskSpec, WriteOp,
-};
+use crate::config::KindSpec;
+use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError, Sink};
 use crate::http::{Call, Clock, HttpClient, SystemClock};
+use crate::vocab::{AccountRef, BoxFuture, FieldValue, Role, TaskSpec, WriteOp};
+use crate::vocab::{AuthScheme, RateLimit};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "customersuccessbox",
@@ -52,7 +51,10 @@ pub static SPEC: KindSpec = KindSpec {
     // Not found in the docs; assumed.
     default_rate_limit: RateLimit::per_secs(600, 60),
     validate_params,
-    build,
+    limitations: &[
+            "the HTTP server API offers no tasks: a playbook sets account attributes (name and task list) that a CustomerSuccessBox playbook or alert can act on",
+            "account pushes are upserts: an unknown account id creates an account rather than being refused",
+        ],
 };
 
 const PARAM_KEYS: &[&str] = &["playbook_attribute_prefix"];
@@ -74,7 +76,7 @@ fn validate_params(params: &toml::Table) -> Result<(), String> {
     parse_params(params).map(|_| ())
 }
 
-fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let params = parse_params(&ctx.connector.params).map_err(|reason| BuildError::Invalid {
         connector: ctx.connector.id.clone(),
         reason,

@@ -23,7 +23,7 @@ fn sink(server: &MockServer) -> (CustomerSuccessBox, Arc<ManualClock>) {
         connector: &cfg,
         secrets: &s,
     };
-    assert!(matches!((SPEC.build)(&ctx), Ok(Built::Sink(_))));
+    assert!(matches!(build(&ctx), Ok(Built::Sink(_))));
     let (http, clock) = client(&cfg, &s, None);
     let params = parse_params(&toml::Table::new()).unwrap();
     (CustomerSuccessBox::new(http, params, clock.clone()), clock)

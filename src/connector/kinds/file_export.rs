@@ -18,10 +18,9 @@ mod xlsx;
 
 use std::path::PathBuf;
 
-use super::super::{
-    BuildContext, BuildError, Built, Export, ExportError, ExportRun, KindSpec, Role,
-};
-use crate::config::{ExportConfig, RateLimit};
+use super::super::{BuildContext, BuildError, Built, Export, ExportError, ExportRun};
+use crate::config::{ExportConfig, KindSpec, DEFAULT_FILE_STEM};
+use crate::vocab::{RateLimit, Role};
 
 pub use files::probe_directory;
 pub use table::{history_columns, Cell, Table};
@@ -35,7 +34,7 @@ pub static SPEC: KindSpec = KindSpec {
     // Unused: an export makes no HTTP calls.
     default_rate_limit: RateLimit::per_secs(1, 1),
     validate_params,
-    build: build_as_connector,
+    limitations: &[],
 };
 
 const PARAM_KEYS: &[&str] = &[
@@ -47,8 +46,6 @@ const PARAM_KEYS: &[&str] = &[
     "history_days",
 ];
 
-/// File names start with this when the file does not say.
-pub const DEFAULT_FILE_STEM: &str = "healthsync-scores";
 /// Timestamped copies kept when the file does not say.
 pub const DEFAULT_KEEP: usize = 7;
 /// Days of history on the workbook's History sheet when the file does not say. The sheet is what costs
@@ -194,7 +191,7 @@ fn validate_params(params: &toml::Table) -> Result<(), String> {
 
 /// Exports are built by `kinds::build_export` from an `ExportConfig`; this entry only answers a file that
 /// declared `file_export` with another role.
-fn build_as_connector(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+pub fn build_as_connector(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     Err(BuildError::Invalid {
         connector: ctx.connector.id.clone(),
         reason: "file_export is an export: give its file role = \"export\"".into(),

@@ -29,12 +29,13 @@ use reqwest::{Method, Url};
 use serde_json::Value;
 
 use super::common::{self, StreamCursor};
-use crate::config::{AuthScheme, RateLimit};
+use crate::config::KindSpec;
 use crate::connector::{
-    BoxFuture, BuildContext, BuildError, Built, Cursor, KindSpec, Page, Record, RejectedRecord,
-    Role, Source, SourceError,
+    BuildContext, BuildError, Built, Page, RejectedRecord, Source, SourceError,
 };
 use crate::http::{Call, HttpClient};
+use crate::vocab::{AuthScheme, RateLimit};
+use crate::vocab::{BoxFuture, Cursor, Record, Role};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "freshdesk",
@@ -45,7 +46,7 @@ pub static SPEC: KindSpec = KindSpec {
     // The smallest current per-minute plan (Growth); Pro 400, Enterprise 700.
     default_rate_limit: RateLimit::per_secs(100, 60),
     validate_params,
-    build,
+    limitations: &[],
 };
 
 const MAX_PAGE: u32 = 100;
@@ -56,7 +57,7 @@ fn validate_params(params: &toml::Table) -> Result<(), String> {
     common::check_keys(params, &[])
 }
 
-fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let http = HttpClient::new(ctx.connector, ctx.secrets)?;
     Ok(Built::Source(Box::new(Freshdesk::new(
         http,

@@ -42,12 +42,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::common;
-use crate::config::{AuthScheme, RateLimit};
-use crate::connector::{
-    AccountRef, BoxFuture, BuildContext, BuildError, Built, Delivered, DeliveryError, KindSpec,
-    Role, Sink, TaskSpec, WriteOp,
-};
+use crate::config::KindSpec;
+use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError, Sink};
 use crate::http::{Call, Clock, HttpClient, SystemClock};
+use crate::vocab::{AccountRef, BoxFuture, Role, TaskSpec, WriteOp};
+use crate::vocab::{AuthScheme, RateLimit};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "gainsight",
@@ -58,7 +57,7 @@ pub static SPEC: KindSpec = KindSpec {
     // Recommended synchronous limit: 100 calls per minute (and 50,000 per day) per tenant.
     default_rate_limit: RateLimit::per_secs(100, 60),
     validate_params,
-    build,
+    limitations: &["Cockpit tasks are not created through the API: a CTA's tasks are a checklist in its comments"],
 };
 
 /// Records per Company API call.
@@ -112,7 +111,7 @@ fn validate_params(params: &toml::Table) -> Result<(), String> {
     Settings::from_params(params).map(|_| ())
 }
 
-fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let settings =
         Settings::from_params(&ctx.connector.params).map_err(|reason| BuildError::Invalid {
             connector: ctx.connector.id.clone(),

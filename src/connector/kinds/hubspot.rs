@@ -29,12 +29,13 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::common::{self, RunState, StreamCursor};
-use crate::config::{AuthScheme, RateLimit};
+use crate::config::KindSpec;
 use crate::connector::{
-    BoxFuture, BuildContext, BuildError, Built, Cursor, KindSpec, Page, Record, RejectedRecord,
-    Role, Source, SourceError,
+    BuildContext, BuildError, Built, Page, RejectedRecord, Source, SourceError,
 };
 use crate::http::{Call, Classified, HttpClient, WindowQuota};
+use crate::vocab::{AuthScheme, RateLimit};
+use crate::vocab::{BoxFuture, Cursor, Record, Role};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "hubspot",
@@ -54,7 +55,7 @@ pub static SPEC: KindSpec = KindSpec {
     // Private apps on Free/Starter: 100 requests per 10 s (Pro/Enterprise 190).
     default_rate_limit: RateLimit::per_secs(100, 10),
     validate_params,
-    build,
+    limitations: &[],
 };
 
 const PARAM_KEYS: &[&str] = &["properties"];
@@ -69,7 +70,7 @@ fn validate_params(params: &toml::Table) -> Result<(), String> {
     Ok(())
 }
 
-fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let extra = common::string_list(&ctx.connector.params, "properties")
         .map_err(|reason| BuildError::Invalid {
             connector: ctx.connector.id.clone(),

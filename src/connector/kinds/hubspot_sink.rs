@@ -45,12 +45,11 @@ use serde_json::{json, Map, Value};
 
 use super::common;
 use super::sink_support::{self, Errors};
-use crate::config::{AuthScheme, RateLimit};
-use crate::connector::{
-    AccountRef, BoxFuture, BuildContext, BuildError, Built, Delivered, DeliveryError, FieldValue,
-    KindSpec, Role, Sink, TaskSpec, WriteOp,
-};
+use crate::config::KindSpec;
+use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError, Sink};
 use crate::http::{encode_segment, Call, Clock, HttpClient, SystemClock};
+use crate::vocab::{AccountRef, BoxFuture, FieldValue, Role, TaskSpec, WriteOp};
+use crate::vocab::{AuthScheme, RateLimit};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "hubspot_sink",
@@ -62,7 +61,10 @@ pub static SPEC: KindSpec = KindSpec {
     // Private apps on Free/Starter: 100 requests per 10 s (Pro/Enterprise 190).
     default_rate_limit: RateLimit::per_secs(100, 10),
     validate_params,
-    build,
+    limitations: &[
+            "HubSpot has no projects: each playbook task is a task on the company, found again by a key in its subject",
+            "recovery completes the tasks; no closing note is written",
+        ],
 };
 
 /// HubSpot's batch update takes at most 100 inputs.
@@ -79,7 +81,7 @@ fn validate_params(params: &toml::Table) -> Result<(), String> {
     common::owner_map(params).map(|_| ())
 }
 
-fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let http = HttpClient::new(ctx.connector, ctx.secrets)?
         .with_classifier(super::hubspot::classify)
         .with_quota_reader(super::hubspot::quota);

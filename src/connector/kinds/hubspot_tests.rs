@@ -797,8 +797,8 @@ async fn resumes_from_every_checkpoint() {
 
 #[tokio::test]
 async fn a_public_app_refreshes_its_oauth_token_on_a_401_and_sends_the_new_one() {
-    use crate::config::AuthScheme;
     use crate::http::testing::oauth2_config;
+    use crate::vocab::AuthScheme;
     use wiremock::matchers::body_string_contains;
 
     let server = MockServer::start().await;

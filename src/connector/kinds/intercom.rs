@@ -35,12 +35,13 @@ use serde_json::{json, Value};
 
 use super::common::{self, StreamCursor};
 use super::quota_pause::{header_u64, QuotaPause};
-use crate::config::{AuthScheme, RateLimit};
+use crate::config::KindSpec;
 use crate::connector::{
-    BoxFuture, BuildContext, BuildError, Built, Cursor, KindSpec, Page, Record, RejectedRecord,
-    Role, Source, SourceError,
+    BuildContext, BuildError, Built, Page, RejectedRecord, Source, SourceError,
 };
 use crate::http::{retry_after, Call, Classified, HttpClient};
+use crate::vocab::{AuthScheme, RateLimit};
+use crate::vocab::{BoxFuture, Cursor, Record, Role};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "intercom",
@@ -51,7 +52,7 @@ pub static SPEC: KindSpec = KindSpec {
     // 10,000 calls per minute per app, enforced in 10-second slices.
     default_rate_limit: RateLimit::per_secs(1666, 10),
     validate_params,
-    build,
+    limitations: &[],
 };
 
 pub const API_VERSION: &str = "2.14";
@@ -63,7 +64,7 @@ fn validate_params(params: &toml::Table) -> Result<(), String> {
     common::check_keys(params, &[])
 }
 
-fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let http = HttpClient::new(ctx.connector, ctx.secrets)?;
     Ok(Built::Source(Box::new(Intercom::new(
         http,

@@ -41,12 +41,13 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::common::{self, Mark, StreamCursor};
-use crate::config::{AuthScheme, RateLimit};
+use crate::config::KindSpec;
 use crate::connector::{
-    BoxFuture, BuildContext, BuildError, Built, Cursor, KindSpec, Page, Record, RejectedRecord,
-    Role, Source, SourceError,
+    BuildContext, BuildError, Built, Page, RejectedRecord, Source, SourceError,
 };
 use crate::http::{retry_after, Call, Classified, HttpClient, HttpError};
+use crate::vocab::{AuthScheme, RateLimit};
+use crate::vocab::{BoxFuture, Cursor, Record, Role};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "mixpanel",
@@ -57,7 +58,7 @@ pub static SPEC: KindSpec = KindSpec {
     // The export API allows 60 queries per hour.
     default_rate_limit: RateLimit::per_secs(60, 3600),
     validate_params,
-    build,
+    limitations: &[],
 };
 
 /// Days before the last stored day that a run re-reads, for events Mixpanel ingests late.
@@ -112,7 +113,7 @@ fn validate_params(params: &toml::Table) -> Result<(), String> {
     parse_params(params).map(|_| ())
 }
 
-fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let params = parse_params(&ctx.connector.params).map_err(|reason| BuildError::Invalid {
         connector: ctx.connector.id.clone(),
         reason,

@@ -8,11 +8,11 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::*;
 use crate::connector::kinds::testkit::drain;
-use crate::connector::Role;
 use crate::http::testing::{
     assert_every_request_carries, config, manual_clock, secrets, Fault, FaultProxy, FAULT_TIMEOUT,
 };
 use crate::http::{HttpError, ManualClock};
+use crate::vocab::Role;
 
 /// `Authorization` for project secret `mp_secret_test` with an empty password.
 const BASIC: &str = "Basic bXBfc2VjcmV0X3Rlc3Q6";

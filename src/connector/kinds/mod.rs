@@ -1,8 +1,10 @@
-//! The one explicit list of connector kinds. Adding a kind means adding its module here and its spec to
-//! `KINDS`; an unknown kind in a connector file is answered with the names in this list. `common` holds
+//! The one explicit list of connector kinds. Adding a kind means adding its module here and one line to
+//! `KINDS` (its catalog entry and its factory); an unknown kind in a connector file is answered with the
+//! names in this list, which reaches `config::load` as [`catalog`]. `common` holds
 //! what the kinds share (the incremental cursor, params checks); it is not a kind.
 
-use super::KindSpec;
+use super::Kind;
+use crate::config::Catalog;
 
 pub mod chargebee;
 pub mod churnzero;
@@ -35,28 +37,34 @@ pub mod vitally;
 pub mod zendesk;
 
 /// Every kind healthsync can build, sources first.
-pub static KINDS: &[&KindSpec] = &[
-    &hubspot::SPEC,
-    &salesforce::SPEC,
-    &chargebee::SPEC,
-    &mixpanel::SPEC,
-    &stripe::SPEC,
-    &usage_feed::SPEC,
-    &zendesk::SPEC,
-    &intercom::SPEC,
-    &freshdesk::SPEC,
-    &delighted::SPEC,
-    &vitally::SPEC,
-    &planhat::SPEC,
-    &gainsight::SPEC,
-    &totango::SPEC,
-    &hubspot_sink::SPEC,
-    &salesforce_sink::SPEC,
-    &churnzero::SPEC,
-    &clientsuccess::SPEC,
-    &customersuccessbox::SPEC,
-    &file_export::SPEC,
+#[rustfmt::skip]
+pub static KINDS: &[Kind] = &[
+    Kind { spec: &hubspot::SPEC, build: hubspot::build },
+    Kind { spec: &salesforce::SPEC, build: salesforce::build },
+    Kind { spec: &chargebee::SPEC, build: chargebee::build },
+    Kind { spec: &mixpanel::SPEC, build: mixpanel::build },
+    Kind { spec: &stripe::SPEC, build: stripe::build },
+    Kind { spec: &usage_feed::SPEC, build: usage_feed::build },
+    Kind { spec: &zendesk::SPEC, build: zendesk::build },
+    Kind { spec: &intercom::SPEC, build: intercom::build },
+    Kind { spec: &freshdesk::SPEC, build: freshdesk::build },
+    Kind { spec: &delighted::SPEC, build: delighted::build },
+    Kind { spec: &vitally::SPEC, build: vitally::build },
+    Kind { spec: &planhat::SPEC, build: planhat::build },
+    Kind { spec: &gainsight::SPEC, build: gainsight::build },
+    Kind { spec: &totango::SPEC, build: totango::build },
+    Kind { spec: &hubspot_sink::SPEC, build: hubspot_sink::build },
+    Kind { spec: &salesforce_sink::SPEC, build: salesforce_sink::build },
+    Kind { spec: &churnzero::SPEC, build: churnzero::build },
+    Kind { spec: &clientsuccess::SPEC, build: clientsuccess::build },
+    Kind { spec: &customersuccessbox::SPEC, build: customersuccessbox::build },
+    Kind { spec: &file_export::SPEC, build: file_export::build_as_connector },
 ];
+
+/// The catalog `config::load` validates connector files against: every kind's spec, in `KINDS` order.
+pub fn catalog() -> Catalog {
+    Catalog::new(KINDS.iter().map(|k| k.spec))
+}
 
 /// Builds an export instance (role `export`). Exports have no base URL, auth or HTTP client, so they are
 /// not built through `KindSpec::build` (whose context is an HTTP connector's config) but here, by kind.
@@ -72,55 +80,18 @@ pub fn build_export(
     }
 }
 
-/// What a sink kind's platform cannot do through its API, and the nearest thing healthsync does instead.
-/// `healthsync validate` prints these for every enabled sink, so an admin learns them before a CSM does;
-/// each kind's module doc has the details.
-pub fn limitations(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "vitally" => &["projects cannot be completed through the API: recovery adds a closing note to the account"],
-        "planhat" => &["recovery ends the project (end date); its tasks stay open for the CSM"],
-        "gainsight" => &["Cockpit tasks are not created through the API: a CTA's tasks are a checklist in its comments"],
-        "totango" => &[
-            "attributes are not confirmed and unknown accounts are created, not refused",
-            "tasks return no id, so recovery adds a closing touchpoint instead of closing them",
-        ],
-        "hubspot_sink" => &[
-            "HubSpot has no projects: each playbook task is a task on the company, found again by a key in its subject",
-            "recovery completes the tasks; no closing note is written",
-        ],
-        "salesforce_sink" => &["duplicate-free task creation needs a unique External ID field on Task (`key_field`)"],
-        "churnzero" => &[
-            "the push API cannot create tasks: a playbook sets account attributes a ChurnZero Play can act on",
-            "it answers 200 to everything: unknown accounts and attribute names are not reported back",
-        ],
-        "clientsuccess" => &[
-            "ClientSuccess's Open API has no projects: each playbook task is a to-do on the client, found again by a key in its name",
-            "recovery completes the to-dos; no closing note is written, and to-dos are not assigned to the account owner",
-        ],
-        "customersuccessbox" => &[
-            "the HTTP server API offers no tasks: a playbook sets account attributes (name and task list) that a CustomerSuccessBox playbook or alert can act on",
-            "account pushes are upserts: an unknown account id creates an account rather than being refused",
-        ],
-        _ => &[],
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connector::Role;
+    use crate::vocab::Role;
 
     #[test]
     fn every_sink_kind_states_what_its_platform_cannot_do() {
-        for k in KINDS {
+        for k in KINDS.iter().map(|k| k.spec) {
             match k.role {
-                Role::Sink => assert!(
-                    !limitations(k.name).is_empty(),
-                    "{} lists no limitation",
-                    k.name
-                ),
-                Role::Source => assert!(limitations(k.name).is_empty(), "{} is a source", k.name),
-                Role::Export => assert!(limitations(k.name).is_empty(), "{} is an export", k.name),
+                Role::Sink => assert!(!k.limitations.is_empty(), "{} lists no limitation", k.name),
+                Role::Source => assert!(k.limitations.is_empty(), "{} is a source", k.name),
+                Role::Export => assert!(k.limitations.is_empty(), "{} is an export", k.name),
             }
         }
     }

@@ -42,12 +42,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::common;
-use crate::config::{AuthScheme, RateLimit};
-use crate::connector::{
-    AccountRef, BoxFuture, BuildContext, BuildError, Built, Delivered, DeliveryError, FieldValue,
-    KindSpec, Role, Sink, TaskSpec, WriteOp,
-};
+use crate::config::KindSpec;
+use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError, Sink};
 use crate::http::{encode_segment, Call, Clock, HttpClient, SystemClock};
+use crate::vocab::{AccountRef, BoxFuture, FieldValue, Role, TaskSpec, WriteOp};
+use crate::vocab::{AuthScheme, RateLimit};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "planhat",
@@ -58,7 +57,7 @@ pub static SPEC: KindSpec = KindSpec {
     // Planhat's quota (soft limit) is 200 calls per minute per tenant.
     default_rate_limit: RateLimit::per_secs(200, 60),
     validate_params,
-    build,
+    limitations: &["recovery ends the project (end date); its tasks stay open for the CSM"],
 };
 
 /// Items per `PUT /companies` call (Planhat's bulk upsert limit).
@@ -68,7 +67,7 @@ fn validate_params(params: &toml::Table) -> Result<(), String> {
     common::check_keys(params, &[])
 }
 
-fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let http = HttpClient::new(ctx.connector, ctx.secrets)?;
     Ok(Built::Sink(Box::new(Planhat::new(
         http,

@@ -36,12 +36,13 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use super::common::{self, RunState, StreamCursor};
-use crate::config::{AuthScheme, RateLimit};
+use crate::config::KindSpec;
 use crate::connector::{
-    BoxFuture, BuildContext, BuildError, Built, Cursor, KindSpec, Page, Record, RejectedRecord,
-    Role, Source, SourceError,
+    BuildContext, BuildError, Built, Page, RejectedRecord, Source, SourceError,
 };
 use crate::http::{Call, Classified, HttpClient, HttpError};
+use crate::vocab::{AuthScheme, RateLimit};
+use crate::vocab::{BoxFuture, Cursor, Record, Role};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "salesforce",
@@ -69,7 +70,7 @@ pub static SPEC: KindSpec = KindSpec {
     // The binding quota is the org's daily allocation (Sforce-Limit-Info); this only smooths bursts.
     default_rate_limit: RateLimit::per_secs(25, 1),
     validate_params,
-    build,
+    limitations: &[],
 };
 
 const PARAM_KEYS: &[&str] = &[
@@ -266,7 +267,7 @@ fn validate_params(params: &toml::Table) -> Result<(), String> {
     parse_params(params).map(|_| ())
 }
 
-fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let params = parse_params(&ctx.connector.params).map_err(|reason| BuildError::Invalid {
         connector: ctx.connector.id.clone(),
         reason,

@@ -46,12 +46,11 @@ use serde_json::{json, Map, Value};
 use super::common;
 use super::salesforce::{api_usage, is_api_version, is_field_name, DEFAULT_API_VERSION};
 use super::sink_support::{self, Errors};
-use crate::config::{AuthScheme, RateLimit};
-use crate::connector::{
-    AccountRef, BoxFuture, BuildContext, BuildError, Built, Delivered, DeliveryError, FieldValue,
-    KindSpec, Role, Sink, TaskSpec, WriteOp,
-};
+use crate::config::KindSpec;
+use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError, Sink};
 use crate::http::{encode_segment, Call, Clock, HttpClient, JsonResponse, SystemClock};
+use crate::vocab::{AccountRef, BoxFuture, FieldValue, Role, TaskSpec, WriteOp};
+use crate::vocab::{AuthScheme, RateLimit};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "salesforce_sink",
@@ -65,7 +64,9 @@ pub static SPEC: KindSpec = KindSpec {
     // The binding quota is the org's daily allocation (Sforce-Limit-Info); this only smooths bursts.
     default_rate_limit: RateLimit::per_secs(25, 1),
     validate_params,
-    build,
+    limitations: &[
+        "duplicate-free task creation needs a unique External ID field on Task (`key_field`)",
+    ],
 };
 
 /// sObject Collections take at most 200 records per request.
@@ -119,7 +120,7 @@ fn validate_params(params: &toml::Table) -> Result<(), String> {
     parse_params(params).map(|_| ())
 }
 
-fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let params = parse_params(&ctx.connector.params).map_err(|reason| BuildError::Invalid {
         connector: ctx.connector.id.clone(),
         reason,

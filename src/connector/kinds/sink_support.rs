@@ -8,8 +8,9 @@ use std::future::Future;
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
 
-use crate::connector::{AccountRef, Delivered, DeliveryError, FieldValue, Sink, TaskSpec, WriteOp};
+use crate::connector::{Delivered, DeliveryError, Sink};
 use crate::http::Clock;
+use crate::vocab::{AccountRef, FieldValue, TaskSpec, WriteOp};
 
 /// One `SetFields` write, borrowed: the account and its mapped fields.
 pub type FieldWrite<'a> = (&'a AccountRef, &'a BTreeMap<String, FieldValue>);

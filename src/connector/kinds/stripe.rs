@@ -28,12 +28,13 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use super::common::{self, Mark, StreamCursor};
-use crate::config::{AuthScheme, RateLimit};
+use crate::config::KindSpec;
 use crate::connector::{
-    BoxFuture, BuildContext, BuildError, Built, Cursor, KindSpec, Page, Record, RejectedRecord,
-    Role, Source, SourceError,
+    BuildContext, BuildError, Built, Page, RejectedRecord, Source, SourceError,
 };
 use crate::http::{Classified, HttpClient};
+use crate::vocab::{AuthScheme, RateLimit};
+use crate::vocab::{BoxFuture, Cursor, Record, Role};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "stripe",
@@ -44,7 +45,7 @@ pub static SPEC: KindSpec = KindSpec {
     // Most endpoints: 25 requests per second each (sandbox: 25/s globally).
     default_rate_limit: RateLimit::per_secs(25, 1),
     validate_params,
-    build,
+    limitations: &[],
 };
 
 const PARAM_KEYS: &[&str] = &["crm_id_metadata_key"];
@@ -59,7 +60,7 @@ fn validate_params(params: &toml::Table) -> Result<(), String> {
     Ok(())
 }
 
-fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let crm_key = common::string_param(&ctx.connector.params, "crm_id_metadata_key")
         .map_err(|reason| BuildError::Invalid {
             connector: ctx.connector.id.clone(),

@@ -10,10 +10,12 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use wiremock::MockServer;
 
-use crate::config::{AuthScheme, ConnectorConfig};
-use crate::connector::{Cursor, Page, Record, RejectedRecord, Role, Source, SourceError};
+use crate::config::ConnectorConfig;
+use crate::connector::{Page, RejectedRecord, Source, SourceError};
 use crate::http::testing::{config, manual_clock, secrets};
 use crate::http::{HttpClient, ManualClock};
+use crate::vocab::AuthScheme;
+use crate::vocab::{Cursor, Record, Role};
 
 /// A client for `base_url` authenticating with `scheme` and the given secret roles, on a manual clock.
 pub fn client(

@@ -2,7 +2,8 @@
 //! Test-only; it owns no vendor knowledge (each kind's tests mount their own vendor responses).
 
 use crate::connector::kinds::common::StreamCursor;
-use crate::connector::{Cursor, Record, RejectedRecord, Source, SourceError};
+use crate::connector::{RejectedRecord, Source, SourceError};
+use crate::vocab::{Cursor, Record};
 
 /// What one run of a stream returned.
 #[derive(Debug)]

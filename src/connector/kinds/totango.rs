@@ -43,12 +43,11 @@ use reqwest::{Method, Url};
 use serde_json::{json, Value};
 
 use super::common;
-use crate::config::{AuthScheme, RateLimit};
-use crate::connector::{
-    AccountRef, BoxFuture, BuildContext, BuildError, Built, Delivered, DeliveryError, FieldValue,
-    KindSpec, Role, Sink, TaskSpec, WriteOp,
-};
+use crate::config::KindSpec;
+use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError, Sink};
 use crate::http::{Call, Clock, HttpClient, SystemClock};
+use crate::vocab::{AccountRef, BoxFuture, FieldValue, Role, TaskSpec, WriteOp};
+use crate::vocab::{AuthScheme, RateLimit};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "totango",
@@ -59,7 +58,10 @@ pub static SPEC: KindSpec = KindSpec {
     // "Like all APIs, there is a global rate limit of 100 calls/minute for each token."
     default_rate_limit: RateLimit::per_secs(100, 60),
     validate_params,
-    build,
+    limitations: &[
+        "attributes are not confirmed and unknown accounts are created, not refused",
+        "tasks return no id, so recovery adds a closing touchpoint instead of closing them",
+    ],
 };
 
 const PARAM_KEYS: &[&str] = &[
@@ -105,7 +107,7 @@ fn validate_params(params: &toml::Table) -> Result<(), String> {
     Settings::from_params(params).map(|_| ())
 }
 
-fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let settings =
         Settings::from_params(&ctx.connector.params).map_err(|reason| BuildError::Invalid {
             connector: ctx.connector.id.clone(),

@@ -13,12 +13,13 @@ use chrono::SecondsFormat;
 use serde_json::Value;
 
 use super::common::{self, StreamCursor};
-use crate::config::{AuthScheme, RateLimit};
+use crate::config::KindSpec;
 use crate::connector::{
-    BoxFuture, BuildContext, BuildError, Built, Cursor, KindSpec, Page, Record, RejectedRecord,
-    Role, Source, SourceError,
+    BuildContext, BuildError, Built, Page, RejectedRecord, Source, SourceError,
 };
 use crate::http::HttpClient;
+use crate::vocab::{AuthScheme, RateLimit};
+use crate::vocab::{BoxFuture, Cursor, Record, Role};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "usage_feed",
@@ -28,7 +29,7 @@ pub static SPEC: KindSpec = KindSpec {
     auth: &[AuthScheme::Bearer],
     default_rate_limit: RateLimit::per_secs(600, 60),
     validate_params,
-    build,
+    limitations: &[],
 };
 
 const DEFAULT_PAGE: u32 = 500;
@@ -37,7 +38,7 @@ fn validate_params(params: &toml::Table) -> Result<(), String> {
     common::check_keys(params, &[])
 }
 
-fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let http = HttpClient::new(ctx.connector, ctx.secrets)?;
     Ok(Built::Source(Box::new(UsageFeed::new(
         http,

@@ -34,12 +34,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::common;
-use crate::config::{AuthScheme, RateLimit};
-use crate::connector::{
-    AccountRef, BoxFuture, BuildContext, BuildError, Built, Delivered, DeliveryError, KindSpec,
-    Role, Sink, TaskSpec, WriteOp,
-};
+use crate::config::KindSpec;
+use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError, Sink};
 use crate::http::{encode_segment, retry_after, Call, Classified, Clock, HttpClient, SystemClock};
+use crate::vocab::{AccountRef, BoxFuture, Role, TaskSpec, WriteOp};
+use crate::vocab::{AuthScheme, RateLimit};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "vitally",
@@ -50,7 +49,9 @@ pub static SPEC: KindSpec = KindSpec {
     // A token bucket of 1,000 units per minute per key.
     default_rate_limit: RateLimit::per_secs(1000, 60),
     validate_params,
-    build,
+    limitations: &[
+        "projects cannot be completed through the API: recovery adds a closing note to the account",
+    ],
 };
 
 fn validate_params(params: &toml::Table) -> Result<(), String> {
@@ -58,7 +59,7 @@ fn validate_params(params: &toml::Table) -> Result<(), String> {
     common::owner_map(params).map(|_| ())
 }
 
-fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let http = HttpClient::new(ctx.connector, ctx.secrets)?.with_classifier(classify);
     let owners =
         common::owner_map(&ctx.connector.params).map_err(|reason| BuildError::Invalid {
@@ -133,7 +134,7 @@ impl Vitally {
     async fn set_fields(
         &self,
         account: &AccountRef,
-        fields: &std::collections::BTreeMap<String, crate::connector::FieldValue>,
+        fields: &std::collections::BTreeMap<String, crate::vocab::FieldValue>,
     ) -> Result<Delivered, DeliveryError> {
         let traits: Map<String, Value> = fields
             .iter()
@@ -376,9 +377,9 @@ impl Sink for Vitally {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connector::FieldValue;
     use crate::http::testing::{config, manual_clock, secrets};
     use crate::http::ManualClock;
+    use crate::vocab::FieldValue;
     use std::collections::BTreeMap;
     use wiremock::matchers::{body_json, body_partial_json, header, method, path, query_param};
     use wiremock::{Mock, MockServer, ResponseTemplate};

@@ -39,12 +39,13 @@ use serde_json::Value;
 
 use super::common::{self, Mark, StreamCursor};
 use super::quota_pause::{header_u64, QuotaPause};
-use crate::config::{AuthScheme, RateLimit};
+use crate::config::KindSpec;
 use crate::connector::{
-    BoxFuture, BuildContext, BuildError, Built, Cursor, KindSpec, Page, Record, RejectedRecord,
-    Role, Source, SourceError,
+    BuildContext, BuildError, Built, Page, RejectedRecord, Source, SourceError,
 };
 use crate::http::{Call, HttpClient};
+use crate::vocab::{AuthScheme, RateLimit};
+use crate::vocab::{BoxFuture, Cursor, Record, Role};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "zendesk",
@@ -55,7 +56,7 @@ pub static SPEC: KindSpec = KindSpec {
     // Account-wide per-minute limit of the Team plan, the lowest; higher plans may raise it in the file.
     default_rate_limit: RateLimit::per_secs(200, 60),
     validate_params,
-    build,
+    limitations: &[],
 };
 
 const PARAM_KEYS: &[&str] = &["incremental_per_min"];
@@ -79,7 +80,7 @@ fn validate_params(params: &toml::Table) -> Result<(), String> {
     incremental_per_min(params).map(|_| ())
 }
 
-fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let export_cfg = export_config(ctx.connector).map_err(|reason| BuildError::Invalid {
         connector: ctx.connector.id.clone(),
         reason,

@@ -23,7 +23,7 @@ fn model() -> &'static Model {
     static MODEL: OnceLock<Model> = OnceLock::new();
     MODEL.get_or_init(|| {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/healthsync.toml");
-        crate::config::load(&path)
+        crate::config::load(&path, &crate::connector::kinds::catalog())
             .expect("the shipped config loads")
             .model
     })

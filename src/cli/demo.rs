@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::cli::Progress;
+use super::Progress;
 use crate::config::Band;
 use crate::pipeline::{OnceOutcome, RunProgress, Runtime};
 use crate::sim::{self, SimHandle, SimOptions, SimRateLimits, Vendor};
@@ -25,18 +25,18 @@ use crate::store::Store;
 /// backtest and the report have a history to work with.
 const BACKFILL_WEEKS: u32 = 16;
 /// The shipped starter model and connector files, so the demo needs nothing from the working directory.
-const STARTER_MODEL: &str = include_str!("../config/models/starter.toml");
-const SHIPPED_HUBSPOT: &str = include_str!("../connectors/hubspot.toml");
-const SHIPPED_STRIPE: &str = include_str!("../connectors/stripe.toml");
-const SHIPPED_USAGE: &str = include_str!("../connectors/usage.toml");
-const SHIPPED_VITALLY: &str = include_str!("../connectors/vitally.toml");
-const SHIPPED_SALESFORCE: &str = include_str!("../connectors/salesforce.toml");
-const SHIPPED_CHARGEBEE: &str = include_str!("../connectors/chargebee.toml");
-const SHIPPED_MIXPANEL: &str = include_str!("../connectors/mixpanel.toml");
-const SHIPPED_ZENDESK: &str = include_str!("../connectors/zendesk.toml");
-const SHIPPED_INTERCOM: &str = include_str!("../connectors/intercom.toml");
-const SHIPPED_FRESHDESK: &str = include_str!("../connectors/freshdesk.toml");
-const SHIPPED_DELIGHTED: &str = include_str!("../connectors/delighted.toml");
+const STARTER_MODEL: &str = include_str!("../../config/models/starter.toml");
+const SHIPPED_HUBSPOT: &str = include_str!("../../connectors/hubspot.toml");
+const SHIPPED_STRIPE: &str = include_str!("../../connectors/stripe.toml");
+const SHIPPED_USAGE: &str = include_str!("../../connectors/usage.toml");
+const SHIPPED_VITALLY: &str = include_str!("../../connectors/vitally.toml");
+const SHIPPED_SALESFORCE: &str = include_str!("../../connectors/salesforce.toml");
+const SHIPPED_CHARGEBEE: &str = include_str!("../../connectors/chargebee.toml");
+const SHIPPED_MIXPANEL: &str = include_str!("../../connectors/mixpanel.toml");
+const SHIPPED_ZENDESK: &str = include_str!("../../connectors/zendesk.toml");
+const SHIPPED_INTERCOM: &str = include_str!("../../connectors/intercom.toml");
+const SHIPPED_FRESHDESK: &str = include_str!("../../connectors/freshdesk.toml");
+const SHIPPED_DELIGHTED: &str = include_str!("../../connectors/delighted.toml");
 
 /// The simulated world's "now": the start of today (UTC). Records are generated relative to it and the demo
 /// scores as of it, so two runs of the same seed on the same day give identical scores; and it is never
@@ -300,7 +300,7 @@ struct DemoSummary {
     scores: Vec<DemoAccount>,
     /// Files written by `--sink xlsx|csv`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    exports: Vec<crate::pipeline::ExportOutcome>,
+    exports: Vec<crate::book::ExportOutcome>,
 }
 
 fn demo_account(s: &crate::scoring::AccountScore) -> DemoAccount {
@@ -383,13 +383,14 @@ pub async fn run(
     if let Some(export) = &export {
         write_export_connector(dir.path(), export)?;
     }
-    let config = crate::config::load(&config_path).map_err(|e| {
-        let lines: Vec<String> = e.0.iter().map(|d| d.to_string()).collect();
-        anyhow::anyhow!(
-            "the generated demo config is invalid (a bug):\n{}",
-            lines.join("\n")
-        )
-    })?;
+    let config =
+        crate::config::load(&config_path, &crate::connector::kinds::catalog()).map_err(|e| {
+            let lines: Vec<String> = e.0.iter().map(|d| d.to_string()).collect();
+            anyhow::anyhow!(
+                "the generated demo config is invalid (a bug):\n{}",
+                lines.join("\n")
+            )
+        })?;
     let store = Store::open(&config.daemon.state_dir).context("cannot open the demo store")?;
     let rt = Runtime::build(config, store);
     if let Some((id, e)) = rt.build_errors.iter().next() {
@@ -422,7 +423,7 @@ pub async fn run(
     progress.finish();
 
     // The demo's own model always has `[outcomes]`; a failure here is a bug worth seeing, not fatal.
-    let backtest = match crate::backtest::run(&rt, now, Default::default()) {
+    let backtest = match crate::backtest::run(&rt.book(), now, Default::default()) {
         Ok(b) => Some(b),
         Err(e) => {
             eprintln!("warning: backtest failed: {e}");
@@ -532,9 +533,9 @@ pub async fn run(
         let path = config_path.clone();
         crate::daemon::run(
             config,
-            Box::new(move || crate::config::load(&path)),
+            Box::new(move || crate::config::load(&path, &crate::connector::kinds::catalog())),
             crate::daemon::reload_on_sighup(),
-            crate::cli::shutdown_on_signal(),
+            super::shutdown_on_signal(),
         )
         .await?;
         println!("config and store kept in {}", kept.display());
@@ -561,7 +562,7 @@ pub async fn run(
     Ok(())
 }
 
-fn print_summary(s: &DemoSummary, run: &crate::pipeline::ScoreRun) {
+fn print_summary(s: &DemoSummary, run: &crate::book::ScoreRun) {
     println!("1. sync");
     for src in &s.sources {
         let total: usize = src.records.values().sum();
@@ -606,7 +607,7 @@ fn print_summary(s: &DemoSummary, run: &crate::pipeline::ScoreRun) {
         println!(
             "     {:<28} {:>4} {:<6} {}",
             a.name,
-            crate::cli::fmt_score(a.overall),
+            super::fmt_score(a.overall),
             a.band.map(|b| b.name()).unwrap_or("-"),
             a.most_costly_input.as_deref().unwrap_or("-")
         );
@@ -641,7 +642,7 @@ fn print_summary(s: &DemoSummary, run: &crate::pipeline::ScoreRun) {
 }
 
 fn print_backtest(b: &crate::backtest::Backtest) {
-    use crate::cli::backtest::{auc, pct};
+    use super::backtest::{auc, pct};
     println!(
         "\n4. backtest ({} weekly scoring dates; {} accounts churned in the simulated billing history)",
         b.dates.len(),
