@@ -8,6 +8,8 @@
 //! serving the same page again, and the run stops with an error. The page token stored in the cursor is
 //! `<next page>|<last id of the page just stored>`.
 //!
+//! This file is the `paged::PagedApi` of that endpoint; the page loop and the cursor are `paged.rs`'s.
+//!
 //! Records: id; `updated_at` is `updated_at`, or `created_at` when Delighted leaves it null (it does for
 //! responses never edited); a response without a numeric `score` is rejected. Keys: `delighted_person`
 //! (the person id) and `domain` from the expanded person's email. Fields: the response as Delighted sends
@@ -24,14 +26,12 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::common::{self, StreamCursor};
+use super::common::{self, Mark, RunState};
+use super::paged::{ListPage, PageRequest, PagedApi, PagedSource};
 use crate::config::KindSpec;
-use crate::connector::{
-    BuildContext, BuildError, Built, Page, RejectedRecord, Source, SourceError,
-};
-use crate::http::HttpClient;
-use crate::vocab::{AuthScheme, RateLimit};
-use crate::vocab::{BoxFuture, Cursor, Record, Role};
+use crate::connector::{BuildContext, BuildError, Built, RejectedRecord};
+use crate::http::{HttpClient, JsonResponse};
+use crate::vocab::{AuthScheme, RateLimit, Record, Role};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "delighted",
@@ -59,9 +59,18 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     ))))
 }
 
-pub struct Delighted {
-    http: HttpClient,
-    streams: Vec<String>,
+/// The Delighted source: the shared page loop over [`SurveyResponses`] pages.
+pub type Delighted = PagedSource<SurveyResponses>;
+
+impl Delighted {
+    pub fn new(http: HttpClient, streams: Vec<String>, page_size: Option<u32>) -> Delighted {
+        let per_page = page_size.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
+        PagedSource::with_api(SurveyResponses { per_page }, http, streams)
+    }
+}
+
+/// `GET /v1/survey_responses.json` pages of `per_page` responses, oldest change first.
+pub struct SurveyResponses {
     per_page: u32,
 }
 
@@ -77,24 +86,11 @@ fn parse_token(token: Option<&str>) -> Result<(u64, Option<String>), String> {
     Ok((page, (!last.is_empty()).then(|| last.to_string())))
 }
 
-impl Delighted {
-    pub fn new(http: HttpClient, streams: Vec<String>, page_size: Option<u32>) -> Delighted {
-        Delighted {
-            http,
-            streams,
-            per_page: page_size.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE),
-        }
-    }
+impl PagedApi for SurveyResponses {
+    const SPEC: &'static KindSpec = &SPEC;
 
-    async fn fetch(&self, stream: &str, cursor: Option<&Cursor>) -> Result<Page, SourceError> {
-        if !SPEC.streams.contains(&stream) {
-            return Err(SourceError::UnknownStream(stream.to_string()));
-        }
-        let connector = self.http.connector();
-        let state = StreamCursor::load(cursor, stream, connector)?;
-        let run = state.current_run();
-        let (page_no, prev_last) = parse_token(run.token.as_deref())
-            .map_err(|e| common::malformed(stream, connector, e))?;
+    fn request(&self, _stream: &str, run: &RunState) -> Result<PageRequest, String> {
+        let (page_no, _) = parse_token(run.token.as_deref())?;
         let mut query = vec![
             ("per_page", self.per_page.to_string()),
             ("page", page_no.to_string()),
@@ -104,35 +100,36 @@ impl Delighted {
         if let Some(since) = run.since {
             query.push(("updated_since", since.timestamp().max(0).to_string()));
         }
-        let body = common::in_stream(
-            self.http
-                .get_json("/v1/survey_responses.json", &query)
-                .await,
-            stream,
-        )?;
-        let Value::Array(items) = body else {
-            return Err(common::malformed(
-                stream,
-                connector,
-                "response is not a list",
-            ));
+        Ok(PageRequest {
+            path: "/v1/survey_responses.json".into(),
+            query,
+        })
+    }
+
+    fn read_page(
+        &self,
+        _stream: &str,
+        run: &RunState,
+        response: JsonResponse,
+    ) -> Result<ListPage, String> {
+        let (page_no, prev_last) = parse_token(run.token.as_deref())?;
+        let Value::Array(items) = response.body else {
+            return Err("response is not a list".into());
         };
         let last = items.last().and_then(|i| common::id_of(i.get("id")));
         if last.is_some() && last == prev_last {
-            return Err(common::malformed(
-                stream,
-                connector,
-                format!(
-                    "page {page_no} ends with response {} like the page before; the vendor served the same page again, stopping to avoid a loop",
-                    last.unwrap_or_default()
-                ),
+            return Err(format!(
+                "page {page_no} ends with response {} like the page before; the vendor served the same page again, stopping to avoid a loop",
+                last.unwrap_or_default()
             ));
         }
         let next = (items.len() as u64 >= u64::from(self.per_page))
             .then(|| format!("{}|{}", page_no + 1, last.unwrap_or_default()));
-        let count = items.len();
-        let (page, max) = common::map_page(items, |item| map_response(item).map(common::marked));
-        state.finish_page(run, page, max, count, next, stream, connector)
+        Ok(ListPage { items, next })
+    }
+
+    fn map_item(&self, _stream: &str, item: Value) -> Result<(Record, Mark), RejectedRecord> {
+        map_response(item).map(common::marked)
     }
 }
 
@@ -178,20 +175,6 @@ fn map_response(obj: Value) -> Result<Record, RejectedRecord> {
         account_keys,
         fields,
     })
-}
-
-impl Source for Delighted {
-    fn streams(&self) -> Vec<String> {
-        self.streams.clone()
-    }
-
-    fn fetch_page<'a>(
-        &'a self,
-        stream: &'a str,
-        cursor: Option<&'a Cursor>,
-    ) -> BoxFuture<'a, Result<Page, SourceError>> {
-        Box::pin(self.fetch(stream, cursor))
-    }
 }
 
 #[cfg(test)]

@@ -1,65 +1,56 @@
-//! The one explicit list of connector kinds. Adding a kind means adding its module here and one line to
-//! `KINDS` (its catalog entry and its factory); an unknown kind in a connector file is answered with the
-//! names in this list, which reaches `config::load` as [`catalog`]. `common` holds
-//! what the kinds share (the incremental cursor, params checks); it is not a kind.
+//! The one explicit list of connector kinds. Adding a kind means adding its file beside this one and one
+//! line to the `kinds!` list below (its module and its factory); an unknown kind in a connector file is
+//! answered with the names in this list, which reaches `config::load` as [`catalog`]. What the kinds share
+//! is not a kind: `common` (the incremental cursor, params checks, converters), `paged` (the loop of a
+//! source that pages a JSON list), `sink_support` and `quota_pause`.
 
 use super::Kind;
 use crate::config::Catalog;
 
-pub mod chargebee;
-pub mod churnzero;
-pub mod clientsuccess;
 pub mod common;
-pub mod customersuccessbox;
-pub mod delighted;
-pub mod file_export;
-pub mod freshdesk;
-pub mod gainsight;
-pub mod hubspot;
-pub mod hubspot_sink;
-pub mod intercom;
-pub mod mixpanel;
-pub mod planhat;
+pub mod paged;
 pub mod quota_pause;
-pub mod salesforce;
-pub mod salesforce_sink;
 pub mod sink_support;
 #[cfg(test)]
 pub mod sink_testkit;
-pub mod stripe;
 #[cfg(test)]
 pub mod support_testkit;
 #[cfg(test)]
 pub mod testkit;
-pub mod totango;
-pub mod usage_feed;
-pub mod vitally;
-pub mod zendesk;
 
-/// Every kind healthsync can build, sources first.
-#[rustfmt::skip]
-pub static KINDS: &[Kind] = &[
-    Kind { spec: &hubspot::SPEC, build: hubspot::build },
-    Kind { spec: &salesforce::SPEC, build: salesforce::build },
-    Kind { spec: &chargebee::SPEC, build: chargebee::build },
-    Kind { spec: &mixpanel::SPEC, build: mixpanel::build },
-    Kind { spec: &stripe::SPEC, build: stripe::build },
-    Kind { spec: &usage_feed::SPEC, build: usage_feed::build },
-    Kind { spec: &zendesk::SPEC, build: zendesk::build },
-    Kind { spec: &intercom::SPEC, build: intercom::build },
-    Kind { spec: &freshdesk::SPEC, build: freshdesk::build },
-    Kind { spec: &delighted::SPEC, build: delighted::build },
-    Kind { spec: &vitally::SPEC, build: vitally::build },
-    Kind { spec: &planhat::SPEC, build: planhat::build },
-    Kind { spec: &gainsight::SPEC, build: gainsight::build },
-    Kind { spec: &totango::SPEC, build: totango::build },
-    Kind { spec: &hubspot_sink::SPEC, build: hubspot_sink::build },
-    Kind { spec: &salesforce_sink::SPEC, build: salesforce_sink::build },
-    Kind { spec: &churnzero::SPEC, build: churnzero::build },
-    Kind { spec: &clientsuccess::SPEC, build: clientsuccess::build },
-    Kind { spec: &customersuccessbox::SPEC, build: customersuccessbox::build },
-    Kind { spec: &file_export::SPEC, build: file_export::build_as_connector },
-];
+/// Declares each kind's module and lists it, in this order, in `KINDS`: one line per kind, so the module
+/// list and the registry cannot drift apart.
+macro_rules! kinds {
+    ($($module:ident: $build:ident),* $(,)?) => {
+        $(pub mod $module;)*
+
+        /// Every kind healthsync can build, sources first.
+        pub static KINDS: &[Kind] = &[$(Kind { spec: &$module::SPEC, build: $module::$build }),*];
+    };
+}
+
+kinds! {
+    hubspot: build,
+    salesforce: build,
+    chargebee: build,
+    mixpanel: build,
+    stripe: build,
+    usage_feed: build,
+    zendesk: build,
+    intercom: build,
+    freshdesk: build,
+    delighted: build,
+    vitally: build,
+    planhat: build,
+    gainsight: build,
+    totango: build,
+    hubspot_sink: build,
+    salesforce_sink: build,
+    churnzero: build,
+    clientsuccess: build,
+    customersuccessbox: build,
+    file_export: build_as_connector,
+}
 
 /// The catalog `config::load` validates connector files against: every kind's spec, in `KINDS` order.
 pub fn catalog() -> Catalog {

@@ -5,21 +5,20 @@
 //! "updated_at"}],"next_cursor":"…"|null}`, ordered by (updated_at, id). The first run omits
 //! `updated_since`; later runs send the high-water mark minus the lookback. Account keys: `domain` (from
 //! `account_domain`) and `workspace_id`. A 429 carries `Retry-After`, which the HTTP engine honours. This
-//! kind owns the feed's shape only; auth, retries and storage are elsewhere.
+//! kind owns the feed's shape only (a `paged::PagedApi`: request, page, record); the page loop, cursor and
+//! loop guard are `paged.rs`'s, auth and retries the engine's, storage the store's.
 
 use std::collections::BTreeMap;
 
 use chrono::SecondsFormat;
 use serde_json::Value;
 
-use super::common::{self, StreamCursor};
+use super::common::{self, Mark, RunState};
+use super::paged::{ListPage, PageRequest, PagedApi, PagedSource};
 use crate::config::KindSpec;
-use crate::connector::{
-    BuildContext, BuildError, Built, Page, RejectedRecord, Source, SourceError,
-};
-use crate::http::HttpClient;
-use crate::vocab::{AuthScheme, RateLimit};
-use crate::vocab::{BoxFuture, Cursor, Record, Role};
+use crate::connector::{BuildContext, BuildError, Built, RejectedRecord};
+use crate::http::{HttpClient, JsonResponse};
+use crate::vocab::{AuthScheme, RateLimit, Record, Role};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "usage_feed",
@@ -47,28 +46,25 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     ))))
 }
 
-pub struct UsageFeed {
-    http: HttpClient,
-    streams: Vec<String>,
-    limit: u32,
-}
+/// The feed's source: the shared page loop over [`DailyUsage`] pages.
+pub type UsageFeed = PagedSource<DailyUsage>;
 
 impl UsageFeed {
     pub fn new(http: HttpClient, streams: Vec<String>, page_size: Option<u32>) -> UsageFeed {
-        UsageFeed {
-            http,
-            streams,
-            limit: page_size.unwrap_or(DEFAULT_PAGE).max(1),
-        }
+        let limit = page_size.unwrap_or(DEFAULT_PAGE).max(1);
+        PagedSource::with_api(DailyUsage { limit }, http, streams)
     }
+}
 
-    async fn fetch(&self, stream: &str, cursor: Option<&Cursor>) -> Result<Page, SourceError> {
-        if !SPEC.streams.contains(&stream) {
-            return Err(SourceError::UnknownStream(stream.to_string()));
-        }
-        let connector = self.http.connector();
-        let state = StreamCursor::load(cursor, stream, connector)?;
-        let run = state.current_run();
+/// `GET /v1/usage/daily` pages of `limit` rows.
+pub struct DailyUsage {
+    limit: u32,
+}
+
+impl PagedApi for DailyUsage {
+    const SPEC: &'static KindSpec = &SPEC;
+
+    fn request(&self, _stream: &str, run: &RunState) -> Result<PageRequest, String> {
         let mut query = vec![("limit", self.limit.to_string())];
         if let Some(since) = run.since {
             query.push((
@@ -79,25 +75,31 @@ impl UsageFeed {
         if let Some(token) = &run.token {
             query.push(("cursor", token.clone()));
         }
-        let mut body =
-            common::in_stream(self.http.get_json("/v1/usage/daily", &query).await, stream)?;
-        let data = common::take_list(&mut body, "data")
-            .ok_or_else(|| common::malformed(stream, connector, "response has no `data` list"))?;
-        let next = match body.get("next_cursor") {
+        Ok(PageRequest {
+            path: "/v1/usage/daily".into(),
+            query,
+        })
+    }
+
+    fn read_page(
+        &self,
+        _stream: &str,
+        _run: &RunState,
+        mut response: JsonResponse,
+    ) -> Result<ListPage, String> {
+        let items = common::take_list(&mut response.body, "data")
+            .ok_or("response has no `data` list")?;
+        let next = match response.body.get("next_cursor") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if s.is_empty() => None,
             Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => {
-                return Err(common::malformed(
-                    stream,
-                    connector,
-                    "`next_cursor` is neither a string nor null",
-                ))
-            }
+            Some(_) => return Err("`next_cursor` is neither a string nor null".into()),
         };
-        let count = data.len();
-        let (page, max) = common::map_page(data, |row| map_row(row).map(common::marked));
-        state.finish_page(run, page, max, count, next, stream, connector)
+        Ok(ListPage { items, next })
+    }
+
+    fn map_item(&self, _stream: &str, row: Value) -> Result<(Record, Mark), RejectedRecord> {
+        map_row(row).map(common::marked)
     }
 }
 
@@ -121,24 +123,13 @@ fn map_row(row: Value) -> Result<Record, RejectedRecord> {
     })
 }
 
-impl Source for UsageFeed {
-    fn streams(&self) -> Vec<String> {
-        self.streams.clone()
-    }
-
-    fn fetch_page<'a>(
-        &'a self,
-        stream: &'a str,
-        cursor: Option<&'a Cursor>,
-    ) -> BoxFuture<'a, Result<Page, SourceError>> {
-        Box::pin(self.fetch(stream, cursor))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connector::kinds::common::StreamCursor;
     use crate::connector::kinds::testkit::drain;
+    use crate::connector::{Source, SourceError};
+    use crate::vocab::Cursor;
     use crate::http::testing::{
         assert_every_request_carries, bearer_client, bearer_client_behind_proxy, Fault, FaultProxy,
     };

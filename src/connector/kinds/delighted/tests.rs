@@ -13,7 +13,9 @@ use crate::connector::kinds::support_testkit::{
     self, assert_auth_on_every_request, hwm, run, run_ok, FAULT_TIMEOUT,
 };
 use crate::http::testing::{Fault, FaultProxy};
+use crate::connector::Source;
 use crate::http::ManualClock;
+use crate::vocab::Cursor;
 
 const PATH: &str = "/v1/survey_responses.json";
 /// `dl_key:` in base64.
