@@ -7,6 +7,10 @@
 //! `crate::connector::kinds`, which fills the catalog from its one list; config never imports them, so
 //! the config layer stays below the kinds that read it.
 
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
 use crate::vocab::{AuthScheme, RateLimit, Role};
 
 /// One kind as validation sees it. Each kind's module declares its `SPEC`; `connector::kinds::KINDS`
@@ -22,12 +26,47 @@ pub struct KindSpec {
     pub auth: &'static [AuthScheme],
     /// Default rate limit (requests per period) when the file does not set one: the vendor's documented quota.
     pub default_rate_limit: RateLimit,
-    /// Pure check of the kind-specific `[params]` table: no network, no secrets.
-    pub validate_params: fn(&toml::Table) -> Result<(), String>,
+    /// Parses the kind-specific `[params]` table into the kind's own settings type, refusing keys it does
+    /// not know. Pure: no network, no secrets. Run once, while the config is validated; the kind's factory
+    /// reads the result back (`connector::BuildContext::params`) instead of parsing the table again.
+    pub parse_params: fn(&toml::Table) -> Result<Params, String>,
     /// What a sink kind's platform cannot do through its API, and the nearest thing healthsync does
     /// instead. `healthsync validate` prints these for every enabled sink, so an admin learns them before
     /// a CSM does; each kind's module doc has the details. Empty for sources.
     pub limitations: &'static [&'static str],
+}
+
+/// A connector's `[params]` as its kind parsed them: the kind's own settings type, behind `Any` so the
+/// config layer can carry it without knowing it.
+#[derive(Clone)]
+pub struct Params(Arc<dyn Any + Send + Sync>);
+
+impl Params {
+    pub fn new<T: Any + Send + Sync>(settings: T) -> Params {
+        Params(Arc::new(settings))
+    }
+
+    /// The settings of a kind that takes no `[params]`.
+    pub fn none() -> Params {
+        Params::new(())
+    }
+
+    /// The settings, if they are of type `T` (they are, when read by the kind that parsed them).
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+}
+
+impl Default for Params {
+    fn default() -> Params {
+        Params::none()
+    }
+}
+
+impl fmt::Debug for Params {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Params(..)")
+    }
 }
 
 /// Every kind a config may name, in the order the caller lists them.

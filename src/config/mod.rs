@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use catalog::{Catalog, KindSpec};
+pub use catalog::{Catalog, KindSpec, Params};
 pub use model::*;
 pub use validate::{load, load_for_reading, load_with_model};
 
@@ -68,7 +68,8 @@ pub struct ExportConfig {
     /// The line of `directory` in the connector file, so a folder that turns out to be unwritable is
     /// reported where it was configured.
     pub directory_line: Option<usize>,
-    /// Kind-specific settings, already checked by the kind's `validate_params`.
+    /// Kind-specific settings, already checked by the kind's `parse_params` (exports read the table
+    /// themselves when they are built).
     pub params: toml::Table,
     pub file: PathBuf,
 }
@@ -121,8 +122,8 @@ pub struct ConnectorConfig {
     /// Sources: a last successful sync older than this makes the connector stale (status, /metrics,
     /// /readyz). Defaults to three intervals of its schedule.
     pub max_age: Duration,
-    /// Kind-specific settings, already checked by the kind's `validate_params`.
-    pub params: toml::Table,
+    /// Kind-specific settings, as the kind's `parse_params` read them from `[params]`.
+    pub params: Params,
     pub fields: FieldMap,
     pub file: PathBuf,
 }

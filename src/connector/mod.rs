@@ -128,6 +128,23 @@ pub struct BuildContext<'a> {
     pub secrets: &'a crate::secrets::ResolvedSecrets,
 }
 
+impl BuildContext<'_> {
+    /// The connector's `[params]` as its kind's `parse_params` read them at validation. A type other
+    /// than the one the kind parsed into can only come from a config built by hand for another kind.
+    pub fn params<T: std::any::Any>(&self) -> Result<&T, BuildError> {
+        self.connector
+            .params
+            .get::<T>()
+            .ok_or_else(|| BuildError::Invalid {
+                connector: self.connector.id.clone(),
+                reason: format!(
+                    "its [params] were not read by kind {}; validate the config first",
+                    self.connector.kind
+                ),
+            })
+    }
+}
+
 /// A registered kind: its catalog entry (what validation knows of it, `crate::config::KindSpec`) and the
 /// factory that builds an instance from a connector config that entry has already validated.
 pub struct Kind {

@@ -38,7 +38,10 @@ pub fn config(kind: &str, role: Role, base_url: &str, scheme: AuthScheme) -> Con
         page_size: None,
         timeout: Duration::from_secs(10),
         max_age: Duration::from_secs(3600),
-        params: toml::Table::new(),
+        // The kind's own defaults, as validation would have parsed an empty `[params]` table.
+        params: crate::connector::kind(kind)
+            .and_then(|k| (k.spec.parse_params)(&toml::Table::new()).ok())
+            .unwrap_or_default(),
         fields: FieldMap::default(),
         file: PathBuf::from(format!("connectors/test_{kind}.toml")),
     }

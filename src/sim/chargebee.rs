@@ -333,7 +333,10 @@ mod tests {
             AuthScheme::Basic,
         );
         let s = secrets(&mut cfg, &[("username", API_KEY)]);
-        cfg.params = toml::from_str("crm_id_field = \"cf_hubspot_company_id\"").unwrap();
+        cfg.params = (crate::connector::kinds::chargebee::SPEC.parse_params)(
+            &toml::from_str("crm_id_field = \"cf_hubspot_company_id\"").unwrap(),
+        )
+        .unwrap();
         cfg.streams = vec![
             "customers".into(),
             "subscriptions".into(),

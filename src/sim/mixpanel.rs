@@ -230,8 +230,10 @@ mod tests {
             AuthScheme::Basic,
         );
         let s = secrets(&mut cfg, &[("username", API_SECRET)]);
-        cfg.params =
-            toml::from_str(&format!("project_id = {PROJECT_ID}\nbackfill_days = 3")).unwrap();
+        cfg.params = (crate::connector::kinds::mixpanel::SPEC.parse_params)(
+            &toml::from_str(&format!("project_id = {PROJECT_ID}\nbackfill_days = 3")).unwrap(),
+        )
+        .unwrap();
         cfg.streams = vec!["daily_activity".into()];
         let src: Box<dyn Source> = match crate::connector::kinds::mixpanel::build(&BuildContext {
             connector: &cfg,

@@ -21,7 +21,10 @@ fn source(sim: &SimHandle, scheme: AuthScheme) -> Box<dyn Source> {
         [CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN],
     );
     cfg.page_size = Some(200);
-    cfg.params = toml::from_str("crm_id_field = \"HubSpot_Company_Id__c\"").unwrap();
+    cfg.params = (crate::connector::kinds::salesforce::SPEC.parse_params)(
+        &toml::from_str("crm_id_field = \"HubSpot_Company_Id__c\"").unwrap(),
+    )
+    .unwrap();
     cfg.streams = crate::connector::kinds::salesforce::SPEC
         .streams
         .iter()

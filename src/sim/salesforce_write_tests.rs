@@ -24,7 +24,10 @@ fn sink(sim: &SimHandle) -> SalesforceSink {
         [super::CLIENT_ID, super::CLIENT_SECRET, super::REFRESH_TOKEN],
     );
     cfg.role = Role::Sink;
-    cfg.params = toml::from_str(PARAMS).unwrap();
+    cfg.params = (crate::connector::kinds::salesforce_sink::SPEC.parse_params)(
+        &toml::from_str(PARAMS).unwrap(),
+    )
+    .unwrap();
     let ctx = BuildContext {
         connector: &cfg,
         secrets: &secrets,
@@ -35,7 +38,11 @@ fn sink(sim: &SimHandle) -> SalesforceSink {
         .unwrap()
         .with_classifier(crate::connector::kinds::salesforce::classify)
         .with_clock(clock.clone());
-    SalesforceSink::new(http, parse_params(&cfg.params).unwrap(), clock)
+    SalesforceSink::new(
+        http,
+        parse_params(&toml::from_str(PARAMS).unwrap()).unwrap(),
+        clock,
+    )
 }
 
 /// The simulated Account Id of the world account with this HubSpot id.

@@ -50,7 +50,7 @@ pub(super) fn check_export(
     let params_span = raw.params.span();
     let params = raw.params.into_inner();
     if let Some(spec) = spec.filter(|s| s.role == Role::Export) {
-        if let Err(e) = (spec.validate_params)(&params) {
+        if let Err(e) = (spec.parse_params)(&params) {
             f.err(out, params_span.clone(), format!("[params]: {e}"));
         }
     }

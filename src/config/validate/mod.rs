@@ -640,25 +640,23 @@ fn check_connector(
         }
         None => default_max_age(raw.schedule.as_ref().map(|s| s.get_ref().as_str())),
     };
-    let had_params = raw.params.is_some();
-    let params = raw
-        .params
-        .map(|p| {
-            let span = p.span();
-            let table = p.into_inner();
-            if let Some(spec) = spec {
-                if let Err(e) = (spec.validate_params)(&table) {
-                    f.err(out, span, format!("[params]: {e}"));
+    let params = spec.and_then(|spec| {
+        let (span, table) = match raw.params {
+            Some(p) => (Some(p.span()), p.into_inner()),
+            None => (None, toml::Table::new()),
+        };
+        match (spec.parse_params)(&table) {
+            Ok(params) => Some(params),
+            Err(e) => {
+                let message = format!("[params]: {e}");
+                match span {
+                    Some(span) => f.err(out, span, message),
+                    None => f.file_error_line(out, None, message),
                 }
+                None
             }
-            table
-        })
-        .unwrap_or_default();
-    if let (Some(spec), false) = (spec, had_params) {
-        if let Err(e) = (spec.validate_params)(&toml::Table::new()) {
-            f.file_error_line(out, None, format!("[params]: {e}"));
         }
-    }
+    });
     let fields = match raw.fields {
         Some(fm) => {
             if role == Some(Role::Source) {
@@ -730,7 +728,7 @@ fn check_connector(
         page_size,
         timeout,
         max_age,
-        params,
+        params: params?,
         fields,
         file: f.path.clone(),
     })

@@ -48,7 +48,7 @@ pub static SPEC: KindSpec = KindSpec {
     auth: &[AuthScheme::Basic],
     // Starter plan and test sites: 150 requests per minute.
     default_rate_limit: RateLimit::per_secs(150, 60),
-    validate_params,
+    parse_params: read_params,
     limitations: &[],
 };
 
@@ -56,20 +56,19 @@ const MAX_PAGE: u32 = 100;
 /// The wait after a 429 that carried no `Retry-After`.
 pub const NO_RETRY_AFTER_WAIT: Duration = Duration::from_secs(15);
 
-fn validate_params(params: &toml::Table) -> Result<(), String> {
+/// `crm_id_field`: the customer custom field that holds the CRM id, if any.
+struct Settings {
+    crm_id_field: Option<String>,
+}
+
+fn read_params(params: &toml::Table) -> Result<crate::config::Params, String> {
     common::check_keys(params, &["crm_id_field"])?;
-    common::string_param(params, "crm_id_field")?;
-    Ok(())
+    let crm_id_field = common::string_param(params, "crm_id_field")?;
+    Ok(crate::config::Params::new(Settings { crm_id_field }))
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
-    let crm_id_field =
-        common::string_param(&ctx.connector.params, "crm_id_field").map_err(|reason| {
-            BuildError::Invalid {
-                connector: ctx.connector.id.clone(),
-                reason,
-            }
-        })?;
+    let crm_id_field = ctx.params::<Settings>()?.crm_id_field.clone();
     let http = HttpClient::new(ctx.connector, ctx.secrets)?.with_classifier(classify);
     Ok(Built::Source(Box::new(Chargebee::new(
         http,

@@ -355,6 +355,6 @@ fn subscriptions_and_invoices_carry_the_customer() {
     assert!(!r.account_keys.contains_key("crm_id"));
     assert_eq!(r.fields["mrr"], 4900);
     assert!(map_item(json!({"invoice": {"updated_at": 5}}), "invoice", None).is_err());
-    assert!(validate_params(&toml::from_str("crm_id_field = \"cf_x\"").unwrap()).is_ok());
-    assert!(validate_params(&toml::from_str("site = \"x\"").unwrap()).is_err());
+    assert!((SPEC.parse_params)(&toml::from_str("crm_id_field = \"cf_x\"").unwrap()).is_ok());
+    assert!((SPEC.parse_params)(&toml::from_str("site = \"x\"").unwrap()).is_err());
 }

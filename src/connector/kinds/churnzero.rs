@@ -54,7 +54,7 @@ pub static SPEC: KindSpec = KindSpec {
     auth: &[AuthScheme::ApiKeyQuery],
     // Not published for the push API; ChurnZero's read API allows about 200 per minute.
     default_rate_limit: RateLimit::per_secs(200, 60),
-    validate_params,
+    parse_params: read_params,
     limitations: &[
             "the push API cannot create tasks: a playbook sets account attributes a ChurnZero Play can act on",
             "it answers 200 to everything: unknown accounts and attribute names are not reported back",
@@ -88,15 +88,12 @@ pub fn parse_params(params: &toml::Table) -> Result<Params, String> {
     })
 }
 
-fn validate_params(params: &toml::Table) -> Result<(), String> {
-    parse_params(params).map(|_| ())
+fn read_params(params: &toml::Table) -> Result<crate::config::Params, String> {
+    parse_params(params).map(crate::config::Params::new)
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
-    let params = parse_params(&ctx.connector.params).map_err(|reason| BuildError::Invalid {
-        connector: ctx.connector.id.clone(),
-        reason,
-    })?;
+    let params = ctx.params::<Params>()?.clone();
     let http = HttpClient::new(ctx.connector, ctx.secrets)?;
     Ok(Built::Sink(Box::new(ChurnZero::new(
         http,

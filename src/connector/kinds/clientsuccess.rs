@@ -55,7 +55,7 @@ pub static SPEC: KindSpec = KindSpec {
     auth: &[AuthScheme::Basic],
     // ClientSuccess publishes no limit; assumed.
     default_rate_limit: RateLimit::per_secs(300, 60),
-    validate_params,
+    parse_params: common::no_params,
     limitations: &[
             "ClientSuccess's Open API has no projects: each playbook task is a to-do on the client, found again by a key in its name",
             "recovery completes the to-dos; no closing note is written, and to-dos are not assigned to the account owner",
@@ -68,15 +68,8 @@ pub const LOGIN: LoginSpec = LoginSpec {
     header_prefix: None,
 };
 
-fn validate_params(params: &toml::Table) -> Result<(), String> {
-    common::check_keys(params, &[])
-}
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
-    validate_params(&ctx.connector.params).map_err(|reason| BuildError::Invalid {
-        connector: ctx.connector.id.clone(),
-        reason,
-    })?;
     let http = HttpClient::new(ctx.connector, ctx.secrets)?.with_login(LOGIN)?;
     Ok(Built::Sink(Box::new(ClientSuccess::new(
         http,

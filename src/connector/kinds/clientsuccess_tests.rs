@@ -394,7 +394,7 @@ fn a_connector_without_a_password_cannot_log_in() {
         Err(e) => assert!(e.to_string().contains("`password`"), "{e}"),
         Ok(_) => panic!("built without a password"),
     }
-    assert!(validate_params(&toml::from_str("x = 1").unwrap()).is_err());
+    assert!((SPEC.parse_params)(&toml::from_str("x = 1").unwrap()).is_err());
 }
 
 #[tokio::test]

@@ -257,6 +257,12 @@ pub fn rejected(id: Option<&str>, reason: impl Into<String>) -> RejectedRecord {
     }
 }
 
+/// The `parse_params` of a kind that takes no `[params]`: any key is refused.
+pub fn no_params(params: &toml::Table) -> Result<crate::config::Params, String> {
+    check_keys(params, &[])?;
+    Ok(crate::config::Params::none())
+}
+
 /// Rejects any `[params]` key not in `allowed`.
 pub fn check_keys(params: &toml::Table, allowed: &[&str]) -> Result<(), String> {
     for key in params.keys() {

@@ -50,7 +50,7 @@ pub static SPEC: KindSpec = KindSpec {
     auth: &[AuthScheme::Basic, AuthScheme::Bearer],
     // Not found in the docs; assumed.
     default_rate_limit: RateLimit::per_secs(600, 60),
-    validate_params,
+    parse_params: read_params,
     limitations: &[
             "the HTTP server API offers no tasks: a playbook sets account attributes (name and task list) that a CustomerSuccessBox playbook or alert can act on",
             "account pushes are upserts: an unknown account id creates an account rather than being refused",
@@ -72,15 +72,12 @@ pub fn parse_params(params: &toml::Table) -> Result<Params, String> {
     Ok(Params { playbook_prefix })
 }
 
-fn validate_params(params: &toml::Table) -> Result<(), String> {
-    parse_params(params).map(|_| ())
+fn read_params(params: &toml::Table) -> Result<crate::config::Params, String> {
+    parse_params(params).map(crate::config::Params::new)
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
-    let params = parse_params(&ctx.connector.params).map_err(|reason| BuildError::Invalid {
-        connector: ctx.connector.id.clone(),
-        reason,
-    })?;
+    let params = ctx.params::<Params>()?.clone();
     let http = HttpClient::new(ctx.connector, ctx.secrets)?;
     Ok(Built::Sink(Box::new(CustomerSuccessBox::new(
         http,

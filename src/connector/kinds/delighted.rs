@@ -40,15 +40,12 @@ pub static SPEC: KindSpec = KindSpec {
     default_streams: &["survey_responses"],
     auth: &[AuthScheme::Basic],
     default_rate_limit: RateLimit::per_secs(200, 60),
-    validate_params,
+    parse_params: common::no_params,
     limitations: &[],
 };
 
 const MAX_PAGE: u32 = 100;
 
-fn validate_params(params: &toml::Table) -> Result<(), String> {
-    common::check_keys(params, &[])
-}
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let http = HttpClient::new(ctx.connector, ctx.secrets)?;

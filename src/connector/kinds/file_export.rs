@@ -33,7 +33,7 @@ pub static SPEC: KindSpec = KindSpec {
     auth: &[],
     // Unused: an export makes no HTTP calls.
     default_rate_limit: RateLimit::per_secs(1, 1),
-    validate_params,
+    parse_params: read_params,
     limitations: &[],
 };
 
@@ -185,8 +185,10 @@ fn valid_stem(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
-fn validate_params(params: &toml::Table) -> Result<(), String> {
-    parse_params(params).map(|_| ())
+/// The catalog's check. Exports are built from an `ExportConfig`, which keeps the table, so the parsed
+/// settings are not kept here.
+fn read_params(params: &toml::Table) -> Result<crate::config::Params, String> {
+    parse_params(params).map(|_| crate::config::Params::none())
 }
 
 /// Exports are built by `kinds::build_export` from an `ExportConfig`; this entry only answers a file that

@@ -45,7 +45,7 @@ pub static SPEC: KindSpec = KindSpec {
     auth: &[AuthScheme::Basic],
     // The smallest current per-minute plan (Growth); Pro 400, Enterprise 700.
     default_rate_limit: RateLimit::per_secs(100, 60),
-    validate_params,
+    parse_params: common::no_params,
     limitations: &[],
 };
 
@@ -53,9 +53,6 @@ const MAX_PAGE: u32 = 100;
 /// Freshdesk stops a query at this page.
 const PAGE_CAP: u64 = 300;
 
-fn validate_params(params: &toml::Table) -> Result<(), String> {
-    common::check_keys(params, &[])
-}
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let http = HttpClient::new(ctx.connector, ctx.secrets)?;

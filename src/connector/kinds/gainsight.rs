@@ -56,7 +56,7 @@ pub static SPEC: KindSpec = KindSpec {
     auth: &[AuthScheme::ApiKeyHeader],
     // Recommended synchronous limit: 100 calls per minute (and 50,000 per day) per tenant.
     default_rate_limit: RateLimit::per_secs(100, 60),
-    validate_params,
+    parse_params: read_params,
     limitations: &["Cockpit tasks are not created through the API: a CTA's tasks are a checklist in its comments"],
 };
 
@@ -107,16 +107,12 @@ impl Settings {
     }
 }
 
-fn validate_params(params: &toml::Table) -> Result<(), String> {
-    Settings::from_params(params).map(|_| ())
+fn read_params(params: &toml::Table) -> Result<crate::config::Params, String> {
+    Settings::from_params(params).map(crate::config::Params::new)
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
-    let settings =
-        Settings::from_params(&ctx.connector.params).map_err(|reason| BuildError::Invalid {
-            connector: ctx.connector.id.clone(),
-            reason,
-        })?;
+    let settings = ctx.params::<Settings>()?.clone();
     let http = HttpClient::new(ctx.connector, ctx.secrets)?;
     Ok(Built::Sink(Box::new(Gainsight::new(
         http,

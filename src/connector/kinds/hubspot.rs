@@ -54,7 +54,7 @@ pub static SPEC: KindSpec = KindSpec {
     auth: &[AuthScheme::Bearer, AuthScheme::OAuth2RefreshToken],
     // Private apps on Free/Starter: 100 requests per 10 s (Pro/Enterprise 190).
     default_rate_limit: RateLimit::per_secs(100, 10),
-    validate_params,
+    parse_params: read_params,
     limitations: &[],
 };
 
@@ -64,19 +64,19 @@ const MAX_PAGE: u32 = 100;
 /// Restart a search query before HubSpot's 10,000-result ceiling turns the next page into a 400.
 const SEARCH_CEILING: u64 = 10_000;
 
-fn validate_params(params: &toml::Table) -> Result<(), String> {
+/// `properties`: company properties to read beyond the defaults.
+struct Settings {
+    properties: Vec<String>,
+}
+
+fn read_params(params: &toml::Table) -> Result<crate::config::Params, String> {
     common::check_keys(params, PARAM_KEYS)?;
-    common::string_list(params, "properties")?;
-    Ok(())
+    let properties = common::string_list(params, "properties")?.unwrap_or_default();
+    Ok(crate::config::Params::new(Settings { properties }))
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
-    let extra = common::string_list(&ctx.connector.params, "properties")
-        .map_err(|reason| BuildError::Invalid {
-            connector: ctx.connector.id.clone(),
-            reason,
-        })?
-        .unwrap_or_default();
+    let extra = ctx.params::<Settings>()?.properties.clone();
     let http = HttpClient::new(ctx.connector, ctx.secrets)?
         .with_classifier(classify)
         .with_quota_reader(quota);

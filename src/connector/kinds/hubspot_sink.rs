@@ -60,7 +60,7 @@ pub static SPEC: KindSpec = KindSpec {
     auth: &[AuthScheme::Bearer, AuthScheme::OAuth2RefreshToken],
     // Private apps on Free/Starter: 100 requests per 10 s (Pro/Enterprise 190).
     default_rate_limit: RateLimit::per_secs(100, 10),
-    validate_params,
+    parse_params: read_params,
     limitations: &[
             "HubSpot has no projects: each playbook task is a task on the company, found again by a key in its subject",
             "recovery completes the tasks; no closing note is written",
@@ -76,20 +76,19 @@ const SEARCH_PAGE: u32 = 200;
 const SEARCH_CEILING: usize = 10_000;
 const COMPANIES: &str = "/crm/v3/objects/companies";
 
-fn validate_params(params: &toml::Table) -> Result<(), String> {
+/// The account owner → platform user map (`[params.owners]`).
+type Owners = std::collections::BTreeMap<String, String>;
+
+fn read_params(params: &toml::Table) -> Result<crate::config::Params, String> {
     common::check_keys(params, &["owners"])?;
-    common::owner_map(params).map(|_| ())
+    common::owner_map(params).map(crate::config::Params::new)
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let http = HttpClient::new(ctx.connector, ctx.secrets)?
         .with_classifier(super::hubspot::classify)
         .with_quota_reader(super::hubspot::quota);
-    let owners =
-        common::owner_map(&ctx.connector.params).map_err(|reason| BuildError::Invalid {
-            connector: ctx.connector.id.clone(),
-            reason,
-        })?;
+    let owners = ctx.params::<Owners>()?.clone();
     let mut sink = HubSpotSink::new(http, Arc::new(SystemClock));
     sink.owners = owners;
     Ok(Built::Sink(Box::new(sink)))

@@ -393,7 +393,7 @@ fn markers_parse_back_to_their_task() {
     assert_eq!(marked_index("Call [other/task-1]", KEY), None);
     assert_eq!(marked_index(&format!("Call [{KEY}/task-0]"), KEY), None);
     assert_eq!(marked_index("no marker", KEY), None);
-    assert!(validate_params(&toml::Table::new()).is_ok());
+    assert!((SPEC.parse_params)(&toml::Table::new()).is_ok());
 }
 
 #[tokio::test]

@@ -464,15 +464,15 @@ fn the_ten_secondly_quota_is_read_from_the_rate_limit_headers() {
 fn params_are_validated() {
     let ok: toml::Table =
         toml::from_str("properties = [\"industry\", \"numberofemployees\"]").unwrap();
-    assert!(validate_params(&ok).is_ok());
-    assert!(validate_params(&toml::Table::new()).is_ok());
+    assert!((SPEC.parse_params)(&ok).is_ok());
+    assert!((SPEC.parse_params)(&toml::Table::new()).is_ok());
     let bad: toml::Table = toml::from_str("properties = \"industry\"").unwrap();
     assert_eq!(
-        validate_params(&bad).unwrap_err(),
+        (SPEC.parse_params)(&bad).unwrap_err(),
         "`properties` must be a list of strings"
     );
     let unknown: toml::Table = toml::from_str("objects = []").unwrap();
-    assert!(validate_params(&unknown)
+    assert!((SPEC.parse_params)(&unknown)
         .unwrap_err()
         .contains("unknown key `objects`"));
 }

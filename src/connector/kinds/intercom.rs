@@ -51,7 +51,7 @@ pub static SPEC: KindSpec = KindSpec {
     auth: &[AuthScheme::Bearer],
     // 10,000 calls per minute per app, enforced in 10-second slices.
     default_rate_limit: RateLimit::per_secs(1666, 10),
-    validate_params,
+    parse_params: common::no_params,
     limitations: &[],
 };
 
@@ -60,9 +60,6 @@ const CONVERSATION_PAGE: u32 = 150;
 const COMPANY_PAGE: u32 = 60;
 const COMPANY_LIST_CAP: u64 = 10_000;
 
-fn validate_params(params: &toml::Table) -> Result<(), String> {
-    common::check_keys(params, &[])
-}
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let http = HttpClient::new(ctx.connector, ctx.secrets)?;

@@ -57,7 +57,7 @@ pub static SPEC: KindSpec = KindSpec {
     auth: &[AuthScheme::Basic],
     // The export API allows 60 queries per hour.
     default_rate_limit: RateLimit::per_secs(60, 3600),
-    validate_params,
+    parse_params: read_params,
     limitations: &[],
 };
 
@@ -69,6 +69,7 @@ pub const NO_RETRY_AFTER_WAIT: Duration = Duration::from_secs(60);
 /// A day with more unreadable lines than this is not an export: stop instead of collecting rejections.
 const MAX_REJECTED_LINES: usize = 1000;
 
+#[derive(Clone)]
 struct Params {
     project_id: Option<i64>,
     account_property: String,
@@ -109,15 +110,12 @@ fn parse_params(params: &toml::Table) -> Result<Params, String> {
     })
 }
 
-fn validate_params(params: &toml::Table) -> Result<(), String> {
-    parse_params(params).map(|_| ())
+fn read_params(params: &toml::Table) -> Result<crate::config::Params, String> {
+    parse_params(params).map(crate::config::Params::new)
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
-    let params = parse_params(&ctx.connector.params).map_err(|reason| BuildError::Invalid {
-        connector: ctx.connector.id.clone(),
-        reason,
-    })?;
+    let params = ctx.params::<Params>()?.clone();
     let http = HttpClient::new(ctx.connector, ctx.secrets)?.with_classifier(classify);
     Ok(Built::Source(Box::new(Mixpanel {
         http,

@@ -356,7 +356,7 @@ async fn refused_credentials_name_no_secret() {
 
 #[test]
 fn params_are_validated() {
-    let t = |s: &str| validate_params(&toml::from_str(s).unwrap());
+    let t = |s: &str| (SPEC.parse_params)(&toml::from_str(s).unwrap());
     assert!(
         t("account_property = \"company_id\"\naccount_key = \"crm_id\"\nevents = [\"Login\"]")
             .is_ok()

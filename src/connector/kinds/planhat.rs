@@ -56,16 +56,13 @@ pub static SPEC: KindSpec = KindSpec {
     auth: &[AuthScheme::Bearer],
     // Planhat's quota (soft limit) is 200 calls per minute per tenant.
     default_rate_limit: RateLimit::per_secs(200, 60),
-    validate_params,
+    parse_params: common::no_params,
     limitations: &["recovery ends the project (end date); its tasks stay open for the CSM"],
 };
 
 /// Items per `PUT /companies` call (Planhat's bulk upsert limit).
 pub const BATCH_SIZE: usize = 5000;
 
-fn validate_params(params: &toml::Table) -> Result<(), String> {
-    common::check_keys(params, &[])
-}
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let http = HttpClient::new(ctx.connector, ctx.secrets)?;

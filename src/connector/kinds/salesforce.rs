@@ -69,7 +69,7 @@ pub static SPEC: KindSpec = KindSpec {
     ],
     // The binding quota is the org's daily allocation (Sforce-Limit-Info); this only smooths bursts.
     default_rate_limit: RateLimit::per_secs(25, 1),
-    validate_params,
+    parse_params: read_params,
     limitations: &[],
 };
 
@@ -205,6 +205,7 @@ pub(crate) fn is_api_version(s: &str) -> bool {
         })
 }
 
+#[derive(Clone)]
 struct Params {
     api_version: String,
     crm_id_field: Option<String>,
@@ -263,15 +264,12 @@ fn parse_params(params: &toml::Table) -> Result<Params, String> {
     })
 }
 
-fn validate_params(params: &toml::Table) -> Result<(), String> {
-    parse_params(params).map(|_| ())
+fn read_params(params: &toml::Table) -> Result<crate::config::Params, String> {
+    parse_params(params).map(crate::config::Params::new)
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
-    let params = parse_params(&ctx.connector.params).map_err(|reason| BuildError::Invalid {
-        connector: ctx.connector.id.clone(),
-        reason,
-    })?;
+    let params = ctx.params::<Params>()?.clone();
     let http = HttpClient::new(ctx.connector, ctx.secrets)?.with_classifier(classify);
     Ok(Built::Source(Box::new(Salesforce::new(
         http,

@@ -63,7 +63,7 @@ pub static SPEC: KindSpec = KindSpec {
     ],
     // The binding quota is the org's daily allocation (Sforce-Limit-Info); this only smooths bursts.
     default_rate_limit: RateLimit::per_secs(25, 1),
-    validate_params,
+    parse_params: read_params,
     limitations: &[
         "duplicate-free task creation needs a unique External ID field on Task (`key_field`)",
     ],
@@ -78,7 +78,7 @@ const PARAM_KEYS: &[&str] = &[
     "max_api_usage_percent",
 ];
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Params {
     pub api_version: String,
     pub account_id_field: String,
@@ -116,15 +116,12 @@ pub fn parse_params(params: &toml::Table) -> Result<Params, String> {
     })
 }
 
-fn validate_params(params: &toml::Table) -> Result<(), String> {
-    parse_params(params).map(|_| ())
+fn read_params(params: &toml::Table) -> Result<crate::config::Params, String> {
+    parse_params(params).map(crate::config::Params::new)
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
-    let params = parse_params(&ctx.connector.params).map_err(|reason| BuildError::Invalid {
-        connector: ctx.connector.id.clone(),
-        reason,
-    })?;
+    let params = ctx.params::<Params>()?.clone();
     let http =
         HttpClient::new(ctx.connector, ctx.secrets)?.with_classifier(super::salesforce::classify);
     Ok(Built::Sink(Box::new(SalesforceSink::new(

@@ -512,7 +512,7 @@ fn helpers_and_params() {
         website_domain(Some(&json!("acme.io"))).as_deref(),
         Some("acme.io")
     );
-    let t = |s: &str| validate_params(&toml::from_str(s).unwrap());
+    let t = |s: &str| (SPEC.parse_params)(&toml::from_str(s).unwrap());
     assert!(t("crm_id_field = \"Id\"\nextra_fields = { accounts = [\"Health__c\"] }").is_ok());
     assert!(t("api_version = \"62\"").unwrap_err().contains("v62.0"));
     assert!(t("extra_fields = { leads = [\"x\"] }")

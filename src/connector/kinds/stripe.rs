@@ -44,7 +44,7 @@ pub static SPEC: KindSpec = KindSpec {
     auth: &[AuthScheme::Bearer],
     // Most endpoints: 25 requests per second each (sandbox: 25/s globally).
     default_rate_limit: RateLimit::per_secs(25, 1),
-    validate_params,
+    parse_params: read_params,
     limitations: &[],
 };
 
@@ -54,19 +54,20 @@ const MAX_PAGE: u32 = 100;
 /// Stripe keeps events for 30 days; a day less leaves room for clock skew and a slow run.
 const EVENTS_KEPT: chrono::Duration = chrono::Duration::days(29);
 
-fn validate_params(params: &toml::Table) -> Result<(), String> {
+/// `crm_id_metadata_key`: the customer metadata key that holds the CRM id.
+struct Settings {
+    crm_key: String,
+}
+
+fn read_params(params: &toml::Table) -> Result<crate::config::Params, String> {
     common::check_keys(params, PARAM_KEYS)?;
-    common::string_param(params, "crm_id_metadata_key")?;
-    Ok(())
+    let crm_key = common::string_param(params, "crm_id_metadata_key")?
+        .unwrap_or_else(|| DEFAULT_CRM_KEY.to_string());
+    Ok(crate::config::Params::new(Settings { crm_key }))
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
-    let crm_key = common::string_param(&ctx.connector.params, "crm_id_metadata_key")
-        .map_err(|reason| BuildError::Invalid {
-            connector: ctx.connector.id.clone(),
-            reason,
-        })?
-        .unwrap_or_else(|| DEFAULT_CRM_KEY.to_string());
+    let crm_key = ctx.params::<Settings>()?.crm_key.clone();
     let http = HttpClient::new(ctx.connector, ctx.secrets)?.with_classifier(classify);
     Ok(Built::Source(Box::new(Stripe::new(
         http,

@@ -407,11 +407,11 @@ async fn stripe_should_retry_decides_over_the_status() {
 #[test]
 fn params_are_validated() {
     let ok: toml::Table = toml::from_str("crm_id_metadata_key = \"crm_id\"").unwrap();
-    assert!(validate_params(&ok).is_ok());
+    assert!((SPEC.parse_params)(&ok).is_ok());
     let bad: toml::Table = toml::from_str("crm_id_metadata_key = 3").unwrap();
-    assert!(validate_params(&bad).is_err());
+    assert!((SPEC.parse_params)(&bad).is_err());
     let unknown: toml::Table = toml::from_str("api_version = \"2023-09-12\"").unwrap();
-    assert!(validate_params(&unknown).is_err());
+    assert!((SPEC.parse_params)(&unknown).is_err());
 }
 
 // ---- Future marks, ties, bad bodies, resuming from every checkpoint and server errors ----

@@ -57,7 +57,7 @@ pub static SPEC: KindSpec = KindSpec {
     auth: &[AuthScheme::ApiKeyHeader],
     // "Like all APIs, there is a global rate limit of 100 calls/minute for each token."
     default_rate_limit: RateLimit::per_secs(100, 60),
-    validate_params,
+    parse_params: read_params,
     limitations: &[
         "attributes are not confirmed and unknown accounts are created, not refused",
         "tasks return no id, so recovery adds a closing touchpoint instead of closing them",
@@ -103,16 +103,12 @@ impl Settings {
     }
 }
 
-fn validate_params(params: &toml::Table) -> Result<(), String> {
-    Settings::from_params(params).map(|_| ())
+fn read_params(params: &toml::Table) -> Result<crate::config::Params, String> {
+    Settings::from_params(params).map(crate::config::Params::new)
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
-    let settings =
-        Settings::from_params(&ctx.connector.params).map_err(|reason| BuildError::Invalid {
-            connector: ctx.connector.id.clone(),
-            reason,
-        })?;
+    let settings = ctx.params::<Settings>()?.clone();
     let api = HttpClient::new(ctx.connector, ctx.secrets)?;
     let mut collector_cfg = ctx.connector.clone();
     collector_cfg.base_url = settings.collector_url.clone();

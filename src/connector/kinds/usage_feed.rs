@@ -27,15 +27,12 @@ pub static SPEC: KindSpec = KindSpec {
     default_streams: &["daily_usage"],
     auth: &[AuthScheme::Bearer],
     default_rate_limit: RateLimit::per_secs(600, 60),
-    validate_params,
+    parse_params: common::no_params,
     limitations: &[],
 };
 
 const DEFAULT_PAGE: u32 = 500;
 
-fn validate_params(params: &toml::Table) -> Result<(), String> {
-    common::check_keys(params, &[])
-}
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let http = HttpClient::new(ctx.connector, ctx.secrets)?;
@@ -328,9 +325,9 @@ mod tests {
 
     #[test]
     fn takes_no_params() {
-        assert!(validate_params(&toml::Table::new()).is_ok());
+        assert!((SPEC.parse_params)(&toml::Table::new()).is_ok());
         let t: toml::Table = toml::from_str("x = 1").unwrap();
-        assert!(validate_params(&t).is_err());
+        assert!((SPEC.parse_params)(&t).is_err());
     }
 
     // ---- Future marks, ties, bad bodies and resuming from every checkpoint ----

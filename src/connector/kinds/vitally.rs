@@ -48,24 +48,23 @@ pub static SPEC: KindSpec = KindSpec {
     auth: &[AuthScheme::Basic],
     // A token bucket of 1,000 units per minute per key.
     default_rate_limit: RateLimit::per_secs(1000, 60),
-    validate_params,
+    parse_params: read_params,
     limitations: &[
         "projects cannot be completed through the API: recovery adds a closing note to the account",
     ],
 };
 
-fn validate_params(params: &toml::Table) -> Result<(), String> {
+/// The account owner → platform user map (`[params.owners]`).
+type Owners = std::collections::BTreeMap<String, String>;
+
+fn read_params(params: &toml::Table) -> Result<crate::config::Params, String> {
     common::check_keys(params, &["owners"])?;
-    common::owner_map(params).map(|_| ())
+    common::owner_map(params).map(crate::config::Params::new)
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     let http = HttpClient::new(ctx.connector, ctx.secrets)?.with_classifier(classify);
-    let owners =
-        common::owner_map(&ctx.connector.params).map_err(|reason| BuildError::Invalid {
-            connector: ctx.connector.id.clone(),
-            reason,
-        })?;
+    let owners = ctx.params::<Owners>()?.clone();
     Ok(Built::Sink(Box::new(
         Vitally::new(http, Arc::new(SystemClock)).with_owners(owners),
     )))
@@ -736,15 +735,15 @@ mod tests {
 
     #[test]
     fn params_are_only_an_owner_map() {
-        assert!(validate_params(&toml::Table::new()).is_ok());
+        assert!((SPEC.parse_params)(&toml::Table::new()).is_ok());
         let t: toml::Table = toml::from_str("subdomain = \"acme\"").unwrap();
-        assert!(validate_params(&t)
+        assert!((SPEC.parse_params)(&t)
             .unwrap_err()
             .contains("unknown key `subdomain`"));
         let t: toml::Table = toml::from_str("[owners]\n\"hs-42\" = \"admin-7\"").unwrap();
-        assert!(validate_params(&t).is_ok());
+        assert!((SPEC.parse_params)(&t).is_ok());
         let t: toml::Table = toml::from_str("[owners]\n\"hs-42\" = 7").unwrap();
-        assert!(validate_params(&t)
+        assert!((SPEC.parse_params)(&t)
             .unwrap_err()
             .contains("`owners.hs-42` must be a non-empty string"));
     }

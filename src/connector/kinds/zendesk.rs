@@ -55,7 +55,7 @@ pub static SPEC: KindSpec = KindSpec {
     auth: &[AuthScheme::Basic, AuthScheme::Bearer],
     // Account-wide per-minute limit of the Team plan, the lowest; higher plans may raise it in the file.
     default_rate_limit: RateLimit::per_secs(200, 60),
-    validate_params,
+    parse_params: read_params,
     limitations: &[],
 };
 
@@ -75,16 +75,21 @@ fn incremental_per_min(params: &toml::Table) -> Result<u32, String> {
     }
 }
 
-fn validate_params(params: &toml::Table) -> Result<(), String> {
+/// `incremental_per_min`: the incremental export endpoints' own quota.
+struct Settings {
+    incremental_per_min: u32,
+}
+
+fn read_params(params: &toml::Table) -> Result<crate::config::Params, String> {
     common::check_keys(params, PARAM_KEYS)?;
-    incremental_per_min(params).map(|_| ())
+    let incremental_per_min = incremental_per_min(params)?;
+    Ok(crate::config::Params::new(Settings {
+        incremental_per_min,
+    }))
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
-    let export_cfg = export_config(ctx.connector).map_err(|reason| BuildError::Invalid {
-        connector: ctx.connector.id.clone(),
-        reason,
-    })?;
+    let export_cfg = export_config(ctx.connector, ctx.params::<Settings>()?);
     let http = HttpClient::new(ctx.connector, ctx.secrets)?;
     let export = HttpClient::new(&export_cfg, ctx.secrets)?;
     Ok(Built::Source(Box::new(Zendesk::new(
@@ -98,10 +103,11 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
 /// The connector's config under the incremental endpoints' quota (requests per minute).
 fn export_config(
     connector: &crate::config::ConnectorConfig,
-) -> Result<crate::config::ConnectorConfig, String> {
+    settings: &Settings,
+) -> crate::config::ConnectorConfig {
     let mut cfg = connector.clone();
-    cfg.rate_limit = RateLimit::per_secs(incremental_per_min(&connector.params)?, 60);
-    Ok(cfg)
+    cfg.rate_limit = RateLimit::per_secs(settings.incremental_per_min, 60);
+    cfg
 }
 
 pub struct Zendesk {

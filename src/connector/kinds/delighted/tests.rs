@@ -290,7 +290,7 @@ fn page_tokens_and_params() {
     assert_eq!(parse_token(None), Ok((1, None)));
     assert_eq!(parse_token(Some("3|r9")), Ok((3, Some("r9".into()))));
     assert!(parse_token(Some("x|r9")).is_err());
-    assert!(validate_params(&toml::Table::new()).is_ok());
+    assert!((SPEC.parse_params)(&toml::Table::new()).is_ok());
     let unknown: toml::Table = toml::from_str("project = \"a\"").unwrap();
-    assert!(validate_params(&unknown).is_err());
+    assert!((SPEC.parse_params)(&unknown).is_err());
 }

@@ -585,8 +585,8 @@ fn the_folder_probe_says_why_a_folder_cannot_be_written() {
 #[test]
 fn params_are_checked_with_every_problem_named() {
     let table = |s: &str| -> toml::Table { toml::from_str(s).expect("toml") };
-    assert!(validate_params(&table("directory = \"out\"")).is_ok());
-    let e = validate_params(&table(
+    assert!((SPEC.parse_params)(&table("directory = \"out\"")).is_ok());
+    let e = (SPEC.parse_params)(&table(
         "formats = [\"pdf\", \"csv\", \"csv\"]\nkeep = -1\nfile_stem = \"../x\"\nhistory = true\ncolour = 1",
     ))
     .expect_err("bad params");
@@ -601,7 +601,7 @@ fn params_are_checked_with_every_problem_named() {
     ] {
         assert!(e.contains(what), "{what:?} missing in {e}");
     }
-    let e = validate_params(&table("directory = \"out\"\nformats = []")).expect_err("empty");
+    let e = (SPEC.parse_params)(&table("directory = \"out\"\nformats = []")).expect_err("empty");
     assert!(e.contains("formats is empty"), "{e}");
 }
 

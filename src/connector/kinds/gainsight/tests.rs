@@ -206,10 +206,10 @@ async fn persistent_5xx_is_transient_for_every_item_and_names_no_secret() {
 
 #[test]
 fn params_need_a_match_field_and_refuse_unknown_keys() {
-    let err = validate_params(&toml::Table::new()).unwrap_err();
+    let err = (SPEC.parse_params)(&toml::Table::new()).unwrap_err();
     assert!(err.contains("match_field"), "{err}");
     let t: toml::Table = toml::from_str("match_field = \"X__gc\"\ncta_typ = \"Risk\"").unwrap();
-    assert!(validate_params(&t)
+    assert!((SPEC.parse_params)(&t)
         .unwrap_err()
         .contains("unknown key `cta_typ`"));
     assert_eq!(settings().cta_closed_status, "Closed Success");

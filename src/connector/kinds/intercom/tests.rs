@@ -380,9 +380,9 @@ async fn companies_page_by_number_and_refuse_more_than_the_list_cap() {
 
 #[test]
 fn params_are_validated() {
-    assert!(validate_params(&toml::Table::new()).is_ok());
+    assert!((SPEC.parse_params)(&toml::Table::new()).is_ok());
     let unknown: toml::Table = toml::from_str("region = \"eu\"").unwrap();
-    assert!(validate_params(&unknown)
+    assert!((SPEC.parse_params)(&unknown)
         .unwrap_err()
         .contains("takes no params"));
 }

@@ -230,17 +230,17 @@ async fn a_gateway_that_keeps_failing_is_transient_and_names_no_secret() {
 
 #[test]
 fn params_need_a_service_id_and_a_flow() {
-    let err = validate_params(&toml::Table::new()).unwrap_err();
+    let err = (SPEC.parse_params)(&toml::Table::new()).unwrap_err();
     assert!(err.contains("service_id"), "{err}");
     let t: toml::Table = toml::from_str("service_id = \"SP-1\"").unwrap();
-    assert!(validate_params(&t)
+    assert!((SPEC.parse_params)(&t)
         .unwrap_err()
         .contains("activity_type_id"));
     let t: toml::Table = toml::from_str(
         "service_id = \"SP-1\"\nactivity_type_id = \"x\"\ncollector_url = \"not a url\"",
     )
     .unwrap();
-    assert!(validate_params(&t).unwrap_err().contains("collector_url"));
+    assert!((SPEC.parse_params)(&t).unwrap_err().contains("collector_url"));
     assert_eq!(
         settings("https://sdr.totango.com").collector_url.as_str(),
         "https://sdr.totango.com/"

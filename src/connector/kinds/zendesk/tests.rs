@@ -466,12 +466,12 @@ async fn oauth_bearer_is_sent_on_every_request() {
 #[test]
 fn params_and_the_export_quota() {
     let ok: toml::Table = toml::from_str("incremental_per_min = 30").unwrap();
-    assert!(validate_params(&ok).is_ok());
+    assert!((SPEC.parse_params)(&ok).is_ok());
     assert_eq!(incremental_per_min(&toml::Table::new()), Ok(10));
     let bad: toml::Table = toml::from_str("incremental_per_min = 0").unwrap();
-    assert!(validate_params(&bad).unwrap_err().contains("1 to 1000"));
+    assert!((SPEC.parse_params)(&bad).unwrap_err().contains("1 to 1000"));
     let unknown: toml::Table = toml::from_str("subdomain = \"acme\"").unwrap();
-    assert!(validate_params(&unknown)
+    assert!((SPEC.parse_params)(&unknown)
         .unwrap_err()
         .contains("unknown key"));
 }
@@ -491,15 +491,18 @@ fn build_gives_the_export_its_own_quota() {
         secrets: &s,
     };
     assert!(matches!(build(&ctx), Ok(Built::Source(_))));
-    assert_eq!(
-        export_config(&cfg).unwrap().rate_limit,
-        RateLimit::per_secs(10, 60)
-    );
-    cfg.params = toml::from_str("incremental_per_min = 30").unwrap();
-    assert_eq!(
-        export_config(&cfg).unwrap().rate_limit,
-        RateLimit::per_secs(30, 60)
-    );
+    let settings = |cfg: &crate::config::ConnectorConfig| {
+        BuildContext {
+            connector: cfg,
+            secrets: &s,
+        }
+        .params::<Settings>()
+        .map(|p| export_config(cfg, p).rate_limit)
+        .unwrap()
+    };
+    assert_eq!(settings(&cfg), RateLimit::per_secs(10, 60));
+    cfg.params = (SPEC.parse_params)(&toml::from_str("incremental_per_min = 30").unwrap()).unwrap();
+    assert_eq!(settings(&cfg), RateLimit::per_secs(30, 60));
 }
 
 #[tokio::test]
