@@ -39,11 +39,11 @@ use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 use super::common;
-use super::sink_support::{self, Errors, FieldWrite};
+use super::sink_support::{self, BatchResults, CloseWrite, Errors, FieldWrite, PlatformApi, ProjectWrite};
 use crate::config::KindSpec;
-use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError, Sink};
+use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError};
 use crate::http::{Call, Clock, HttpClient, HttpError, SystemClock};
-use crate::vocab::{AccountRef, BoxFuture, Role, TaskSpec, WriteOp};
+use crate::vocab::{AccountRef, BoxFuture, Role, TaskSpec};
 use crate::vocab::{AuthScheme, RateLimit};
 
 pub static SPEC: KindSpec = KindSpec {
@@ -242,53 +242,30 @@ impl ChurnZero {
     }
 }
 
-impl Sink for ChurnZero {
-    fn deliver<'a>(&'a self, op: &'a WriteOp) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+impl PlatformApi for ChurnZero {
+    const BATCH: usize = BATCH_MAX;
+
+    fn set_fields<'a>(&'a self, writes: Vec<FieldWrite<'a>>) -> BoxFuture<'a, BatchResults> {
+        Box::pin(async move { self.set_fields_batch(&writes).await })
+    }
+
+    fn create_project<'a>(
+        &'a self,
+        p: ProjectWrite<'a>,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
         Box::pin(async move {
-            match op {
-                WriteOp::SetFields { account, fields } => {
-                    let mut r = self.set_fields_batch(&[(account, fields)]).await;
-                    r.pop()
-                        .unwrap_or_else(|| Err(DeliveryError::Transient("not sent".into())))
-                }
-                WriteOp::CreateProject {
-                    account,
-                    key,
-                    playbook,
-                    name,
-                    description,
-                    tasks,
-                    ..
-                } => {
-                    let tasks = sink_support::project_tasks(name, description, tasks);
-                    let text = format!("{description}\n{}", self.tasks_text(&tasks));
-                    self.set_playbook(account, playbook, format!("{name} [{key}]"), text)
-                        .await
-                }
-                WriteOp::CloseProject {
-                    account, playbook, ..
-                } => {
-                    self.set_playbook(account, playbook, String::new(), String::new())
-                        .await
-                }
-            }
+            let tasks = sink_support::project_tasks(p.name, p.description, p.tasks);
+            let text = format!("{}\n{}", p.description, self.tasks_text(&tasks));
+            self.set_playbook(p.account, p.playbook, format!("{} [{}]", p.name, p.key), text)
+                .await
         })
     }
 
-    fn batch_size(&self) -> usize {
-        BATCH_MAX
-    }
-
-    fn deliver_batch<'a>(
+    fn close_project<'a>(
         &'a self,
-        ops: &'a [WriteOp],
-    ) -> BoxFuture<'a, Vec<Result<Delivered, DeliveryError>>> {
-        Box::pin(sink_support::deliver_grouped(
-            self,
-            ops,
-            BATCH_MAX,
-            move |items| async move { self.set_fields_batch(&items).await },
-        ))
+        c: CloseWrite<'a>,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+        Box::pin(self.set_playbook(c.account, c.playbook, String::new(), String::new()))
     }
 }
 

@@ -2,6 +2,7 @@
 //! GIF): the exact actions sent, batches, the playbook attributes, retries, and the app key's place.
 
 use super::*;
+use crate::connector::Sink;
 use crate::connector::kinds::sink_testkit::*;
 use crate::http::testing::{config, manual_clock, secrets};
 use crate::http::ManualClock;

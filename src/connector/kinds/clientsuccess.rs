@@ -40,11 +40,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::common;
-use super::sink_support::{self, Errors};
+use super::sink_support::{self, BatchResults, CloseWrite, Errors, FieldWrite, PlatformApi, ProjectWrite};
 use crate::config::KindSpec;
-use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError, Sink};
+use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError};
 use crate::http::{encode_segment, Call, Clock, HttpClient, HttpError, LoginSpec, SystemClock};
-use crate::vocab::{AccountRef, BoxFuture, FieldValue, Role, TaskSpec, WriteOp};
+use crate::vocab::{AccountRef, BoxFuture, FieldValue, Role, TaskSpec};
 use crate::vocab::{AuthScheme, RateLimit};
 
 pub static SPEC: KindSpec = KindSpec {
@@ -185,7 +185,7 @@ impl ClientSuccess {
         Ok(found)
     }
 
-    async fn set_fields(
+    async fn set_account_fields(
         &self,
         account: &AccountRef,
         fields: &BTreeMap<String, FieldValue>,
@@ -245,7 +245,7 @@ impl ClientSuccess {
         }
     }
 
-    async fn create_project(
+    async fn open_project(
         &self,
         account: &AccountRef,
         key: &str,
@@ -297,7 +297,7 @@ impl ClientSuccess {
         })
     }
 
-    async fn close_project(
+    async fn end_project(
         &self,
         account: &AccountRef,
         key: &str,
@@ -351,27 +351,25 @@ impl ClientSuccess {
     }
 }
 
-impl Sink for ClientSuccess {
-    fn deliver<'a>(&'a self, op: &'a WriteOp) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
-        Box::pin(async move {
-            match op {
-                WriteOp::SetFields { account, fields } => self.set_fields(account, fields).await,
-                WriteOp::CreateProject {
-                    account,
-                    key,
-                    name,
-                    description,
-                    tasks,
-                    ..
-                } => {
-                    self.create_project(account, key, name, description, tasks)
-                        .await
-                }
-                WriteOp::CloseProject { account, key, .. } => {
-                    self.close_project(account, key).await
-                }
-            }
-        })
+impl PlatformApi for ClientSuccess {
+    const BATCH: usize = 1;
+
+    fn set_fields<'a>(&'a self, writes: Vec<FieldWrite<'a>>) -> BoxFuture<'a, BatchResults> {
+        Box::pin(sink_support::each_account(writes, |a, f| self.set_account_fields(a, f)))
+    }
+
+    fn create_project<'a>(
+        &'a self,
+        p: ProjectWrite<'a>,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+        Box::pin(self.open_project(p.account, p.key, p.name, p.description, p.tasks))
+    }
+
+    fn close_project<'a>(
+        &'a self,
+        c: CloseWrite<'a>,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+        Box::pin(self.end_project(c.account, c.key))
     }
 }
 

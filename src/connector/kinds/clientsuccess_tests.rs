@@ -3,6 +3,7 @@
 //! classification and no credential in errors or logs.
 
 use super::*;
+use crate::connector::Sink;
 use crate::connector::kinds::sink_testkit::*;
 use crate::http::testing::{config, manual_clock, secrets};
 use crate::http::ManualClock;

@@ -35,11 +35,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::common;
-use super::sink_support::{self, Errors};
+use super::sink_support::{self, BatchResults, CloseWrite, Errors, FieldWrite, PlatformApi, ProjectWrite};
 use crate::config::KindSpec;
-use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError, Sink};
+use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError};
 use crate::http::{Call, Clock, HttpClient, SystemClock};
-use crate::vocab::{AccountRef, BoxFuture, FieldValue, Role, TaskSpec, WriteOp};
+use crate::vocab::{AccountRef, BoxFuture, FieldValue, Role, TaskSpec};
 use crate::vocab::{AuthScheme, RateLimit};
 
 pub static SPEC: KindSpec = KindSpec {
@@ -176,7 +176,7 @@ impl CustomerSuccessBox {
         format!("{description}\n{}", lines.join("\n"))
     }
 
-    async fn set_fields(
+    async fn set_account_fields(
         &self,
         account: &AccountRef,
         fields: &BTreeMap<String, FieldValue>,
@@ -189,40 +189,40 @@ impl CustomerSuccessBox {
     }
 }
 
-impl Sink for CustomerSuccessBox {
-    fn deliver<'a>(&'a self, op: &'a WriteOp) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+impl PlatformApi for CustomerSuccessBox {
+    const BATCH: usize = 1;
+
+    fn set_fields<'a>(&'a self, writes: Vec<FieldWrite<'a>>) -> BoxFuture<'a, BatchResults> {
+        Box::pin(sink_support::each_account(writes, |a, f| self.set_account_fields(a, f)))
+    }
+
+    fn create_project<'a>(
+        &'a self,
+        p: ProjectWrite<'a>,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
         Box::pin(async move {
-            match op {
-                WriteOp::SetFields { account, fields } => self.set_fields(account, fields).await,
-                WriteOp::CreateProject {
-                    account,
-                    key,
-                    playbook,
-                    name,
-                    description,
-                    tasks,
-                    ..
-                } => {
-                    let tasks = sink_support::project_tasks(name, description, tasks);
-                    let attr = self.playbook_attr(playbook);
-                    let mut attrs = Map::new();
-                    attrs.insert(attr.clone(), json!(format!("{name} [{key}]")));
-                    attrs.insert(
-                        format!("{attr} Tasks"),
-                        json!(self.tasks_text(description, &tasks)),
-                    );
-                    self.push(account, "set playbook attributes", attrs).await
-                }
-                WriteOp::CloseProject {
-                    account, playbook, ..
-                } => {
-                    let attr = self.playbook_attr(playbook);
-                    let mut attrs = Map::new();
-                    attrs.insert(format!("{attr} Tasks"), json!(""));
-                    attrs.insert(attr, json!(""));
-                    self.push(account, "clear playbook attributes", attrs).await
-                }
-            }
+            let tasks = sink_support::project_tasks(p.name, p.description, p.tasks);
+            let attr = self.playbook_attr(p.playbook);
+            let mut attrs = Map::new();
+            attrs.insert(attr.clone(), json!(format!("{} [{}]", p.name, p.key)));
+            attrs.insert(
+                format!("{attr} Tasks"),
+                json!(self.tasks_text(p.description, &tasks)),
+            );
+            self.push(p.account, "set playbook attributes", attrs).await
+        })
+    }
+
+    fn close_project<'a>(
+        &'a self,
+        c: CloseWrite<'a>,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+        Box::pin(async move {
+            let attr = self.playbook_attr(c.playbook);
+            let mut attrs = Map::new();
+            attrs.insert(format!("{attr} Tasks"), json!(""));
+            attrs.insert(attr, json!(""));
+            self.push(c.account, "clear playbook attributes", attrs).await
         })
     }
 }

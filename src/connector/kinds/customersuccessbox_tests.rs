@@ -3,6 +3,7 @@
 //! the documented error codes, and no key in errors or logs.
 
 use super::*;
+use crate::connector::Sink;
 use crate::connector::kinds::sink_testkit::*;
 use crate::http::ManualClock;
 use wiremock::matchers::{body_json, method, path};

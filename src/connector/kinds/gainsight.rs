@@ -42,10 +42,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::common;
+use super::sink_support::{BatchResults, CloseWrite, FieldWrite, PlatformApi, ProjectWrite};
 use crate::config::KindSpec;
-use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError, Sink};
+use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError};
 use crate::http::{Call, Clock, HttpClient, SystemClock};
-use crate::vocab::{AccountRef, BoxFuture, Role, TaskSpec, WriteOp};
+use crate::vocab::{AccountRef, BoxFuture, Role, TaskSpec};
 use crate::vocab::{AuthScheme, RateLimit};
 
 pub static SPEC: KindSpec = KindSpec {
@@ -148,7 +149,7 @@ impl Gainsight {
 
     /// One Company update call for `ops`; a 400 for several records is split and resent, so each result
     /// is the record's own.
-    async fn update_companies(&self, ops: &[&WriteOp]) -> Vec<Result<Delivered, DeliveryError>> {
+    async fn update_companies(&self, ops: &[FieldWrite<'_>]) -> BatchResults {
         // Iterative halving: each pending range is sent whole; a refused range of more than one record is
         // split, a refused single record fails alone.
         let mut results: Vec<Option<Result<Delivered, DeliveryError>>> =
@@ -159,7 +160,7 @@ impl Gainsight {
             match self.send_update(chunk).await {
                 Ok(()) => (from..to).for_each(|i| results[i] = Some(Ok(Delivered::Applied))),
                 Err(Refusal::Validation(desc)) if chunk.len() == 1 => {
-                    let account = chunk[0].account();
+                    let account = chunk[0].0;
                     results[from] = Some(Err(DeliveryError::Invalid(self.err_text(
                         account,
                         "gainsight refused the update",
@@ -184,15 +185,9 @@ impl Gainsight {
             .collect()
     }
 
-    async fn send_update(&self, ops: &[&WriteOp]) -> Result<(), Refusal> {
+    async fn send_update(&self, ops: &[FieldWrite<'_>]) -> Result<(), Refusal> {
         let mut records = Vec::with_capacity(ops.len());
-        for op in ops {
-            let WriteOp::SetFields { account, fields } = op else {
-                return Err(Refusal::Other(DeliveryError::Invalid(format!(
-                    "connector {}: only set_fields writes can be batched",
-                    self.http.connector()
-                ))));
-            };
+        for (account, fields) in ops {
             let mut record: Map<String, Value> = fields
                 .iter()
                 .map(|(k, v)| (k.clone(), v.to_json()))
@@ -427,49 +422,25 @@ fn gainsight_error(body: &Value) -> String {
     }
 }
 
-impl Sink for Gainsight {
-    fn deliver<'a>(&'a self, op: &'a WriteOp) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
-        Box::pin(async move {
-            match op {
-                WriteOp::SetFields { .. } => {
-                    self.update_companies(&[op]).await.pop().unwrap_or_else(|| {
-                        Err(DeliveryError::Transient("empty batch result".into()))
-                    })
-                }
-                WriteOp::CreateProject {
-                    account,
-                    key,
-                    name,
-                    description,
-                    tasks,
-                    ..
-                } => {
-                    self.create_cta(account, key, name, description, tasks)
-                        .await
-                }
-                WriteOp::CloseProject {
-                    account, key, note, ..
-                } => self.close_cta(account, key, note).await,
-            }
-        })
+impl PlatformApi for Gainsight {
+    const BATCH: usize = BATCH_SIZE;
+
+    fn set_fields<'a>(&'a self, writes: Vec<FieldWrite<'a>>) -> BoxFuture<'a, BatchResults> {
+        Box::pin(async move { self.update_companies(&writes).await })
     }
 
-    fn batch_size(&self) -> usize {
-        BATCH_SIZE
-    }
-
-    fn deliver_batch<'a>(
+    fn create_project<'a>(
         &'a self,
-        ops: &'a [WriteOp],
-    ) -> BoxFuture<'a, Vec<Result<Delivered, DeliveryError>>> {
-        Box::pin(async move {
-            let mut out = Vec::with_capacity(ops.len());
-            for chunk in ops.chunks(BATCH_SIZE) {
-                let refs: Vec<&WriteOp> = chunk.iter().collect();
-                out.extend(self.update_companies(&refs).await);
-            }
-            out
-        })
+        p: ProjectWrite<'a>,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+        Box::pin(self.create_cta(p.account, p.key, p.name, p.description, p.tasks))
+    }
+
+    fn close_project<'a>(
+        &'a self,
+        c: CloseWrite<'a>,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+        Box::pin(self.close_cta(c.account, c.key, c.note))
     }
 }
 

@@ -44,11 +44,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::common;
-use super::sink_support::{self, Errors};
+use super::sink_support::{self, BatchResults, CloseWrite, Errors, FieldWrite, PlatformApi, ProjectWrite};
 use crate::config::KindSpec;
-use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError, Sink};
+use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError};
 use crate::http::{encode_segment, Call, Clock, HttpClient, SystemClock};
-use crate::vocab::{AccountRef, BoxFuture, FieldValue, Role, TaskSpec, WriteOp};
+use crate::vocab::{AccountRef, BoxFuture, FieldValue, Role, TaskSpec};
 use crate::vocab::{AuthScheme, RateLimit};
 
 pub static SPEC: KindSpec = KindSpec {
@@ -197,7 +197,7 @@ impl HubSpotSink {
         make(&msg)
     }
 
-    async fn set_fields(
+    async fn set_account_fields(
         &self,
         account: &AccountRef,
         fields: &BTreeMap<String, FieldValue>,
@@ -256,7 +256,7 @@ impl HubSpotSink {
                 "hubspot refused the whole batch; sending its items one by one");
             let mut out = Vec::with_capacity(items.len());
             for (a, f) in items {
-                out.push(self.set_fields(a, f).await);
+                out.push(self.set_account_fields(a, f).await);
             }
             return out;
         }
@@ -393,7 +393,7 @@ impl HubSpotSink {
         }
     }
 
-    async fn create_project(
+    async fn open_project(
         &self,
         account: &AccountRef,
         key: &str,
@@ -461,7 +461,7 @@ impl HubSpotSink {
         Err(self.refused(account, "create task", &r.body, Some(r.status)))
     }
 
-    async fn close_project(
+    async fn end_project(
         &self,
         account: &AccountRef,
         key: &str,
@@ -506,45 +506,34 @@ impl HubSpotSink {
     }
 }
 
-impl Sink for HubSpotSink {
-    fn deliver<'a>(&'a self, op: &'a WriteOp) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
-        Box::pin(async move {
-            match op {
-                WriteOp::SetFields { account, fields } => self.set_fields(account, fields).await,
-                WriteOp::CreateProject {
-                    account,
-                    key,
-                    name,
-                    description,
-                    tasks,
-                    owner,
-                    ..
-                } => {
-                    let owner = owner.as_deref();
-                    self.create_project(account, key, name, description, tasks, owner)
-                        .await
-                }
-                WriteOp::CloseProject { account, key, .. } => {
-                    self.close_project(account, key).await
-                }
-            }
-        })
+impl PlatformApi for HubSpotSink {
+    const BATCH: usize = BATCH_MAX;
+
+    fn set_fields<'a>(&'a self, writes: Vec<FieldWrite<'a>>) -> BoxFuture<'a, BatchResults> {
+        Box::pin(async move { self.set_fields_batch(&writes).await })
     }
 
-    fn batch_size(&self) -> usize {
-        BATCH_MAX
-    }
-
-    fn deliver_batch<'a>(
+    fn set_one<'a>(
         &'a self,
-        ops: &'a [WriteOp],
-    ) -> BoxFuture<'a, Vec<Result<Delivered, DeliveryError>>> {
-        Box::pin(sink_support::deliver_grouped(
-            self,
-            ops,
-            BATCH_MAX,
-            move |items| async move { self.set_fields_batch(&items).await },
-        ))
+        account: &'a AccountRef,
+        fields: &'a BTreeMap<String, FieldValue>,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+        // One write: PATCH the company itself, as a lone write always has been.
+        Box::pin(self.set_account_fields(account, fields))
+    }
+
+    fn create_project<'a>(
+        &'a self,
+        p: ProjectWrite<'a>,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+        Box::pin(self.open_project(p.account, p.key, p.name, p.description, p.tasks, p.owner))
+    }
+
+    fn close_project<'a>(
+        &'a self,
+        c: CloseWrite<'a>,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+        Box::pin(self.end_project(c.account, c.key))
     }
 }
 

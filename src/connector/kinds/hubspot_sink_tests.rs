@@ -2,6 +2,7 @@
 //! results, idempotent task creation by subject marker, closing, throttling and auth.
 
 use super::*;
+use crate::connector::Sink;
 use crate::connector::kinds::sink_testkit::*;
 use crate::http::testing::{config, manual_clock, secrets};
 use crate::http::ManualClock;

@@ -42,10 +42,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::common;
+use super::sink_support::{BatchResults, CloseWrite, FieldWrite, PlatformApi, ProjectWrite};
 use crate::config::KindSpec;
-use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError, Sink};
+use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError};
 use crate::http::{encode_segment, Call, Clock, HttpClient, SystemClock};
-use crate::vocab::{AccountRef, BoxFuture, FieldValue, Role, TaskSpec, WriteOp};
+use crate::vocab::{AccountRef, BoxFuture, FieldValue, Role, TaskSpec};
 use crate::vocab::{AuthScheme, RateLimit};
 
 pub static SPEC: KindSpec = KindSpec {
@@ -92,13 +93,6 @@ impl Planhat {
         )
     }
 
-    fn not_batchable(&self) -> DeliveryError {
-        DeliveryError::Invalid(format!(
-            "connector {}: only set_fields writes can be batched",
-            self.http.connector()
-        ))
-    }
-
     fn transient(&self, account: &AccountRef, what: &str) -> DeliveryError {
         DeliveryError::Transient(format!(
             "connector {}: account {}: {what}",
@@ -128,22 +122,12 @@ impl Planhat {
         self.clock.now()
     }
 
-    /// One bulk upsert for `ops` (all `SetFields`); one result per op, in order.
-    async fn upsert_companies(&self, ops: &[WriteOp]) -> Vec<Result<Delivered, DeliveryError>> {
-        let mut items = Vec::with_capacity(ops.len());
-        let mut slots: Vec<Option<&AccountRef>> = Vec::with_capacity(ops.len());
-        for op in ops {
-            match op {
-                WriteOp::SetFields { account, fields } => {
-                    items.push(company_item(account, fields));
-                    slots.push(Some(account));
-                }
-                _ => slots.push(None),
-            }
+    /// One bulk upsert for `writes`; one result per write, in order.
+    async fn upsert_companies(&self, writes: &[FieldWrite<'_>]) -> BatchResults {
+        if writes.is_empty() {
+            return Vec::new();
         }
-        if items.is_empty() {
-            return slots.iter().map(|_| Err(self.not_batchable())).collect();
-        }
+        let items: Vec<Value> = writes.iter().map(|(a, f)| company_item(a, f)).collect();
         let body = Value::Array(items);
         let call = Call {
             body: Some(&body),
@@ -154,12 +138,9 @@ impl Planhat {
             Ok(r) => UpsertOutcome::parse(r.status, &r.body).map_err(|e| self.batch_error(e)),
             Err(e) => Err(DeliveryError::from(e)),
         };
-        slots
-            .into_iter()
-            .map(|slot| {
-                let Some(account) = slot else {
-                    return Err(self.not_batchable());
-                };
+        writes
+            .iter()
+            .map(|(account, _)| {
                 match &outcome {
                     Ok(o) => o.result_for(account).map_err(|e| match e {
                         ItemError::Invalid(m) => DeliveryError::Invalid(self.err_text(
@@ -214,7 +195,7 @@ impl Planhat {
         Ok((r.status != StatusCode::NOT_FOUND && r.body.is_object()).then_some(r.body))
     }
 
-    async fn create_project(
+    async fn open_project(
         &self,
         account: &AccountRef,
         key: &str,
@@ -293,7 +274,7 @@ impl Planhat {
         Ok(())
     }
 
-    async fn close_project(
+    async fn end_project(
         &self,
         account: &AccountRef,
         key: &str,
@@ -428,48 +409,25 @@ fn planhat_message(v: &Value) -> String {
     }
 }
 
-impl Sink for Planhat {
-    fn deliver<'a>(&'a self, op: &'a WriteOp) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
-        Box::pin(async move {
-            match op {
-                WriteOp::SetFields { .. } => self
-                    .upsert_companies(std::slice::from_ref(op))
-                    .await
-                    .pop()
-                    .unwrap_or_else(|| Err(DeliveryError::Transient("empty batch result".into()))),
-                WriteOp::CreateProject {
-                    account,
-                    key,
-                    name,
-                    description,
-                    tasks,
-                    ..
-                } => {
-                    self.create_project(account, key, name, description, tasks)
-                        .await
-                }
-                WriteOp::CloseProject { account, key, .. } => {
-                    self.close_project(account, key).await
-                }
-            }
-        })
+impl PlatformApi for Planhat {
+    const BATCH: usize = BATCH_SIZE;
+
+    fn set_fields<'a>(&'a self, writes: Vec<FieldWrite<'a>>) -> BoxFuture<'a, BatchResults> {
+        Box::pin(async move { self.upsert_companies(&writes).await })
     }
 
-    fn batch_size(&self) -> usize {
-        BATCH_SIZE
-    }
-
-    fn deliver_batch<'a>(
+    fn create_project<'a>(
         &'a self,
-        ops: &'a [WriteOp],
-    ) -> BoxFuture<'a, Vec<Result<Delivered, DeliveryError>>> {
-        Box::pin(async move {
-            let mut out = Vec::with_capacity(ops.len());
-            for chunk in ops.chunks(BATCH_SIZE) {
-                out.extend(self.upsert_companies(chunk).await);
-            }
-            out
-        })
+        p: ProjectWrite<'a>,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+        Box::pin(self.open_project(p.account, p.key, p.name, p.description, p.tasks))
+    }
+
+    fn close_project<'a>(
+        &'a self,
+        c: CloseWrite<'a>,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+        Box::pin(self.end_project(c.account, c.key))
     }
 }
 

@@ -45,11 +45,11 @@ use serde_json::{json, Map, Value};
 
 use super::common;
 use super::salesforce::{api_usage, is_api_version, is_field_name, DEFAULT_API_VERSION};
-use super::sink_support::{self, Errors};
+use super::sink_support::{self, BatchResults, CloseWrite, Errors, FieldWrite, PlatformApi, ProjectWrite};
 use crate::config::KindSpec;
-use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError, Sink};
+use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError};
 use crate::http::{encode_segment, Call, Clock, HttpClient, JsonResponse, SystemClock};
-use crate::vocab::{AccountRef, BoxFuture, FieldValue, Role, TaskSpec, WriteOp};
+use crate::vocab::{AccountRef, BoxFuture, FieldValue, Role, TaskSpec};
 use crate::vocab::{AuthScheme, RateLimit};
 
 pub static SPEC: KindSpec = KindSpec {
@@ -356,7 +356,7 @@ impl SalesforceSink {
         )
     }
 
-    async fn set_fields(
+    async fn set_account_fields(
         &self,
         account: &AccountRef,
         id: &str,
@@ -433,7 +433,7 @@ impl SalesforceSink {
                             .get(&a.external_id)
                             .map(String::as_str)
                             .unwrap_or_default();
-                        out[*i] = Some(self.set_fields(a, id, f).await);
+                        out[*i] = Some(self.set_account_fields(a, id, f).await);
                     }
                 }
                 Ok(r) => {
@@ -484,7 +484,7 @@ impl SalesforceSink {
             .collect())
     }
 
-    async fn create_project(
+    async fn open_project(
         &self,
         account: &AccountRef,
         key: &str,
@@ -533,7 +533,7 @@ impl SalesforceSink {
         })
     }
 
-    async fn close_project(
+    async fn end_project(
         &self,
         account: &AccountRef,
         key: &str,
@@ -577,49 +577,40 @@ impl SalesforceSink {
     }
 }
 
-impl Sink for SalesforceSink {
-    fn deliver<'a>(&'a self, op: &'a WriteOp) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+impl PlatformApi for SalesforceSink {
+    const BATCH: usize = BATCH_MAX;
+
+    fn set_fields<'a>(&'a self, writes: Vec<FieldWrite<'a>>) -> BoxFuture<'a, BatchResults> {
+        Box::pin(async move { self.set_fields_batch(&writes).await })
+    }
+
+    fn set_one<'a>(
+        &'a self,
+        account: &'a AccountRef,
+        fields: &'a BTreeMap<String, FieldValue>,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+        // One write: PATCH the Account itself rather than a collection of one.
         Box::pin(async move {
-            match op {
-                WriteOp::SetFields { account, fields } => {
-                    let id = self.resolve(&[account]).await?.remove(&account.external_id);
-                    match id {
-                        Some(id) => self.set_fields(account, &id, fields).await,
-                        None => Err(self.unknown_account(account)),
-                    }
-                }
-                WriteOp::CreateProject {
-                    account,
-                    key,
-                    name,
-                    description,
-                    tasks,
-                    ..
-                } => {
-                    self.create_project(account, key, name, description, tasks)
-                        .await
-                }
-                WriteOp::CloseProject { account, key, .. } => {
-                    self.close_project(account, key).await
-                }
+            let id = self.resolve(&[account]).await?.remove(&account.external_id);
+            match id {
+                Some(id) => self.set_account_fields(account, &id, fields).await,
+                None => Err(self.unknown_account(account)),
             }
         })
     }
 
-    fn batch_size(&self) -> usize {
-        BATCH_MAX
+    fn create_project<'a>(
+        &'a self,
+        p: ProjectWrite<'a>,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+        Box::pin(self.open_project(p.account, p.key, p.name, p.description, p.tasks))
     }
 
-    fn deliver_batch<'a>(
+    fn close_project<'a>(
         &'a self,
-        ops: &'a [WriteOp],
-    ) -> BoxFuture<'a, Vec<Result<Delivered, DeliveryError>>> {
-        Box::pin(sink_support::deliver_grouped(
-            self,
-            ops,
-            BATCH_MAX,
-            move |items| async move { self.set_fields_batch(&items).await },
-        ))
+        c: CloseWrite<'a>,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+        Box::pin(self.end_project(c.account, c.key))
     }
 }
 

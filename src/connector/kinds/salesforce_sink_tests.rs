@@ -2,6 +2,7 @@
 //! queries, sObject and sObject Collections responses. Shared setup: [`Fixture`].
 
 use super::*;
+use crate::connector::Sink;
 use crate::connector::kinds::sink_testkit::*;
 use crate::http::testing::{manual_clock, oauth2_config};
 use crate::http::ManualClock;

@@ -1,7 +1,10 @@
-//! What the CRM-style sink kinds (`hubspot_sink`, `salesforce_sink`, `churnzero`) share: field values
-//! rendered as the text those APIs expect, task due dates from an injectable clock, the per-task
-//! idempotency key, a project's task list (a project without tasks still becomes one task), and the
-//! error constructors that name connector and account. It owns no vendor's wire format.
+//! What the sink kinds share. First the CS-platform adapter: a kind implements [`PlatformApi`] (set
+//! fields, open a project, close it) and is a `Sink` through the one impl here, which owns the `WriteOp`
+//! dispatch, batching `SetFields` writes in chunks of the kind's batch size, and one result per write,
+//! in order. Then the pieces the CRM-style kinds (`hubspot_sink`, `salesforce_sink`, `churnzero`) use:
+//! field values rendered as the text those APIs expect, task due dates from an injectable clock, the
+//! per-task idempotency key, a project's task list (a project without tasks still becomes one task),
+//! and the error constructors that name connector and account. It owns no vendor's wire format.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -10,10 +13,140 @@ use chrono::{DateTime, Days, NaiveDate, Utc};
 
 use crate::connector::{Delivered, DeliveryError, Sink};
 use crate::http::Clock;
-use crate::vocab::{AccountRef, FieldValue, TaskSpec, WriteOp};
+use crate::vocab::{AccountRef, BoxFuture, FieldValue, TaskSpec, WriteOp};
 
 /// One `SetFields` write, borrowed: the account and its mapped fields.
 pub type FieldWrite<'a> = (&'a AccountRef, &'a BTreeMap<String, FieldValue>);
+
+/// One result per write of a batch, in order.
+pub type BatchResults = Vec<Result<Delivered, DeliveryError>>;
+
+/// A `CreateProject` write, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct ProjectWrite<'a> {
+    pub account: &'a AccountRef,
+    /// Stable per (account, playbook, opening): what a resend finds the project again by.
+    pub key: &'a str,
+    pub playbook: &'a str,
+    pub name: &'a str,
+    pub description: &'a str,
+    pub tasks: &'a [TaskSpec],
+    /// The account's owner as the model reads it; a kind maps it to a platform user, or ignores it.
+    pub owner: Option<&'a str>,
+}
+
+/// A `CloseProject` write, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct CloseWrite<'a> {
+    pub account: &'a AccountRef,
+    pub key: &'a str,
+    pub playbook: &'a str,
+    pub name: &'a str,
+    pub note: &'a str,
+}
+
+/// A CS platform as a sink kind speaks it: only what differs per vendor. Every `PlatformApi` is a
+/// [`Sink`] through the impl below.
+pub trait PlatformApi: Send + Sync {
+    /// How many accounts one [`PlatformApi::set_fields`] call takes: the vendor's batch size, or 1 where
+    /// it has no batch endpoint.
+    const BATCH: usize;
+
+    /// Sets the fields of each write's account, at most `BATCH` of them: one result per write, in order.
+    fn set_fields<'a>(&'a self, writes: Vec<FieldWrite<'a>>) -> BoxFuture<'a, BatchResults>;
+
+    /// Sets one account's fields, for a write delivered on its own: a batch of one unless the platform
+    /// has a single-record endpoint the kind prefers.
+    fn set_one<'a>(
+        &'a self,
+        account: &'a AccountRef,
+        fields: &'a BTreeMap<String, FieldValue>,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+        Box::pin(async move {
+            self.set_fields(vec![(account, fields)])
+                .await
+                .pop()
+                .unwrap_or_else(|| {
+                    Err(DeliveryError::Transient(
+                        "the platform returned no result".into(),
+                    ))
+                })
+        })
+    }
+
+    /// Opens the project, or finds the one an earlier attempt opened under the same key.
+    fn create_project<'a>(
+        &'a self,
+        project: ProjectWrite<'a>,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>>;
+
+    /// Resolves the project opened under the key, or does the nearest thing the platform allows.
+    fn close_project<'a>(
+        &'a self,
+        close: CloseWrite<'a>,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>>;
+}
+
+impl<P: PlatformApi> Sink for P {
+    fn deliver<'a>(&'a self, op: &'a WriteOp) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+        match op {
+            WriteOp::SetFields { account, fields } => self.set_one(account, fields),
+            WriteOp::CreateProject {
+                account,
+                key,
+                playbook,
+                name,
+                description,
+                tasks,
+                owner,
+            } => self.create_project(ProjectWrite {
+                account,
+                key,
+                playbook,
+                name,
+                description,
+                tasks,
+                owner: owner.as_deref(),
+            }),
+            WriteOp::CloseProject {
+                account,
+                key,
+                playbook,
+                name,
+                note,
+            } => self.close_project(CloseWrite {
+                account,
+                key,
+                playbook,
+                name,
+                note,
+            }),
+        }
+    }
+
+    fn batch_size(&self) -> usize {
+        P::BATCH
+    }
+
+    fn deliver_batch<'a>(&'a self, ops: &'a [WriteOp]) -> BoxFuture<'a, BatchResults> {
+        Box::pin(deliver_grouped(self, ops, P::BATCH, move |items| {
+            self.set_fields(items)
+        }))
+    }
+}
+
+/// [`PlatformApi::set_fields`] for a platform without a batch endpoint: `one` per write, in order.
+pub async fn each_account<'a, F, Fut>(writes: Vec<FieldWrite<'a>>, one: F) -> BatchResults
+where
+    F: Fn(&'a AccountRef, &'a BTreeMap<String, FieldValue>) -> Fut,
+    Fut: Future<Output = Result<Delivered, DeliveryError>>,
+{
+    let mut out = Vec::with_capacity(writes.len());
+    for (account, fields) in writes {
+        out.push(one(account, fields).await);
+    }
+    out
+}
 
 /// The same classified error again, for every item of a batch that failed as a whole.
 pub fn same_error(e: &DeliveryError) -> DeliveryError {

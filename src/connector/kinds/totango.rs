@@ -43,10 +43,11 @@ use reqwest::{Method, Url};
 use serde_json::{json, Value};
 
 use super::common;
+use super::sink_support::{self, BatchResults, CloseWrite, FieldWrite, PlatformApi, ProjectWrite};
 use crate::config::KindSpec;
-use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError, Sink};
+use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError};
 use crate::http::{Call, Clock, HttpClient, SystemClock};
-use crate::vocab::{AccountRef, BoxFuture, FieldValue, Role, TaskSpec, WriteOp};
+use crate::vocab::{AccountRef, BoxFuture, FieldValue, Role, TaskSpec};
 use crate::vocab::{AuthScheme, RateLimit};
 
 pub static SPEC: KindSpec = KindSpec {
@@ -220,7 +221,7 @@ impl Totango {
         self.post("/api/v3/touchpoints/", &body).await
     }
 
-    async fn create_project(
+    async fn open_project(
         &self,
         account: &AccountRef,
         key: &str,
@@ -264,7 +265,7 @@ impl Totango {
         Ok(Delivered::Applied)
     }
 
-    async fn close_project(
+    async fn end_project(
         &self,
         account: &AccountRef,
         key: &str,
@@ -297,33 +298,25 @@ fn contains_text(v: &Value, needle: &str) -> bool {
     }
 }
 
-impl Sink for Totango {
-    fn deliver<'a>(&'a self, op: &'a WriteOp) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
-        Box::pin(async move {
-            match op {
-                WriteOp::SetFields { account, fields } => {
-                    self.set_attributes(account, fields).await
-                }
-                WriteOp::CreateProject {
-                    account,
-                    key,
-                    name,
-                    description,
-                    tasks,
-                    ..
-                } => {
-                    self.create_project(account, key, name, description, tasks)
-                        .await
-                }
-                WriteOp::CloseProject {
-                    account,
-                    key,
-                    name,
-                    note,
-                    ..
-                } => self.close_project(account, key, name, note).await,
-            }
-        })
+impl PlatformApi for Totango {
+    const BATCH: usize = 1;
+
+    fn set_fields<'a>(&'a self, writes: Vec<FieldWrite<'a>>) -> BoxFuture<'a, BatchResults> {
+        Box::pin(sink_support::each_account(writes, |a, f| self.set_attributes(a, f)))
+    }
+
+    fn create_project<'a>(
+        &'a self,
+        p: ProjectWrite<'a>,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+        Box::pin(self.open_project(p.account, p.key, p.name, p.description, p.tasks))
+    }
+
+    fn close_project<'a>(
+        &'a self,
+        c: CloseWrite<'a>,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+        Box::pin(self.end_project(c.account, c.key, c.name, c.note))
     }
 }
 

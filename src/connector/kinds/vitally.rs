@@ -34,10 +34,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::common;
+use super::sink_support::{self, BatchResults, CloseWrite, FieldWrite, PlatformApi, ProjectWrite};
 use crate::config::KindSpec;
-use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError, Sink};
+use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError};
 use crate::http::{encode_segment, retry_after, Call, Classified, Clock, HttpClient, SystemClock};
-use crate::vocab::{AccountRef, BoxFuture, Role, TaskSpec, WriteOp};
+use crate::vocab::{AccountRef, BoxFuture, Role, TaskSpec};
 use crate::vocab::{AuthScheme, RateLimit};
 
 pub static SPEC: KindSpec = KindSpec {
@@ -130,7 +131,7 @@ impl Vitally {
         ))
     }
 
-    async fn set_fields(
+    async fn set_account_fields(
         &self,
         account: &AccountRef,
         fields: &std::collections::BTreeMap<String, crate::vocab::FieldValue>,
@@ -181,7 +182,7 @@ impl Vitally {
             .cloned())
     }
 
-    async fn create_project(
+    async fn open_project(
         &self,
         account: &AccountRef,
         key: &str,
@@ -290,7 +291,7 @@ impl Vitally {
     /// Vitally's REST API has no documented way to complete or archive a project, so recovery is recorded
     /// as a note on the account (`POST /resources/notes`), keyed `<project key>/closed`: a resend gets 409
     /// (the note exists), which is `AlreadyPresent`.
-    async fn close_project(
+    async fn end_project(
         &self,
         account: &AccountRef,
         key: &str,
@@ -336,46 +337,44 @@ fn vitally_error(body: &Value) -> String {
     }
 }
 
-impl Sink for Vitally {
-    fn deliver<'a>(&'a self, op: &'a WriteOp) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+impl PlatformApi for Vitally {
+    const BATCH: usize = 1;
+
+    fn set_fields<'a>(&'a self, writes: Vec<FieldWrite<'a>>) -> BoxFuture<'a, BatchResults> {
+        Box::pin(sink_support::each_account(writes, |a, f| self.set_account_fields(a, f)))
+    }
+
+    fn create_project<'a>(
+        &'a self,
+        p: ProjectWrite<'a>,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
         Box::pin(async move {
-            match op {
-                WriteOp::SetFields { account, fields } => self.set_fields(account, fields).await,
-                WriteOp::CreateProject {
-                    account,
-                    key,
-                    name,
-                    description,
-                    tasks,
-                    owner,
-                    ..
-                } => {
-                    let assignee = owner.as_ref().and_then(|o| self.owners.get(o));
-                    self.create_project(
-                        account,
-                        key,
-                        name,
-                        description,
-                        tasks,
-                        assignee.map(String::as_str),
-                    )
-                    .await
-                }
-                WriteOp::CloseProject {
-                    account,
-                    key,
-                    name,
-                    note,
-                    ..
-                } => self.close_project(account, key, name, note).await,
-            }
+            let assignee = p.owner.and_then(|o| self.owners.get(o));
+            self.open_project(
+                p.account,
+                p.key,
+                p.name,
+                p.description,
+                p.tasks,
+                assignee.map(String::as_str),
+            )
+            .await
         })
+    }
+
+    fn close_project<'a>(
+        &'a self,
+        c: CloseWrite<'a>,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+        Box::pin(self.end_project(c.account, c.key, c.name, c.note))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connector::Sink;
+    use crate::vocab::WriteOp;
     use crate::http::testing::{config, manual_clock, secrets};
     use crate::http::ManualClock;
     use crate::vocab::FieldValue;

@@ -2,6 +2,7 @@
 //! against the simulator.
 
 use super::*;
+use crate::connector::Sink;
 use crate::connector::kinds::sink_testkit::*;
 use crate::http::ManualClock;
 use crate::sim::gainsight::{ACCESS_KEY, MATCH_FIELD};

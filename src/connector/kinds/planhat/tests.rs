@@ -1,6 +1,7 @@
 //! Tests of the `planhat` sink: wire shapes against wiremock, and idempotent projects against the simulator.
 
 use super::*;
+use crate::connector::Sink;
 use crate::connector::kinds::sink_testkit::*;
 use crate::http::ManualClock;
 use crate::sim::{SimHandle, SimRateLimits, Vendor};

@@ -2,6 +2,7 @@
 //! touchpoints against the simulator.
 
 use super::*;
+use crate::connector::Sink;
 use crate::connector::kinds::sink_testkit::*;
 use crate::http::ManualClock;
 use crate::sim::totango::{APP_TOKEN, SERVICE_ID};
