@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
 use healthsync::pipeline::Runtime;
-use healthsync::sim::{self, SimOptions, SimRateLimits};
+use healthsync::sim::{self, SimOptions, SimRateLimits, Vendor};
 use healthsync::store::Store;
 use healthsync::sync::SyncOptions;
 use tokio::sync::watch;
@@ -36,13 +36,11 @@ async fn one(accounts: usize) {
         .single()
         .expect("valid date");
     // No throttling: this measures healthsync, not the vendors' quotas.
-    let limits = SimRateLimits {
-        hubspot_per_10s: 1_000_000,
-        stripe_per_sec: 1_000_000,
-        usage_per_min: 1_000_000,
-        vitally_per_min: 1_000_000,
-        ..SimRateLimits::unlimited()
-    };
+    let limits = SimRateLimits::unlimited()
+        .with(Vendor::Hubspot, 1_000_000)
+        .with(Vendor::Stripe, 1_000_000)
+        .with(Vendor::Usage, 1_000_000)
+        .with(Vendor::Vitally, 1_000_000);
     let sim = sim::start(SimOptions {
         accounts,
         seed: 42,

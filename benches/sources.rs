@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveTime, Utc};
 use healthsync::pipeline::Runtime;
-use healthsync::sim::{self, SimOptions, SimRateLimits};
+use healthsync::sim::{self, SimOptions, SimRateLimits, Vendor};
 use healthsync::store::Store;
 use healthsync::sync::SyncOptions;
 use tokio::sync::watch;
@@ -39,21 +39,24 @@ fn now() -> DateTime<Utc> {
 
 /// Rate limits nobody reaches (the same as benches/pipeline.rs).
 fn lifted() -> SimRateLimits {
-    SimRateLimits {
-        hubspot_per_10s: 1_000_000,
-        stripe_per_sec: 1_000_000,
-        usage_per_min: 1_000_000,
-        vitally_per_min: 1_000_000,
-        chargebee_per_min: 1_000_000,
-        mixpanel_per_hour: 1_000_000,
-        zendesk_per_min: 1_000_000,
-        // The connector accepts at most 1,000 (its incremental export budget is a param).
-        zendesk_incremental_per_min: 1000,
-        intercom_per_10s: 1_000_000,
-        freshdesk_per_min: 1_000_000,
-        delighted_per_min: 1_000_000,
-        ..SimRateLimits::unlimited()
+    let mut limits = SimRateLimits::unlimited();
+    for vendor in [
+        Vendor::Hubspot,
+        Vendor::Stripe,
+        Vendor::Usage,
+        Vendor::Vitally,
+        Vendor::Chargebee,
+        Vendor::Mixpanel,
+        Vendor::Zendesk,
+        Vendor::Intercom,
+        Vendor::Freshdesk,
+        Vendor::Delighted,
+    ] {
+        limits.set(vendor, 1_000_000);
     }
+    // The connector accepts at most 1,000 (its incremental export budget is a param).
+    limits.zendesk_incremental_per_min = 1000;
+    limits
 }
 
 /// Sets `key = value` in `connectors/<id>.toml` of a written config.
@@ -136,14 +139,8 @@ async fn quota_setup(
 async fn quota_run(label: &str, client_per_10s: u32) {
     let (sim, _dir, rt, ids) = quota_setup(
         3001,
-        SimRateLimits {
-            hubspot_per_10s: 100,
-            ..lifted()
-        },
-        SimRateLimits {
-            hubspot_per_10s: client_per_10s,
-            ..lifted()
-        },
+        lifted().with(Vendor::Hubspot, 100),
+        lifted().with(Vendor::Hubspot, client_per_10s),
         "hubspot",
         // Companies only: the shipped connector's other five streams would make each run minutes long.
         |dir| {
@@ -220,14 +217,8 @@ fn client_requests(connector: &str) -> (u64, u64) {
 async fn quota_without_headers_run() {
     let (sim, _dir, rt, ids) = quota_setup(
         1001,
-        SimRateLimits {
-            stripe_per_sec: 25,
-            ..lifted()
-        },
-        SimRateLimits {
-            stripe_per_sec: 1000,
-            ..lifted()
-        },
+        lifted().with(Vendor::Stripe, 25),
+        lifted().with(Vendor::Stripe, 1000),
         "stripe",
         |_| {},
     )

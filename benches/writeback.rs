@@ -15,7 +15,7 @@ use chrono::{TimeZone, Utc};
 use healthsync::config::Band;
 use healthsync::pipeline::Runtime;
 use healthsync::scoring::AccountScore;
-use healthsync::sim::{self, SimOptions, SimRateLimits};
+use healthsync::sim::{self, SimOptions, SimRateLimits, Vendor};
 use healthsync::store::Store;
 use tokio::sync::watch;
 
@@ -81,10 +81,7 @@ async fn under_quota(per_min: u32) {
         .with_ymd_and_hms(2026, 11, 2, 0, 0, 0)
         .single()
         .expect("valid date");
-    let limits = SimRateLimits {
-        vitally_per_min: per_min,
-        ..SimRateLimits::default()
-    };
+    let limits = SimRateLimits::default().with(Vendor::Vitally, per_min);
     let accounts = per_min as usize * 2;
     let sim = sim::start(SimOptions {
         accounts,

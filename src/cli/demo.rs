@@ -5,7 +5,9 @@
 //! the same library calls as `healthsync once`, prints a summary and writes the HTML report into the work
 //! folder, which it keeps. It scores on the simulator's clock so the same seed gives the same scores. This
 //! module owns the demo's wiring and summary; the simulated vendors are `crate::sim`, the pipeline is
-//! `crate::pipeline`, the report `crate::report`.
+//! `crate::pipeline`, the report `crate::report`. Which connectors the demo writes, from which shipped
+//! files, with which quotas and schedules, is each vendor's entry in `sim::VENDORS`, which `write_config`
+//! and `healthsync sim` iterate.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,25 +20,15 @@ use tokio::sync::watch;
 use super::Progress;
 use crate::config::Band;
 use crate::pipeline::{OnceOutcome, RunProgress, Runtime};
-use crate::sim::{self, SimHandle, SimOptions, SimRateLimits, Vendor};
+use crate::sim::{self, DemoConnector, SimHandle, SimOptions, SimRateLimits, VendorSpec};
 use crate::store::Store;
 
 /// Weeks of score history the demo backfills from the simulated records before scoring today, so the
 /// backtest and the report have a history to work with.
 const BACKFILL_WEEKS: u32 = 16;
-/// The shipped starter model and connector files, so the demo needs nothing from the working directory.
+/// The shipped starter model, so the demo needs nothing from the working directory (the shipped connector
+/// files are in `sim::VENDORS`).
 const STARTER_MODEL: &str = include_str!("../../config/models/starter.toml");
-const SHIPPED_HUBSPOT: &str = include_str!("../../connectors/hubspot.toml");
-const SHIPPED_STRIPE: &str = include_str!("../../connectors/stripe.toml");
-const SHIPPED_USAGE: &str = include_str!("../../connectors/usage.toml");
-const SHIPPED_VITALLY: &str = include_str!("../../connectors/vitally.toml");
-const SHIPPED_SALESFORCE: &str = include_str!("../../connectors/salesforce.toml");
-const SHIPPED_CHARGEBEE: &str = include_str!("../../connectors/chargebee.toml");
-const SHIPPED_MIXPANEL: &str = include_str!("../../connectors/mixpanel.toml");
-const SHIPPED_ZENDESK: &str = include_str!("../../connectors/zendesk.toml");
-const SHIPPED_INTERCOM: &str = include_str!("../../connectors/intercom.toml");
-const SHIPPED_FRESHDESK: &str = include_str!("../../connectors/freshdesk.toml");
-const SHIPPED_DELIGHTED: &str = include_str!("../../connectors/delighted.toml");
 
 /// The simulated world's "now": the start of today (UTC). Records are generated relative to it and the demo
 /// scores as of it, so two runs of the same seed on the same day give identical scores; and it is never
@@ -47,31 +39,6 @@ fn sim_now() -> DateTime<Utc> {
         .and_hms_opt(0, 0, 0)
         .map(|t| t.and_utc())
         .unwrap_or_else(Utc::now)
-}
-
-/// Quotas for the demo: the simulator enforces them and the connector files use the same numbers. They are
-/// far above the real vendors' so the demo finishes in seconds; the shipped connector files carry the real
-/// vendor quotas.
-fn demo_limits() -> SimRateLimits {
-    SimRateLimits {
-        hubspot_per_10s: 1000,
-        stripe_per_sec: 500,
-        usage_per_min: 30_000,
-        vitally_per_min: 60_000,
-        salesforce_per_day: 100_000,
-        chargebee_per_min: 30_000,
-        mixpanel_per_hour: 36_000,
-        zendesk_per_min: 30_000,
-        zendesk_incremental_per_min: 600,
-        intercom_per_10s: 5000,
-        freshdesk_per_min: 30_000,
-        delighted_per_min: 30_000,
-        planhat_per_min: 30_000,
-        gainsight_per_min: 30_000,
-        totango_per_min: 30_000,
-        clientsuccess_per_min: 30_000,
-        customersuccessbox_per_min: 30_000,
-    }
 }
 
 fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -110,157 +77,86 @@ pub fn write_config(
     write_file(&dir.join("models/starter.toml"), STARTER_MODEL)?;
     // The shipped connector files, pointed at the simulator: same kinds, params and field maps, with the
     // simulator's URL, a `file:` secret, the demo's quota and a schedule a person can watch.
-    let per_min = |n: u32| (n, 60);
-    let connectors = [
-        (
-            "hubspot",
-            SHIPPED_HUBSPOT,
-            Vendor::Hubspot,
-            sim::TOKENS.hubspot,
-            (limits.hubspot_per_10s, 10),
-            "0 * * * * *",
-        ),
-        (
-            "stripe",
-            SHIPPED_STRIPE,
-            Vendor::Stripe,
-            sim::TOKENS.stripe,
-            (limits.stripe_per_sec, 1),
-            "10 * * * * *",
-        ),
-        (
-            "usage",
-            SHIPPED_USAGE,
-            Vendor::Usage,
-            sim::TOKENS.usage,
-            per_min(limits.usage_per_min),
-            "20 * * * * *",
-        ),
-        (
-            "zendesk",
-            SHIPPED_ZENDESK,
-            Vendor::Zendesk,
-            sim::TOKENS.zendesk,
-            per_min(limits.zendesk_per_min),
-            "30 * * * * *",
-        ),
-        (
-            "intercom",
-            SHIPPED_INTERCOM,
-            Vendor::Intercom,
-            sim::TOKENS.intercom,
-            (limits.intercom_per_10s, 10),
-            "40 * * * * *",
-        ),
-        (
-            "freshdesk",
-            SHIPPED_FRESHDESK,
-            Vendor::Freshdesk,
-            sim::TOKENS.freshdesk,
-            per_min(limits.freshdesk_per_min),
-            "50 * * * * *",
-        ),
-        (
-            "delighted",
-            SHIPPED_DELIGHTED,
-            Vendor::Delighted,
-            sim::TOKENS.delighted,
-            per_min(limits.delighted_per_min),
-            "55 * * * * *",
-        ),
-        (
-            "vitally",
-            SHIPPED_VITALLY,
-            Vendor::Vitally,
-            sim::TOKENS.vitally,
-            per_min(limits.vitally_per_min),
-            "",
-        ),
-        (
-            "salesforce",
-            SHIPPED_SALESFORCE,
-            Vendor::Salesforce,
-            sim::salesforce::CLIENT_SECRET,
-            // The org's quota is daily (enforced through Sforce-Limit-Info); this only paces bursts.
-            (100, 1),
-            "30 * * * * *",
-        ),
-        (
-            "chargebee",
-            SHIPPED_CHARGEBEE,
-            Vendor::Chargebee,
-            sim::chargebee::API_KEY,
-            per_min(limits.chargebee_per_min),
-            "40 * * * * *",
-        ),
-        (
-            "mixpanel",
-            SHIPPED_MIXPANEL,
-            Vendor::Mixpanel,
-            sim::mixpanel::API_SECRET,
-            (limits.mixpanel_per_hour, 3600),
-            "50 * * * * *",
-        ),
-    ];
-    for (id, shipped, vendor, token, (requests, per_secs), schedule) in connectors {
-        let secret = write_secret(&secrets, id, token)?;
-        let mut table: toml::Table = toml::from_str(shipped)
-            .with_context(|| format!("shipped connectors/{id}.toml does not parse"))?;
-        table.insert("base_url".into(), sim.base_url(vendor).into());
-        if !schedule.is_empty() {
-            table.insert("schedule".into(), schedule.into());
+    for spec in &sim::VENDORS {
+        if let Some(demo) = &spec.demo {
+            write_connector(&dir, &secrets, sim, limits, spec, demo)?;
         }
-        if id == "usage" {
-            table.insert("page_size".into(), 1000.into());
-        }
-        if let Some(toml::Value::Table(auth)) = table.get_mut("auth") {
-            // Whichever key the shipped file uses for the secret (token, or username for Basic-auth keys).
-            for k in ["token", "username"] {
-                if auth.contains_key(k) {
-                    auth.insert(k.into(), format!("file:{}", secret.display()).into());
-                }
-            }
-            // OAuth 2.0 connectors (Salesforce): the simulator's token endpoint and connected-app credentials.
-            if auth.contains_key("token_url") {
-                let token_url = format!("{}/services/oauth2/token", sim.base_url(vendor));
-                auth.insert("token_url".into(), token_url.into());
-                for (k, v) in [
-                    ("client_id", sim::salesforce::CLIENT_ID),
-                    ("client_secret", sim::salesforce::CLIENT_SECRET),
-                    ("refresh_token", sim::salesforce::REFRESH_TOKEN),
-                ] {
-                    if auth.contains_key(k) {
-                        let path = write_secret(&secrets, &format!("{id}_{k}"), v)?;
-                        auth.insert(k.into(), format!("file:{}", path.display()).into());
-                    }
-                }
-            }
-        }
-        if id == "zendesk" {
-            // Basic auth with an API token: `{email}/token` is the user, the token the password.
-            let user = format!("{}/token", sim::ZENDESK_AGENT_EMAIL);
-            let user = write_secret(&secrets, "zendesk_user", &user)?;
-            if let Some(toml::Value::Table(auth)) = table.get_mut("auth") {
-                auth.insert("username".into(), format!("file:{}", user.display()).into());
-                auth.insert(
-                    "password".into(),
-                    format!("file:{}", secret.display()).into(),
-                );
-            }
-            let mut params = toml::Table::new();
-            let per_min = i64::from(limits.zendesk_incremental_per_min);
-            params.insert("incremental_per_min".into(), per_min.into());
-            table.insert("params".into(), params.into());
-        }
-        let mut rl = toml::Table::new();
-        rl.insert("requests".into(), i64::from(requests).into());
-        rl.insert("per_secs".into(), toml::Value::Integer(per_secs));
-        table.insert("rate_limit".into(), rl.into());
-        let text = toml::to_string(&table)
-            .with_context(|| format!("cannot write connectors/{id}.toml"))?;
-        write_file(&dir.join("connectors").join(format!("{id}.toml")), &text)?;
     }
     Ok(dir.join("healthsync.toml"))
+}
+
+/// Writes `connectors/<id>.toml` for one vendor of `sim::VENDORS`, with its secrets.
+fn write_connector(
+    dir: &Path,
+    secrets: &Path,
+    sim: &SimHandle,
+    limits: &SimRateLimits,
+    spec: &VendorSpec,
+    demo: &DemoConnector,
+) -> anyhow::Result<()> {
+    let (id, base_url) = (demo.id, sim.base_url(spec.vendor));
+    let secret = write_secret(secrets, id, spec.credential)?;
+    let mut table: toml::Table = toml::from_str(demo.shipped)
+        .with_context(|| format!("shipped connectors/{id}.toml does not parse"))?;
+    table.insert("base_url".into(), base_url.clone().into());
+    if let Some(schedule) = demo.schedule {
+        table.insert("schedule".into(), schedule.into());
+    }
+    if let Some(page_size) = demo.page_size {
+        table.insert("page_size".into(), page_size.into());
+    }
+    if let Some(toml::Value::Table(auth)) = table.get_mut("auth") {
+        // Whichever key the shipped file uses for the secret (token, or username for Basic-auth keys).
+        for k in ["token", "username"] {
+            if auth.contains_key(k) {
+                auth.insert(k.into(), format!("file:{}", secret.display()).into());
+            }
+        }
+        // OAuth 2.0 connectors (Salesforce): the simulator's token endpoint and client credentials.
+        if let Some(oauth) = demo
+            .oauth
+            .as_ref()
+            .filter(|_| auth.contains_key("token_url"))
+        {
+            let token_url = format!("{base_url}{}", oauth.token_path);
+            auth.insert("token_url".into(), token_url.into());
+            for (k, v) in oauth.secrets {
+                if auth.contains_key(*k) {
+                    let path = write_secret(secrets, &format!("{id}_{k}"), v)?;
+                    auth.insert((*k).into(), format!("file:{}", path.display()).into());
+                }
+            }
+        }
+        // Basic auth with a fixed user (Zendesk's `{email}/token`) and the credential as the password.
+        if let Some(user) = demo.basic_user {
+            let user = write_secret(secrets, &format!("{id}_user"), user)?;
+            auth.insert("username".into(), format!("file:{}", user.display()).into());
+            auth.insert(
+                "password".into(),
+                format!("file:{}", secret.display()).into(),
+            );
+        }
+    }
+    if !demo.params.is_empty() {
+        let mut params = match table.remove("params") {
+            Some(toml::Value::Table(params)) => params,
+            _ => toml::Table::new(),
+        };
+        for (k, budget) in demo.params {
+            params.insert((*k).into(), i64::from(budget(limits)).into());
+        }
+        table.insert("params".into(), params.into());
+    }
+    let (requests, per_secs) = demo
+        .rate_limit
+        .unwrap_or((limits.get(spec.vendor), spec.per_secs));
+    let mut rl = toml::Table::new();
+    rl.insert("requests".into(), i64::from(requests).into());
+    rl.insert("per_secs".into(), i64::from(per_secs).into());
+    table.insert("rate_limit".into(), rl.into());
+    let text =
+        toml::to_string(&table).with_context(|| format!("cannot write connectors/{id}.toml"))?;
+    write_file(&dir.join("connectors").join(format!("{id}.toml")), &text)
 }
 
 #[derive(Debug, Serialize)]
@@ -366,12 +262,12 @@ pub async fn run(
     export: Option<DemoExport>,
 ) -> anyhow::Result<()> {
     let now = sim_now();
-    let limits = demo_limits();
+    let limits = SimRateLimits::demo();
     let sim = sim::start(SimOptions {
         accounts,
         seed,
         now,
-        rate_limits: demo_limits(),
+        rate_limits: limits,
     })
     .await
     .context("cannot start the simulator")?;
@@ -693,7 +589,7 @@ pub async fn serve_sim(
 ) -> anyhow::Result<()> {
     // The vendors' real quotas by default; `--fast` lifts them as the demo does.
     let limits = if fast {
-        demo_limits()
+        SimRateLimits::demo()
     } else {
         SimRateLimits::default()
     };
@@ -709,20 +605,8 @@ pub async fn serve_sim(
         "simulated APIs for {accounts} accounts (seed {seed}) at http://{}",
         sim.addr()
     );
-    for (name, v) in [
-        ("hubspot", Vendor::Hubspot),
-        ("stripe", Vendor::Stripe),
-        ("usage", Vendor::Usage),
-        ("vitally", Vendor::Vitally),
-        ("zendesk", Vendor::Zendesk),
-        ("intercom", Vendor::Intercom),
-        ("freshdesk", Vendor::Freshdesk),
-        ("delighted", Vendor::Delighted),
-        ("planhat", Vendor::Planhat),
-        ("gainsight", Vendor::Gainsight),
-        ("totango", Vendor::Totango),
-    ] {
-        println!("  {name:<8} {}", sim.base_url(v));
+    for spec in sim::VENDORS.iter().filter(|s| s.listed) {
+        println!("  {:<8} {}", spec.name, sim.base_url(spec.vendor));
     }
     println!("  received writes: http://{}/_sim/received", sim.addr());
     if let Some(dir) = config_out {

@@ -390,7 +390,7 @@ mod tests {
     #[tokio::test]
     async fn the_site_limit_answers_429_and_a_bad_key_401() {
         let mut limits = SimRateLimits::unlimited();
-        limits.chargebee_per_min = 1;
+        limits.set(Vendor::Chargebee, 1);
         let sim = start_sim(20, limits).await;
         let url = format!(
             "{}/api/v2/customers?limit=5",

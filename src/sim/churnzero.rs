@@ -27,12 +27,11 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 
 use crate::sim::{
-    ceil_secs, json_response, lock, query_pairs, ReceivedRequest, RollingWindow, SimState,
+    ceil_secs, json_response, lock, query_pairs, ReceivedRequest, RollingWindow, SimState, Vendor,
 };
 
 /// The app key the simulated instance accepts.
 pub const APP_KEY: &str = "churnzero-sim-appkey";
-const PER_MINUTE: u32 = 600;
 /// A 1x1 transparent GIF, ChurnZero's answer to every accepted call.
 const GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
 
@@ -52,7 +51,10 @@ struct Store {
 impl ChurnZeroState {
     pub(crate) fn new() -> ChurnZeroState {
         ChurnZeroState {
-            budget: Mutex::new(RollingWindow::new(PER_MINUTE, Duration::from_secs(60))),
+            budget: Mutex::new(RollingWindow::new(
+                Vendor::ChurnZero.spec().quota,
+                Duration::from_secs(60),
+            )),
             store: Mutex::new(Store::default()),
         }
     }

@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use crate::sim::support::account_rng;
 use crate::sim::world::{by, World};
 use crate::sim::{
-    basic, ceil_secs, json_response, lock, query_pairs, RollingWindow, SimState, TOKENS,
+    basic, ceil_secs, json_response, lock, query_pairs, RollingWindow, SimState, Vendor,
 };
 
 const PEOPLE: [&str; 4] = ["maria", "chen", "sam.lee", "priya"];
@@ -121,7 +121,7 @@ pub(crate) fn router(state: &Arc<SimState>) -> Router<Arc<SimState>> {
 }
 
 async fn gate(State(st): State<Arc<SimState>>, req: Request, next: Next) -> Response {
-    if basic(req.headers()).is_none_or(|(user, _)| user != TOKENS.delighted) {
+    if basic(req.headers()).is_none_or(|(user, _)| user != Vendor::Delighted.credential()) {
         return json_response(
             StatusCode::UNAUTHORIZED,
             json!({"status": 401, "message": "Unauthorized"}),
@@ -265,7 +265,11 @@ mod tests {
     async fn the_kind_syncs_everything_then_only_changes() {
         let sim = start_sim(80, SimRateLimits::unlimited()).await;
         let base = sim.base_url(Vendor::Delighted);
-        let (http, _) = client(&base, AuthScheme::Basic, &[("username", TOKENS.delighted)]);
+        let (http, _) = client(
+            &base,
+            AuthScheme::Basic,
+            &[("username", Vendor::Delighted.credential())],
+        );
         let src = Delighted::new(http, vec![], Some(30));
         let expected = responses(&sim.world()).len();
         let first = run_ok(&src, "survey_responses", None).await;
@@ -283,7 +287,7 @@ mod tests {
     #[tokio::test]
     async fn auth_and_throttle() {
         let mut limits = SimRateLimits::unlimited();
-        limits.delighted_per_min = 1;
+        limits.set(Vendor::Delighted, 1);
         let sim = start_sim(5, limits).await;
         let url = format!(
             "{}/v1/survey_responses.json",
@@ -293,10 +297,22 @@ mod tests {
             call("GET", &url, Auth::Basic("nope"), None).await.status,
             401
         );
-        let ok = call("GET", &url, Auth::Basic(TOKENS.delighted), None).await;
+        let ok = call(
+            "GET",
+            &url,
+            Auth::Basic(Vendor::Delighted.credential()),
+            None,
+        )
+        .await;
         assert_eq!(ok.status, 200);
         assert!(ok.body.as_array().is_some());
-        let r = call("GET", &url, Auth::Basic(TOKENS.delighted), None).await;
+        let r = call(
+            "GET",
+            &url,
+            Auth::Basic(Vendor::Delighted.credential()),
+            None,
+        )
+        .await;
         assert_eq!(r.status, 429);
         assert!(r.header("retry-after").parse::<u64>().unwrap() >= 1);
     }

@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use crate::sim::support::{self, Priority, SupportTicket, TicketState};
 use crate::sim::world::World;
 use crate::sim::{
-    basic, ceil_secs, json_response, lock, query_pairs, RollingWindow, SimState, TOKENS,
+    basic, ceil_secs, json_response, lock, query_pairs, RollingWindow, SimState, Vendor,
 };
 
 const COMPANY_BASE: u64 = 80_000_000;
@@ -66,7 +66,7 @@ fn bad(message: &str) -> Response {
 }
 
 async fn gate(State(st): State<Arc<SimState>>, req: Request, next: Next) -> Response {
-    if basic(req.headers()).is_none_or(|(user, _)| user != TOKENS.freshdesk) {
+    if basic(req.headers()).is_none_or(|(user, _)| user != Vendor::Freshdesk.credential()) {
         return error(
             StatusCode::UNAUTHORIZED,
             "invalid_credentials",
@@ -261,7 +261,10 @@ mod tests {
     async fn the_kind_syncs_everything_then_only_changes() {
         let sim = start_sim(60, SimRateLimits::unlimited()).await;
         let base = sim.base_url(Vendor::Freshdesk);
-        let secrets = [("username", TOKENS.freshdesk), ("password", "X")];
+        let secrets = [
+            ("username", Vendor::Freshdesk.credential()),
+            ("password", "X"),
+        ];
         let (http, _) = client(&base, AuthScheme::Basic, &secrets);
         let src = Freshdesk::new(http, vec![], Some(40));
         let companies = run_ok(&src, "companies", None).await;
@@ -285,7 +288,7 @@ mod tests {
     #[tokio::test]
     async fn auth_default_window_and_throttle() {
         let mut limits = SimRateLimits::unlimited();
-        limits.freshdesk_per_min = 2;
+        limits.set(Vendor::Freshdesk, 2);
         let sim = start_sim(40, limits).await;
         let url = format!(
             "{}/api/v2/tickets?per_page=100",
@@ -296,13 +299,31 @@ mod tests {
             (r.status, r.body["code"].clone()),
             (401, json!("invalid_credentials"))
         );
-        let r = call("GET", &url, Auth::Basic(TOKENS.freshdesk), None).await;
+        let r = call(
+            "GET",
+            &url,
+            Auth::Basic(Vendor::Freshdesk.credential()),
+            None,
+        )
+        .await;
         assert_eq!(r.status, 200);
         let recent = st_recent(&sim.world());
         assert_eq!(r.body.as_array().map(Vec::len), Some(recent.min(100)));
         assert_eq!(r.header("x-ratelimit-remaining"), "1");
-        call("GET", &url, Auth::Basic(TOKENS.freshdesk), None).await;
-        let r = call("GET", &url, Auth::Basic(TOKENS.freshdesk), None).await;
+        call(
+            "GET",
+            &url,
+            Auth::Basic(Vendor::Freshdesk.credential()),
+            None,
+        )
+        .await;
+        let r = call(
+            "GET",
+            &url,
+            Auth::Basic(Vendor::Freshdesk.credential()),
+            None,
+        )
+        .await;
         assert_eq!(r.status, 429);
         assert!(r.header("retry-after").parse::<u64>().unwrap() >= 1);
     }

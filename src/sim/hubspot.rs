@@ -31,7 +31,7 @@ use serde_json::{json, Map, Value};
 use crate::sim::world::SimAccount;
 use crate::sim::{
     bearer, decode_cursor, encode_cursor, iso_ms, json_response, lock, query_pairs, RollingWindow,
-    SimState, TOKENS,
+    SimState, Vendor,
 };
 
 /// HubSpot's documented Free/Starter daily allowance; only surfaced in headers in practice.
@@ -157,7 +157,7 @@ pub(super) fn error(st: &SimState, status: StatusCode, category: &str, message: 
 
 async fn gate(State(st): State<Arc<SimState>>, req: Request, next: Next) -> Response {
     let token = bearer(req.headers()).map(str::to_owned);
-    if token.as_deref() != Some(TOKENS.hubspot) {
+    if token.as_deref() != Some(Vendor::Hubspot.credential()) {
         let msg = if token.is_none() {
             "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
         } else {
@@ -601,7 +601,13 @@ mod tests {
     use std::collections::HashSet;
 
     async fn hs(method: &str, url: &str, body: Option<&Value>) -> Reply {
-        call(method, url, Auth::Bearer(TOKENS.hubspot), body).await
+        call(
+            method,
+            url,
+            Auth::Bearer(Vendor::Hubspot.credential()),
+            body,
+        )
+        .await
     }
 
     #[tokio::test]
@@ -690,7 +696,7 @@ mod tests {
     #[tokio::test]
     async fn auth_and_rate_limit_shapes() {
         let mut limits = SimRateLimits::unlimited();
-        limits.hubspot_per_10s = 2;
+        limits.set(Vendor::Hubspot, 2);
         let sim = start_sim(5, limits).await;
         let url = format!("{}/crm/v3/objects/companies", sim.base_url(Vendor::Hubspot));
         for auth in [Auth::None, Auth::Bearer("wrong")] {

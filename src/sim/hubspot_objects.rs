@@ -466,10 +466,16 @@ pub(super) async fn associations(
 mod tests {
     use super::*;
     use crate::sim::test_support::{call, start_sim, strs, Auth, Reply};
-    use crate::sim::{SimRateLimits, Vendor, TOKENS};
+    use crate::sim::{SimRateLimits, Vendor};
 
     async fn hs(method: &str, url: &str, body: Option<&Value>) -> Reply {
-        call(method, url, Auth::Bearer(TOKENS.hubspot), body).await
+        call(
+            method,
+            url,
+            Auth::Bearer(Vendor::Hubspot.credential()),
+            body,
+        )
+        .await
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@ use crate::connector::kinds::sink_testkit::{close_op, num, set_fields, text, KEY
 use crate::connector::{BuildContext, Built, Delivered, DeliveryError, Sink};
 use crate::http::testing::{config, manual_clock, secrets};
 use crate::sim::test_support::{call, start_sim, Auth};
-use crate::sim::{SimHandle, SimRateLimits, Vendor, TOKENS};
+use crate::sim::{SimHandle, SimRateLimits, Vendor};
 use crate::vocab::AuthScheme;
 use crate::vocab::{AccountRef, Role, TaskSpec, WriteOp};
 
@@ -17,7 +17,7 @@ fn sink(sim: &SimHandle) -> Box<dyn Sink> {
         &sim.base_url(Vendor::Hubspot),
         AuthScheme::Bearer,
     );
-    let secrets = secrets(&mut cfg, &[("token", TOKENS.hubspot)]);
+    let secrets = secrets(&mut cfg, &[("token", Vendor::Hubspot.credential())]);
     let ctx = BuildContext {
         connector: &cfg,
         secrets: &secrets,
@@ -209,7 +209,7 @@ async fn the_gate_checks_auth_and_introspection_is_open() {
     let r = call(
         "POST",
         &format!("{base}/crm/v3/objects/companies/batch/update"),
-        Auth::Bearer(TOKENS.hubspot),
+        Auth::Bearer(Vendor::Hubspot.credential()),
         Some(&json!({"inputs": too_many})),
     )
     .await;
@@ -228,18 +228,29 @@ async fn the_gate_checks_auth_and_introspection_is_open() {
 #[tokio::test]
 async fn the_ten_secondly_limit_answers_hubspots_429() {
     let mut limits = SimRateLimits::unlimited();
-    limits.hubspot_per_10s = 1;
+    limits.set(Vendor::Hubspot, 1);
     let sim = start_sim(2, limits).await;
     let base = sim.base_url(Vendor::Hubspot);
     let url = format!("{base}/crm/v3/objects/tasks/search");
     let body = json!({"filterGroups": [], "limit": 10});
     assert_eq!(
-        call("POST", &url, Auth::Bearer(TOKENS.hubspot), Some(&body))
-            .await
-            .status,
+        call(
+            "POST",
+            &url,
+            Auth::Bearer(Vendor::Hubspot.credential()),
+            Some(&body)
+        )
+        .await
+        .status,
         200
     );
-    let r = call("POST", &url, Auth::Bearer(TOKENS.hubspot), Some(&body)).await;
+    let r = call(
+        "POST",
+        &url,
+        Auth::Bearer(Vendor::Hubspot.credential()),
+        Some(&body),
+    )
+    .await;
     assert_eq!(
         (r.status, r.body["policyName"].as_str()),
         (429, Some("TEN_SECONDLY_ROLLING"))

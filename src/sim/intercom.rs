@@ -29,7 +29,7 @@ use crate::sim::support::{self, account_rng, Priority, SupportTicket, TicketStat
 use crate::sim::world::World;
 use crate::sim::{
     bearer, ceil_secs, decode_cursor, encode_cursor, json_response, lock, query_pairs,
-    RollingWindow, SimState, TOKENS,
+    RollingWindow, SimState, Vendor,
 };
 
 pub(crate) struct IntercomState {
@@ -77,7 +77,7 @@ fn error(st: &SimState, status: StatusCode, code: &str, message: &str) -> Respon
 }
 
 async fn gate(State(st): State<Arc<SimState>>, req: Request, next: Next) -> Response {
-    if bearer(req.headers()) != Some(TOKENS.intercom) {
+    if bearer(req.headers()) != Some(Vendor::Intercom.credential()) {
         return error(
             &st,
             StatusCode::UNAUTHORIZED,
@@ -308,7 +308,11 @@ mod tests {
     async fn the_kind_syncs_everything_then_only_changes() {
         let sim = start_sim(60, SimRateLimits::unlimited()).await;
         let base = sim.base_url(Vendor::Intercom);
-        let (http, _) = client(&base, AuthScheme::Bearer, &[("token", TOKENS.intercom)]);
+        let (http, _) = client(
+            &base,
+            AuthScheme::Bearer,
+            &[("token", Vendor::Intercom.credential())],
+        );
         let src = Intercom::new(http, vec![], Some(40));
         let companies = run_ok(&src, "companies", None).await;
         assert_eq!((companies.records.len(), companies.pages), (60, 2));
@@ -337,7 +341,7 @@ mod tests {
     #[tokio::test]
     async fn auth_and_throttle_with_a_unix_reset() {
         let mut limits = SimRateLimits::unlimited();
-        limits.intercom_per_10s = 1;
+        limits.set(Vendor::Intercom, 1);
         let sim = start_sim(5, limits).await;
         let url = format!("{}/conversations", sim.base_url(Vendor::Intercom));
         let r = call("GET", &url, Auth::Bearer("nope"), None).await;
@@ -346,12 +350,23 @@ mod tests {
             (401, json!("unauthorized"))
         );
         assert_eq!(
-            call("GET", &url, Auth::Bearer(TOKENS.intercom), None)
-                .await
-                .status,
+            call(
+                "GET",
+                &url,
+                Auth::Bearer(Vendor::Intercom.credential()),
+                None
+            )
+            .await
+            .status,
             200
         );
-        let r = call("GET", &url, Auth::Bearer(TOKENS.intercom), None).await;
+        let r = call(
+            "GET",
+            &url,
+            Auth::Bearer(Vendor::Intercom.credential()),
+            None,
+        )
+        .await;
         assert_eq!(r.status, 429);
         let reset: i64 = r.header("x-ratelimit-reset").parse().unwrap();
         let now = Utc::now().timestamp();

@@ -274,7 +274,7 @@ mod tests {
     #[tokio::test]
     async fn export_checks_auth_params_and_the_hourly_budget() {
         let mut limits = SimRateLimits::unlimited();
-        limits.mixpanel_per_hour = 1;
+        limits.set(Vendor::Mixpanel, 1);
         let sim = start_sim(10, limits).await;
         let base = format!("{}/export", sim.base_url(Vendor::Mixpanel));
         let denied = call(

@@ -1,10 +1,11 @@
 //! Deterministic, vendor-shaped fake APIs on loopback, used by `healthsync demo` and by tests.
 //!
-//! This file owns the server: options, the one axum listener on `127.0.0.1:0` with a path
-//! prefix per vendor (`/hubspot`, `/stripe`, `/usage`, `/vitally`), the shared state, the
-//! rate-limit primitives, small wire helpers (auth headers, base64 cursors, timestamps) and
-//! the `/_sim/*` introspection routes. It does not own any vendor's routes or wire shapes
-//! (see `hubspot`, `stripe`, `usage`, `vitally`) nor the population itself (see `world`).
+//! This file owns the server: options, the request budgets (`SimRateLimits`), the one axum listener on
+//! `127.0.0.1:0` with every vendor of `VENDORS` (`vendors`) nested under its path prefix, the shared state,
+//! the rate-limit primitives, small wire helpers (auth headers, base64 cursors, timestamps) and the
+//! `/_sim/*` introspection routes. It does not own any vendor's routes or wire shapes (see `hubspot`,
+//! `stripe`, `usage`, `vitally`, …), nor the list of vendors (`vendors`), nor the population itself
+//! (see `world`).
 //!
 //! The support and survey vendors (`/zendesk`, `/intercom`, `/freshdesk`, `/delighted`) follow the same
 //! pattern; their shared help-desk history is `support`. The write side of HubSpot and Salesforce (for
@@ -34,6 +35,7 @@ mod stripe_events;
 mod support;
 pub mod totango;
 mod usage;
+mod vendors;
 mod vitally;
 pub mod world;
 mod zendesk;
@@ -53,8 +55,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use vendors::Vendor;
+pub(crate) use vendors::{DemoConnector, VendorSpec, VENDORS};
 pub use world::{AccountTruth, SimAccount, Trajectory, World};
-pub use zendesk::AGENT_EMAIL as ZENDESK_AGENT_EMAIL;
 
 /// What to simulate.
 #[derive(Clone, Debug)]
@@ -77,58 +80,22 @@ impl SimOptions {
     }
 }
 
-/// Per-vendor request budgets; `0` rejects every request, which is handy in tests.
+/// Request budgets: one per vendor, counted in the vendor's window (`VENDORS` has each vendor's window,
+/// default and demo quota; ChurnZero's is fixed, its slot unread), and Zendesk's incremental export budget.
+/// `0` rejects every request, which is handy in tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SimRateLimits {
-    pub hubspot_per_10s: u32,
-    pub stripe_per_sec: u32,
-    pub usage_per_min: u32,
-    pub vitally_per_min: u32,
-    /// Salesforce's org-wide API allocation per 24 h (`Sforce-Limit-Info`).
-    pub salesforce_per_day: u32,
-    /// Chargebee's per-minute site limit (Performance plan: 1,000).
-    pub chargebee_per_min: u32,
-    /// Mixpanel's raw export budget: 60 queries per hour.
-    pub mixpanel_per_hour: u32,
-    pub zendesk_per_min: u32,
+    per_vendor: [u32; vendors::COUNT],
     /// Zendesk's incremental export endpoints have their own budget (10/min unless High Volume).
     pub zendesk_incremental_per_min: u32,
-    /// Intercom enforces its per-minute quota in 10-second slices.
-    pub intercom_per_10s: u32,
-    pub freshdesk_per_min: u32,
-    pub delighted_per_min: u32,
-    /// Planhat's quota (soft limit): 200 calls per minute.
-    pub planhat_per_min: u32,
-    /// Gainsight's recommended synchronous limit: 100 calls per minute.
-    pub gainsight_per_min: u32,
-    /// Totango's REST API: 100 calls per minute per token (the collection gateway is not metered).
-    pub totango_per_min: u32,
-    /// ClientSuccess publishes no limit; the simulator's guess.
-    pub clientsuccess_per_min: u32,
-    /// CustomerSuccessBox's limit was not found in its docs; the simulator's guess.
-    pub customersuccessbox_per_min: u32,
 }
 
 impl Default for SimRateLimits {
+    /// The real vendors' quotas.
     fn default() -> Self {
         SimRateLimits {
-            hubspot_per_10s: 100,
-            stripe_per_sec: 100,
-            usage_per_min: 600,
-            vitally_per_min: 1000,
-            salesforce_per_day: 100_000,
-            chargebee_per_min: 1000,
-            mixpanel_per_hour: 60,
-            zendesk_per_min: 700,
+            per_vendor: VENDORS.each_ref().map(|s| s.quota),
             zendesk_incremental_per_min: 10,
-            intercom_per_10s: 1666,
-            freshdesk_per_min: 100,
-            delighted_per_min: 200,
-            planhat_per_min: 200,
-            gainsight_per_min: 100,
-            totango_per_min: 100,
-            clientsuccess_per_min: 300,
-            customersuccessbox_per_min: 600,
         }
     }
 }
@@ -137,107 +104,35 @@ impl SimRateLimits {
     /// Budgets nobody reaches, for tests that page through everything quickly.
     pub fn unlimited() -> Self {
         SimRateLimits {
-            hubspot_per_10s: u32::MAX,
-            stripe_per_sec: u32::MAX,
-            usage_per_min: u32::MAX,
-            vitally_per_min: u32::MAX,
-            salesforce_per_day: u32::MAX,
-            chargebee_per_min: u32::MAX,
-            mixpanel_per_hour: u32::MAX,
-            zendesk_per_min: u32::MAX,
+            per_vendor: [u32::MAX; vendors::COUNT],
             zendesk_incremental_per_min: u32::MAX,
-            intercom_per_10s: u32::MAX,
-            freshdesk_per_min: u32::MAX,
-            delighted_per_min: u32::MAX,
-            planhat_per_min: u32::MAX,
-            gainsight_per_min: u32::MAX,
-            totango_per_min: u32::MAX,
-            clientsuccess_per_min: u32::MAX,
-            customersuccessbox_per_min: u32::MAX,
         }
     }
-}
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Vendor {
-    Hubspot,
-    Stripe,
-    Usage,
-    Vitally,
-    Salesforce,
-    Chargebee,
-    Mixpanel,
-    Zendesk,
-    Intercom,
-    Freshdesk,
-    Delighted,
-    Planhat,
-    Gainsight,
-    Totango,
-    ChurnZero,
-    ClientSuccess,
-    CustomerSuccessBox,
-}
-
-impl Vendor {
-    /// The path prefix the vendor is served under.
-    pub fn prefix(self) -> &'static str {
-        match self {
-            Vendor::Hubspot => "/hubspot",
-            Vendor::Stripe => "/stripe",
-            Vendor::Usage => "/usage",
-            Vendor::Vitally => "/vitally",
-            Vendor::Salesforce => "/salesforce",
-            Vendor::Chargebee => "/chargebee",
-            // Mixpanel's base URL carries the API version (`https://data.mixpanel.com/api/2.0`).
-            Vendor::Mixpanel => "/mixpanel/api/2.0",
-            Vendor::Zendesk => "/zendesk",
-            Vendor::Intercom => "/intercom",
-            Vendor::Freshdesk => "/freshdesk",
-            Vendor::Delighted => "/delighted",
-            Vendor::Planhat => "/planhat",
-            Vendor::Gainsight => "/gainsight",
-            // The REST API and the collection gateway (`/pixel.gif/`) share the prefix.
-            Vendor::Totango => "/totango",
-            Vendor::ChurnZero => "/churnzero",
-            Vendor::ClientSuccess => "/clientsuccess",
-            // The base URL carries the API version (`https://<domain>.customersuccessbox.com/api/v1_1`).
-            Vendor::CustomerSuccessBox => "/customersuccessbox/api/v1_1",
+    /// The demo's quotas (also `healthsync sim --fast`): far above the real vendors' so the demo finishes
+    /// in seconds; the demo's connector files use the same numbers.
+    pub fn demo() -> Self {
+        SimRateLimits {
+            per_vendor: VENDORS.each_ref().map(|s| s.demo_quota),
+            zendesk_incremental_per_min: 600,
         }
     }
-}
 
-/// The fixed credentials each simulated vendor accepts.
-#[derive(Clone, Copy, Debug)]
-pub struct SimTokens {
-    /// `Authorization: Bearer <hubspot>`.
-    pub hubspot: &'static str,
-    /// `Authorization: Bearer <stripe>`, or HTTP Basic with it as the username.
-    pub stripe: &'static str,
-    /// `Authorization: Bearer <usage>`.
-    pub usage: &'static str,
-    /// HTTP Basic with this as the username and an empty password.
-    pub vitally: &'static str,
-    /// `Authorization: Bearer <zendesk>` (OAuth), or Basic `agent@healthsync.example/token:<zendesk>`.
-    pub zendesk: &'static str,
-    /// `Authorization: Bearer <intercom>`.
-    pub intercom: &'static str,
-    /// HTTP Basic with this API key as the username (password `X` by convention).
-    pub freshdesk: &'static str,
-    /// HTTP Basic with this API key as the username and an empty password.
-    pub delighted: &'static str,
-}
+    /// The vendor's budget per window.
+    pub fn get(&self, vendor: Vendor) -> u32 {
+        self.per_vendor[vendor.index()]
+    }
 
-pub const TOKENS: SimTokens = SimTokens {
-    hubspot: "pat-sim-hubspot",
-    stripe: "sk_test_sim",
-    usage: "usage-sim",
-    vitally: "vitally-sim",
-    zendesk: "zendesk-sim",
-    intercom: "intercom-sim",
-    freshdesk: "freshdesk-sim",
-    delighted: "delighted-sim",
-};
+    pub fn set(&mut self, vendor: Vendor, requests: u32) {
+        self.per_vendor[vendor.index()] = requests;
+    }
+
+    /// These budgets with the vendor's replaced.
+    pub fn with(mut self, vendor: Vendor, requests: u32) -> Self {
+        self.set(vendor, requests);
+        self
+    }
+}
 
 /// One write (non-GET) request the Vitally platform accepted for processing.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -249,7 +144,8 @@ pub struct ReceivedRequest {
     pub body: serde_json::Value,
 }
 
-/// State shared by every route.
+/// State shared by every route. Each vendor's state has its own type and constructor, so it is a field
+/// here rather than part of its `VENDORS` entry.
 pub(crate) struct SimState {
     pub(crate) world: Arc<World>,
     /// `http://127.0.0.1:PORT`, for absolute links such as HubSpot's `paging.next.link`.
@@ -282,31 +178,31 @@ impl SimState {
             base: format!("http://{addr}"),
             started: Instant::now(),
             seq: AtomicU64::new(1),
-            hubspot: hubspot::HubState::new(&world, limits.hubspot_per_10s),
-            stripe: stripe::StripeState::new(&world, limits.stripe_per_sec),
-            usage: usage::UsageState::new(&world, limits.usage_per_min),
-            vitally: vitally::VitallyState::new(&world, limits.vitally_per_min),
-            salesforce: salesforce::SalesforceState::new(&world, limits.salesforce_per_day),
-            chargebee: chargebee::ChargebeeState::new(&world, limits.chargebee_per_min),
-            mixpanel: mixpanel::MixpanelState::new(limits.mixpanel_per_hour),
-            intercom: intercom::IntercomState::new(&world, limits.intercom_per_10s),
-            freshdesk: freshdesk::FreshdeskState::new(&world, limits.freshdesk_per_min),
-            delighted: delighted::DelightedState::new(&world, limits.delighted_per_min),
-            planhat: planhat::PlanhatState::new(&world, limits.planhat_per_min),
-            gainsight: gainsight::GainsightState::new(&world, limits.gainsight_per_min),
-            totango: totango::TotangoState::new(&world, limits.totango_per_min),
+            hubspot: hubspot::HubState::new(&world, limits.get(Vendor::Hubspot)),
+            stripe: stripe::StripeState::new(&world, limits.get(Vendor::Stripe)),
+            usage: usage::UsageState::new(&world, limits.get(Vendor::Usage)),
+            vitally: vitally::VitallyState::new(&world, limits.get(Vendor::Vitally)),
+            salesforce: salesforce::SalesforceState::new(&world, limits.get(Vendor::Salesforce)),
+            chargebee: chargebee::ChargebeeState::new(&world, limits.get(Vendor::Chargebee)),
+            mixpanel: mixpanel::MixpanelState::new(limits.get(Vendor::Mixpanel)),
+            intercom: intercom::IntercomState::new(&world, limits.get(Vendor::Intercom)),
+            freshdesk: freshdesk::FreshdeskState::new(&world, limits.get(Vendor::Freshdesk)),
+            delighted: delighted::DelightedState::new(&world, limits.get(Vendor::Delighted)),
+            planhat: planhat::PlanhatState::new(&world, limits.get(Vendor::Planhat)),
+            gainsight: gainsight::GainsightState::new(&world, limits.get(Vendor::Gainsight)),
+            totango: totango::TotangoState::new(&world, limits.get(Vendor::Totango)),
             churnzero: churnzero::ChurnZeroState::new(),
             clientsuccess: clientsuccess::ClientSuccessState::new(
                 &world,
-                limits.clientsuccess_per_min,
+                limits.get(Vendor::ClientSuccess),
             ),
             customersuccessbox: customersuccessbox::CustomerSuccessBoxState::new(
                 &world,
-                limits.customersuccessbox_per_min,
+                limits.get(Vendor::CustomerSuccessBox),
             ),
             zendesk: zendesk::ZendeskState::new(
                 &world,
-                limits.zendesk_per_min,
+                limits.get(Vendor::Zendesk),
                 limits.zendesk_incremental_per_min,
             ),
             received: Mutex::new(Vec::new()),
@@ -421,40 +317,16 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
     let addr = listener.local_addr()?;
     let world = Arc::new(World::generate(opts.accounts, opts.seed, opts.now));
     let state = Arc::new(SimState::new(world, addr, opts.rate_limits));
-    let app = Router::new()
-        .nest(Vendor::Hubspot.prefix(), hubspot::router(&state))
-        .nest(Vendor::Stripe.prefix(), stripe::router(&state))
-        .nest(Vendor::Usage.prefix(), usage::router(&state))
-        .nest(Vendor::Vitally.prefix(), vitally::router(&state))
-        .nest(Vendor::Salesforce.prefix(), salesforce::router(&state))
-        .nest(Vendor::Chargebee.prefix(), chargebee::router(&state))
-        .nest(Vendor::Mixpanel.prefix(), mixpanel::router(&state))
-        .nest(Vendor::Zendesk.prefix(), zendesk::router(&state))
-        .nest(Vendor::Intercom.prefix(), intercom::router(&state))
-        .nest(Vendor::Freshdesk.prefix(), freshdesk::router(&state))
-        .nest(Vendor::Delighted.prefix(), delighted::router(&state))
-        .nest(Vendor::Planhat.prefix(), planhat::router(&state))
-        .nest(Vendor::Gainsight.prefix(), gainsight::router(&state))
-        .nest(Vendor::Totango.prefix(), totango::router(&state))
-        .nest(Vendor::ChurnZero.prefix(), churnzero::router())
-        .nest(
-            Vendor::ClientSuccess.prefix(),
-            clientsuccess::router(&state),
-        )
-        .nest(
-            Vendor::CustomerSuccessBox.prefix(),
-            customersuccessbox::router(&state),
-        )
+    let mut app = Router::new();
+    for spec in &VENDORS {
+        app = app.nest(spec.prefix, (spec.router)(&state));
+        if let Some(route) = spec.sim_state {
+            app = app.route(&format!("/_sim/state/{}", spec.name), route());
+        }
+    }
+    let app = app
         .route("/_sim/received", get(sim_received))
         .route("/_sim/state", get(sim_state))
-        .route("/_sim/state/planhat", get(planhat::sim_state))
-        .route("/_sim/state/gainsight", get(gainsight::sim_state))
-        .route("/_sim/state/totango", get(totango::sim_state))
-        .route("/_sim/state/clientsuccess", get(clientsuccess::sim_state))
-        .route(
-            "/_sim/state/customersuccessbox",
-            get(customersuccessbox::sim_state),
-        )
         .route("/_sim/truth", get(sim_truth))
         .with_state(Arc::clone(&state));
     let (stop, stopped) = oneshot::channel::<()>();

@@ -141,7 +141,7 @@ async fn a_future_cursor_yields_nothing_and_the_refresh_grant_works() {
 #[tokio::test]
 async fn the_daily_allocation_ends_the_run_with_request_limit_exceeded() {
     let mut limits = SimRateLimits::unlimited();
-    limits.salesforce_per_day = 2;
+    limits.set(Vendor::Salesforce, 2);
     let sim = start_sim(120, limits).await;
     let src = source(&sim, AuthScheme::OAuth2ClientCredentials);
     let p1 = src.fetch_page("tasks", None).await.unwrap();

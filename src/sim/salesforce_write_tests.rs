@@ -231,7 +231,7 @@ async fn tasks_are_created_once_and_completed_once() {
 #[tokio::test]
 async fn the_org_quota_stops_writes() {
     let mut limits = SimRateLimits::unlimited();
-    limits.salesforce_per_day = 2;
+    limits.set(Vendor::Salesforce, 2);
     let sim = start_sim(2, limits).await;
     let hs = sim.world().accounts[0].hubspot_id.clone();
     let sink = sink(&sim);

@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 
 use crate::sim::world::{InvoiceStatus, SimAccount, SimInvoice, SimSubscription, SubStatus, World};
 use crate::sim::{
-    basic, bearer, json_response, lock, query_pairs, RollingWindow, SimState, TOKENS,
+    basic, bearer, json_response, lock, query_pairs, RollingWindow, SimState, Vendor,
 };
 
 /// The one product every simulated plan prices.
@@ -141,7 +141,7 @@ async fn gate(State(st): State<Arc<SimState>>, req: Request, next: Next) -> Resp
         .map(str::to_owned)
         .or_else(|| basic(req.headers()).map(|(user, _)| user));
     match key.as_deref() {
-        Some(k) if k == TOKENS.stripe => {}
+        Some(k) if k == Vendor::Stripe.credential() => {}
         Some(k) => {
             // Stripe echoes a redacted form of the key it rejected.
             let tail: String = k.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
@@ -554,7 +554,7 @@ mod tests {
     use std::collections::HashSet;
 
     async fn get(url: &str) -> Reply {
-        call("GET", url, Auth::Bearer(TOKENS.stripe), None).await
+        call("GET", url, Auth::Bearer(Vendor::Stripe.credential()), None).await
     }
 
     /// Walks a list forward with `starting_after`; returns the ids in order.
@@ -644,7 +644,7 @@ mod tests {
     #[tokio::test]
     async fn errors_have_stripe_shape() {
         let mut limits = SimRateLimits::unlimited();
-        limits.stripe_per_sec = 3;
+        limits.set(Vendor::Stripe, 3);
         let sim = start_sim(5, limits).await;
         let url = format!("{}/v1/customers", sim.base_url(Vendor::Stripe));
         let wrong = "sk_test_wrong";
@@ -653,7 +653,7 @@ mod tests {
             assert_eq!(r.status, 401);
             assert_eq!(r.body["error"]["type"], "invalid_request_error");
         }
-        let r = call("GET", &url, Auth::Basic(TOKENS.stripe), None).await;
+        let r = call("GET", &url, Auth::Basic(Vendor::Stripe.credential()), None).await;
         assert_eq!(r.status, 200, "basic auth with the key as user");
         for q in ["limit=0", "limit=101"] {
             let r = get(&format!("{url}?{q}")).await;

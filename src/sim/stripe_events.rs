@@ -237,10 +237,10 @@ pub(super) async fn retrieve(
 #[cfg(test)]
 mod tests {
     use crate::sim::test_support::{call, start_sim, strs, Auth, Reply};
-    use crate::sim::{SimRateLimits, Vendor, TOKENS};
+    use crate::sim::{SimRateLimits, Vendor};
 
     async fn get(url: &str) -> Reply {
-        call("GET", url, Auth::Bearer(TOKENS.stripe), None).await
+        call("GET", url, Auth::Bearer(Vendor::Stripe.credential()), None).await
     }
 
     #[tokio::test]

@@ -43,7 +43,7 @@ use serde_json::{json, Value};
 use crate::sim::world::{by, days, noise, uni, SimAccount, Trajectory, UsageDay, World};
 use crate::sim::{
     bearer, ceil_secs, decode_cursor, encode_cursor, json_response, lock, query_pairs,
-    RollingWindow, SimState, TOKENS,
+    RollingWindow, SimState, Vendor,
 };
 
 pub(crate) struct UsageState {
@@ -99,7 +99,7 @@ fn err(status: StatusCode, msg: &str) -> Response {
 }
 
 async fn gate(State(st): State<Arc<SimState>>, req: Request, next: Next) -> Response {
-    if bearer(req.headers()) != Some(TOKENS.usage) {
+    if bearer(req.headers()) != Some(Vendor::Usage.credential()) {
         let mut r = err(StatusCode::UNAUTHORIZED, "unauthorized");
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -313,7 +313,7 @@ mod tests {
     use std::collections::HashSet;
 
     async fn get(url: &str) -> Reply {
-        call("GET", url, Auth::Bearer(TOKENS.usage), None).await
+        call("GET", url, Auth::Bearer(Vendor::Usage.credential()), None).await
     }
 
     /// Mean active users per seat over the days `from..to` ago.
@@ -375,14 +375,7 @@ mod tests {
 
     #[tokio::test]
     async fn rejects_bad_cursor_auth_and_throttles_with_retry_after() {
-        let sim = start_sim(
-            3,
-            SimRateLimits {
-                usage_per_min: 2,
-                ..SimRateLimits::unlimited()
-            },
-        )
-        .await;
+        let sim = start_sim(3, SimRateLimits::unlimited().with(Vendor::Usage, 2)).await;
         let base = format!("{}/v1/usage/daily", sim.base_url(Vendor::Usage));
         let r = call("GET", &base, Auth::Bearer("nope"), None).await;
         assert_eq!((r.status, r.header("www-authenticate")), (401, "Bearer"));

@@ -33,7 +33,7 @@ use serde_json::{json, Map, Value};
 use crate::sim::world::World;
 use crate::sim::{
     basic, ceil_secs, decode_cursor, encode_cursor, iso_ms, json_response, lock, query_pairs,
-    ReceivedRequest, SimState, TOKENS,
+    ReceivedRequest, SimState, Vendor,
 };
 
 /// Largest request body the sim buffers for the write log.
@@ -177,7 +177,7 @@ fn err(status: StatusCode, msg: &str) -> Response {
 }
 
 async fn gate(State(st): State<Arc<SimState>>, req: Request, next: Next) -> Response {
-    if basic(req.headers()).map(|(user, _)| user).as_deref() != Some(TOKENS.vitally) {
+    if basic(req.headers()).map(|(user, _)| user).as_deref() != Some(Vendor::Vitally.credential()) {
         return err(
             StatusCode::UNAUTHORIZED,
             "unauthorized: invalid or missing api key",
@@ -527,7 +527,7 @@ mod tests {
     /// Sends to `{vitally base}/resources{path}` with valid credentials; a `null` body sends none.
     async fn vt(sim: &SimHandle, method: &str, path: &str, body: Value) -> Reply {
         let url = format!("{}/resources{path}", sim.base_url(Vendor::Vitally));
-        let auth = Auth::Basic(TOKENS.vitally);
+        let auth = Auth::Basic(Vendor::Vitally.credential());
         call(method, &url, auth, Some(&body).filter(|b| !b.is_null())).await
     }
 
@@ -636,7 +636,7 @@ mod tests {
     #[tokio::test]
     async fn throttles_with_ratelimit_headers() {
         let mut limits = SimRateLimits::unlimited();
-        limits.vitally_per_min = 2;
+        limits.set(Vendor::Vitally, 2);
         let sim = start_sim(2, limits).await;
         let ok = vt(&sim, "GET", "/accounts", Value::Null).await;
         assert_eq!(

@@ -33,11 +33,11 @@ use crate::sim::support::{self, Priority, SupportTicket, TicketState};
 use crate::sim::world::World;
 use crate::sim::{
     basic, bearer, ceil_secs, decode_cursor, encode_cursor, json_response, lock, query_pairs,
-    RollingWindow, SimState, TOKENS,
+    RollingWindow, SimState, Vendor,
 };
 
-/// The agent address the sim expects before `/token` in Basic auth.
-pub const AGENT_EMAIL: &str = "agent@healthsync.example";
+/// The Basic-auth user of an API token: the agent address the sim expects, then `/token`.
+pub(crate) const API_TOKEN_USER: &str = "agent@healthsync.example/token";
 const EXPORT_PATH: &str = "/api/v2/incremental/tickets/cursor.json";
 /// The time-based organization export; shares the export budget with tickets.
 const ORG_EXPORT_PATH: &str = "/api/v2/incremental/organizations";
@@ -88,9 +88,9 @@ fn error(status: StatusCode, error: &str, description: &str) -> Response {
 }
 
 fn authorized(headers: &axum::http::HeaderMap) -> bool {
-    let user = format!("{AGENT_EMAIL}/token");
-    bearer(headers) == Some(TOKENS.zendesk)
-        || basic(headers).is_some_and(|(u, p)| u == user && p == TOKENS.zendesk)
+    bearer(headers) == Some(Vendor::Zendesk.credential())
+        || basic(headers)
+            .is_some_and(|(u, p)| u == API_TOKEN_USER && p == Vendor::Zendesk.credential())
 }
 
 async fn gate(State(st): State<Arc<SimState>>, req: Request, next: Next) -> Response {
@@ -396,8 +396,10 @@ mod tests {
     async fn the_kind_syncs_everything_then_only_changes() {
         let sim = start_sim(60, SimRateLimits::unlimited()).await;
         let base = sim.base_url(Vendor::Zendesk);
-        let user = format!("{AGENT_EMAIL}/token");
-        let secrets = [("username", user.as_str()), ("password", TOKENS.zendesk)];
+        let secrets = [
+            ("username", API_TOKEN_USER),
+            ("password", Vendor::Zendesk.credential()),
+        ];
         let http = || client(&base, AuthScheme::Basic, &secrets).0;
         let src = Zendesk::new(http(), http(), vec![], Some(50));
         let world = sim.world();
@@ -436,7 +438,7 @@ mod tests {
         let ok = call(
             "GET",
             &url("start_time=0"),
-            Auth::Bearer(TOKENS.zendesk),
+            Auth::Bearer(Vendor::Zendesk.credential()),
             None,
         )
         .await;
@@ -445,14 +447,20 @@ mod tests {
         let throttled = call(
             "GET",
             &url("start_time=0"),
-            Auth::Bearer(TOKENS.zendesk),
+            Auth::Bearer(Vendor::Zendesk.credential()),
             None,
         )
         .await;
         assert_eq!(throttled.status, 429);
         assert!(throttled.header("retry-after").parse::<u64>().unwrap() >= 1);
         let orgs = format!("{}/api/v2/organizations", sim.base_url(Vendor::Zendesk));
-        let r = call("GET", &orgs, Auth::Bearer(TOKENS.zendesk), None).await;
+        let r = call(
+            "GET",
+            &orgs,
+            Auth::Bearer(Vendor::Zendesk.credential()),
+            None,
+        )
+        .await;
         assert_eq!(
             r.status, 200,
             "the plain list is not under the export budget"
@@ -461,7 +469,13 @@ mod tests {
             "{}{ORG_EXPORT_PATH}?start_time=0",
             sim.base_url(Vendor::Zendesk)
         );
-        let r = call("GET", &org_export, Auth::Bearer(TOKENS.zendesk), None).await;
+        let r = call(
+            "GET",
+            &org_export,
+            Auth::Bearer(Vendor::Zendesk.credential()),
+            None,
+        )
+        .await;
         assert_eq!(
             r.status, 429,
             "the organization export shares the export budget"
@@ -474,7 +488,13 @@ mod tests {
             "{}{EXPORT_PATH}?start_time={soon}",
             sim.base_url(Vendor::Zendesk)
         );
-        let r = call("GET", &url, Auth::Bearer(TOKENS.zendesk), None).await;
+        let r = call(
+            "GET",
+            &url,
+            Auth::Bearer(Vendor::Zendesk.credential()),
+            None,
+        )
+        .await;
         assert_eq!(r.status, 400);
     }
 }

@@ -7,7 +7,7 @@ use healthsync::backtest::{self, BacktestError, BacktestOptions, ScoreSource};
 use healthsync::book::Book;
 use healthsync::config;
 use healthsync::pipeline::Runtime;
-use healthsync::sim::{self, SimOptions, SimRateLimits};
+use healthsync::sim::{self, SimOptions, SimRateLimits, Vendor};
 use healthsync::store::Store;
 use healthsync::sync::SyncOptions;
 use tokio::sync::watch;
@@ -16,13 +16,11 @@ use tokio::sync::watch;
 async fn backtest_reads_the_simulated_churn_and_the_score_predicts_it() {
     let now = Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap();
     // Generous budgets: this test is about the figures, not throttling.
-    let limits = SimRateLimits {
-        hubspot_per_10s: 1000,
-        stripe_per_sec: 500,
-        usage_per_min: 30_000,
-        vitally_per_min: 60_000,
-        ..SimRateLimits::default()
-    };
+    let limits = SimRateLimits::default()
+        .with(Vendor::Hubspot, 1000)
+        .with(Vendor::Stripe, 500)
+        .with(Vendor::Usage, 30_000)
+        .with(Vendor::Vitally, 60_000);
     let sim = sim::start(SimOptions {
         accounts: 400,
         seed: 5,

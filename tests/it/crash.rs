@@ -204,11 +204,22 @@ async fn secrets_never_reach_logs_output_or_store() {
         haystack.len() > 10_000,
         "expected real log output to search"
     );
-    let t = healthsync::sim::TOKENS;
-    let support = [t.zendesk, t.intercom, t.freshdesk, t.delighted];
-    for secret in [t.hubspot, t.stripe, t.usage, t.vitally]
-        .into_iter()
-        .chain(support)
+    use healthsync::sim::Vendor;
+    let support = [
+        Vendor::Zendesk,
+        Vendor::Intercom,
+        Vendor::Freshdesk,
+        Vendor::Delighted,
+    ];
+    for secret in [
+        Vendor::Hubspot,
+        Vendor::Stripe,
+        Vendor::Usage,
+        Vendor::Vitally,
+    ]
+    .into_iter()
+    .chain(support)
+    .map(Vendor::credential)
     {
         assert!(!haystack.contains(secret), "a credential leaked: {secret}");
     }

@@ -89,7 +89,7 @@ async fn hubspot_objects_join_their_companies_and_resync_incrementally() {
             for chunk in inputs.chunks(1000) {
                 let body: serde_json::Value = client
                     .post(&url)
-                    .bearer_auth(sim::TOKENS.hubspot)
+                    .bearer_auth(sim::Vendor::Hubspot.credential())
                     .json(&serde_json::json!({ "inputs": chunk }))
                     .send()
                     .await

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use healthsync::config::{self, Band, Model, RiskKind, StreamRef};
 use healthsync::identity;
 use healthsync::scoring::{self, AccountScore};
-use healthsync::sim::{self, SimOptions, SimRateLimits};
+use healthsync::sim::{self, SimOptions, SimRateLimits, Vendor};
 use healthsync::store::Store;
 use healthsync::sync::SyncOptions;
 use healthsync::vocab::Record;
@@ -178,13 +178,11 @@ fn more_bad_model_keys_each_with_their_line() {
 }
 
 fn limits() -> SimRateLimits {
-    SimRateLimits {
-        hubspot_per_10s: 1000,
-        stripe_per_sec: 500,
-        usage_per_min: 30_000,
-        vitally_per_min: 60_000,
-        ..SimRateLimits::default()
-    }
+    SimRateLimits::default()
+        .with(Vendor::Hubspot, 1000)
+        .with(Vendor::Stripe, 500)
+        .with(Vendor::Usage, 30_000)
+        .with(Vendor::Vitally, 60_000)
 }
 
 /// Every record of every source stream, as the pipeline reads them.

@@ -6,19 +6,17 @@ use std::collections::BTreeMap;
 use chrono::{TimeZone, Utc};
 use healthsync::config;
 use healthsync::pipeline::Runtime;
-use healthsync::sim::{self, SimOptions, SimRateLimits};
+use healthsync::sim::{self, SimOptions, SimRateLimits, Vendor};
 use healthsync::store::Store;
 use healthsync::sync::SyncOptions;
 use tokio::sync::watch;
 
 fn limits() -> SimRateLimits {
-    SimRateLimits {
-        hubspot_per_10s: 1000,
-        stripe_per_sec: 500,
-        usage_per_min: 30_000,
-        vitally_per_min: 60_000,
-        ..SimRateLimits::default()
-    }
+    SimRateLimits::default()
+        .with(Vendor::Hubspot, 1000)
+        .with(Vendor::Stripe, 500)
+        .with(Vendor::Usage, 30_000)
+        .with(Vendor::Vitally, 60_000)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,7 @@ use healthsync::backtest::{
 use healthsync::config::{self, Band};
 use healthsync::pipeline::Runtime;
 use healthsync::report;
-use healthsync::sim::{self, SimOptions, SimRateLimits};
+use healthsync::sim::{self, SimOptions, SimRateLimits, Vendor};
 use healthsync::store::Store;
 use healthsync::sync::SyncOptions;
 use tokio::sync::watch;
@@ -185,13 +185,11 @@ fn backtest() -> Backtest {
 /// each plan's writes landed as a platform would confirm them (so playbooks open and resolve projects).
 async fn populated_store(dir: &Path) -> Runtime {
     let now = Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap();
-    let limits = SimRateLimits {
-        hubspot_per_10s: 1000,
-        stripe_per_sec: 500,
-        usage_per_min: 30_000,
-        vitally_per_min: 60_000,
-        ..SimRateLimits::default()
-    };
+    let limits = SimRateLimits::default()
+        .with(Vendor::Hubspot, 1000)
+        .with(Vendor::Stripe, 500)
+        .with(Vendor::Usage, 30_000)
+        .with(Vendor::Vitally, 60_000);
     let sim = sim::start(SimOptions {
         accounts: 150,
         seed: 11,

@@ -80,24 +80,20 @@ async fn synced(
     token: &str,
 ) -> (SimHandle, Runtime, tempfile::TempDir, chrono::DateTime<Utc>) {
     let now = Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap();
-    let limits = SimRateLimits {
-        hubspot_per_10s: 1000,
-        stripe_per_sec: 500,
-        usage_per_min: 30_000,
-        ..SimRateLimits::default()
-    };
+    let limits = SimRateLimits::default()
+        .with(Vendor::Hubspot, 1000)
+        .with(Vendor::Stripe, 500)
+        .with(Vendor::Usage, 30_000);
     let opts = SimOptions {
         accounts: ACCOUNTS,
         seed: 11,
         now,
-        rate_limits: SimRateLimits {
-            planhat_per_min: 30_000,
-            gainsight_per_min: 30_000,
-            totango_per_min: 30_000,
-            clientsuccess_per_min: 30_000,
-            customersuccessbox_per_min: 30_000,
-            ..limits
-        },
+        rate_limits: limits
+            .with(Vendor::Planhat, 30_000)
+            .with(Vendor::Gainsight, 30_000)
+            .with(Vendor::Totango, 30_000)
+            .with(Vendor::ClientSuccess, 30_000)
+            .with(Vendor::CustomerSuccessBox, 30_000),
     };
     let sim = sim::start(opts).await.unwrap();
     let dir = tempfile::tempdir().unwrap();

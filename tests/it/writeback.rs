@@ -7,16 +7,13 @@ use chrono::{TimeZone, Utc};
 use healthsync::config::{self, Band, ForEach, Playbook, Target, TaskTemplate};
 use healthsync::pipeline::Runtime;
 use healthsync::scoring::AccountScore;
-use healthsync::sim::{self, SimOptions, SimRateLimits};
+use healthsync::sim::{self, SimOptions, SimRateLimits, Vendor};
 use healthsync::store::Store;
 use serde_json::Value;
 use tokio::sync::watch;
 
 fn limits() -> SimRateLimits {
-    SimRateLimits {
-        vitally_per_min: 1_000_000,
-        ..SimRateLimits::default()
-    }
+    SimRateLimits::default().with(Vendor::Vitally, 1_000_000)
 }
 
 fn score(id: &str, overall: f64, band: Band) -> AccountScore {
