@@ -7,6 +7,7 @@
 //! which print with the same tables).
 
 pub(crate) mod backtest;
+mod commands;
 pub mod demo;
 mod output;
 mod report;
@@ -19,11 +20,9 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use tokio::sync::watch;
 
-use crate::book::Book;
 use crate::config::{self, Config, ConfigErrors};
-use crate::pipeline::{PipelineError, RunProgress, Runtime};
+use crate::pipeline::{PipelineError, Runtime};
 use crate::store::{Store, StoreError};
-use crate::sync::SyncOptions;
 
 pub use output::{fmt_score, Progress};
 
@@ -250,7 +249,7 @@ pub fn load_config(global: &Global) -> Result<Config, CliError> {
     Ok(config)
 }
 
-fn open_runtime(global: &Global) -> Result<Runtime, CliError> {
+pub(crate) fn open_runtime(global: &Global) -> Result<Runtime, CliError> {
     let config = load_config(global)?;
     let store = Store::open(&config.daemon.state_dir)?;
     Ok(Runtime::build(config, store))
@@ -266,255 +265,39 @@ pub fn shutdown_on_signal() -> watch::Receiver<bool> {
     rx
 }
 
-/// Runs a parsed command line.
+/// Runs a parsed command line: one function per command, in `commands.rs`.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let g = &cli.global;
     match cli.command {
-        Command::Validate(JsonFlag { json }) => {
-            match config::load(&g.config, &crate::connector::kinds::catalog()) {
-                // The pure checks passed; whether export folders are writable is an effect, checked after.
-                Ok(config) => match crate::pipeline::check_exports(&config) {
-                    problems if problems.is_empty() => output::validated(&config, json),
-                    problems => {
-                        output::invalid(&ConfigErrors(problems), json);
-                        Err(CliError::Reported(2))
-                    }
-                },
-                Err(errors) => {
-                    output::invalid(&errors, json);
-                    Err(CliError::Reported(2))
-                }
-            }
-        }
-        Command::Run => {
-            let config = match load_config(g) {
-                Ok(config) => config,
-                Err(e) => {
-                    crate::telemetry::init("info", crate::config::LogFormat::Auto);
-                    return Err(e);
-                }
-            };
-            let level = match g.verbose {
-                0 => config.daemon.log_level.as_str(),
-                1 => "info",
-                _ => "debug",
-            };
-            crate::telemetry::init(level, config.daemon.log_format);
-            for w in &config.warnings {
-                tracing::warn!(problem = %w, "config warning");
-            }
-            let (path, state_dir) = (g.config.clone(), g.state_dir.clone());
-            let loader: crate::daemon::ConfigLoader = Box::new(move || {
-                let mut config = config::load(&path, &crate::connector::kinds::catalog())?;
-                if let Some(dir) = &state_dir {
-                    config.daemon.state_dir = dir.clone();
-                }
-                Ok(config)
-            });
-            crate::daemon::run(
-                config,
-                loader,
-                crate::daemon::reload_on_sighup(),
-                shutdown_on_signal(),
-            )
-            .await
-            .map_err(CliError::Runtime)
-        }
+        Command::Validate(JsonFlag { json }) => commands::validate(g, json),
+        Command::Run => commands::daemon(g).await,
         Command::Sync {
             connectors,
             full,
             json,
-        } => {
-            let rt = open_runtime(g)?;
-            let ids = rt.select_sources(&connectors)?;
-            let shutdown = shutdown_on_signal();
-            let progress = Progress::new(json);
-            let statuses = rt
-                .sync(&ids, &SyncOptions { full }, &shutdown, &|c, s, n| {
-                    progress.records(c, s, n)
-                })
-                .await?;
-            progress.finish();
-            output::synced(&statuses, json);
-            if statuses.iter().any(|s| !s.ok()) {
-                return Err(CliError::Runtime(anyhow::anyhow!(
-                    "some connectors failed; see above"
-                )));
-            }
-            Ok(())
-        }
+        } => commands::sync(g, connectors, full, json).await,
         Command::Score {
             table,
             as_of,
             backfill_weeks,
-        } => {
-            let rt = open_runtime(g)?;
-            let as_of = as_of.unwrap_or_else(|| g.now());
-            let progress = Progress::new(table.json);
-            rt.book().backfill(as_of, backfill_weeks, &|done, total| {
-                progress.steps("backfill", done, total, "weeks")
-            })?;
-            progress.finish();
-            let run = rt.score(as_of)?;
-            output::scores(&run, &rt.config.model, table.limit, table.json);
-            exported(&run.exports, table.json)
-        }
-        Command::Plan { json, model: None } => {
-            let rt = open_runtime(g)?;
-            let scores = rt.book().stored_scores()?;
-            if scores.is_empty() {
-                return Err(CliError::Usage(
-                    "no scores yet: run `healthsync sync` and `healthsync score` first".into(),
-                ));
-            }
-            let plan = rt.plan(&scores, g.now())?;
-            writeback::plan(&plan, json);
-            Ok(())
-        }
+        } => commands::score(g, table, as_of, backfill_weeks),
+        Command::Plan { json, model: None } => commands::plan(g, json),
         Command::Plan {
             json,
             model: Some(candidate),
-        } => {
-            let mut config = config::load_with_model(
-                &g.config,
-                Some(&candidate),
-                &crate::connector::kinds::catalog(),
-            )
-            .map_err(CliError::Config)?;
-            if let Some(dir) = &g.state_dir {
-                config.daemon.state_dir = dir.clone();
-            }
-            let store = Store::open(&config.daemon.state_dir)?;
-            let rt = Runtime::build(config, store);
-            let now = g.now();
-            let run = rt.book().compute_scores(now)?;
-            let plan = rt.plan(&run.scores, now)?;
-            writeback::shadow_plan(&run, &plan, json);
-            Ok(())
-        }
+        } => commands::shadow_plan(g, json, candidate),
         Command::Backtest {
             json,
             model,
             recompute,
-        } => {
-            let current = open_runtime(g)?;
-            // Two models on one store: the candidate reads the open store, and builds no connector.
-            let candidate = match model {
-                None => None,
-                Some(path) => Some(
-                    config::load_for_reading(&g.config, &path, &crate::connector::kinds::catalog())
-                        .map_err(CliError::Config)?,
-                ),
-            };
-            let candidate = candidate.as_ref().map(|config| Book {
-                config,
-                store: &current.store,
-            });
-            backtest::run(current.book(), candidate, g.now(), recompute, json)
-        }
+        } => commands::backtest(g, json, model, recompute),
         Command::Deadletters { json, replay, sink } => {
-            let rt = open_runtime(g)?;
-            if let Some(s) = &sink {
-                if rt
-                    .config
-                    .connector(s)
-                    .is_none_or(|c| c.role != crate::vocab::Role::Sink)
-                {
-                    return Err(CliError::Usage(format!(
-                        "--sink {s}: no sink connector with that id"
-                    )));
-                }
-            }
-            if !replay {
-                let mut dead = rt.store.dead_letters()?;
-                dead.retain(|d| sink.as_ref().is_none_or(|s| *s == d.entry.sink));
-                writeback::dead_letters(&dead, json);
-                return Ok(());
-            }
-            let now = g.now();
-            let replayed = rt.store.replay_dead_letters(sink.as_deref(), now)?;
-            let progress = Progress::new(json);
-            let report = rt
-                .push(&shutdown_on_signal(), now, &|i, n| {
-                    progress.deliveries(i, n)
-                })
-                .await?;
-            progress.finish();
-            writeback::replayed(&replayed, &report, json);
-            Ok(())
+            commands::dead_letters(g, json, replay, sink).await
         }
-        Command::Push(JsonFlag { json }) => {
-            let rt = open_runtime(g)?;
-            let now = g.now();
-            let plan = rt.plan(&rt.book().stored_scores()?, now)?;
-            rt.enqueue(&plan, now)?;
-            let progress = Progress::new(json);
-            let report = rt
-                .push(&shutdown_on_signal(), now, &|i, n| {
-                    progress.deliveries(i, n)
-                })
-                .await?;
-            progress.finish();
-            writeback::pushed(&plan, &report, json);
-            Ok(())
-        }
-        Command::Once(JsonFlag { json }) => {
-            let rt = open_runtime(g)?;
-            let progress = Progress::new(json);
-            let records = |c: &str, s: &str, n: usize| progress.records(c, s, n);
-            let deliveries = |i: usize, n: usize| progress.deliveries(i, n);
-            let done = rt
-                .once(
-                    &shutdown_on_signal(),
-                    g.now(),
-                    0,
-                    RunProgress {
-                        records: &records,
-                        deliveries: &deliveries,
-                    },
-                )
-                .await?;
-            progress.finish();
-            output::once(&done.statuses, &done.run, &done.plan, &done.delivery, json);
-            exported(&done.run.exports, json)
-        }
-        Command::Explain { account, json } => {
-            let rt = open_runtime(g)?;
-            let scores = rt.book().stored_scores()?;
-            let found = scores.iter().find(|s| s.account.id == account).or_else(|| {
-                scores
-                    .iter()
-                    .find(|s| s.account.name.eq_ignore_ascii_case(&account))
-            });
-            let Some(score) = found else {
-                return Err(CliError::Usage(format!(
-                    "no scored account with id or name `{account}` (run `healthsync score` first)"
-                )));
-            };
-            let history: Vec<(String, crate::scoring::AccountScore)> =
-                rt.store.history(&score.account.id)?;
-            output::explain(score, &history, &rt.config.model, json);
-            Ok(())
-        }
-        Command::Status(JsonFlag { json }) => {
-            let config = load_config(g)?;
-            let report = match Store::open(&config.daemon.state_dir) {
-                Ok(store) => {
-                    let rt = Runtime::build(config, store);
-                    crate::status::collect(&rt.config, &rt.store, &rt.build_errors, g.now())?
-                }
-                // The daemon holds the store: ask it instead.
-                Err(StoreError::Locked { path }) => match config.daemon.listen {
-                    Some(addr) => crate::http::local::fetch_status(addr)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("the store at {path} is held by a running daemon, and asking it failed: {e}"))?,
-                    None => return Err(StoreError::Locked { path }.into()),
-                },
-                Err(e) => return Err(e.into()),
-            };
-            status::print(&report, json);
-            Ok(())
-        }
+        Command::Push(JsonFlag { json }) => commands::push(g, json).await,
+        Command::Once(JsonFlag { json }) => commands::once(g, json).await,
+        Command::Explain { account, json } => commands::explain(g, account, json),
+        Command::Status(JsonFlag { json }) => commands::status(g, json).await,
         Command::Report { out, json } => {
             let rt = open_runtime(g)?;
             report::run(rt.book(), out.as_deref(), json, g.now())
@@ -534,24 +317,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             serve,
             sink,
             export_dir,
-        } => {
-            if accounts == 0 {
-                return Err(CliError::Usage("--accounts must be at least 1".into()));
-            }
-            let export = (!sink.is_empty()).then_some(demo::DemoExport {
-                formats: sink,
-                directory: export_dir,
-            });
-            demo::run(accounts, seed, json, serve, export)
-                .await
-                .map_err(CliError::Runtime)
-        }
+        } => commands::demo(accounts, seed, json, serve, sink, export_dir).await,
     }
 }
 
 /// Reports what each export wrote after a scoring run (to stderr, so `--json` output stays one document);
 /// a failed export fails the command, after everything else was done and shown.
-fn exported(outcomes: &[crate::book::ExportOutcome], json: bool) -> Result<(), CliError> {
+pub(crate) fn exported(
+    outcomes: &[crate::book::ExportOutcome],
+    json: bool,
+) -> Result<(), CliError> {
     let failed: Vec<String> = outcomes
         .iter()
         .filter_map(|o| o.error.as_ref().map(|e| format!("{}: {e}", o.export)))
