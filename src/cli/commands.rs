@@ -12,6 +12,7 @@ use super::{
 };
 use crate::book::Book;
 use crate::config;
+use crate::outbox::DeliveryReport;
 use crate::pipeline::{RunProgress, Runtime};
 use crate::store::{Store, StoreError};
 use crate::sync::SyncOptions;
@@ -200,13 +201,7 @@ pub async fn dead_letters(
     }
     let now = g.now();
     let replayed = rt.store.replay_dead_letters(sink.as_deref(), now)?;
-    let progress = Progress::new(json);
-    let report = rt
-        .push(&shutdown_on_signal(), now, &|i, n| {
-            progress.deliveries(i, n)
-        })
-        .await?;
-    progress.finish();
+    let report = deliver(&rt, now, json).await?;
     writeback::replayed(&replayed, &report, json);
     Ok(())
 }
@@ -217,13 +212,7 @@ pub async fn push(g: &Global, json: bool) -> Result<(), CliError> {
     let now = g.now();
     let plan = rt.plan(&rt.book().stored_scores()?, now)?;
     rt.enqueue(&plan, now)?;
-    let progress = Progress::new(json);
-    let report = rt
-        .push(&shutdown_on_signal(), now, &|i, n| {
-            progress.deliveries(i, n)
-        })
-        .await?;
-    progress.finish();
+    let report = deliver(&rt, now, json).await?;
     writeback::pushed(&plan, &report, json);
     Ok(())
 }
@@ -312,4 +301,16 @@ pub async fn demo(
     demo::run(accounts, seed, json, serve, export)
         .await
         .map_err(CliError::Runtime)
+}
+
+/// Drains the outbox until it is empty or Ctrl-C, with a progress bar of writes on a terminal.
+async fn deliver(rt: &Runtime, now: DateTime<Utc>, json: bool) -> Result<DeliveryReport, CliError> {
+    let progress = Progress::new(json);
+    let report = rt
+        .push(&shutdown_on_signal(), now, &|i, n| {
+            progress.deliveries(i, n)
+        })
+        .await?;
+    progress.finish();
+    Ok(report)
 }

@@ -569,8 +569,91 @@ fn check_connector(
             .map(|s| s.default_rate_limit)
             .unwrap_or(RateLimit::per_secs(1, 1)),
     };
+    let streams = check_streams(f, raw.streams.as_ref(), spec, role, out);
+    let page_size = raw.page_size.as_ref().map(|p| {
+        if !(1..=10_000).contains(p.get_ref()) {
+            f.err(out, p.span(), "page_size must be between 1 and 10000");
+        }
+        (*p.get_ref()).clamp(1, 10_000) as u32
+    });
+    let timeout = match &raw.timeout_secs {
+        Some(t) => {
+            if !(1..=600).contains(t.get_ref()) {
+                f.err(out, t.span(), "timeout_secs must be between 1 and 600");
+            }
+            Duration::from_secs((*t.get_ref()).clamp(1, 600) as u64)
+        }
+        None => Duration::from_secs(30),
+    };
+    let max_age = match &raw.max_age_mins {
+        Some(m) => {
+            if !(1..=525_600).contains(m.get_ref()) {
+                f.err(
+                    out,
+                    m.span(),
+                    "max_age_mins must be between 1 and 525600 (a year)",
+                );
+            }
+            Duration::from_secs((*m.get_ref()).clamp(1, 525_600) as u64 * 60)
+        }
+        None => default_max_age(raw.schedule.as_ref().map(|s| s.get_ref().as_str())),
+    };
+    let params = spec.and_then(|spec| check_params(f, raw.params, spec, out));
+    let fields = check_fields(f, raw.fields, role, field_refs, out);
+    if let Some(auth) = &auth {
+        for (_, r) in auth.secret_refs() {
+            if let Err(e) = r.resolve() {
+                out.warn(
+                    &f.path,
+                    None,
+                    format!("{e} (needed when this connector runs)"),
+                );
+            }
+        }
+    }
+    if out.errors.len() > before {
+        return None;
+    }
+    Some(ConnectorConfig {
+        id,
+        kind: spec?.name.to_string(),
+        role: role?,
+        enabled: raw.enabled.unwrap_or(true),
+        schedule: raw.schedule.map(Spanned::into_inner),
+        base_url: base_url?,
+        auth: auth?,
+        rate_limit,
+        streams,
+        page_size,
+        timeout,
+        max_age,
+        params: params?,
+        fields,
+        file: f.path.clone(),
+    })
+}
+
+impl SourceFile {
+    fn file_error_line(&self, out: &mut Diagnostics, line: Option<usize>, message: String) {
+        out.push(Diagnostic {
+            file: self.path.clone(),
+            line,
+            message,
+        });
+    }
+}
+
+/// A connector's `streams`: each one the kind has, none twice, the kind's defaults when left out; a sink
+/// has none.
+fn check_streams(
+    f: &SourceFile,
+    raw_streams: Option<&Spanned<Vec<Spanned<String>>>>,
+    spec: Option<&KindSpec>,
+    role: Option<Role>,
+    out: &mut Diagnostics,
+) -> Vec<String> {
     let mut streams = Vec::new();
-    if let Some(list) = &raw.streams {
+    if let Some(list) = raw_streams {
         if list.get_ref().is_empty() {
             f.err(
                 out,
@@ -605,59 +688,50 @@ fn check_connector(
     } else if let Some(spec) = spec {
         streams = spec.default_streams.iter().map(|s| s.to_string()).collect();
     }
-    if role == Some(Role::Sink) && raw.streams.is_some() {
+    if role == Some(Role::Sink) && raw_streams.is_some() {
         f.err(
             out,
-            raw.streams.as_ref().map(|s| s.span()).unwrap_or_default(),
+            raw_streams.map(|s| s.span()).unwrap_or_default(),
             "a sink has no streams",
         );
     }
-    let page_size = raw.page_size.as_ref().map(|p| {
-        if !(1..=10_000).contains(p.get_ref()) {
-            f.err(out, p.span(), "page_size must be between 1 and 10000");
-        }
-        (*p.get_ref()).clamp(1, 10_000) as u32
-    });
-    let timeout = match &raw.timeout_secs {
-        Some(t) => {
-            if !(1..=600).contains(t.get_ref()) {
-                f.err(out, t.span(), "timeout_secs must be between 1 and 600");
-            }
-            Duration::from_secs((*t.get_ref()).clamp(1, 600) as u64)
-        }
-        None => Duration::from_secs(30),
+    streams
+}
+
+/// A connector's `[params]`, parsed once by its kind; the kind's message names what is wrong.
+fn check_params(
+    f: &SourceFile,
+    raw_params: Option<Spanned<toml::Table>>,
+    spec: &KindSpec,
+    out: &mut Diagnostics,
+) -> Option<Params> {
+    let (span, table) = match raw_params {
+        Some(p) => (Some(p.span()), p.into_inner()),
+        None => (None, toml::Table::new()),
     };
-    let max_age = match &raw.max_age_mins {
-        Some(m) => {
-            if !(1..=525_600).contains(m.get_ref()) {
-                f.err(
-                    out,
-                    m.span(),
-                    "max_age_mins must be between 1 and 525600 (a year)",
-                );
+    match (spec.parse_params)(&table) {
+        Ok(params) => Some(params),
+        Err(e) => {
+            let message = format!("[params]: {e}");
+            match span {
+                Some(span) => f.err(out, span, message),
+                None => f.file_error_line(out, None, message),
             }
-            Duration::from_secs((*m.get_ref()).clamp(1, 525_600) as u64 * 60)
+            None
         }
-        None => default_max_age(raw.schedule.as_ref().map(|s| s.get_ref().as_str())),
-    };
-    let params = spec.and_then(|spec| {
-        let (span, table) = match raw.params {
-            Some(p) => (Some(p.span()), p.into_inner()),
-            None => (None, toml::Table::new()),
-        };
-        match (spec.parse_params)(&table) {
-            Ok(params) => Some(params),
-            Err(e) => {
-                let message = format!("[params]: {e}");
-                match span {
-                    Some(span) => f.err(out, span, message),
-                    None => f.file_error_line(out, None, message),
-                }
-                None
-            }
-        }
-    });
-    let fields = match raw.fields {
+    }
+}
+
+/// A sink's `[fields]`: which platform field receives which health output. Category references are
+/// collected in `field_refs`, to be held against the model once it is loaded.
+fn check_fields(
+    f: &SourceFile,
+    raw_fields: Option<Spanned<RawFieldMap>>,
+    role: Option<Role>,
+    field_refs: &mut Vec<FieldRef>,
+    out: &mut Diagnostics,
+) -> FieldMap {
+    match raw_fields {
         Some(fm) => {
             if role == Some(Role::Source) {
                 f.err(
@@ -700,47 +774,6 @@ fn check_connector(
             }
         }
         None => FieldMap::default(),
-    };
-    if let Some(auth) = &auth {
-        for (_, r) in auth.secret_refs() {
-            if let Err(e) = r.resolve() {
-                out.warn(
-                    &f.path,
-                    None,
-                    format!("{e} (needed when this connector runs)"),
-                );
-            }
-        }
-    }
-    if out.errors.len() > before {
-        return None;
-    }
-    Some(ConnectorConfig {
-        id,
-        kind: spec?.name.to_string(),
-        role: role?,
-        enabled: raw.enabled.unwrap_or(true),
-        schedule: raw.schedule.map(Spanned::into_inner),
-        base_url: base_url?,
-        auth: auth?,
-        rate_limit,
-        streams,
-        page_size,
-        timeout,
-        max_age,
-        params: params?,
-        fields,
-        file: f.path.clone(),
-    })
-}
-
-impl SourceFile {
-    fn file_error_line(&self, out: &mut Diagnostics, line: Option<usize>, message: String) {
-        out.push(Diagnostic {
-            file: self.path.clone(),
-            line,
-            message,
-        });
     }
 }
 
