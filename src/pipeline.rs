@@ -99,7 +99,7 @@ impl Runtime {
                 .and_then(|secrets| {
                     let kind = connector::kind(&c.kind)
                         .ok_or_else(|| format!("unknown kind {}", c.kind))?;
-                    (kind.build)(&BuildContext {
+                    kind.build(&BuildContext {
                         connector: c,
                         secrets: &secrets,
                     })

@@ -149,7 +149,45 @@ impl BuildContext<'_> {
 /// factory that builds an instance from a connector config that entry has already validated.
 pub struct Kind {
     pub spec: &'static KindSpec,
-    pub build: fn(&BuildContext<'_>) -> Result<Built, BuildError>,
+    pub factory: Factory,
+}
+
+/// How a kind's instance is built from its validated config.
+pub enum Factory {
+    /// A source or sink: an HTTP connector, from its config and resolved secrets.
+    Connector(fn(&BuildContext<'_>) -> Result<Built, BuildError>),
+    /// An export: files written per scoring run, from its export config (no URL, auth or client).
+    Export(fn(&crate::config::ExportConfig) -> Result<Box<dyn Export>, BuildError>),
+}
+
+impl Kind {
+    /// Builds a source or sink of this kind.
+    pub fn build(&self, ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+        match self.factory {
+            Factory::Connector(build) => build(ctx),
+            Factory::Export(_) => Err(BuildError::Invalid {
+                connector: ctx.connector.id.clone(),
+                reason: format!(
+                    "{} is an export: give its file role = \"export\"",
+                    self.spec.name
+                ),
+            }),
+        }
+    }
+
+    /// Builds an export of this kind.
+    pub fn build_export(
+        &self,
+        config: &crate::config::ExportConfig,
+    ) -> Result<Box<dyn Export>, BuildError> {
+        match self.factory {
+            Factory::Export(build) => build(config),
+            Factory::Connector(_) => Err(BuildError::Invalid {
+                connector: config.id.clone(),
+                reason: format!("kind {} is not an export kind", self.spec.name),
+            }),
+        }
+    }
 }
 
 /// An instance built from a spec.

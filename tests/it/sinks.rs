@@ -299,7 +299,7 @@ async fn resend_after_crash(
         connector: c,
         secrets: &secrets,
     };
-    let Ok(healthsync::connector::Built::Sink(first_attempt)) = (spec.build)(&ctx) else {
+    let Ok(healthsync::connector::Built::Sink(first_attempt)) = spec.build(&ctx) else {
         panic!("{kind} did not build as a sink");
     };
     for w in &plan.writes {

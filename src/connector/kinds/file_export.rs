@@ -18,7 +18,7 @@ mod xlsx;
 
 use std::path::PathBuf;
 
-use super::super::{BuildContext, BuildError, Built, Export, ExportError, ExportRun};
+use super::super::{BuildError, Export, ExportError, ExportRun};
 use crate::config::{ExportConfig, KindSpec, DEFAULT_FILE_STEM};
 use crate::vocab::{RateLimit, Role};
 
@@ -191,14 +191,6 @@ fn read_params(params: &toml::Table) -> Result<crate::config::Params, String> {
     parse_params(params).map(|_| crate::config::Params::none())
 }
 
-/// Exports are built by `kinds::build_export` from an `ExportConfig`; this entry only answers a file that
-/// declared `file_export` with another role.
-pub fn build_as_connector(ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
-    Err(BuildError::Invalid {
-        connector: ctx.connector.id.clone(),
-        reason: "file_export is an export: give its file role = \"export\"".into(),
-    })
-}
 
 pub fn settings(config: &ExportConfig) -> Result<Settings, BuildError> {
     let (file_stem, formats, keep, history, history_days) =

@@ -4,7 +4,7 @@
 //! is not a kind: `common` (the incremental cursor, params checks, converters), `paged` (the loop of a
 //! source that pages a JSON list), `sink_support` and `quota_pause`.
 
-use super::Kind;
+use super::{Export, Factory, Kind};
 use crate::config::Catalog;
 
 pub mod common;
@@ -21,35 +21,37 @@ pub mod testkit;
 /// Declares each kind's module and lists it, in this order, in `KINDS`: one line per kind, so the module
 /// list and the registry cannot drift apart.
 macro_rules! kinds {
-    ($($module:ident: $build:ident),* $(,)?) => {
+    ($($module:ident: $factory:ident),* $(,)?) => {
         $(pub mod $module;)*
 
         /// Every kind healthsync can build, sources first.
-        pub static KINDS: &[Kind] = &[$(Kind { spec: &$module::SPEC, build: $module::$build }),*];
+        pub static KINDS: &[Kind] = &[
+            $(Kind { spec: &$module::SPEC, factory: Factory::$factory($module::build) }),*
+        ];
     };
 }
 
 kinds! {
-    hubspot: build,
-    salesforce: build,
-    chargebee: build,
-    mixpanel: build,
-    stripe: build,
-    usage_feed: build,
-    zendesk: build,
-    intercom: build,
-    freshdesk: build,
-    delighted: build,
-    vitally: build,
-    planhat: build,
-    gainsight: build,
-    totango: build,
-    hubspot_sink: build,
-    salesforce_sink: build,
-    churnzero: build,
-    clientsuccess: build,
-    customersuccessbox: build,
-    file_export: build_as_connector,
+    hubspot: Connector,
+    salesforce: Connector,
+    chargebee: Connector,
+    mixpanel: Connector,
+    stripe: Connector,
+    usage_feed: Connector,
+    zendesk: Connector,
+    intercom: Connector,
+    freshdesk: Connector,
+    delighted: Connector,
+    vitally: Connector,
+    planhat: Connector,
+    gainsight: Connector,
+    totango: Connector,
+    hubspot_sink: Connector,
+    salesforce_sink: Connector,
+    churnzero: Connector,
+    clientsuccess: Connector,
+    customersuccessbox: Connector,
+    file_export: Export,
 }
 
 /// The catalog `config::load` validates connector files against: every kind's spec, in `KINDS` order.
@@ -57,18 +59,16 @@ pub fn catalog() -> Catalog {
     Catalog::new(KINDS.iter().map(|k| k.spec))
 }
 
-/// Builds an export instance (role `export`). Exports have no base URL, auth or HTTP client, so they are
-/// not built through `KindSpec::build` (whose context is an HTTP connector's config) but here, by kind.
+/// Builds an export instance (role `export`) by its kind.
 pub fn build_export(
     config: &crate::config::ExportConfig,
-) -> Result<Box<dyn super::Export>, super::BuildError> {
-    match config.kind.as_str() {
-        "file_export" => file_export::build(config),
-        other => Err(super::BuildError::Invalid {
+) -> Result<Box<dyn Export>, super::BuildError> {
+    super::kind(&config.kind)
+        .ok_or_else(|| super::BuildError::Invalid {
             connector: config.id.clone(),
-            reason: format!("kind {other} is not an export kind"),
-        }),
-    }
+            reason: format!("unknown export kind {}", config.kind),
+        })?
+        .build_export(config)
 }
 
 #[cfg(test)]
@@ -84,6 +84,26 @@ mod tests {
                 Role::Source => assert!(k.limitations.is_empty(), "{} is a source", k.name),
                 Role::Export => assert!(k.limitations.is_empty(), "{} is an export", k.name),
             }
+        }
+    }
+
+    #[test]
+    fn an_export_kind_is_not_built_as_a_connector() {
+        let cfg = crate::http::testing::config(
+            "file_export",
+            Role::Source,
+            "http://127.0.0.1:9",
+            crate::vocab::AuthScheme::Bearer,
+        );
+        let secrets = crate::secrets::ResolvedSecrets::default();
+        let kind = super::super::kind("file_export").expect("listed");
+        let ctx = super::super::BuildContext {
+            connector: &cfg,
+            secrets: &secrets,
+        };
+        match kind.build(&ctx) {
+            Err(e) => assert!(e.to_string().contains("role = \"export\""), "{e}"),
+            Ok(_) => panic!("file_export built as a connector"),
         }
     }
 }
