@@ -6,6 +6,7 @@ use healthsync::config::LogFormat;
 
 fn main() {
     healthsync::decline_transparent_huge_pages();
+    healthsync::telemetry::quiet_caught_expression_panics();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Run) {
         die_quietly_on_closed_pipe();

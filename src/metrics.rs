@@ -113,30 +113,58 @@ pub enum EvalError {
     Invalid(String),
 }
 
+/// Why running a compiled expression failed.
+enum Failed {
+    Cel(cel_interpreter::ExecutionError),
+    /// cel-interpreter panicked: its message (`attempt to divide by zero`).
+    Panicked(String),
+}
+
+/// Runs a compiled CEL program. cel-interpreter 0.9 does integer arithmetic with Rust's operators, so
+/// `r.a / r.b` or `%` with an integer zero (and, in a debug build, an overflowing `+`, `-` or `*`)
+/// panics inside it. Validation cannot know the data, so the panic is caught here and becomes the
+/// expression's error: a missing value with its reason for that account, never a crashed run. The
+/// program is immutable and the context only borrowed, so nothing is left half-changed by the unwind.
+fn execute(e: &Expr, ctx: &cel_interpreter::Context<'_>) -> Result<cel_interpreter::Value, Failed> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.program.execute(ctx))) {
+        Ok(result) => result.map_err(Failed::Cel),
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the expression could not be evaluated".into());
+            Err(Failed::Panicked(message))
+        }
+    }
+}
+
 /// Evaluates a boolean CEL expression.
 pub fn eval_bool(e: &Expr, ctx: &cel_interpreter::Context<'_>) -> Result<bool, EvalError> {
-    match e.program.execute(ctx) {
+    match execute(e, ctx) {
         Ok(cel_interpreter::Value::Bool(b)) => Ok(b),
         Ok(other) => Err(EvalError::Invalid(format!(
             "`{}` gave {other:?}, not true or false",
             e.source
         ))),
-        Err(cel_interpreter::ExecutionError::NoSuchKey(k)) => {
+        Err(Failed::Cel(cel_interpreter::ExecutionError::NoSuchKey(k))) => {
             Err(EvalError::Missing(k.to_string()))
         }
-        Err(err) => Err(EvalError::Invalid(format!("`{}`: {err}", e.source))),
+        Err(Failed::Cel(err)) => Err(EvalError::Invalid(format!("`{}`: {err}", e.source))),
+        Err(Failed::Panicked(why)) => Err(EvalError::Invalid(format!("`{}`: {why}", e.source))),
     }
 }
 
 /// Evaluates a numeric CEL expression.
 pub fn eval_number(e: &Expr, ctx: &cel_interpreter::Context<'_>) -> Result<f64, String> {
     use cel_interpreter::Value as C;
-    match e.program.execute(ctx) {
+    match execute(e, ctx) {
         Ok(C::Float(x)) => Ok(x),
         Ok(C::Int(i)) => Ok(i as f64),
         Ok(C::UInt(u)) => Ok(u as f64),
         Ok(other) => Err(format!("`{}` gave {other:?}, not a number", e.source)),
-        Err(err) => Err(format!("`{}`: {err}", e.source)),
+        Err(Failed::Cel(err)) => Err(format!("`{}`: {err}", e.source)),
+        Err(Failed::Panicked(why)) => Err(format!("`{}`: {why}", e.source)),
     }
 }
 
@@ -597,5 +625,41 @@ mod tests {
         assert_eq!(as_time(&json!(1_700_000_000)), Some(at(0)));
         assert_eq!(as_time(&json!("1700000000000")), Some(at(0)));
         assert_eq!(as_time(&json!("not a date")), None);
+    }
+
+    #[test]
+    fn integer_division_by_zero_is_an_error_naming_the_expression_not_a_panic() {
+        // cel-interpreter divides integers with Rust's `/`, which panics on zero (issue 25, case 3).
+        let filter = Expr::compile("r.amount_due / r.attempt_count > 0").unwrap();
+        let mut ctx = cel_interpreter::Context::default();
+        ctx.add_variable_from_value(
+            "r",
+            fields_to_cel(
+                json!({"amount_due": 500, "attempt_count": 0})
+                    .as_object()
+                    .unwrap(),
+            ),
+        );
+        match eval_bool(&filter, &ctx) {
+            Err(EvalError::Invalid(why)) => {
+                assert!(why.contains("r.amount_due / r.attempt_count"), "{why}");
+                assert!(why.contains("divide by zero"), "{why}");
+            }
+            other => panic!("expected an invalid-expression error, got {other:?}"),
+        }
+        let value = Expr::compile("7 % (3 - 3)").unwrap();
+        let err = eval_number(&value, &cel_interpreter::Context::default()).unwrap_err();
+        assert!(err.contains("7 % (3 - 3)"), "{err}");
+        // The same expression on good data still evaluates.
+        let mut ok = cel_interpreter::Context::default();
+        ok.add_variable_from_value(
+            "r",
+            fields_to_cel(
+                json!({"amount_due": 500, "attempt_count": 2})
+                    .as_object()
+                    .unwrap(),
+            ),
+        );
+        assert_eq!(eval_bool(&filter, &ok), Ok(true));
     }
 }
