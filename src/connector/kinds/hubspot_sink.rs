@@ -336,6 +336,8 @@ impl HubSpotSink {
     ) -> Result<Vec<FoundTask>, DeliveryError> {
         let mut found = Vec::new();
         let mut after: Option<String> = None;
+        // Every `after` token sent so far: a vendor that hands one back again would page forever.
+        let mut sent = std::collections::BTreeSet::new();
         let mut seen = 0usize;
         loop {
             let mut body = json!({
@@ -389,6 +391,12 @@ impl HubSpotSink {
                 .and_then(|v| common::id_of(Some(v)));
             if after.is_none() || results.is_empty() || seen >= SEARCH_CEILING {
                 return Ok(found);
+            }
+            if let Some(a) = after.as_ref().filter(|a| !sent.insert(a.to_string())) {
+                return Err(self.errors().transient(
+                    account,
+                    &format!("hubspot task search returned page token `{a}` again; stopping to avoid a loop"),
+                ));
             }
         }
     }

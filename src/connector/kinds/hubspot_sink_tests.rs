@@ -459,3 +459,32 @@ async fn a_mapped_owner_becomes_the_task_owner() {
         .collect();
     assert_eq!(owners, vec![json!("9001"), json!("9001")]);
 }
+
+#[tokio::test]
+async fn a_task_search_that_repeats_its_page_token_stops_after_one_repeat() {
+    // Issue 20: against a server that answered the same `after` every time, the lookup sent 9,999
+    // identical searches. The first repeat now ends it with a transient error (nothing is created on a
+    // lookup that did not finish, so no duplicate).
+    let server = MockServer::start().await;
+    let others: Vec<Value> = (0..3)
+        .map(|i| search_hit(&format!("o-{i}"), "Unrelated call", "NOT_STARTED"))
+        .collect();
+    Mock::given(method("POST"))
+        .and(path("/hubspot/crm/v3/objects/tasks/search"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "total": 99, "results": others, "paging": {"next": {"after": "3"}}})))
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/hubspot/crm/v3/objects/tasks/batch/create"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let (sink, _) = sink(&server);
+    match sink.deliver(&close_op("101", KEY)).await {
+        Err(DeliveryError::Transient(why)) => assert!(why.contains("page token `3` again"), "{why}"),
+        other => panic!("expected a transient error, got {other:?}"),
+    }
+}
