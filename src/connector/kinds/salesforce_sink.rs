@@ -268,6 +268,8 @@ impl SalesforceSink {
                 ..Call::new(&Method::GET, &path)
             })
             .await?;
+        // Every nextRecordsUrl followed so far: a server that hands one back again would page forever.
+        let mut followed = std::collections::BTreeSet::new();
         loop {
             let batch = r
                 .body
@@ -287,6 +289,12 @@ impl SalesforceSink {
                 .map(str::to_string);
             match next {
                 Some(next) if r.body.get("done") == Some(&Value::Bool(false)) => {
+                    if !followed.insert(next.clone()) {
+                        return Err(DeliveryError::Transient(format!(
+                            "connector {}: salesforce returned nextRecordsUrl {next} again; stopping the query to avoid a loop",
+                            self.http.connector()
+                        )));
+                    }
                     r = self.send(Call::new(&Method::GET, &next)).await?;
                 }
                 _ => return Ok(records),

@@ -452,3 +452,30 @@ async fn the_task_query_follows_next_records_url() {
         Delivered::Applied
     );
 }
+
+#[tokio::test]
+async fn a_task_query_whose_next_records_url_repeats_stops_at_the_repeat() {
+    // Issue 20: no paging loop may follow the same token twice. The query's next page points at
+    // itself; the sink follows it once, sees it again and fails the write as transient.
+    let f = Fixture::new("").await;
+    Mock::given(method("GET"))
+        .and(path(format!("{V}/query")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "totalSize": 9, "done": false, "nextRecordsUrl": format!("{V}/query/01gSIM-1"),
+            "records": [task_row("00T1", 1, "Completed")]})))
+        .expect(1)
+        .mount(&f.server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("{V}/query/01gSIM-1")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "totalSize": 9, "done": false, "nextRecordsUrl": format!("{V}/query/01gSIM-1"),
+            "records": [task_row("00T2", 2, "Not Started")]})))
+        .expect(1)
+        .mount(&f.server)
+        .await;
+    match f.sink.deliver(&close_op("101", KEY)).await {
+        Err(DeliveryError::Transient(why)) => assert!(why.contains("again"), "{why}"),
+        other => panic!("expected a transient error, got {other:?}"),
+    }
+}
