@@ -31,6 +31,17 @@ pub fn write_atomic(
         path: target.clone(),
         source,
     };
+    // The rename would replace whatever is at the target, a device or a FIFO included (as root it
+    // replaced /dev/full): only a regular file, or nothing, is replaced.
+    match std::fs::metadata(&target) {
+        Ok(m) if !m.is_file() => {
+            return Err(failed(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "it exists and is not a regular file; not replacing it",
+            )))
+        }
+        _ => {}
+    }
     let prefix = format!(".{name}.");
     let mut builder = tempfile::Builder::new();
     builder.prefix(&prefix).suffix(".tmp");
@@ -65,5 +76,37 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     {
         let _ = dir;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mkfifo(path: &Path) {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path and a mode; mkfifo only creates a file system node.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    }
+
+    #[test]
+    fn a_fifo_or_device_at_the_target_is_not_replaced() {
+        // Issue 25, case 9: `report --out` onto a FIFO (or, as root, /dev/full) replaced it.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("report.html");
+        mkfifo(&fifo);
+        let err = write_atomic(dir.path(), "report.html", |w| w.write_all(b"<html>")).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+        assert!(
+            std::os::unix::fs::FileTypeExt::is_fifo(&kind),
+            "the FIFO is still there"
+        );
+        // Nothing is left behind, and a regular file is still replaced as before.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        std::fs::remove_file(&fifo).unwrap();
+        std::fs::write(&fifo, "old").unwrap();
+        write_atomic(dir.path(), "report.html", |w| w.write_all(b"new")).unwrap();
+        assert_eq!(std::fs::read_to_string(&fifo).unwrap(), "new");
     }
 }

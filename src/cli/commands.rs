@@ -291,9 +291,6 @@ pub async fn demo(
     sink: Vec<String>,
     export_dir: PathBuf,
 ) -> Result<(), CliError> {
-    if accounts == 0 {
-        return Err(CliError::Usage("--accounts must be at least 1".into()));
-    }
     let export = (!sink.is_empty()).then_some(demo::DemoExport {
         formats: sink,
         directory: export_dir,

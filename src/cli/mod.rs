@@ -93,7 +93,9 @@ pub enum Command {
         as_of: Option<DateTime<Utc>>,
         /// First score as of each of the past N weeks from cached records (records from after each date
         /// are not read), so trends and backtests have a history from the first day.
-        #[arg(long, value_name = "N", default_value_t = 0)]
+        /// At most 520 (ten years): each week is a full scoring run.
+        #[arg(long, value_name = "N", default_value_t = 0,
+              value_parser = clap::value_parser!(u32).range(0..=MAX_BACKFILL_WEEKS as i64))]
         backfill_weeks: u32,
     },
     /// Does the score predict churn? Past scores against outcomes read from billing data: AUC per signal,
@@ -153,7 +155,9 @@ pub enum Command {
     },
     /// Serve the simulated vendor APIs on loopback and write a config that points at them.
     Sim {
-        #[arg(long, default_value_t = 500)]
+        /// Simulated accounts, 1 to 200,000 (the simulator holds every account's history in memory:
+        /// about 13 GiB at 160,000).
+        #[arg(long, default_value_t = 500, value_parser = sim_accounts())]
         accounts: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
@@ -166,7 +170,8 @@ pub enum Command {
     },
     /// Run the whole pipeline once against the built-in simulated APIs and print a summary.
     Demo {
-        #[arg(long, default_value_t = 500)]
+        /// Simulated accounts, 1 to 200,000.
+        #[arg(long, default_value_t = 500, value_parser = sim_accounts())]
         accounts: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
@@ -237,6 +242,15 @@ impl From<PipelineError> for CliError {
             other => CliError::Usage(other.to_string()),
         }
     }
+}
+
+/// The most weeks `score --backfill-weeks` replays: ten years.
+const MAX_BACKFILL_WEEKS: u32 = 520;
+
+/// The simulator's population bounds: at least one account, and no more than fits in this machine's
+/// class of memory (the simulator holds about 13 GiB at 160,000 accounts).
+fn sim_accounts() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..=200_000)
 }
 
 /// Loads and validates the config, applying the `--state-dir` override.

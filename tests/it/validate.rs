@@ -550,3 +550,29 @@ fn an_export_kind_filed_as_a_sink_is_told_to_be_an_export() {
         "only the hint, no serde noise: {err}"
     );
 }
+
+#[test]
+fn a_fifo_named_like_a_connector_file_is_refused_not_read() {
+    // Issue 25, case 9: reading a FIFO blocks until a writer comes, so `validate` hung.
+    let c = ConfigCopy::new();
+    let fifo = c.path("connectors/pipe.toml");
+    let path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path and a mode; mkfifo only creates a file system node.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o644) }, 0);
+    assert_invalid(&c, "connectors/pipe.toml", "is not a regular file");
+}
+
+#[test]
+fn command_line_bounds_are_usage_errors() {
+    // Issue 25, case 9: an unbounded backfill or population ran until it ran out of time or memory.
+    for (args, bound) in [
+        (&["score", "--backfill-weeks", "5000"][..], "0..=520"),
+        (&["sim", "--accounts", "100000000"][..], "1..=200000"),
+        (&["demo", "--accounts", "0"][..], "1..=200000"),
+    ] {
+        let out = run(args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(bound), "{args:?}: expected {bound} in {err}");
+    }
+}

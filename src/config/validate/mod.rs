@@ -336,10 +336,32 @@ fn list_toml_files(dir: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
         line: None,
         message: format!("cannot read connectors folder: {}", io_reason(&e)),
     })?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
+    let mut files = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|x| x != "toml") {
+            continue;
+        }
+        // A FIFO or device named *.toml would block the read (or never end): refuse it by name.
+        // `metadata` follows symlinks, so a link to a regular file is fine.
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => files.push(path),
+            Ok(_) => {
+                return Err(Diagnostic {
+                    file: path,
+                    line: None,
+                    message: "is not a regular file; a connector file must be one".into(),
+                })
+            }
+            Err(e) => {
+                return Err(Diagnostic {
+                    file: path,
+                    line: None,
+                    message: format!("cannot read connector file: {}", io_reason(&e)),
+                })
+            }
+        }
+    }
     files.sort();
     Ok(files)
 }
