@@ -236,7 +236,22 @@ pub async fn once(g: &Global, json: bool) -> Result<(), CliError> {
         .await?;
     progress.finish();
     output::once(&done.statuses, &done.run, &done.plan, &done.delivery, json);
-    exported(&done.run.exports, json)
+    exported(&done.run.exports, json)?;
+    // A wrapper (cron, CI, a retry loop) must be able to tell a run whose inputs were partial.
+    let failed: Vec<&str> = done
+        .statuses
+        .iter()
+        .filter(|s| !s.ok())
+        .map(|s| s.connector.as_str())
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Runtime(anyhow::anyhow!(
+            "sync failed for {}; this run scored and delivered without their new data (see above)",
+            failed.join(", ")
+        )))
+    }
 }
 
 /// `healthsync explain`: one account's score, by id or name, with what moved it.

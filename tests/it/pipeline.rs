@@ -185,3 +185,20 @@ fn demo_is_deterministic_per_seed() {
     assert_eq!(a, scores("9"));
     assert_ne!(a, scores("10"));
 }
+
+/// `once` exits 1 and names the connector when a source failed, after doing (and printing) the rest, so
+/// a wrapper can tell a run on partial inputs from a complete one (issue 25, case 5, the exit code).
+#[test]
+fn once_exits_non_zero_naming_a_source_that_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = crate::support::start_sim(dir.path(), "7");
+    // Delighted refuses a wrong API key with 401, which is final: its stream fails at once.
+    std::fs::write(dir.path().join("secrets/delighted"), "not-the-key").unwrap();
+    let out = crate::support::run(&["once", "--config", sim.config.to_str().unwrap()]);
+    let err = crate::support::text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{err}");
+    assert!(err.contains("sync failed for delighted"), "stderr:\n{err}");
+    // The other sources still ran and the scores were still written.
+    let stdout = crate::support::text(&out.stdout);
+    assert!(stdout.contains("hubspot"), "stdout:\n{stdout}");
+}
