@@ -45,6 +45,14 @@ pub(super) struct Login {
 }
 
 impl Login {
+    /// The credentials this login sends, for redacting an answer that echoes them (`super::redact`).
+    pub(super) fn secret_values(&self) -> Vec<String> {
+        vec![
+            self.username.expose_secret().to_string(),
+            self.password.expose_secret().to_string(),
+        ]
+    }
+
     pub(super) fn new(
         spec: LoginSpec,
         url: Url,

@@ -262,6 +262,34 @@ impl Auth {
         })
     }
 
+    /// Every credential this auth puts on the wire, as it appears there: the raw values, the base64 of
+    /// `user:password` a Basic header carries, and `token` (the OAuth or session token of this attempt).
+    fn wire_values(&self, token: Option<&SecretString>) -> Vec<String> {
+        use base64::Engine as _;
+        let mut out = Vec::new();
+        match self {
+            Auth::Bearer(t) => out.push(t.expose_secret().to_string()),
+            Auth::Basic { username, password } => {
+                let (u, p) = (
+                    username.expose_secret(),
+                    password.as_ref().map_or("", |p| p.expose_secret()),
+                );
+                out.push(u.to_string());
+                out.push(p.to_string());
+                out.push(base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")));
+            }
+            Auth::Header { value, .. } | Auth::Query { value, .. } => {
+                out.push(value.expose_secret().to_string())
+            }
+            Auth::OAuth2(o) => out.extend(o.secret_values()),
+            Auth::Login(l) => out.extend(l.secret_values()),
+        }
+        if let Some(t) = token {
+            out.push(t.expose_secret().to_string());
+        }
+        out
+    }
+
     fn apply(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match self {
             Auth::Bearer(token) => rb.bearer_auth(token.expose_secret()),
@@ -792,6 +820,13 @@ impl HttpClient {
             .bytes()
             .await
             .map_err(|e| (network_error(target, &e), None))?;
+        // A refusal may quote the request back, credentials included (a 400 echoing the API key): none
+        // of it reaches an error, a log line, a status report or a kind.
+        let bytes = if status.is_success() {
+            bytes
+        } else {
+            redact(&bytes, &self.auth.wire_values(oauth_token)).into()
+        };
         if status.is_success() {
             let body = if bytes.iter().all(u8::is_ascii_whitespace) {
                 Value::Null
@@ -931,6 +966,33 @@ fn network_error(target: &RequestTarget, e: &reqwest::Error) -> HttpError {
         status: None,
         reason,
     }
+}
+
+/// Credentials shorter than this are not searched for: an empty or `X` password (Freshdesk's convention)
+/// would blank every X of the body, and so short a value protects nothing.
+const MIN_REDACTED_LEN: usize = 6;
+
+/// `bytes` with every occurrence of each of `secrets` replaced by `[redacted]`.
+pub(crate) fn redact(bytes: &[u8], secrets: &[String]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    for secret in secrets.iter().map(String::as_bytes) {
+        if secret.len() < MIN_REDACTED_LEN {
+            continue;
+        }
+        let mut i = 0;
+        let mut next = Vec::with_capacity(out.len());
+        while i < out.len() {
+            if out[i..].starts_with(secret) {
+                next.extend_from_slice(b"[redacted]");
+                i += secret.len();
+            } else {
+                next.push(out[i]);
+                i += 1;
+            }
+        }
+        out = next;
+    }
+    out
 }
 
 /// The start of a response body, on one line, for error messages.

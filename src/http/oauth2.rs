@@ -107,6 +107,18 @@ pub(super) struct OAuth2 {
 }
 
 impl OAuth2 {
+    /// The credentials this grant sends, for redacting an answer that echoes them (`super::redact`).
+    pub(super) fn secret_values(&self) -> Vec<String> {
+        let mut out = vec![
+            self.client_id.expose_secret().to_string(),
+            self.client_secret.expose_secret().to_string(),
+        ];
+        if let Ok(Some(r)) = self.refresh_token.lock().as_deref() {
+            out.push(r.expose_secret().to_string());
+        }
+        out
+    }
+
     pub(super) fn scheme_name(&self) -> &'static str {
         match self.grant {
             Grant::ClientCredentials => AuthScheme::OAuth2ClientCredentials.name(),
@@ -192,8 +204,14 @@ impl OAuth2 {
             .header(CONTENT_TYPE, content_type)
             .body(body);
         let expected = "an oauth2 token response";
-        let (json, access, expires_in) =
-            request_token(request, &target, expected, QuoteErrors::Yes, now).await?;
+        let (json, access, expires_in) = request_token(
+            request,
+            &target,
+            expected,
+            QuoteErrors::Redacted(&self.secret_values()),
+            now,
+        )
+        .await?;
         if let Some(kind) = json.get("token_type").and_then(Value::as_str) {
             if !kind.eq_ignore_ascii_case("bearer") {
                 let err = HttpError::Decode {
@@ -260,10 +278,11 @@ fn form_urlencode(pairs: &[(&str, String)]) -> String {
 }
 
 /// Whether a token endpoint's error answer may be quoted in errors and logs: OAuth's error bodies are
-/// defined (RFC 6749 §5.2: an error code); a vendor's own login answer is not, and may echo the user name.
+/// defined (RFC 6749 §5.2: an error code) and are quoted with these credentials redacted; a vendor's own
+/// login answer is not defined, may echo the user name, and is never quoted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum QuoteErrors {
-    Yes,
+pub(super) enum QuoteErrors<'a> {
+    Redacted(&'a [String]),
     No,
 }
 
@@ -274,7 +293,7 @@ pub(super) async fn request_token(
     request: reqwest::RequestBuilder,
     target: &RequestTarget,
     expected: &str,
-    quote: QuoteErrors,
+    quote: QuoteErrors<'_>,
     now: DateTime<Utc>,
 ) -> Result<(Value, SecretString, Option<i64>), (HttpError, Option<Duration>)> {
     let network = |e: reqwest::Error| (network_error(target, &e), None);
@@ -283,10 +302,13 @@ pub(super) async fn request_token(
     let headers = resp.headers().clone();
     let bytes = resp.bytes().await.map_err(network)?;
     if !status.is_success() {
-        let body: &[u8] = if quote == QuoteErrors::Yes {
-            &bytes
-        } else {
-            &[]
+        let redacted;
+        let body: &[u8] = match quote {
+            QuoteErrors::Redacted(secrets) => {
+                redacted = super::redact(&bytes, secrets);
+                &redacted
+            }
+            QuoteErrors::No => &[],
         };
         return Err(classify_token_error(
             target.clone(),

@@ -612,3 +612,56 @@ async fn the_rate_limiter_waits_on_the_injected_clock() {
         vec![Duration::from_secs(5), Duration::from_millis(5_200)]
     );
 }
+
+#[tokio::test]
+async fn credentials_a_vendor_echoes_in_a_refusal_are_redacted_everywhere_it_could_go() {
+    // Issue 25, case 4: vendors quoting the request back in a 400 put the token, the Basic user and
+    // password and the base64 Basic string into errors, `once` output, `status` and the store.
+    let server = MockServer::start().await;
+    let basic = "dXNlci1zZWNyZXQtMTIzOnBhc3Mtc2VjcmV0LTQ1Ng=="; // base64("user-secret-123:pass-secret-456")
+    Mock::given(path("/x"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "message": "bad request",
+            "echo": {"user": "user-secret-123", "password": "pass-secret-456",
+                     "authorization": format!("Basic {basic}")}})))
+        .mount(&server)
+        .await;
+    Mock::given(path("/accepted"))
+        .respond_with(
+            ResponseTemplate::new(422)
+                .set_body_string("refused for key user-secret-123, try again"),
+        )
+        .mount(&server)
+        .await;
+    let mut c = config("t", Role::Source, &server.uri(), AuthScheme::Basic);
+    let s = secrets(
+        &mut c,
+        &[
+            ("username", "user-secret-123"),
+            ("password", "pass-secret-456"),
+        ],
+    );
+    let client = HttpClient::new(&c, &s).unwrap();
+    let err = client.get_json("/x", &[]).await.unwrap_err().to_string();
+    for secret in ["user-secret-123", "pass-secret-456", basic] {
+        assert!(!err.contains(secret), "{secret} in {err}");
+    }
+    assert!(err.contains("[redacted]"), "{err}");
+    // A status the kind accepts hands it the body, redacted the same way.
+    let call = Call {
+        accept: &[StatusCode::UNPROCESSABLE_ENTITY],
+        ..Call::new(&Method::GET, "/accepted")
+    };
+    let r = client.execute(call).await.unwrap();
+    assert_eq!(r.body, json!("refused for key [redacted], try again"));
+}
+
+#[test]
+fn redaction_leaves_short_values_and_other_text_alone() {
+    let body = br#"{"error":"X is not a key; token abcdef123 refused; abcdef123"}"#;
+    let out = redact(body, &["X".into(), "abcdef123".into()]);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        r#"{"error":"X is not a key; token [redacted] refused; [redacted]"}"#
+    );
+}
