@@ -299,6 +299,9 @@ impl Mixpanel {
         };
         let (mut tallies, mut rejected) = (BTreeMap::<String, Tally>::new(), Vec::new());
         let (mut n, mut unattributed) = (0usize, 0u64);
+        // Lines that decoded as events, and the first that did not: a day with none of the first and
+        // some of the second is not an export at all (an HTML page or a broken body behind a 200).
+        let (mut decoded, mut first_unreadable) = (0usize, None::<String>);
         let property = self.params.account_property.as_str();
         while let Some(line) = lines.next_line().await? {
             n += 1;
@@ -308,8 +311,14 @@ impl Mixpanel {
             // Named only when a line is rejected: formatting it for every event cost more than the tally.
             let at = || format!("{date} line {n}");
             let event = match ExportEvent::decode(&line, property) {
-                Ok(v) => v,
+                Ok(v) => {
+                    decoded += 1;
+                    v
+                }
                 Err(e) => {
+                    if first_unreadable.is_none() {
+                        first_unreadable = Some(format!("line {n}: {e}"));
+                    }
                     rejected.push(common::rejected(
                         Some(&at()),
                         format!("not a json event: {e}"),
@@ -366,6 +375,15 @@ impl Mixpanel {
             if !attributed {
                 unattributed += 1;
             }
+        }
+        if let (0, Some(first)) = (decoded, first_unreadable) {
+            // Counting it as rejected lines would move the cursor past the day, and later runs look
+            // back only `LATE_DAYS`: its events would be lost until a full sync.
+            return Ok(Err(common::malformed(
+                stream,
+                connector,
+                format!("the export of {date} holds no readable event ({first}); not moving past the day"),
+            )));
         }
         if unattributed > 0 {
             rejected.push(common::rejected(

@@ -404,3 +404,36 @@ fn export_lines_decode_like_a_full_value() {
     assert!(ExportEvent::decode(b"{\"event\": ", "company_domain").is_err());
     assert!(ExportEvent::decode(b"{\"event\":\"a\"} trailing", "company_domain").is_err());
 }
+
+#[tokio::test]
+async fn a_200_that_is_not_an_export_fails_the_day_instead_of_skipping_it() {
+    // Issue 25, case 2: an HTML page or broken JSON behind a 200 counted as one rejected line, the
+    // cursor moved past the day and later runs (2 days back) never read it again.
+    for body in [
+        "<html><body>Service temporarily unavailable</body></html>\n",
+        "{\"event\": \"Login\", \"properties\": {\"time\": 1795\n",
+    ] {
+        let f = Fixture::new().await;
+        Mock::given(method("GET"))
+            .and(path("/api/2.0/export"))
+            .respond_with(ResponseTemplate::new(200).set_body_string(body))
+            .mount(&f.server)
+            .await;
+        match f.src.fetch_page("daily_activity", None).await {
+            Err(SourceError::Malformed { reason, .. }) => {
+                assert!(reason.contains("2026-11-20 holds no readable event"), "{reason}");
+            }
+            other => panic!("expected the day to fail, got {other:?}"),
+        }
+    }
+    // A day with some unreadable lines among good ones still counts the good ones.
+    let f = Fixture::new().await;
+    f.day(
+        "2026-11-20",
+        &[event("Login", D20, "u1", json!("acme.com")), "<html>".into()],
+    )
+    .await;
+    let page = f.src.fetch_page("daily_activity", None).await.unwrap();
+    assert_eq!(page.records.len(), 1);
+    assert_eq!(page.rejected.len(), 1);
+}
