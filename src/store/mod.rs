@@ -163,9 +163,40 @@ fn unwrap_tx<T>(r: TxResult<T>) -> Result<T, StoreError> {
     })
 }
 
+/// Removes the snapshot files sled left half-written (`snap.<lsn>.generating`). sled renames a snapshot
+/// into place only once it is whole and fsynced, so such a file is never one to read; but sled 0.34 reads
+/// the newest `snap.*` it finds, and a disk that filled while one was being written (a 0-byte file) then
+/// made every later open fail with "Read corrupted data" until the file was deleted by hand. This runs
+/// only while it holds the store's lock (sled's flock on `<store>/db`), so no other process can be
+/// writing the file; when the lock is held elsewhere it does nothing and sled's open reports `Locked`.
+fn remove_unfinished_snapshots(dir: &Path) -> Result<(), StoreError> {
+    use fs2::FileExt;
+    let db = dir.join("db");
+    let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(&db) else {
+        return Ok(()); // a new store, or one sled will report on itself
+    };
+    if file.try_lock_exclusive().is_err() {
+        return Ok(());
+    }
+    let entries = std::fs::read_dir(dir).map_err(io_error(dir))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            let path = entry.path();
+            tracing::warn!(path = %path.display(), "removing a snapshot file sled left unfinished");
+            std::fs::remove_file(&path).map_err(io_error(&path))?;
+        }
+    }
+    // Dropping `file` releases the lock before sled takes it.
+    drop(file);
+    Ok(())
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir`. A second process on the same directory gets `Locked`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        remove_unfinished_snapshots(dir)?;
         // sled's page cache defaults to 1 GiB, which a long sync fills: a small VM running the daemon
         // should not hold a gigabyte for pages it already wrote. 64 MiB keeps memory flat as stores grow
         // (benches/sources.rs: peak 250 MiB instead of 945 MiB at 1.2 M records).

@@ -1149,4 +1149,23 @@ mod tests {
         let err = got[0].as_ref().unwrap_err().to_string();
         assert!(err.contains("record_chunks/c/s"), "{err}");
     }
+
+    #[test]
+    fn a_snapshot_left_unfinished_by_a_full_disk_does_not_make_the_store_unopenable() {
+        // Issue 25, case 1: a 0-byte `snap.*.generating` (the disk filled while sled wrote a snapshot)
+        // made every open fail with "Read corrupted data" until it was deleted by hand.
+        let dir = tempfile::tempdir().unwrap();
+        let records = vec![rec("a", 1, 10)];
+        {
+            let s = reopen(dir.path());
+            s.commit_page("c", "s", &records, &cursor(1)).unwrap();
+            s.db.flush().unwrap();
+        }
+        let unfinished = dir.path().join("snap.FFFFFFFFFFFFFFFF.generating");
+        std::fs::write(&unfinished, b"").unwrap();
+        let s = reopen(dir.path());
+        assert_eq!(stored(&s), records);
+        assert_eq!(s.cursor("c", "s").unwrap(), Some(cursor(1)));
+        assert!(!unfinished.exists(), "the unfinished snapshot is removed");
+    }
 }
