@@ -33,6 +33,8 @@ pub type QuotaReader = fn(&reqwest::header::HeaderMap) -> Option<WindowQuota>;
 /// someone else sharing the key does not slow this connector for good.
 const INFERRED_HOLD_WINDOWS: u32 = 60;
 const INFERRED_HOLD_MAX: Duration = Duration::from_secs(600);
+/// The shortest window an inferred quota counts in: vendors count per second or longer.
+const INFERRED_WINDOW_MIN: Duration = Duration::from_secs(1);
 
 /// Send times within the longest window, and the quotas they are checked against.
 #[derive(Debug)]
@@ -55,10 +57,14 @@ impl SendLog {
     }
 
     /// The vendor throttled a request sent in the last window without saying its quota: it allows fewer
-    /// requests per configured window than were just sent in it, the refused one included. Keeps nine
-    /// tenths of those others (at least one) as the quota for [`INFERRED_HOLD_WINDOWS`] windows; a 429
-    /// while an inferred quota holds tightens it by another tenth. Without a configured window there is
-    /// nothing to count in, and the engine's backoff alone applies.
+    /// requests than were just sent, the refused one included, in the time they took. Keeps nine tenths
+    /// of those others (at least one) per that time (at least [`INFERRED_WINDOW_MIN`], at most the
+    /// configured window) for [`INFERRED_HOLD_WINDOWS`] configured windows; a 429 while an inferred
+    /// quota holds tightens it by another tenth. Counting per the time the sends took, not per the whole
+    /// configured window, matters early in a run: 20 sends in 0.4 s under a 60,000-a-minute quota said
+    /// "18 a minute" and held a sink at that for ten minutes (issue 25, case 8); it now says 18 a second,
+    /// and a vendor that allows fewer refuses again and tightens it. Without a configured window there
+    /// is nothing to count in, and the engine's backoff alone applies.
     pub(crate) fn throttled(&mut self, now: DateTime<Utc>) {
         let Some(configured) = self.configured else {
             return;
@@ -66,9 +72,20 @@ impl SendLog {
         let span = span(configured.window);
         let inside = self.sent.iter().filter(|t| since(now, **t) < span).count() as u32;
         let from_count = inside.saturating_sub(1).saturating_mul(9) / 10;
-        let tightened = self
-            .inferred(now)
-            .map(|q| q.requests.saturating_mul(9) / 10);
+        // Sends are in time order: the first inside the window is the oldest.
+        let took = self
+            .sent
+            .iter()
+            .find(|t| since(now, **t) < span)
+            .map_or(configured.window, |t| since(now, *t));
+        let current = self.inferred(now);
+        let window = match current {
+            Some(q) => q.window,
+            None => took
+                .max(INFERRED_WINDOW_MIN.min(configured.window))
+                .min(configured.window),
+        };
+        let tightened = current.map(|q| q.requests.saturating_mul(9) / 10);
         let requests = match (from_count, tightened) {
             // One or two sends in the window say nothing about a rate (the key may be shared, or the
             // vendor's window longer): the engine's backoff alone answers this 429.
@@ -80,13 +97,7 @@ impl SendLog {
         .max(1);
         let hold = (configured.window * INFERRED_HOLD_WINDOWS).min(INFERRED_HOLD_MAX);
         let until = now + chrono::TimeDelta::from_std(hold).unwrap_or(chrono::TimeDelta::zero());
-        self.inferred = Some((
-            WindowQuota {
-                requests,
-                window: configured.window,
-            },
-            until,
-        ));
+        self.inferred = Some((WindowQuota { requests, window }, until));
     }
 
     /// The quota inferred from 429s, while it holds.
@@ -281,5 +292,39 @@ mod tests {
         }
         bare.throttled(at(10));
         assert_eq!(bare.inferred(at(10)), None);
+    }
+
+    #[test]
+    fn a_429_early_in_a_run_counts_per_the_time_the_sends_took_not_per_the_configured_window() {
+        // Issue 25, case 8: one bare 429 after 20 sends in 0.4 s under 60,000 a minute inferred 18 a
+        // minute and held a sink there for ten minutes. It is 18 a second now.
+        let minute = Duration::from_secs(60);
+        let mut log = SendLog::new(Some(WindowQuota {
+            requests: 60_000,
+            window: minute,
+        }));
+        for i in 0..21 {
+            assert_eq!(log.try_send(at(i * 20)), Duration::ZERO);
+        }
+        log.throttled(at(420));
+        assert_eq!(
+            log.inferred(at(420)),
+            Some(WindowQuota {
+                requests: 18,
+                window: Duration::from_secs(1)
+            })
+        );
+        // Over the next minute that guess lets about a thousand through, not eighteen.
+        let sent = (0..60_000)
+            .step_by(10)
+            .filter(|ms| log.try_send(at(2_000 + ms)).is_zero())
+            .count();
+        assert!((1_000..=1_100).contains(&sent), "{sent}");
+        // A 429 while it holds tightens the guess in its own window.
+        log.throttled(at(70_000));
+        assert_eq!(
+            log.inferred(at(70_000)).map(|q| (q.requests, q.window)),
+            Some((16, Duration::from_secs(1)))
+        );
     }
 }
