@@ -85,10 +85,13 @@ pub enum DeliveryError {
 
 impl From<HttpError> for DeliveryError {
     fn from(e: HttpError) -> Self {
-        if e.is_retryable() {
-            DeliveryError::Transient(e.to_string())
-        } else {
-            DeliveryError::Rejected(e.to_string())
+        match e {
+            // A 2xx whose body does not decode: the write may well have landed. Retrying is safe (field
+            // writes are idempotent, creates look their key up first) and refusing it for good was not:
+            // a garbled answer dead-lettered writes the platform had applied or would have.
+            HttpError::Decode { .. } => DeliveryError::Transient(e.to_string()),
+            e if e.is_retryable() => DeliveryError::Transient(e.to_string()),
+            e => DeliveryError::Rejected(e.to_string()),
         }
     }
 }
@@ -233,4 +236,27 @@ pub enum BuildError {
 /// Finds a kind by name. The list lives in `kinds::KINDS`.
 pub fn kind(name: &str) -> Option<&'static Kind> {
     kinds::KINDS.iter().find(|k| k.spec.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_two_hundred_that_does_not_decode_is_retried_not_dead_lettered() {
+        // Issue 25, case 6: a malformed 2xx from a platform went straight to dead letters.
+        let e = HttpError::Decode {
+            target: crate::http::RequestTarget {
+                connector: "vitally".into(),
+                method: "PUT".into(),
+                path: "/resources/accounts/1".into(),
+            },
+            expected: "a json body".into(),
+            reason: "expected value at line 1 column 1".into(),
+        };
+        assert!(matches!(
+            DeliveryError::from(e),
+            DeliveryError::Transient(_)
+        ));
+    }
 }
