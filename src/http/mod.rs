@@ -138,6 +138,23 @@ impl HttpError {
         )
     }
 
+    /// Whether the request may have been received and acted on: a 5xx, or a network failure after the
+    /// connection was made (a timeout, a reset, a broken answer). A throttle or a failed connect was not.
+    pub fn may_have_reached_the_vendor(&self) -> bool {
+        match self {
+            HttpError::Transient {
+                status: Some(_), ..
+            } => true,
+            HttpError::Transient {
+                status: None,
+                reason,
+                ..
+            } => reason != CONNECT_FAILED,
+            HttpError::Decode { .. } => true,
+            _ => false,
+        }
+    }
+
     /// The HTTP status behind the error, when there was a response.
     pub fn status(&self) -> Option<StatusCode> {
         match self {
@@ -352,6 +369,12 @@ pub struct Call<'a> {
     pub accept: &'a [StatusCode],
     /// Extra request headers (not secrets), e.g. Salesforce's `Sforce-Query-Options`.
     pub headers: &'a [(&'a str, String)],
+    /// The call creates something (a project, a task) that a second identical request would create
+    /// again. A failure after the request may have reached the vendor (a timeout, a reset, a broken
+    /// answer, a 5xx) is then not retried here: the caller's write is retried by the outbox, whose
+    /// next attempt looks the key up before creating. Throttling and connect failures, where nothing
+    /// was received, are still retried.
+    pub creates: bool,
 }
 
 impl<'a> Call<'a> {
@@ -363,6 +386,7 @@ impl<'a> Call<'a> {
             body: None,
             accept: &[],
             headers: &[],
+            creates: false,
         }
     }
 }
@@ -639,6 +663,11 @@ impl HttpClient {
                         continue;
                     }
                 }
+            }
+            if call.creates && err.may_have_reached_the_vendor() {
+                tracing::debug!(connector = %self.connector, path = %target.path, error = %err,
+                    "not resending a create that may have landed; the outbox retries it with a lookup");
+                return Err(err);
             }
             if !self.wait_to_retry(&err, hint, attempt, &mut waited).await {
                 return Err(err);
@@ -940,11 +969,14 @@ pub fn encode_segment(segment: &str) -> String {
 }
 
 /// A transport failure, classified. reqwest's message includes the URL (and so the query); strip it.
+/// The reason of a request that never reached the vendor: the connection could not be made.
+const CONNECT_FAILED: &str = "connection failed";
+
 fn network_error(target: &RequestTarget, e: &reqwest::Error) -> HttpError {
     let reason = if e.is_timeout() {
         "timed out".to_string()
     } else if e.is_connect() {
-        "connection failed".to_string()
+        CONNECT_FAILED.to_string()
     } else if e.is_body() || e.is_decode() {
         "connection broken while reading the response".to_string()
     } else if e.is_builder() {

@@ -665,3 +665,39 @@ fn redaction_leaves_short_values_and_other_text_alone() {
         r#"{"error":"X is not a key; token [redacted] refused; [redacted]"}"#
     );
 }
+
+#[tokio::test]
+async fn a_create_that_may_have_landed_is_not_resent_but_a_throttled_one_is() {
+    // Issue 25, case 7: a POST that reached the platform but whose answer was lost was re-sent by the
+    // engine without a lookup; 20 of 85 projects were POSTed twice.
+    let server = MockServer::start().await;
+    Mock::given(path("/create"))
+        .respond_with(ResponseTemplate::new(502))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/throttled"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1"))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/throttled"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "p-1"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (client, clock) = bearer_client(&server.uri());
+    let body = json!({"name": "Poor Health"});
+    let create = |p: &'static str| Call {
+        body: Some(&body),
+        creates: true,
+        ..Call::new(&Method::POST, p)
+    };
+    let err = client.execute(create("/create")).await.unwrap_err();
+    assert!(matches!(err, HttpError::Transient { .. }), "{err:?}");
+    assert!(clock.sleeps().is_empty(), "no retry was waited for");
+    let r = client.execute(create("/throttled")).await.unwrap();
+    assert_eq!(r.body["id"], "p-1");
+    assert_eq!(clock.sleeps(), vec![Duration::from_secs(1)]);
+}

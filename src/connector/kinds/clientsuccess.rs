@@ -282,6 +282,7 @@ impl ClientSuccess {
             let call = Call {
                 body: Some(&body),
                 accept: &[StatusCode::BAD_REQUEST, StatusCode::UNPROCESSABLE_ENTITY],
+                creates: true,
                 ..Call::new(&Method::POST, &path)
             };
             let r = self.http.execute(call).await?;

@@ -229,6 +229,8 @@ impl Gainsight {
         let call = Call {
             body: Some(body),
             accept: &[StatusCode::BAD_REQUEST],
+            // Only a CTA POST creates; the query and list POSTs read, the PUT updates.
+            creates: method == Method::POST && path == "/v2/cockpit/cta/",
             ..Call::new(&method, path)
         };
         let r = self.http.execute(call).await?;

@@ -460,6 +460,7 @@ impl HubSpotSink {
         let call = Call {
             body: Some(&body),
             accept: &[StatusCode::BAD_REQUEST, StatusCode::NOT_FOUND],
+            creates: true,
             ..Call::new(&Method::POST, "/crm/v3/objects/tasks")
         };
         let r = self.http.execute(call).await?;

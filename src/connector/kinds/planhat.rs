@@ -261,6 +261,7 @@ impl Planhat {
         let call = Call {
             body: Some(body),
             accept: &[StatusCode::BAD_REQUEST],
+            creates: true,
             ..Call::new(&Method::POST, path)
         };
         let r = self.http.execute(call).await?;

@@ -525,6 +525,7 @@ impl SalesforceSink {
             let call = Call {
                 body: Some(&body),
                 accept: &[StatusCode::BAD_REQUEST, StatusCode::NOT_FOUND],
+                creates: true,
                 ..Call::new(&Method::POST, &path)
             };
             let r = self.send(call).await?;

@@ -176,6 +176,7 @@ impl Totango {
     async fn post(&self, path: &str, body: &Value) -> Result<(), DeliveryError> {
         let call = Call {
             body: Some(body),
+            creates: true,
             ..Call::new(&Method::POST, path)
         };
         let mut stream = self.api.execute_lines(call).await?;

@@ -205,6 +205,7 @@ impl Vitally {
         let call = Call {
             body: Some(&body),
             accept: &[StatusCode::CONFLICT],
+            creates: true,
             ..Call::new(&Method::POST, "/resources/projects")
         };
         let r = self.http.execute(call).await?;
@@ -279,6 +280,7 @@ impl Vitally {
         let call = Call {
             body: Some(&body),
             accept: &[StatusCode::CONFLICT],
+            creates: true,
             ..Call::new(&Method::POST, "/resources/tasks")
         };
         // 409: a task with this externalId exists already, which is what we wanted.
@@ -308,6 +310,7 @@ impl Vitally {
         let call = Call {
             body: Some(&body),
             accept: &[StatusCode::CONFLICT, StatusCode::NOT_FOUND],
+            creates: true,
             ..Call::new(&Method::POST, "/resources/notes")
         };
         let r = self.http.execute(call).await?;
