@@ -144,32 +144,25 @@ pub struct ReceivedRequest {
     pub body: serde_json::Value,
 }
 
-/// State shared by every route. Each vendor's state has its own type and constructor, so it is a field
-/// here rather than part of its `VENDORS` entry.
+/// State shared by every route: the world, the clock, what was received, and each vendor's own state
+/// (`vendors::VendorStates`, declared and built by the vendor list; reached as `state.<vendor>`).
 pub(crate) struct SimState {
     pub(crate) world: Arc<World>,
     /// `http://127.0.0.1:PORT`, for absolute links such as HubSpot's `paging.next.link`.
     pub(crate) base: String,
     started: Instant,
     seq: AtomicU64,
-    pub(crate) hubspot: hubspot::HubState,
-    pub(crate) stripe: stripe::StripeState,
-    pub(crate) usage: usage::UsageState,
-    pub(crate) vitally: vitally::VitallyState,
-    pub(crate) salesforce: salesforce::SalesforceState,
-    pub(crate) chargebee: chargebee::ChargebeeState,
-    pub(crate) mixpanel: mixpanel::MixpanelState,
-    pub(crate) zendesk: zendesk::ZendeskState,
-    pub(crate) intercom: intercom::IntercomState,
-    pub(crate) freshdesk: freshdesk::FreshdeskState,
-    pub(crate) delighted: delighted::DelightedState,
-    pub(crate) planhat: planhat::PlanhatState,
-    pub(crate) gainsight: gainsight::GainsightState,
-    pub(crate) totango: totango::TotangoState,
-    pub(crate) churnzero: churnzero::ChurnZeroState,
-    pub(crate) clientsuccess: clientsuccess::ClientSuccessState,
-    pub(crate) customersuccessbox: customersuccessbox::CustomerSuccessBoxState,
+    vendors: vendors::VendorStates,
     pub(crate) received: Mutex<Vec<ReceivedRequest>>,
+}
+
+impl std::ops::Deref for SimState {
+    type Target = vendors::VendorStates;
+
+    /// Each vendor's state, as `state.<vendor>`: the fields are declared by the vendor list.
+    fn deref(&self) -> &vendors::VendorStates {
+        &self.vendors
+    }
 }
 
 impl SimState {
@@ -178,33 +171,7 @@ impl SimState {
             base: format!("http://{addr}"),
             started: Instant::now(),
             seq: AtomicU64::new(1),
-            hubspot: hubspot::HubState::new(&world, limits.get(Vendor::Hubspot)),
-            stripe: stripe::StripeState::new(&world, limits.get(Vendor::Stripe)),
-            usage: usage::UsageState::new(&world, limits.get(Vendor::Usage)),
-            vitally: vitally::VitallyState::new(&world, limits.get(Vendor::Vitally)),
-            salesforce: salesforce::SalesforceState::new(&world, limits.get(Vendor::Salesforce)),
-            chargebee: chargebee::ChargebeeState::new(&world, limits.get(Vendor::Chargebee)),
-            mixpanel: mixpanel::MixpanelState::new(limits.get(Vendor::Mixpanel)),
-            intercom: intercom::IntercomState::new(&world, limits.get(Vendor::Intercom)),
-            freshdesk: freshdesk::FreshdeskState::new(&world, limits.get(Vendor::Freshdesk)),
-            delighted: delighted::DelightedState::new(&world, limits.get(Vendor::Delighted)),
-            planhat: planhat::PlanhatState::new(&world, limits.get(Vendor::Planhat)),
-            gainsight: gainsight::GainsightState::new(&world, limits.get(Vendor::Gainsight)),
-            totango: totango::TotangoState::new(&world, limits.get(Vendor::Totango)),
-            churnzero: churnzero::ChurnZeroState::new(),
-            clientsuccess: clientsuccess::ClientSuccessState::new(
-                &world,
-                limits.get(Vendor::ClientSuccess),
-            ),
-            customersuccessbox: customersuccessbox::CustomerSuccessBoxState::new(
-                &world,
-                limits.get(Vendor::CustomerSuccessBox),
-            ),
-            zendesk: zendesk::ZendeskState::new(
-                &world,
-                limits.get(Vendor::Zendesk),
-                limits.zendesk_incremental_per_min,
-            ),
+            vendors: vendors::VendorStates::new(&world, &limits),
             received: Mutex::new(Vec::new()),
             world,
         }

@@ -4,9 +4,9 @@
 //! credential its simulator accepts, its quota (the real vendor's by default, and the demo's), its routes
 //! and `/_sim/state/<name>` route, and, for the vendors `healthsync demo` configures, the shipped connector
 //! file the demo's is derived from with the connector id, schedule and the few settings the demo changes.
-//! `sim::start`, `SimRateLimits`, `healthsync demo` and `healthsync sim` iterate the list. Adding a vendor
-//! is one entry here, plus its module and its typed state in `SimState` (each vendor's state has its own
-//! type and constructor). The routes and wire shapes themselves are in each vendor's file.
+//! `sim::start`, `SimRateLimits`, `SimState` (each vendor's state, declared and built by its entry),
+//! `healthsync demo` and `healthsync sim` iterate the list. Adding a vendor is its file (routes, wire
+//! shapes, state) and one entry here; `sim/mod.rs` declares the module.
 
 use std::sync::Arc;
 
@@ -16,7 +16,7 @@ use axum::Router;
 use super::{
     chargebee, churnzero, clientsuccess, customersuccessbox, delighted, freshdesk, gainsight,
     hubspot, intercom, mixpanel, planhat, salesforce, stripe, totango, usage, vitally, zendesk,
-    SimRateLimits, SimState,
+    SimRateLimits, SimState, World,
 };
 
 /// A vendor's routes, nested under its prefix.
@@ -100,7 +100,8 @@ impl DemoConnector {
 /// Declares `Vendor` and `VENDORS` from one list, so the enum and the table cannot disagree: the entry of
 /// a vendor sits at index `vendor as usize`.
 macro_rules! vendors {
-    ($($(#[$doc:meta])* $variant:ident { $($field:ident: $value:expr),+ $(,)? })+) => {
+    ($($(#[$doc:meta])* $variant:ident [$state:ident: $state_ty:ty = $init:expr]
+       { $($field:ident: $value:expr),+ $(,)? })+) => {
         /// A simulated vendor; its entry in `VENDORS` says everything else about it.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum Vendor {
@@ -114,12 +115,30 @@ macro_rules! vendors {
         pub(crate) static VENDORS: [VendorSpec; COUNT] = [
             $(VendorSpec { vendor: Vendor::$variant, $($field: $value),+ },)+
         ];
+
+        /// Each vendor's simulator state, a field per vendor named and built by its entry here.
+        /// `SimState` derefs to it, so a vendor's handlers read `state.<vendor>`.
+        pub(crate) struct VendorStates {
+            $(pub(crate) $state: $state_ty,)+
+        }
+
+        impl VendorStates {
+            pub(crate) fn new(world: &Arc<World>, limits: &SimRateLimits) -> VendorStates {
+                type Init<T> = fn(&Arc<World>, &SimRateLimits) -> T;
+                VendorStates {
+                    $($state: {
+                        let init: Init<$state_ty> = $init;
+                        init(world, limits)
+                    },)+
+                }
+            }
+        }
     };
 }
 
 vendors! {
     /// HubSpot CRM v3, the demo's CRM.
-    Hubspot {
+    Hubspot [hubspot: hubspot::HubState = |w, l| hubspot::HubState::new(w, l.get(Vendor::Hubspot))] {
         name: "hubspot",
         prefix: "/hubspot",
         // `Authorization: Bearer <credential>`.
@@ -137,7 +156,7 @@ vendors! {
         )),
     }
     /// Stripe billing.
-    Stripe {
+    Stripe [stripe: stripe::StripeState = |w, l| stripe::StripeState::new(w, l.get(Vendor::Stripe))] {
         name: "stripe",
         prefix: "/stripe",
         // `Authorization: Bearer <credential>`, or HTTP Basic with it as the username.
@@ -155,7 +174,7 @@ vendors! {
         )),
     }
     /// A product-usage feed.
-    Usage {
+    Usage [usage: usage::UsageState = |w, l| usage::UsageState::new(w, l.get(Vendor::Usage))] {
         name: "usage",
         prefix: "/usage",
         // `Authorization: Bearer <credential>`.
@@ -176,7 +195,7 @@ vendors! {
         }),
     }
     /// Vitally, the demo's CS platform (a sink).
-    Vitally {
+    Vitally [vitally: vitally::VitallyState = |w, l| vitally::VitallyState::new(w, l.get(Vendor::Vitally))] {
         name: "vitally",
         prefix: "/vitally",
         // HTTP Basic with the credential as the username and an empty password.
@@ -194,7 +213,7 @@ vendors! {
         )),
     }
     /// Salesforce, read through SOQL and written as a sink.
-    Salesforce {
+    Salesforce [salesforce: salesforce::SalesforceState = |w, l| salesforce::SalesforceState::new(w, l.get(Vendor::Salesforce))] {
         name: "salesforce",
         prefix: "/salesforce",
         // The connected app's client secret, exchanged for a bearer token at the OAuth endpoint.
@@ -225,7 +244,7 @@ vendors! {
         }),
     }
     /// Chargebee billing.
-    Chargebee {
+    Chargebee [chargebee: chargebee::ChargebeeState = |w, l| chargebee::ChargebeeState::new(w, l.get(Vendor::Chargebee))] {
         name: "chargebee",
         prefix: "/chargebee",
         credential: chargebee::API_KEY,
@@ -243,7 +262,7 @@ vendors! {
         )),
     }
     /// Mixpanel's raw event export.
-    Mixpanel {
+    Mixpanel [mixpanel: mixpanel::MixpanelState = |_, l| mixpanel::MixpanelState::new(l.get(Vendor::Mixpanel))] {
         name: "mixpanel",
         // The base URL carries the API version (`https://data.mixpanel.com/api/2.0`).
         prefix: "/mixpanel/api/2.0",
@@ -262,7 +281,7 @@ vendors! {
         )),
     }
     /// Zendesk Support; its incremental export's own budget is `SimRateLimits::zendesk_incremental_per_min`.
-    Zendesk {
+    Zendesk [zendesk: zendesk::ZendeskState = |w, l| zendesk::ZendeskState::new(w, l.get(Vendor::Zendesk), l.zendesk_incremental_per_min)] {
         name: "zendesk",
         prefix: "/zendesk",
         // `Authorization: Bearer <credential>` (OAuth), or Basic `agent@healthsync.example/token:<credential>`.
@@ -285,7 +304,7 @@ vendors! {
         }),
     }
     /// Intercom.
-    Intercom {
+    Intercom [intercom: intercom::IntercomState = |w, l| intercom::IntercomState::new(w, l.get(Vendor::Intercom))] {
         name: "intercom",
         prefix: "/intercom",
         // `Authorization: Bearer <credential>`.
@@ -304,7 +323,7 @@ vendors! {
         )),
     }
     /// Freshdesk.
-    Freshdesk {
+    Freshdesk [freshdesk: freshdesk::FreshdeskState = |w, l| freshdesk::FreshdeskState::new(w, l.get(Vendor::Freshdesk))] {
         name: "freshdesk",
         prefix: "/freshdesk",
         // HTTP Basic with the credential (an API key) as the username (password `X` by convention).
@@ -322,7 +341,7 @@ vendors! {
         )),
     }
     /// Delighted NPS surveys.
-    Delighted {
+    Delighted [delighted: delighted::DelightedState = |w, l| delighted::DelightedState::new(w, l.get(Vendor::Delighted))] {
         name: "delighted",
         prefix: "/delighted",
         // HTTP Basic with the credential (an API key) as the username and an empty password.
@@ -340,7 +359,7 @@ vendors! {
         )),
     }
     /// Planhat (a sink).
-    Planhat {
+    Planhat [planhat: planhat::PlanhatState = |w, l| planhat::PlanhatState::new(w, l.get(Vendor::Planhat))] {
         name: "planhat",
         prefix: "/planhat",
         credential: planhat::API_TOKEN,
@@ -354,7 +373,7 @@ vendors! {
         demo: None,
     }
     /// Gainsight (a sink).
-    Gainsight {
+    Gainsight [gainsight: gainsight::GainsightState = |w, l| gainsight::GainsightState::new(w, l.get(Vendor::Gainsight))] {
         name: "gainsight",
         prefix: "/gainsight",
         credential: gainsight::ACCESS_KEY,
@@ -368,7 +387,7 @@ vendors! {
         demo: None,
     }
     /// Totango (a sink).
-    Totango {
+    Totango [totango: totango::TotangoState = |w, l| totango::TotangoState::new(w, l.get(Vendor::Totango))] {
         name: "totango",
         // The REST API and the collection gateway (`/pixel.gif/`) share the prefix.
         prefix: "/totango",
@@ -383,7 +402,7 @@ vendors! {
         demo: None,
     }
     /// ChurnZero (a sink).
-    ChurnZero {
+    ChurnZero [churnzero: churnzero::ChurnZeroState = |_, _| churnzero::ChurnZeroState::new()] {
         name: "churnzero",
         prefix: "/churnzero",
         credential: churnzero::APP_KEY,
@@ -397,7 +416,7 @@ vendors! {
         demo: None,
     }
     /// ClientSuccess (a sink).
-    ClientSuccess {
+    ClientSuccess [clientsuccess: clientsuccess::ClientSuccessState = |w, l| clientsuccess::ClientSuccessState::new(w, l.get(Vendor::ClientSuccess))] {
         name: "clientsuccess",
         prefix: "/clientsuccess",
         // The password of the API user `clientsuccess::EMAIL`, exchanged for a token.
@@ -412,7 +431,7 @@ vendors! {
         demo: None,
     }
     /// CustomerSuccessBox (a sink).
-    CustomerSuccessBox {
+    CustomerSuccessBox [customersuccessbox: customersuccessbox::CustomerSuccessBoxState = |w, l| customersuccessbox::CustomerSuccessBoxState::new(w, l.get(Vendor::CustomerSuccessBox))] {
         name: "customersuccessbox",
         // The base URL carries the API version (`https://<domain>.customersuccessbox.com/api/v1_1`).
         prefix: "/customersuccessbox/api/v1_1",
