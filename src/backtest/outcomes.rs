@@ -15,8 +15,7 @@ use super::CohortRetention;
 use crate::config::OutcomesSpec;
 use crate::identity::AccountData;
 use crate::metrics::{as_time, eval_number, to_cel};
-use crate::vocab::lookup;
-use crate::vocab::Record;
+use crate::vocab::{lookup, Record};
 
 /// One subscription: when it ran and what it was worth per month.
 #[derive(Debug, Clone, PartialEq)]

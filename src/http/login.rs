@@ -132,8 +132,7 @@ mod tests {
     use super::*;
     use crate::http::testing::{config, manual_clock, secrets};
     use crate::http::HttpClient;
-    use crate::vocab::AuthScheme;
-    use crate::vocab::Role;
+    use crate::vocab::{AuthScheme, Role};
 
     const SPEC: LoginSpec = LoginSpec {
         path: "/v1/auth",

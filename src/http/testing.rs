@@ -8,10 +8,8 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 
 use crate::config::{ConnectorConfig, FieldMap};
-use crate::secrets::{AuthConfig, OAuth2Settings};
-use crate::secrets::{ResolvedSecrets, SecretRef};
-use crate::vocab::Role;
-use crate::vocab::{AuthScheme, RateLimit};
+use crate::secrets::{AuthConfig, OAuth2Settings, ResolvedSecrets, SecretRef};
+use crate::vocab::{AuthScheme, RateLimit, Role};
 
 use super::{HttpClient, ManualClock};
 

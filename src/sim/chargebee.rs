@@ -317,13 +317,11 @@ async fn list(State(st): State<Arc<SimState>>, Path(resource): Path<String>, uri
 mod tests {
     use super::*;
     use crate::config::ConnectorConfig;
-    use crate::connector::kinds::testkit::drain;
-    use crate::connector::{BuildContext, Built, Source};
+    use crate::connector::{kinds::testkit::drain, BuildContext, Built, Source};
     use crate::http::testing::{config, secrets};
     use crate::sim::test_support::*;
     use crate::sim::{SimHandle, SimRateLimits, Vendor};
-    use crate::vocab::AuthScheme;
-    use crate::vocab::Role;
+    use crate::vocab::{AuthScheme, Role};
 
     fn source(sim: &SimHandle, tweak: impl Fn(&mut ConnectorConfig)) -> Box<dyn Source> {
         let mut cfg = config(

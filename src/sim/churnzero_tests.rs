@@ -9,8 +9,7 @@ use crate::http::testing::{config, manual_clock, secrets};
 use crate::http::HttpClient;
 use crate::sim::test_support::{call, client, start_sim, Auth};
 use crate::sim::{SimHandle, SimRateLimits, Vendor};
-use crate::vocab::AuthScheme;
-use crate::vocab::{Role, WriteOp};
+use crate::vocab::{AuthScheme, Role, WriteOp};
 
 fn sink(sim: &SimHandle) -> ChurnZero {
     let mut cfg = config(

@@ -10,8 +10,7 @@ use crate::http::testing::{config, manual_clock, secrets};
 use crate::http::HttpClient;
 use crate::sim::test_support::{call, start_sim, Auth};
 use crate::sim::{SimHandle, SimRateLimits, Vendor};
-use crate::vocab::AuthScheme;
-use crate::vocab::Role;
+use crate::vocab::{AuthScheme, Role};
 
 fn sink(sim: &SimHandle) -> ClientSuccess {
     let mut cfg = config(

@@ -7,8 +7,7 @@ use crate::connector::{BuildContext, Built, Delivered, DeliveryError, Sink};
 use crate::http::testing::{config, manual_clock, secrets};
 use crate::sim::test_support::{call, start_sim, Auth};
 use crate::sim::{SimHandle, SimRateLimits, Vendor};
-use crate::vocab::AuthScheme;
-use crate::vocab::{AccountRef, Role, TaskSpec, WriteOp};
+use crate::vocab::{AccountRef, AuthScheme, Role, TaskSpec, WriteOp};
 
 fn sink(sim: &SimHandle) -> Box<dyn Sink> {
     let mut cfg = config(

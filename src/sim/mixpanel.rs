@@ -209,13 +209,11 @@ async fn export(State(st): State<Arc<SimState>>, uri: Uri) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connector::kinds::testkit::drain;
-    use crate::connector::{BuildContext, Built, Source};
+    use crate::connector::{kinds::testkit::drain, BuildContext, Built, Source};
     use crate::http::testing::{config, secrets};
     use crate::sim::test_support::*;
     use crate::sim::{SimRateLimits, Vendor};
-    use crate::vocab::AuthScheme;
-    use crate::vocab::Role;
+    use crate::vocab::{AuthScheme, Role};
 
     #[tokio::test]
     async fn the_kind_rolls_up_the_simulated_export_per_account_day() {

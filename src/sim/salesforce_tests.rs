@@ -1,9 +1,9 @@
 //! Tests of the simulated Salesforce org, and of the `salesforce` kind syncing from it end to end.
 
 use super::*;
-use crate::connector::kinds::common::LOOKBACK;
-use crate::connector::kinds::testkit::drain;
-use crate::connector::{BuildContext, Built, Source, SourceError};
+use crate::connector::{
+    kinds::common::LOOKBACK, kinds::testkit::drain, BuildContext, Built, Source, SourceError,
+};
 use crate::http::testing::oauth2_config_with;
 use crate::http::HttpError;
 use crate::sim::test_support::*;

@@ -9,8 +9,7 @@ use crate::http::testing::{manual_clock, oauth2_config_with};
 use crate::http::HttpClient;
 use crate::sim::test_support::start_sim;
 use crate::sim::{SimHandle, SimRateLimits, Vendor};
-use crate::vocab::AuthScheme;
-use crate::vocab::{Role, WriteOp};
+use crate::vocab::{AuthScheme, Role, WriteOp};
 
 const PARAMS: &str = "account_id_field = \"HubSpot_Company_Id__c\"";
 

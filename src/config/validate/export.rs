@@ -8,8 +8,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use super::{join, resolve_path, valid_id, Diagnostics, SourceFile};
-use crate::config::raw::RawExport;
-use crate::config::{Catalog, ExportConfig, DEFAULT_FILE_STEM};
+use crate::config::{raw::RawExport, Catalog, ExportConfig, DEFAULT_FILE_STEM};
 use crate::vocab::Role;
 
 pub(super) fn check_export(

@@ -8,8 +8,7 @@ use toml::Spanned;
 
 use super::super::raw::RawAuth;
 use super::{Diagnostics, SourceFile};
-use crate::secrets::OAuth2Settings;
-use crate::secrets::SecretRef;
+use crate::secrets::{OAuth2Settings, SecretRef};
 use crate::vocab::AuthScheme;
 
 /// The `oauth2_*` keys: required (with file:line) for the OAuth 2.0 schemes, refused for the others.

@@ -33,12 +33,9 @@ use serde_json::Value;
 
 use super::common::{self, StreamCursor};
 use crate::config::KindSpec;
-use crate::connector::{
-    BuildContext, BuildError, Built, Page, RejectedRecord, Source, SourceError,
-};
+use crate::connector::{BuildContext, BuildError, Built, Page, RejectedRecord, Source, SourceError};
 use crate::http::{retry_after, Classified, HttpClient};
-use crate::vocab::{AuthScheme, RateLimit};
-use crate::vocab::{BoxFuture, Cursor, Record, Role};
+use crate::vocab::{AuthScheme, BoxFuture, Cursor, RateLimit, Record, Role};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "chargebee",

@@ -14,8 +14,7 @@ use crate::http::testing::{
     assert_every_request_carries, config, manual_clock, secrets, Fault, FaultProxy, FAULT_TIMEOUT,
 };
 use crate::http::{HttpError, ManualClock};
-use crate::vocab::AuthScheme;
-use crate::vocab::Role;
+use crate::vocab::{AuthScheme, Role};
 
 /// `Authorization` for API key `test_cbkey` with an empty password.
 const BASIC: &str = "Basic dGVzdF9jYmtleTo=";

@@ -39,8 +39,7 @@ use super::sink_support::{self, BatchResults, CloseWrite, Errors, FieldWrite, Pl
 use crate::config::KindSpec;
 use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError};
 use crate::http::{Call, Clock, HttpClient, SystemClock};
-use crate::vocab::{AccountRef, BoxFuture, FieldValue, Role, TaskSpec};
-use crate::vocab::{AuthScheme, RateLimit};
+use crate::vocab::{AccountRef, AuthScheme, BoxFuture, FieldValue, RateLimit, Role, TaskSpec};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "customersuccessbox",

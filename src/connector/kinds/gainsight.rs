@@ -46,8 +46,7 @@ use super::sink_support::{BatchResults, CloseWrite, FieldWrite, PlatformApi, Pro
 use crate::config::KindSpec;
 use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError};
 use crate::http::{Call, Clock, HttpClient, SystemClock};
-use crate::vocab::{AccountRef, BoxFuture, Role, TaskSpec};
-use crate::vocab::{AuthScheme, RateLimit};
+use crate::vocab::{AccountRef, AuthScheme, BoxFuture, RateLimit, Role, TaskSpec};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "gainsight",

@@ -36,12 +36,9 @@ use serde_json::{json, Value};
 use super::common::{self, StreamCursor};
 use super::quota_pause::{header_u64, QuotaPause};
 use crate::config::KindSpec;
-use crate::connector::{
-    BuildContext, BuildError, Built, Page, RejectedRecord, Source, SourceError,
-};
+use crate::connector::{BuildContext, BuildError, Built, Page, RejectedRecord, Source, SourceError};
 use crate::http::{retry_after, Call, Classified, HttpClient};
-use crate::vocab::{AuthScheme, RateLimit};
-use crate::vocab::{BoxFuture, Cursor, Record, Role};
+use crate::vocab::{AuthScheme, BoxFuture, Cursor, RateLimit, Record, Role};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "intercom",

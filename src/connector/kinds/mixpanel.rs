@@ -42,12 +42,9 @@ use serde_json::{json, Map, Value};
 
 use super::common::{self, Mark, StreamCursor};
 use crate::config::KindSpec;
-use crate::connector::{
-    BuildContext, BuildError, Built, Page, RejectedRecord, Source, SourceError,
-};
+use crate::connector::{BuildContext, BuildError, Built, Page, RejectedRecord, Source, SourceError};
 use crate::http::{retry_after, Call, Classified, HttpClient, HttpError};
-use crate::vocab::{AuthScheme, RateLimit};
-use crate::vocab::{BoxFuture, Cursor, Record, Role};
+use crate::vocab::{AuthScheme, BoxFuture, Cursor, RateLimit, Record, Role};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "mixpanel",

@@ -46,8 +46,7 @@ use super::sink_support::{BatchResults, CloseWrite, FieldWrite, PlatformApi, Pro
 use crate::config::KindSpec;
 use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError};
 use crate::http::{encode_segment, Call, Clock, HttpClient, SystemClock};
-use crate::vocab::{AccountRef, BoxFuture, FieldValue, Role, TaskSpec};
-use crate::vocab::{AuthScheme, RateLimit};
+use crate::vocab::{AccountRef, AuthScheme, BoxFuture, FieldValue, RateLimit, Role, TaskSpec};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "planhat",

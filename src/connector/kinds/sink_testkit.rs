@@ -11,8 +11,7 @@ use crate::config::ConnectorConfig;
 use crate::http::testing::{config, manual_clock, secrets};
 use crate::http::{HttpClient, ManualClock};
 use crate::secrets::ResolvedSecrets;
-use crate::vocab::AuthScheme;
-use crate::vocab::{AccountRef, FieldValue, Role, TaskSpec, WriteOp};
+use crate::vocab::{AccountRef, AuthScheme, FieldValue, Role, TaskSpec, WriteOp};
 
 /// The playbook key every project test uses.
 pub const KEY: &str = "101:poor-health:2026-11-23";

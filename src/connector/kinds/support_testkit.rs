@@ -14,8 +14,7 @@ use crate::config::ConnectorConfig;
 use crate::connector::{Page, RejectedRecord, Source, SourceError};
 use crate::http::testing::{config, manual_clock, secrets};
 use crate::http::{HttpClient, ManualClock};
-use crate::vocab::AuthScheme;
-use crate::vocab::{Cursor, Record, Role};
+use crate::vocab::{AuthScheme, Cursor, Record, Role};
 
 /// A client for `base_url` authenticating with `scheme` and the given secret roles, on a manual clock.
 pub fn client(

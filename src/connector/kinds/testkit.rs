@@ -1,8 +1,7 @@
 //! Test helpers shared by the source kinds' tests: drain a stream page by page, and read a stored cursor.
 //! Test-only; it owns no vendor knowledge (each kind's tests mount their own vendor responses).
 
-use crate::connector::kinds::common::StreamCursor;
-use crate::connector::{RejectedRecord, Source, SourceError};
+use crate::connector::{kinds::common::StreamCursor, RejectedRecord, Source, SourceError};
 use crate::vocab::{Cursor, Record};
 
 /// What one run of a stream returned.

@@ -123,9 +123,7 @@ fn map_row(row: Value) -> Result<Record, RejectedRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connector::kinds::common::StreamCursor;
-    use crate::connector::kinds::testkit::drain;
-    use crate::connector::{Source, SourceError};
+    use crate::connector::{kinds::common::StreamCursor, kinds::testkit::drain, Source, SourceError};
     use crate::vocab::Cursor;
     use crate::http::testing::{
         assert_every_request_carries, bearer_client, bearer_client_behind_proxy, Fault, FaultProxy,

@@ -38,8 +38,7 @@ use super::sink_support::{self, BatchResults, CloseWrite, FieldWrite, PlatformAp
 use crate::config::KindSpec;
 use crate::connector::{BuildContext, BuildError, Built, Delivered, DeliveryError};
 use crate::http::{encode_segment, retry_after, Call, Classified, Clock, HttpClient, SystemClock};
-use crate::vocab::{AccountRef, BoxFuture, Role, TaskSpec};
-use crate::vocab::{AuthScheme, RateLimit};
+use crate::vocab::{AccountRef, AuthScheme, BoxFuture, RateLimit, Role, TaskSpec};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "vitally",
@@ -377,10 +376,9 @@ impl PlatformApi for Vitally {
 mod tests {
     use super::*;
     use crate::connector::Sink;
-    use crate::vocab::WriteOp;
+    use crate::vocab::{FieldValue, WriteOp};
     use crate::http::testing::{config, manual_clock, secrets};
     use crate::http::ManualClock;
-    use crate::vocab::FieldValue;
     use std::collections::BTreeMap;
     use wiremock::matchers::{body_json, body_partial_json, header, method, path, query_param};
     use wiremock::{Mock, MockServer, ResponseTemplate};

@@ -40,12 +40,9 @@ use serde_json::Value;
 use super::common::{self, Mark, StreamCursor};
 use super::quota_pause::{header_u64, QuotaPause};
 use crate::config::KindSpec;
-use crate::connector::{
-    BuildContext, BuildError, Built, Page, RejectedRecord, Source, SourceError,
-};
+use crate::connector::{BuildContext, BuildError, Built, Page, RejectedRecord, Source, SourceError};
 use crate::http::{Call, HttpClient};
-use crate::vocab::{AuthScheme, RateLimit};
-use crate::vocab::{BoxFuture, Cursor, Record, Role};
+use crate::vocab::{AuthScheme, BoxFuture, Cursor, RateLimit, Record, Role};
 
 pub static SPEC: KindSpec = KindSpec {
     name: "zendesk",
