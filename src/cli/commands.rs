@@ -38,6 +38,12 @@ pub fn validate(g: &Global, json: bool) -> Result<(), CliError> {
 
 /// `healthsync run`: the daemon, with logging set up from the config (or plain, to report a bad one).
 pub async fn daemon(g: &Global) -> Result<(), CliError> {
+    if g.now.is_some() {
+        // Its schedules run on the clock; one frozen instant would score the same moment forever.
+        return Err(CliError::Usage(
+            "--now has no meaning for `healthsync run`: the daemon's schedules follow the clock; use it with score, plan, push or once".into(),
+        ));
+    }
     let config = match load_config(g) {
         Ok(config) => config,
         Err(e) => {

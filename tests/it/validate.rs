@@ -569,6 +569,11 @@ fn command_line_bounds_are_usage_errors() {
         (&["score", "--backfill-weeks", "5000"][..], "0..=520"),
         (&["sim", "--accounts", "100000000"][..], "1..=200000"),
         (&["demo", "--accounts", "0"][..], "1..=200000"),
+        // Issue 25, case 9: `run` silently ignored `--now`.
+        (
+            &["run", "--now", "2026-01-01T00:00:00Z"][..],
+            "--now has no meaning",
+        ),
     ] {
         let out = run(args);
         let err = text(&out.stderr);
