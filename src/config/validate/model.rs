@@ -283,18 +283,6 @@ fn check_metric(
         );
         return None;
     }
-    let field = || -> Option<String> { r.field.as_ref().map(|v| v.get_ref().clone()) };
-    let need_field = |out: &mut Diagnostics| -> Option<String> {
-        let v = field();
-        if v.is_none() {
-            f.err(
-                out,
-                m.span(),
-                format!("metric {id}: aggregate {agg} needs `field`"),
-            );
-        }
-        v
-    };
     let window_days = r.window_days.as_ref().and_then(|w| {
         if (1..=3650).contains(w.get_ref()) {
             Some(*w.get_ref() as u32)
@@ -332,157 +320,11 @@ fn check_metric(
     } else if let (Some(x), false) = (&r.map, agg == "latest") {
         not_here(out, "map", x.span());
     }
-    let input = if agg == "expr" {
-        let Some(src) = &r.expr else {
-            f.err(
-                out,
-                m.span(),
-                format!("metric {id}: aggregate expr needs `expr`, CEL over other metrics such as \"m.active_users / m.seats\""),
-            );
-            return None;
-        };
-        let expr = check_cel(f, out, &format!("metric {id}: expr"), src, RULE_VARIABLES)?;
-        let mut uses = Vec::new();
-        for used in expr.members_of("m") {
-            let derived = all
-                .get(&used)
-                .is_some_and(|t| t.get_ref().aggregate.get_ref() == "expr");
-            if !ids.contains(used.as_str()) {
-                f.err(
-                    out,
-                    src.span(),
-                    format!(
-                        "metric {id}: expr uses unknown metric `m.{used}`; known metrics: {}",
-                        join(ids.iter().copied())
-                    ),
-                );
-            } else if derived {
-                f.err(
-                    out,
-                    src.span(),
-                    format!("metric {id}: expr may use metrics over records and ratios, not another expr (`m.{used}`)"),
-                );
-            } else if !uses.contains(&used) {
-                uses.push(used);
-            }
-        }
-        MetricInput::Derived { expr, uses }
-    } else if agg == "ratio" {
-        let mut side = |name: &str, v: &Option<Spanned<String>>| -> Option<String> {
-            let Some(v) = v else {
-                f.err(
-                    out,
-                    m.span(),
-                    format!("metric {id}: a ratio needs `{name}`, the id of another metric"),
-                );
-                return None;
-            };
-            let target = v.get_ref().as_str();
-            if !ids.contains(target) {
-                f.err(
-                    out,
-                    v.span(),
-                    format!(
-                        "metric {id}: {name} names unknown metric `{target}`; known metrics: {}",
-                        join(ids.iter().copied())
-                    ),
-                );
-            } else if target == id
-                || all.get(target).is_some_and(|t| {
-                    matches!(t.get_ref().aggregate.get_ref().as_str(), "ratio" | "expr")
-                })
-            {
-                f.err(
-                    out,
-                    v.span(),
-                    format!("metric {id}: {name} must be a metric over records, not a ratio"),
-                );
-            }
-            Some(target.to_string())
-        };
-        let numerator = side("numerator", &r.numerator);
-        let denominator = side("denominator", &r.denominator);
-        MetricInput::Ratio {
-            numerator: numerator?,
-            denominator: denominator?,
-        }
-    } else {
-        let stream = match &r.stream {
-            Some(s) => check_stream_ref(f, s, refs, out),
-            None => {
-                f.err(
-                    out,
-                    m.span(),
-                    format!("metric {id}: needs `stream`, e.g. stripe.invoices"),
-                );
-                None
-            }
-        };
-        let aggregate = match agg {
-            "count" => Some(Aggregate::Count),
-            "sum" => need_field(out).map(Aggregate::Sum),
-            "avg" => need_field(out).map(Aggregate::Avg),
-            "latest" => need_field(out).map(Aggregate::Latest),
-            "distinct" => need_field(out).map(Aggregate::Distinct),
-            "days_since" => need_field(out).map(Aggregate::DaysSince),
-            _ => need_field(out).map(Aggregate::Trend),
-        };
-        if agg == "trend" && window_days.is_none() {
-            f.err(
-                out,
-                m.span(),
-                format!("metric {id}: a trend compares two windows, so it needs window_days"),
-            );
-        }
-        let filter = match r.filter.as_ref() {
-            None => Filter::Equals(Vec::new()),
-            Some(fl) => match fl.get_ref() {
-                RawFilter::Cel(src) => {
-                    let spanned = Spanned::new(fl.span(), src.clone());
-                    check_cel(
-                        f,
-                        out,
-                        &format!("metric {id}: filter"),
-                        &spanned,
-                        FILTER_VARIABLES,
-                    )
-                    .map(Filter::Cel)
-                    .unwrap_or(Filter::Equals(Vec::new()))
-                }
-                RawFilter::Equals(map) => Filter::Equals(
-                    map.iter()
-                        .filter_map(|(k, v)| match serde_json::to_value(v) {
-                            Ok(v) => Some((k.clone(), v)),
-                            Err(_) => {
-                                f.err(out, fl.span(), format!("metric {id}: filter value for `{k}` must be a string, number or boolean"));
-                                None
-                            }
-                        })
-                        .collect(),
-                ),
-            },
-        };
-        let map = r.map.as_ref().map(|mp| {
-            if mp.get_ref().values().any(|v| !v.is_finite()) {
-                f.err(
-                    out,
-                    mp.span(),
-                    format!("metric {id}: map values must be numbers"),
-                );
-            }
-            mp.get_ref()
-                .iter()
-                .map(|(k, v)| (k.to_lowercase(), *v))
-                .collect()
-        });
-        MetricInput::Records {
-            stream: stream?,
-            aggregate: aggregate?,
-            filter,
-            window_days,
-            map,
-        }
-    };
+    let input = match agg {
+        "expr" => check_derived(f, id, m, ids, all, out),
+        "ratio" => check_ratio(f, id, m, ids, all, out),
+        _ => check_records_input(f, id, m, agg, window_days, refs, out),
+    }?;
     let score = r.score.as_ref().and_then(|s| check_score(f, id, s, out));
     let bands = r
         .bands
@@ -511,6 +353,203 @@ fn check_metric(
         bands,
         ttl_days,
         advice: r.advice.clone(),
+    })
+}
+
+/// An `expr` metric's input: CEL over other metrics, each of which must exist and not be an `expr`.
+fn check_derived(
+    f: &SourceFile,
+    id: &str,
+    m: &Spanned<RawMetric>,
+    ids: &BTreeSet<&str>,
+    all: &BTreeMap<String, Spanned<RawMetric>>,
+    out: &mut Diagnostics,
+) -> Option<MetricInput> {
+    let r = m.get_ref();
+    let Some(src) = &r.expr else {
+        f.err(
+            out,
+            m.span(),
+            format!("metric {id}: aggregate expr needs `expr`, CEL over other metrics such as \"m.active_users / m.seats\""),
+        );
+        return None;
+    };
+    let expr = check_cel(f, out, &format!("metric {id}: expr"), src, RULE_VARIABLES)?;
+    let mut uses = Vec::new();
+    for used in expr.members_of("m") {
+        let derived = all
+            .get(&used)
+            .is_some_and(|t| t.get_ref().aggregate.get_ref() == "expr");
+        if !ids.contains(used.as_str()) {
+            f.err(
+                out,
+                src.span(),
+                format!(
+                    "metric {id}: expr uses unknown metric `m.{used}`; known metrics: {}",
+                    join(ids.iter().copied())
+                ),
+            );
+        } else if derived {
+            f.err(
+                out,
+                src.span(),
+                format!("metric {id}: expr may use metrics over records and ratios, not another expr (`m.{used}`)"),
+            );
+        } else if !uses.contains(&used) {
+            uses.push(used);
+        }
+    }
+    Some(MetricInput::Derived { expr, uses })
+}
+
+/// A `ratio` metric's input: a numerator and a denominator, each another metric over records.
+fn check_ratio(
+    f: &SourceFile,
+    id: &str,
+    m: &Spanned<RawMetric>,
+    ids: &BTreeSet<&str>,
+    all: &BTreeMap<String, Spanned<RawMetric>>,
+    out: &mut Diagnostics,
+) -> Option<MetricInput> {
+    let r = m.get_ref();
+    let mut side = |name: &str, v: &Option<Spanned<String>>| -> Option<String> {
+        let Some(v) = v else {
+            f.err(
+                out,
+                m.span(),
+                format!("metric {id}: a ratio needs `{name}`, the id of another metric"),
+            );
+            return None;
+        };
+        let target = v.get_ref().as_str();
+        if !ids.contains(target) {
+            f.err(
+                out,
+                v.span(),
+                format!(
+                    "metric {id}: {name} names unknown metric `{target}`; known metrics: {}",
+                    join(ids.iter().copied())
+                ),
+            );
+        } else if target == id
+            || all.get(target).is_some_and(|t| {
+                matches!(t.get_ref().aggregate.get_ref().as_str(), "ratio" | "expr")
+            })
+        {
+            f.err(
+                out,
+                v.span(),
+                format!("metric {id}: {name} must be a metric over records, not a ratio"),
+            );
+        }
+        Some(target.to_string())
+    };
+    let numerator = side("numerator", &r.numerator);
+    let denominator = side("denominator", &r.denominator);
+    Some(MetricInput::Ratio {
+        numerator: numerator?,
+        denominator: denominator?,
+    })
+}
+
+/// An aggregate over records: the stream, the aggregate and its field, the filter (equality or CEL),
+/// the window and the text → number map.
+fn check_records_input(
+    f: &SourceFile,
+    id: &str,
+    m: &Spanned<RawMetric>,
+    agg: &str,
+    window_days: Option<u32>,
+    refs: Refs<'_>,
+    out: &mut Diagnostics,
+) -> Option<MetricInput> {
+    let r = m.get_ref();
+    let field = || -> Option<String> { r.field.as_ref().map(|v| v.get_ref().clone()) };
+    let need_field = |out: &mut Diagnostics| -> Option<String> {
+        let v = field();
+        if v.is_none() {
+            f.err(
+                out,
+                m.span(),
+                format!("metric {id}: aggregate {agg} needs `field`"),
+            );
+        }
+        v
+    };
+    let stream = match &r.stream {
+        Some(s) => check_stream_ref(f, s, refs, out),
+        None => {
+            f.err(
+                out,
+                m.span(),
+                format!("metric {id}: needs `stream`, e.g. stripe.invoices"),
+            );
+            None
+        }
+    };
+    let aggregate = match agg {
+        "count" => Some(Aggregate::Count),
+        "sum" => need_field(out).map(Aggregate::Sum),
+        "avg" => need_field(out).map(Aggregate::Avg),
+        "latest" => need_field(out).map(Aggregate::Latest),
+        "distinct" => need_field(out).map(Aggregate::Distinct),
+        "days_since" => need_field(out).map(Aggregate::DaysSince),
+        _ => need_field(out).map(Aggregate::Trend),
+    };
+    if agg == "trend" && window_days.is_none() {
+        f.err(
+            out,
+            m.span(),
+            format!("metric {id}: a trend compares two windows, so it needs window_days"),
+        );
+    }
+    let filter = match r.filter.as_ref() {
+        None => Filter::Equals(Vec::new()),
+        Some(fl) => match fl.get_ref() {
+            RawFilter::Cel(src) => {
+                let spanned = Spanned::new(fl.span(), src.clone());
+                check_cel(
+                    f,
+                    out,
+                    &format!("metric {id}: filter"),
+                    &spanned,
+                    FILTER_VARIABLES,
+                )
+                .map(Filter::Cel)
+                .unwrap_or(Filter::Equals(Vec::new()))
+            }
+            RawFilter::Equals(map) => Filter::Equals(
+                map.iter()
+                    .filter_map(|(k, v)| match serde_json::to_value(v) {
+                        Ok(v) => Some((k.clone(), v)),
+                        Err(_) => {
+                            f.err(out, fl.span(), format!("metric {id}: filter value for `{k}` must be a string, number or boolean"));
+                            None
+                        }
+                    })
+                    .collect(),
+            ),
+        },
+    };
+    let map = r.map.as_ref().map(|mp| {
+        if mp.get_ref().values().any(|v| !v.is_finite()) {
+            f.err(
+                out,
+                mp.span(),
+                format!("metric {id}: map values must be numbers"),
+            );
+        }
+        mp.get_ref()
+            .iter()
+            .map(|(k, v)| (k.to_lowercase(), *v))
+            .collect()
+    });
+    Some(MetricInput::Records {
+        stream: stream?,
+        aggregate: aggregate?,
+        filter,
+        window_days,
+        map,
     })
 }
 
