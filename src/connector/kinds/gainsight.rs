@@ -218,18 +218,19 @@ impl Gainsight {
     }
 
     /// Sends `body` to `path` and returns the envelope's `data`, or `Invalid` with Gainsight's error.
+    /// `creates` marks the CTA create, which the engine must not re-send (`Call::creates`).
     async fn call(
         &self,
         account: &AccountRef,
         method: Method,
         path: &str,
         body: &Value,
+        creates: bool,
     ) -> Result<Value, DeliveryError> {
         let call = Call {
             body: Some(body),
             accept: &[StatusCode::BAD_REQUEST],
-            // Only a CTA POST creates; the query and list POSTs read, the PUT updates.
-            creates: method == Method::POST && path == "/v2/cockpit/cta/",
+            creates,
             ..Call::new(&method, path)
         };
         let r = self.http.execute(call).await?;
@@ -258,6 +259,7 @@ impl Gainsight {
                 Method::POST,
                 "/v1/data/objects/query/Company",
                 &body,
+                false,
             )
             .await?;
         records(&data)
@@ -287,7 +289,7 @@ impl Gainsight {
             "limit": 10, "offset": 0,
         });
         let data = self
-            .call(account, Method::POST, "/v2/cockpit/cta/list", &body)
+            .call(account, Method::POST, "/v2/cockpit/cta/list", &body, false)
             .await?;
         Ok(records(&data)
             .iter()
@@ -338,6 +340,7 @@ impl Gainsight {
                 Method::POST,
                 "/v2/cockpit/cta/",
                 &json!({ "requests": [cta] }),
+                true,
             )
             .await?;
         if created_gsid(&data).is_none() {
@@ -368,7 +371,7 @@ impl Gainsight {
         let body = json!({"requests": [{
             "Gsid": gsid, "StatusName": self.settings.cta_closed_status, "Comments": note,
         }]});
-        self.call(account, Method::PUT, "/v2/cockpit/cta/", &body)
+        self.call(account, Method::PUT, "/v2/cockpit/cta/", &body, false)
             .await?;
         Ok(Delivered::Applied)
     }
