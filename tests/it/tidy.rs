@@ -234,7 +234,7 @@ fn non_test_code(dirs: &[&str]) -> BTreeMap<String, String> {
         test_only.extend(test_path_children(text).into_iter().map(|c| dir.join(c)));
     }
     // A test-only file's own children are test-only too.
-    let mut test_only_all = test_only.clone();
+    let mut test_only_all = test_only;
     loop {
         let more: Vec<PathBuf> = split
             .iter()

@@ -463,8 +463,8 @@ async fn a_mapped_owner_becomes_the_task_owner() {
 #[tokio::test]
 async fn a_task_search_that_repeats_its_page_token_stops_after_one_repeat() {
     // Issue 20: against a server that answered the same `after` every time, the lookup sent 9,999
-    // identical searches. The first repeat now ends it with a transient error (nothing is created on a
-    // lookup that did not finish, so no duplicate).
+    // identical searches. The first repeat now ends it with a transient error, and a project whose
+    // lookup did not finish creates no task (it could be a duplicate).
     let server = MockServer::start().await;
     let others: Vec<Value> = (0..3)
         .map(|i| search_hit(&format!("o-{i}"), "Unrelated call", "NOT_STARTED"))
@@ -477,13 +477,13 @@ async fn a_task_search_that_repeats_its_page_token_stops_after_one_repeat() {
         .mount(&server)
         .await;
     Mock::given(method("POST"))
-        .and(path("/hubspot/crm/v3/objects/tasks/batch/create"))
-        .respond_with(ResponseTemplate::new(500))
+        .and(path("/hubspot/crm/v3/objects/tasks"))
+        .respond_with(ResponseTemplate::new(201))
         .expect(0)
         .mount(&server)
         .await;
     let (sink, _) = sink(&server);
-    match sink.deliver(&close_op("101", KEY)).await {
+    match sink.deliver(&project_op("101", KEY)).await {
         Err(DeliveryError::Transient(why)) => assert!(why.contains("page token `3` again"), "{why}"),
         other => panic!("expected a transient error, got {other:?}"),
     }

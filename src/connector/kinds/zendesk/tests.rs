@@ -492,13 +492,7 @@ fn build_gives_the_export_its_own_quota() {
     };
     assert!(matches!(build(&ctx), Ok(Built::Source(_))));
     let settings = |cfg: &crate::config::ConnectorConfig| {
-        BuildContext {
-            connector: cfg,
-            secrets: &s,
-        }
-        .params::<Settings>()
-        .map(|p| export_config(cfg, p).rate_limit)
-        .unwrap()
+        export_config(cfg, cfg.params.get::<Settings>().unwrap()).rate_limit
     };
     assert_eq!(settings(&cfg), RateLimit::per_secs(10, 60));
     cfg.params = (SPEC.parse_params)(&toml::from_str("incremental_per_min = 30").unwrap()).unwrap();
