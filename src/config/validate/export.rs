@@ -53,7 +53,7 @@ pub(super) fn check_export(
             f.err(out, params_span.clone(), format!("[params]: {e}"));
         }
     }
-    // The kind's `validate_params` has already reported a missing or malformed `directory`.
+    // The kind's `parse_params` has already reported a missing or malformed `directory`.
     let directory = match params.get("directory") {
         Some(toml::Value::String(d)) if !d.trim().is_empty() && !d.contains('\0') => {
             Some(resolve_path(base, d))
