@@ -27,7 +27,7 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 
 use crate::sim::{
-    ceil_secs, json_response, lock, query_pairs, ReceivedRequest, RollingWindow, SimState, Vendor,
+    ceil_secs, json_response, lock, query_pairs, ReceivedRequest, RollingWindow, SimState,
 };
 
 /// The app key the simulated instance accepts.
@@ -49,12 +49,10 @@ struct Store {
 }
 
 impl ChurnZeroState {
-    pub(crate) fn new() -> ChurnZeroState {
+    /// `per_min`: the budget, as `SimRateLimits` gives it (600 by default and in the demo).
+    pub(crate) fn new(per_min: u32) -> ChurnZeroState {
         ChurnZeroState {
-            budget: Mutex::new(RollingWindow::new(
-                Vendor::ChurnZero.spec().quota,
-                Duration::from_secs(60),
-            )),
+            budget: Mutex::new(RollingWindow::new(per_min, Duration::from_secs(60))),
             store: Mutex::new(Store::default()),
         }
     }

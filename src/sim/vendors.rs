@@ -402,11 +402,11 @@ vendors! {
         demo: None,
     }
     /// ChurnZero (a sink).
-    ChurnZero [churnzero: churnzero::ChurnZeroState = |_, _| churnzero::ChurnZeroState::new()] {
+    ChurnZero [churnzero: churnzero::ChurnZeroState = |_, l| churnzero::ChurnZeroState::new(l.get(Vendor::ChurnZero))] {
         name: "churnzero",
         prefix: "/churnzero",
         credential: churnzero::APP_KEY,
-        // A fixed 600 calls a minute: `churnzero.rs` reads `quota`, whatever `SimRateLimits` says.
+        // 600 calls a minute, in the demo too (`churnzero.rs`).
         per_secs: 60,
         quota: 600,
         demo_quota: 600,
